@@ -1,0 +1,140 @@
+//! Map names, keys, values and default sizes.
+
+/// Per-CPU hash keyed by [`MacKey`], values [`DeviceCounters`]. Never evicts: a failed insert
+/// is counted in [`crate::Stat::DeviceInsertFailed`].
+pub const DEVICE_STATS: &str = "DEVICE_STATS";
+/// LRU per-CPU hash keyed by [`ConvKey`], values [`ConvCounters`]. The program counts its inserts
+/// ([`crate::Stat::ConvInserts`]) so the agent can tell entries it aged out from evictions.
+pub const CONVERSATIONS: &str = "CONVERSATIONS";
+/// Per-CPU array of `u64`, indexed by [`crate::Stat`].
+pub const STATS: &str = "STATS";
+
+/// Default capacity of [`DEVICE_STATS`]: MACs, including multicast and broadcast destinations.
+pub const DEFAULT_MAX_MACS: u32 = 4096;
+/// Default capacity of [`CONVERSATIONS`].
+pub const DEFAULT_MAX_CONVERSATIONS: u32 = 65536;
+
+/// Name of the read-only global that selects replay mode (see [`REPLAY_MODE`]).
+pub const GLOBAL_REPLAY: &str = "REPLAY";
+/// Replay mode (a `u8` global, 1 = on). Used with BPF_PROG_TEST_RUN, where the `__sk_buff`
+/// context handed in by the caller carries what a live socket buffer would:
+/// - `wire_len`: the frame's original length on the wire, from its Ethernet header, when the
+///   capture cut it short (0 = the data's own length);
+/// - `gso_segs`: the number of wire frames the buffer stands for (0 or 1 = one);
+/// - `tstamp`: the capture time in nanoseconds since the epoch, used for first/last seen.
+///
+/// Live, `wire_len` is ignored (at ingress it omits the Ethernet header) and the clock is
+/// `bpf_ktime_get_ns`.
+pub const REPLAY_MODE: u8 = 1;
+
+/// Maximum number of VLAN tags parsed (802.1Q/802.1ad stacks); deeper stacks are counted.
+pub const MAX_VLAN_DEPTH: usize = 2;
+/// Maximum number of IPv6 extension headers walked before giving up on the L4 header.
+pub const MAX_IPV6_EXT_HEADERS: usize = 6;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MacKey {
+    pub mac: [u8; 6],
+    pub _pad: [u8; 2],
+}
+
+impl MacKey {
+    pub const fn new(mac: [u8; 6]) -> Self {
+        Self { mac, _pad: [0; 2] }
+    }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DeviceCounters {
+    /// Frames whose Ethernet source is the MAC.
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+    /// Frames whose Ethernet destination is the MAC.
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+}
+
+/// Version of the IP header in a [`ConvKey`]; `NONE` for non-IP frames and for frames whose IP
+/// header was truncated or malformed (those are counted at L2 only, nothing is guessed).
+pub mod ip_version {
+    pub const NONE: u8 = 0;
+    pub const V4: u8 = 4;
+    pub const V6: u8 = 6;
+}
+
+/// A conversation: one direction of traffic between two endpoints.
+///
+/// IPv4 addresses sit in the first four bytes of the 16-byte fields, the rest zero. Ports are in
+/// host byte order and 0 where the frame has none (non-TCP/UDP, non-first fragments, truncated
+/// L4 header).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConvKey {
+    pub src_ip: [u8; 16],
+    pub dst_ip: [u8; 16],
+    pub src_mac: [u8; 6],
+    pub dst_mac: [u8; 6],
+    pub src_port: u16,
+    pub dst_port: u16,
+    pub ip_version: u8,
+    /// IP protocol number (6 TCP, 17 UDP, 1 ICMP, 58 ICMPv6, ...); 0 without IP.
+    pub proto: u8,
+    /// Ethertype of the innermost header (host byte order), so non-IP traffic stays visible.
+    pub ether_type: u16,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConvCounters {
+    pub packets: u64,
+    pub bytes: u64,
+    /// Nanoseconds: `bpf_ktime_get_ns` live, capture time in replay. Per CPU: take min/max.
+    pub first_seen_ns: u64,
+    pub last_seen_ns: u64,
+}
+
+const _: () = assert!(core::mem::size_of::<MacKey>() == 8);
+const _: () = assert!(core::mem::size_of::<DeviceCounters>() == 32);
+const _: () = assert!(core::mem::size_of::<ConvKey>() == 52);
+const _: () = assert!(core::mem::size_of::<ConvCounters>() == 32);
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: all four are #[repr(C)] with only integer fields and no implicit padding (sizes
+    // asserted above), so any bit pattern is valid.
+    unsafe impl aya::Pod for super::MacKey {}
+    unsafe impl aya::Pod for super::DeviceCounters {}
+    unsafe impl aya::Pod for super::ConvKey {}
+    unsafe impl aya::Pod for super::ConvCounters {}
+}
+
+#[cfg(test)]
+mod tests {
+    use core::mem::{offset_of, size_of};
+
+    use super::*;
+
+    #[test]
+    fn conv_key_layout_is_fixed() {
+        assert_eq!(offset_of!(ConvKey, src_ip), 0);
+        assert_eq!(offset_of!(ConvKey, dst_ip), 16);
+        assert_eq!(offset_of!(ConvKey, src_mac), 32);
+        assert_eq!(offset_of!(ConvKey, dst_mac), 38);
+        assert_eq!(offset_of!(ConvKey, src_port), 44);
+        assert_eq!(offset_of!(ConvKey, dst_port), 46);
+        assert_eq!(offset_of!(ConvKey, ip_version), 48);
+        assert_eq!(offset_of!(ConvKey, proto), 49);
+        assert_eq!(offset_of!(ConvKey, ether_type), 50);
+        assert_eq!(size_of::<ConvKey>(), 52);
+    }
+
+    #[test]
+    fn counters_are_four_u64() {
+        assert_eq!(offset_of!(DeviceCounters, rx_packets), 16);
+        assert_eq!(offset_of!(ConvCounters, last_seen_ns), 24);
+        assert_eq!(size_of::<MacKey>(), 8);
+        assert_eq!(MacKey::new([1, 2, 3, 4, 5, 6]).mac, [1, 2, 3, 4, 5, 6]);
+    }
+}

@@ -1,0 +1,107 @@
+//! Turns one parsed buffer into counter updates: per MAC (exact, never evicted) and per
+//! conversation (LRU, inserts counted so that the agent can tell evictions).
+
+use agent_common::{ConvCounters, ConvKey, DeviceCounters, MacKey, Stat, classify::wire_bytes};
+use aya_ebpf::bindings::BPF_NOEXIST;
+
+use crate::{
+    maps::{CONVERSATIONS, DEVICE_STATS, bump},
+    packet::Packet,
+    parse::parse,
+};
+
+const EEXIST: i32 = 17;
+
+pub struct Meta {
+    /// Bytes of the buffer from its Ethernet header (the original length in replay).
+    pub len: u64,
+    /// Wire frames the buffer stands for (GSO/GRO); 0 means 1.
+    pub segments: u64,
+    /// The outer VLAN tag is in socket-buffer metadata, not in the data (TC): 4 wire bytes more
+    /// per frame.
+    pub outer_tag_in_meta: bool,
+    pub now_ns: u64,
+}
+
+#[inline(always)]
+pub fn account<P: Packet>(p: &P, m: &Meta) {
+    let segments = if m.segments == 0 { 1 } else { m.segments };
+    bump(Stat::Buffers, 1);
+    bump(Stat::Frames, segments);
+    if segments > 1 {
+        bump(Stat::GsoBuffers, 1);
+    }
+    let Some(frame) = parse(p, m.outer_tag_in_meta) else {
+        bump(Stat::TruncatedL2, 1);
+        return;
+    };
+    let tag_bytes = if m.outer_tag_in_meta { 4 } else { 0 };
+    let bytes = wire_bytes(m.len, segments, frame.header_len) + segments * tag_bytes;
+    add_mac(&frame.key.src_mac, true, segments, bytes);
+    add_mac(&frame.key.dst_mac, false, segments, bytes);
+    add_conversation(&frame.key, segments, bytes, m.now_ns);
+}
+
+#[inline(always)]
+fn bump_device(c: *mut DeviceCounters, tx: bool, packets: u64, bytes: u64) {
+    // SAFETY: a per-CPU value; nothing else writes it while this program runs on this CPU.
+    unsafe {
+        if tx {
+            (*c).tx_packets += packets;
+            (*c).tx_bytes += bytes;
+        } else {
+            (*c).rx_packets += packets;
+            (*c).rx_bytes += bytes;
+        }
+    }
+}
+
+#[inline(always)]
+fn add_mac(mac: &[u8; 6], tx: bool, packets: u64, bytes: u64) {
+    let key = MacKey::new(*mac);
+    if let Some(c) = DEVICE_STATS.get_ptr_mut(&key) {
+        bump_device(c, tx, packets, bytes);
+        return;
+    }
+    let mut fresh = DeviceCounters::default();
+    bump_device(&mut fresh, tx, packets, bytes);
+    match DEVICE_STATS.insert(&key, &fresh, u64::from(BPF_NOEXIST)) {
+        Ok(()) => {}
+        // Another CPU created the entry meanwhile: our slot of it exists now.
+        Err(e) if e == -EEXIST => match DEVICE_STATS.get_ptr_mut(&key) {
+            Some(c) => bump_device(c, tx, packets, bytes),
+            None => bump(Stat::DeviceInsertFailed, 1),
+        },
+        Err(_) => bump(Stat::DeviceInsertFailed, 1),
+    }
+}
+
+#[inline(always)]
+fn add_conversation(key: &ConvKey, packets: u64, bytes: u64, now_ns: u64) {
+    if let Some(c) = CONVERSATIONS.get_ptr_mut(key) {
+        // SAFETY: per-CPU value, see bump_device.
+        unsafe {
+            (*c).packets += packets;
+            (*c).bytes += bytes;
+            (*c).last_seen_ns = now_ns;
+        }
+        return;
+    }
+    let fresh = ConvCounters { packets, bytes, first_seen_ns: now_ns, last_seen_ns: now_ns };
+    match CONVERSATIONS.insert(key, &fresh, u64::from(BPF_NOEXIST)) {
+        Ok(()) => bump(Stat::ConvInserts, 1),
+        Err(e) if e == -EEXIST => match CONVERSATIONS.get_ptr_mut(key) {
+            // SAFETY: per-CPU value, see bump_device.
+            Some(c) => unsafe {
+                (*c).packets += packets;
+                (*c).bytes += bytes;
+                if (*c).first_seen_ns == 0 {
+                    (*c).first_seen_ns = now_ns;
+                }
+                (*c).last_seen_ns = now_ns;
+            },
+            None => bump(Stat::ConvInsertFailed, 1),
+        },
+        Err(_) => bump(Stat::ConvInsertFailed, 1),
+    }
+}

@@ -1,0 +1,76 @@
+//! iotwatch's kernel side: count every frame on the ports of a bridge, exactly once, and never
+//! drop, delay or alter one. On any error the frame passes and the error is counted in `STATS`.
+#![no_std]
+#![no_main]
+
+mod account;
+mod maps;
+mod packet;
+mod parse;
+
+use agent_common::REPLAY_MODE;
+use aya_ebpf::{
+    bindings::{TC_ACT_UNSPEC, xdp_action::XDP_PASS},
+    helpers::bpf_ktime_get_ns,
+    macros::{classifier, xdp},
+    programs::{TcContext, XdpContext},
+};
+
+use crate::account::{Meta, account};
+
+/// Set to [`REPLAY_MODE`] by the loader for BPF_PROG_TEST_RUN replays: then the `__sk_buff`
+/// context carries the original wire length, segment count and capture time (see agent-common).
+#[unsafe(no_mangle)]
+static REPLAY: u8 = 0;
+
+/// TC program for the ingress of every bridge port and the egress of the bridge device.
+/// Returns `TC_ACT_UNSPEC` (tcx: next) so that other TC users on the port still run: `TC_ACT_OK`
+/// would end the chain and silently switch off someone's shaping filters.
+#[classifier]
+pub fn iotwatch_tc(ctx: TcContext) -> i32 {
+    // SAFETY: the context pointer is valid for the whole program run; the verifier rewrites
+    // these field reads into reads of the socket buffer.
+    let (gso_segs, vlan_present, wire_len, tstamp) = unsafe {
+        let skb = &*ctx.skb.skb;
+        (skb.gso_segs, skb.vlan_present, skb.wire_len, skb.tstamp)
+    };
+    // SAFETY: a read-only global set at load; volatile so the compiler keeps the read.
+    let replay = unsafe { core::ptr::read_volatile(&REPLAY) } == REPLAY_MODE;
+    let len = u64::from(ctx.len());
+    let meta = if replay {
+        Meta { len: len.max(u64::from(wire_len)), segments: u64::from(gso_segs), outer_tag_in_meta: false, now_ns: tstamp }
+    } else {
+        Meta {
+            len,
+            segments: u64::from(gso_segs),
+            // The kernel moved the outer tag into metadata before TC ingress.
+            outer_tag_in_meta: vlan_present != 0,
+            // SAFETY: helper without arguments.
+            now_ns: unsafe { bpf_ktime_get_ns() },
+        }
+    };
+    account(&ctx, &meta);
+    TC_ACT_UNSPEC
+}
+
+/// XDP program, for ports whose driver has native XDP (`--attach xdp`). Sees one wire frame at a
+/// time with every tag still in the data.
+#[xdp]
+pub fn iotwatch_xdp(ctx: XdpContext) -> u32 {
+    let len = ctx.data_end().saturating_sub(ctx.data()) as u64;
+    // SAFETY: helper without arguments.
+    let meta = Meta { len, segments: 1, outer_tag_in_meta: false, now_ns: unsafe { bpf_ktime_get_ns() } };
+    account(&ctx, &meta);
+    XDP_PASS
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+/// GPL-compatible, as the helpers the program calls require.
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -1,0 +1,29 @@
+//! The maps of the contract in agent-common; sizes are defaults the loader may override.
+
+use agent_common::{
+    ConvCounters, ConvKey, DEFAULT_MAX_CONVERSATIONS, DEFAULT_MAX_MACS, DeviceCounters, MacKey, Stat,
+    stats::STATS_LEN,
+};
+use aya_ebpf::{
+    macros::map,
+    maps::{LruPerCpuHashMap, PerCpuArray, PerCpuHashMap},
+};
+
+#[map]
+pub static DEVICE_STATS: PerCpuHashMap<MacKey, DeviceCounters> =
+    PerCpuHashMap::with_max_entries(DEFAULT_MAX_MACS, 0);
+
+#[map]
+pub static CONVERSATIONS: LruPerCpuHashMap<ConvKey, ConvCounters> =
+    LruPerCpuHashMap::with_max_entries(DEFAULT_MAX_CONVERSATIONS, 0);
+
+#[map]
+pub static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(STATS_LEN, 0);
+
+#[inline(always)]
+pub fn bump(stat: Stat, n: u64) {
+    if let Some(slot) = STATS.get_ptr_mut(stat as u32) {
+        // SAFETY: per-CPU slot, no other writer while this program runs on this CPU.
+        unsafe { *slot += n }
+    }
+}

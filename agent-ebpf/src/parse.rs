@@ -1,0 +1,199 @@
+//! Header walk: Ethernet, VLAN stacks, IPv4 (options, fragments), IPv6 (extension headers), TCP
+//! and UDP ports. What is cut short or lies is counted and not guessed: a frame keeps the fields
+//! read before the problem and nothing after it.
+
+use agent_common::{ConvKey, MAX_IPV6_EXT_HEADERS, MAX_VLAN_DEPTH, Stat, ip_version};
+use network_types::{
+    eth::EthHdr,
+    ip::{Ipv4Hdr, Ipv6Hdr},
+    tcp::TcpHdr,
+    udp::UdpHdr,
+};
+
+use crate::{maps::bump, packet::Packet};
+
+const ETH_P_IPV4: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86dd;
+const ETH_P_ARP: u16 = 0x0806;
+const ETH_P_8021Q: u16 = 0x8100;
+const ETH_P_8021AD: u16 = 0x88a8;
+
+const IPPROTO_TCP: u8 = 6;
+const IPPROTO_UDP: u8 = 17;
+const IPV6_HOP_BY_HOP: u8 = 0;
+const IPV6_ROUTING: u8 = 43;
+const IPV6_FRAGMENT: u8 = 44;
+const IPV6_AH: u8 = 51;
+const IPV6_DEST_OPTS: u8 = 60;
+
+pub struct Frame {
+    pub key: ConvKey,
+    /// Bytes of headers (from the Ethernet header through L4) that every GSO segment repeats.
+    pub header_len: u64,
+}
+
+#[inline(always)]
+const fn is_vlan(ether_type: u16) -> bool {
+    ether_type == ETH_P_8021Q || ether_type == ETH_P_8021AD
+}
+
+/// `None` for a runt shorter than an Ethernet header: nothing can be attributed.
+#[inline(always)]
+pub fn parse<P: Packet>(p: &P, outer_tag_in_meta: bool) -> Option<Frame> {
+    let eth: EthHdr = p.load(0)?;
+    let mut f = Frame {
+        key: ConvKey { src_mac: eth.src_addr, dst_mac: eth.dst_addr, ..ConvKey::default() },
+        header_len: EthHdr::LEN as u64,
+    };
+    let mut ether_type = u16::from_be(eth.ether_type);
+    let mut off = EthHdr::LEN;
+    let mut tags = u32::from(outer_tag_in_meta);
+    for _ in 0..MAX_VLAN_DEPTH {
+        if !is_vlan(ether_type) || tags as usize >= MAX_VLAN_DEPTH {
+            break;
+        }
+        let Some(tag) = p.load::<[u8; 4]>(off) else {
+            bump(Stat::TruncatedL3, 1);
+            f.key.ether_type = ether_type;
+            return Some(f);
+        };
+        ether_type = u16::from_be_bytes([tag[2], tag[3]]);
+        off += 4;
+        tags += 1;
+    }
+    if tags > 0 {
+        bump(Stat::Vlan, 1);
+    }
+    if tags > 1 {
+        bump(Stat::VlanStacked, 1);
+    }
+    f.key.ether_type = ether_type;
+    f.header_len = off as u64;
+    match ether_type {
+        ETH_P_IPV4 => parse_ipv4(p, off, &mut f),
+        ETH_P_IPV6 => parse_ipv6(p, off, &mut f),
+        ETH_P_ARP => bump(Stat::Arp, 1),
+        t if is_vlan(t) => bump(Stat::VlanTooDeep, 1),
+        _ => bump(Stat::OtherEthertype, 1),
+    }
+    Some(f)
+}
+
+#[inline(always)]
+fn parse_ipv4<P: Packet>(p: &P, off: usize, f: &mut Frame) {
+    let Some(ip) = p.load::<Ipv4Hdr>(off) else {
+        bump(Stat::TruncatedL3, 1);
+        return;
+    };
+    let ihl = usize::from(ip.vihl & 0x0f) * 4;
+    if ip.vihl >> 4 != 4 || ihl < Ipv4Hdr::LEN {
+        bump(Stat::Malformed, 1);
+        return;
+    }
+    // The options must be there too before the header is trusted.
+    if p.load::<u8>(off + ihl - 1).is_none() {
+        bump(Stat::TruncatedL3, 1);
+        return;
+    }
+    bump(Stat::Ipv4, 1);
+    if ihl > Ipv4Hdr::LEN {
+        bump(Stat::Ipv4Options, 1);
+    }
+    f.key.ip_version = ip_version::V4;
+    f.key.src_ip[..4].copy_from_slice(&ip.src_addr);
+    f.key.dst_ip[..4].copy_from_slice(&ip.dst_addr);
+    f.key.proto = ip.proto as u8;
+    let frags = u16::from_be_bytes(ip.frags);
+    let (more_fragments, frag_offset) = (frags & 0x2000 != 0, frags & 0x1fff);
+    if more_fragments || frag_offset != 0 {
+        bump(Stat::Fragments, 1);
+    }
+    if frag_offset != 0 {
+        bump(Stat::FragmentsNonFirst, 1);
+        f.header_len = (off + ihl) as u64;
+        return;
+    }
+    parse_l4(p, off + ihl, f);
+}
+
+#[inline(always)]
+fn parse_ipv6<P: Packet>(p: &P, off: usize, f: &mut Frame) {
+    let Some(ip) = p.load::<Ipv6Hdr>(off) else {
+        bump(Stat::TruncatedL3, 1);
+        return;
+    };
+    if ip.vcf[0] >> 4 != 6 {
+        bump(Stat::Malformed, 1);
+        return;
+    }
+    bump(Stat::Ipv6, 1);
+    f.key.ip_version = ip_version::V6;
+    f.key.src_ip = ip.src_addr;
+    f.key.dst_ip = ip.dst_addr;
+    let mut next = ip.next_hdr as u8;
+    let mut off = off + Ipv6Hdr::LEN;
+    let mut walked = false;
+    for _ in 0..MAX_IPV6_EXT_HEADERS {
+        if !matches!(next, IPV6_HOP_BY_HOP | IPV6_ROUTING | IPV6_FRAGMENT | IPV6_AH | IPV6_DEST_OPTS) {
+            break;
+        }
+        walked = true;
+        // Every extension header starts with (next header, length); the fragment header is 8
+        // bytes with the offset in bytes 2-3, AH counts 4-byte units, the others 8-byte units.
+        let Some(h) = p.load::<[u8; 4]>(off) else {
+            bump(Stat::TruncatedL3, 1);
+            f.key.proto = next;
+            return;
+        };
+        let this = next;
+        next = h[0];
+        off += match this {
+            IPV6_FRAGMENT => 8,
+            IPV6_AH => (usize::from(h[1]) + 2) * 4,
+            _ => (usize::from(h[1]) + 1) * 8,
+        };
+        if this == IPV6_FRAGMENT {
+            bump(Stat::Fragments, 1);
+            if u16::from_be_bytes([h[2], h[3]]) & 0xfff8 != 0 {
+                bump(Stat::FragmentsNonFirst, 1);
+                f.key.proto = next;
+                f.header_len = off as u64;
+                return;
+            }
+        }
+    }
+    if walked {
+        bump(Stat::Ipv6ExtHeaders, 1);
+    }
+    f.key.proto = next;
+    if matches!(next, IPV6_HOP_BY_HOP | IPV6_ROUTING | IPV6_FRAGMENT | IPV6_AH | IPV6_DEST_OPTS) {
+        bump(Stat::Ipv6ExtTooDeep, 1);
+        return;
+    }
+    parse_l4(p, off, f);
+}
+
+/// Ports only from a complete minimal TCP (20 bytes) or UDP (8 bytes) header.
+#[inline(always)]
+fn parse_l4<P: Packet>(p: &P, off: usize, f: &mut Frame) {
+    f.header_len = off as u64;
+    match f.key.proto {
+        IPPROTO_TCP => match p.load::<TcpHdr>(off) {
+            Some(tcp) => {
+                f.key.src_port = u16::from_be_bytes(tcp.source);
+                f.key.dst_port = u16::from_be_bytes(tcp.dest);
+                f.header_len = (off + usize::from(tcp.doff()) * 4) as u64;
+            }
+            None => bump(Stat::TruncatedL4, 1),
+        },
+        IPPROTO_UDP => match p.load::<UdpHdr>(off) {
+            Some(udp) => {
+                f.key.src_port = u16::from_be_bytes(udp.src);
+                f.key.dst_port = u16::from_be_bytes(udp.dst);
+                f.header_len = (off + UdpHdr::LEN) as u64;
+            }
+            None => bump(Stat::TruncatedL4, 1),
+        },
+        _ => {}
+    }
+}

@@ -1,0 +1,184 @@
+//! Attaching to a bridge so that every frame is counted exactly once:
+//! - ingress of every port (TC by default, XDP on request): frames from devices, whether the
+//!   bridge forwards them to another port or delivers them to the host;
+//! - TC egress of the bridge device: frames the host itself sends into the bridge.
+//!
+//! Frames forwarded between ports never pass the bridge device, and frames to the host never
+//! pass a port's egress, so no frame is seen twice. XDP on the bridge device itself would miss
+//! forwarded frames, which is why nothing attaches there.
+
+use std::{collections::BTreeMap, io};
+
+use anyhow::{Context as _, bail};
+use aya::{
+    Ebpf,
+    programs::{
+        SchedClassifier, TcAttachType, Xdp, XdpMode,
+        tc::{SchedClassifierLinkId, qdisc_add_clsact},
+        xdp::XdpLinkId,
+    },
+    util::KernelVersion,
+};
+
+use crate::{
+    bpf::{TC_PROGRAM, XDP_PROGRAM, program},
+    netif,
+};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum AttachMode {
+    /// TC (tcx on kernels >= 6.6, clsact below) on every port: coexists with other TC users and
+    /// keeps GRO/TSO.
+    Tc,
+    /// Native XDP on every port: only for drivers with native XDP; veth loses GRO/TSO with it.
+    Xdp,
+    /// Generic (skb-mode) XDP on every port.
+    XdpSkb,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Hook {
+    TcIngress,
+    TcEgress,
+    Xdp,
+}
+
+impl Hook {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Hook::TcIngress => "tc_ingress",
+            Hook::TcEgress => "tc_egress",
+            Hook::Xdp => "xdp",
+        }
+    }
+}
+
+enum Link {
+    Tc(SchedClassifierLinkId),
+    Xdp(XdpLinkId),
+}
+
+pub struct Attacher {
+    bridge: String,
+    mode: AttachMode,
+    /// Per interface (ports and the bridge itself): its hook and link.
+    links: BTreeMap<String, (Hook, Link)>,
+}
+
+/// The errno behind an attach error, if any.
+fn os_error(err: &(dyn std::error::Error + 'static)) -> Option<i32> {
+    let mut cur = Some(err);
+    while let Some(e) = cur {
+        if let Some(io) = e.downcast_ref::<io::Error>() {
+            return io.raw_os_error();
+        }
+        cur = e.source();
+    }
+    None
+}
+
+impl Attacher {
+    pub fn new(bridge: &str, mode: AttachMode) -> Self {
+        Self { bridge: bridge.to_owned(), mode, links: BTreeMap::new() }
+    }
+
+    /// Interfaces and hooks currently attached.
+    pub fn attached(&self) -> Vec<(String, Hook)> {
+        self.links.iter().map(|(i, (h, _))| (i.clone(), *h)).collect()
+    }
+
+    /// Egress of the bridge plus every current port. Fails on the first error, detaching nothing
+    /// that was attached before it (the caller drops everything by dropping the `Ebpf`).
+    pub fn attach_all(&mut self, ebpf: &mut Ebpf) -> anyhow::Result<()> {
+        let bridge = self.bridge.clone();
+        self.attach_one(ebpf, &bridge, Hook::TcEgress)?;
+        self.sync_ports(ebpf)?;
+        Ok(())
+    }
+
+    /// Attaches to ports that joined the bridge and forgets ports that left it; returns what
+    /// changed as (interface, joined).
+    pub fn sync_ports(&mut self, ebpf: &mut Ebpf) -> anyhow::Result<Vec<(String, bool)>> {
+        let ports = netif::bridge_ports(&self.bridge)
+            .with_context(|| format!("reading the ports of bridge {} (did it go away?)", self.bridge))?;
+        let mut changes = Vec::new();
+        let gone: Vec<String> =
+            self.links.keys().filter(|i| **i != self.bridge && !ports.contains(i)).cloned().collect();
+        for iface in gone {
+            self.detach_one(ebpf, &iface);
+            changes.push((iface, false));
+        }
+        let hook = match self.mode {
+            AttachMode::Tc => Hook::TcIngress,
+            AttachMode::Xdp | AttachMode::XdpSkb => Hook::Xdp,
+        };
+        for port in ports {
+            if !self.links.contains_key(&port) {
+                self.attach_one(ebpf, &port, hook)?;
+                changes.push((port, true));
+            }
+        }
+        Ok(changes)
+    }
+
+    fn attach_one(&mut self, ebpf: &mut Ebpf, iface: &str, hook: Hook) -> anyhow::Result<()> {
+        let link = match hook {
+            Hook::TcIngress | Hook::TcEgress => {
+                let below_tcx = KernelVersion::current().map(|v| v < KernelVersion::new(6, 6, 0)).unwrap_or(false);
+                if below_tcx {
+                    // clsact may exist already (ours from before, or someone's shaping): fine.
+                    let _ = qdisc_add_clsact(iface);
+                }
+                let attach_type = if hook == Hook::TcIngress { TcAttachType::Ingress } else { TcAttachType::Egress };
+                let tc: &mut SchedClassifier = program(ebpf, TC_PROGRAM)?;
+                let id = tc.attach(iface, attach_type).with_context(|| {
+                    format!("attaching TC {} to {iface} failed: the kernel needs tcx (>= 6.6) or clsact support (CONFIG_NET_CLS_BPF, CONFIG_NET_SCH_INGRESS)", hook.as_str())
+                })?;
+                Link::Tc(id)
+            }
+            Hook::Xdp => {
+                let mode = if self.mode == AttachMode::XdpSkb { XdpMode::Skb } else { XdpMode::Driver };
+                let xdp: &mut Xdp = program(ebpf, XDP_PROGRAM)?;
+                match xdp.attach(iface, mode) {
+                    Ok(id) => Link::Xdp(id),
+                    Err(e) => {
+                        let errno = os_error(&e);
+                        if matches!(errno, Some(libc::EEXIST) | Some(libc::EBUSY)) {
+                            bail!(
+                                "port {iface} already has an XDP program attached (another tool, or an iotwatch still running): \
+                                 use `--attach tc` (the default, coexists with other programs), or remove it with `ip link set dev {iface} xdp off`"
+                            );
+                        }
+                        if mode == XdpMode::Driver && matches!(errno, Some(libc::EOPNOTSUPP) | Some(libc::EINVAL)) {
+                            bail!("the driver of port {iface} has no native XDP: use `--attach tc` (the default) or `--attach xdp-skb`");
+                        }
+                        return Err(anyhow::Error::new(e).context(format!("attaching XDP to {iface} failed")));
+                    }
+                }
+            }
+        };
+        tracing::info!(interface = iface, hook = hook.as_str(), "attached");
+        self.links.insert(iface.to_owned(), (hook, link));
+        Ok(())
+    }
+
+    fn detach_one(&mut self, ebpf: &mut Ebpf, iface: &str) {
+        let Some((hook, link)) = self.links.remove(iface) else { return };
+        // A port deleted outright took its link with it; detaching then fails harmlessly.
+        let result = match link {
+            Link::Tc(id) => program::<SchedClassifier>(ebpf, TC_PROGRAM).and_then(|p| Ok(p.detach(id)?)),
+            Link::Xdp(id) => program::<Xdp>(ebpf, XDP_PROGRAM).and_then(|p| Ok(p.detach(id)?)),
+        };
+        match result {
+            Ok(()) => tracing::info!(interface = iface, hook = hook.as_str(), "detached"),
+            Err(e) => tracing::debug!(interface = iface, "detach: {e:#} (interface probably gone)"),
+        }
+    }
+
+    pub fn detach_all(&mut self, ebpf: &mut Ebpf) {
+        let ifaces: Vec<String> = self.links.keys().cloned().collect();
+        for iface in ifaces {
+            self.detach_one(ebpf, &iface);
+        }
+    }
+}

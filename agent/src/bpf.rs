@@ -1,0 +1,70 @@
+//! Loading the eBPF object built by build.rs, with map sizes and globals set at load.
+
+use agent_common::{CONVERSATIONS, DEVICE_STATS, GLOBAL_REPLAY, REPLAY_MODE};
+use anyhow::{Context as _, bail};
+use aya::{
+    Ebpf, EbpfLoader,
+    programs::{SchedClassifier, Xdp},
+};
+
+/// Names of the two entry points in agent-ebpf.
+pub const TC_PROGRAM: &str = "iotwatch_tc";
+pub const XDP_PROGRAM: &str = "iotwatch_xdp";
+
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/iotwatch"));
+
+#[derive(Clone, Copy, Debug)]
+pub struct LoadOptions {
+    pub max_macs: u32,
+    pub max_conversations: u32,
+    /// BPF_PROG_TEST_RUN replay: the context carries wire length, segments and capture time.
+    pub replay: bool,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self { max_macs: agent_common::DEFAULT_MAX_MACS, max_conversations: agent_common::DEFAULT_MAX_CONVERSATIONS, replay: false }
+    }
+}
+
+/// Loads (but does not attach) both programs.
+pub fn load(opts: &LoadOptions) -> anyhow::Result<Ebpf> {
+    if OBJECT.is_empty() {
+        bail!("this iotwatch was built with AYA_BUILD_SKIP=1 and carries no eBPF programs: rebuild without it");
+    }
+    if opts.max_macs == 0 || opts.max_conversations == 0 {
+        bail!("map sizes must be at least 1 (--bpf.max-macs, --bpf.max-conversations)");
+    }
+    raise_memlock_limit();
+    let replay = if opts.replay { REPLAY_MODE } else { 0 };
+    let mut ebpf = EbpfLoader::new()
+        .map_max_entries(DEVICE_STATS, opts.max_macs)
+        .map_max_entries(CONVERSATIONS, opts.max_conversations)
+        .override_global(GLOBAL_REPLAY, &replay, true)
+        .load(OBJECT)
+        .context("loading the eBPF object failed (needs root or CAP_BPF + CAP_NET_ADMIN, and a kernel with BPF enabled)")?;
+    let tc: &mut SchedClassifier = program(&mut ebpf, TC_PROGRAM)?;
+    tc.load().context("the kernel's verifier refused the TC program")?;
+    let xdp: &mut Xdp = program(&mut ebpf, XDP_PROGRAM)?;
+    xdp.load().context("the kernel's verifier refused the XDP program")?;
+    Ok(ebpf)
+}
+
+/// A loaded program by name and type.
+pub fn program<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> anyhow::Result<&'a mut T>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+{
+    let p = ebpf.program_mut(name).with_context(|| format!("program {name} missing from the eBPF object"))?;
+    p.try_into().with_context(|| format!("program {name} has an unexpected type"))
+}
+
+/// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; later ones ignore it.
+fn raise_memlock_limit() {
+    let rlim = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
+    // SAFETY: setrlimit with a valid pointer to a stack value.
+    let ret = unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rlim) };
+    if ret != 0 {
+        tracing::debug!("could not raise RLIMIT_MEMLOCK; only matters on kernels before 5.11");
+    }
+}

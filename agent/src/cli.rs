@@ -1,0 +1,87 @@
+//! Command line, in node_exporter's style: `--<area>.<option>`.
+
+use std::{net::SocketAddr, path::PathBuf};
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::{attach::AttachMode, oui::DEFAULT_OUI_FILE, scope::Prefix};
+
+/// Default listen port: outside the well-known exporter ports (9090-9093 Prometheus and
+/// Alertmanager, 9100 node_exporter).
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9477";
+
+#[derive(Debug, Parser)]
+#[command(name = "iotwatch", version, about = "See what the devices on a home network really do: eBPF traffic accounting on a Linux bridge, for Prometheus")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    /// Log level: error, warn, info, debug, trace.
+    #[arg(long = "log.level", default_value = "info", global = true)]
+    pub log_level: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Attach to a bridge and serve /metrics until SIGINT or SIGTERM.
+    Run(RunArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The bridge whose ports to watch (e.g. br0).
+    #[arg(long)]
+    pub bridge: String,
+    /// How to attach to the bridge ports.
+    #[arg(long, value_enum, default_value = "tc")]
+    pub attach: AttachMode,
+    /// Address to serve /metrics on.
+    #[arg(long = "web.listen-address", default_value = DEFAULT_LISTEN)]
+    pub listen: SocketAddr,
+    /// Extra LAN prefix (repeatable); the bridge's own subnets are always LAN.
+    #[arg(long = "lan.prefix", value_parser = parse_prefix)]
+    pub lan_prefixes: Vec<Prefix>,
+    /// Capacity of the per-MAC map (MACs, including multicast and broadcast destinations).
+    #[arg(long = "bpf.max-macs", default_value_t = agent_common::DEFAULT_MAX_MACS)]
+    pub max_macs: u32,
+    /// Capacity of the conversation (LRU) map.
+    #[arg(long = "bpf.max-conversations", default_value_t = agent_common::DEFAULT_MAX_CONVERSATIONS)]
+    pub max_conversations: u32,
+    /// Seconds between reads of the maps (also done on every scrape) and port checks.
+    #[arg(long = "bpf.poll-interval", default_value_t = 5)]
+    pub poll_interval: u64,
+    /// Seconds a conversation may be idle before the agent removes it from the kernel map.
+    #[arg(long = "bpf.conversation-idle", default_value_t = 120)]
+    pub conversation_idle: u64,
+    /// Devices with their own series; the rest are summed as mac="other".
+    #[arg(long = "metrics.max-devices", default_value_t = 256)]
+    pub max_devices: usize,
+    /// Destination ports with their own series per device; the rest are port="other".
+    #[arg(long = "metrics.top-ports", default_value_t = 10)]
+    pub top_ports: usize,
+    /// IEEE OUI registry (oui.txt) for vendor names.
+    #[arg(long = "enrich.oui-file", default_value = DEFAULT_OUI_FILE)]
+    pub oui_file: PathBuf,
+}
+
+fn parse_prefix(s: &str) -> Result<Prefix, String> {
+    s.parse()
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    use super::*;
+
+    #[test]
+    fn cli_is_consistent_and_parses_dotted_flags() {
+        Cli::command().debug_assert();
+        let cli = Cli::try_parse_from(["iotwatch", "run", "--bridge", "br0", "--lan.prefix", "10.0.0.0/8", "--web.listen-address", "0.0.0.0:9477", "--attach", "xdp-skb"]).unwrap();
+        let Command::Run(run) = cli.command;
+        assert_eq!(run.bridge, "br0");
+        assert_eq!(run.attach, AttachMode::XdpSkb);
+        assert_eq!(run.lan_prefixes.len(), 1);
+        assert_eq!(run.listen.port(), 9477);
+        assert!(Cli::try_parse_from(["iotwatch", "run", "--bridge", "br0", "--lan.prefix", "nonsense"]).is_err());
+    }
+}

@@ -1,0 +1,183 @@
+//! Reading the maps: per-CPU sums, conversation deltas since the last poll, and ageing.
+//!
+//! CONVERSATIONS is an LRU map. Entries should leave through the agent (aged out here after
+//! their last counts were taken), not through eviction; the program counts its inserts, so
+//! inserts - aged out - live entries = evicted, which is exported.
+
+use std::collections::HashMap;
+
+use agent_common::{CONVERSATIONS, ConvCounters, ConvKey, DEVICE_STATS, DeviceCounters, MacKey, STATS, Stat};
+use anyhow::Context as _;
+use aya::{
+    Ebpf,
+    maps::{MapData, PerCpuArray, PerCpuHashMap, PerCpuValues},
+};
+
+use crate::{
+    ledger::{Delta, Totals},
+    mac::Mac,
+};
+
+pub struct Maps {
+    devices: PerCpuHashMap<MapData, MacKey, DeviceCounters>,
+    conversations: PerCpuHashMap<MapData, ConvKey, ConvCounters>,
+    stats: PerCpuArray<MapData, u64>,
+}
+
+impl Maps {
+    pub fn take(ebpf: &mut Ebpf) -> anyhow::Result<Self> {
+        let mut take = |name: &str| ebpf.take_map(name).with_context(|| format!("map {name} missing from the eBPF object"));
+        Ok(Self {
+            devices: take(DEVICE_STATS)?.try_into().context(DEVICE_STATS)?,
+            conversations: take(CONVERSATIONS)?.try_into().context(CONVERSATIONS)?,
+            stats: take(STATS)?.try_into().context(STATS)?,
+        })
+    }
+}
+
+/// What one poll saw.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    /// Exact per-MAC counters (DEVICE_STATS), summed over CPUs.
+    pub macs: Vec<(Mac, DeviceCounters)>,
+    /// The program's statistics, indexed by [`Stat`].
+    pub stats: Vec<u64>,
+    pub deltas: Vec<Delta>,
+    pub conversation_entries: u64,
+    pub mac_entries: u64,
+    /// Conversations lost to LRU eviction so far (their counts since the previous poll are lost).
+    pub evictions: u64,
+    pub aged_out: u64,
+}
+
+pub struct Collector {
+    maps: Maps,
+    prev: HashMap<ConvKey, Totals>,
+    aged_out: u64,
+    evictions: u64,
+}
+
+fn sum_conv(values: &PerCpuValues<ConvCounters>) -> (Totals, u64) {
+    values.iter().fold((Totals::default(), 0), |(mut t, last), v| {
+        t.add(v.packets, v.bytes);
+        (t, last.max(v.last_seen_ns))
+    })
+}
+
+/// Deltas between the previous and the current totals of each conversation; `prev` becomes
+/// `current`. A total below the previous one means the entry was evicted and made anew: all of
+/// it is new.
+pub fn diff(prev: &mut HashMap<ConvKey, Totals>, current: &[(ConvKey, Totals)]) -> Vec<Delta> {
+    let mut next = HashMap::with_capacity(current.len());
+    let mut deltas = Vec::new();
+    for (key, now) in current {
+        let before = prev.get(key).copied().unwrap_or_default();
+        let (packets, bytes) = if now.packets >= before.packets && now.bytes >= before.bytes {
+            (now.packets - before.packets, now.bytes - before.bytes)
+        } else {
+            (now.packets, now.bytes)
+        };
+        if packets > 0 || bytes > 0 {
+            deltas.push(Delta { key: *key, packets, bytes });
+        }
+        next.insert(*key, *now);
+    }
+    *prev = next;
+    deltas
+}
+
+impl Collector {
+    pub fn new(maps: Maps) -> Self {
+        Self { maps, prev: HashMap::new(), aged_out: 0, evictions: 0 }
+    }
+
+    /// Reads every map once. Conversations idle since before `idle_before_ns` (program clock) are
+    /// removed after their counts were taken.
+    pub fn poll(&mut self, idle_before_ns: Option<u64>) -> anyhow::Result<Snapshot> {
+        let mut current = Vec::new();
+        let mut idle = Vec::new();
+        for item in self.maps.conversations.iter() {
+            let (key, values) = item.context("reading CONVERSATIONS")?;
+            let (totals, last_seen) = sum_conv(&values);
+            if idle_before_ns.is_some_and(|t| last_seen < t) {
+                idle.push(key);
+            }
+            current.push((key, totals));
+        }
+        let deltas = diff(&mut self.prev, &current);
+        let mut conversation_entries = current.len() as u64;
+        for key in idle {
+            // Between the read above and this removal a frame may still have been counted: the
+            // entry was idle for the whole ageing interval, so that window is tiny.
+            if self.maps.conversations.remove(&key).is_ok() {
+                self.prev.remove(&key);
+                self.aged_out += 1;
+                conversation_entries -= 1;
+            }
+        }
+
+        let mut macs = Vec::new();
+        for item in self.maps.devices.iter() {
+            let (key, values) = item.context("reading DEVICE_STATS")?;
+            let sum = values.iter().fold(DeviceCounters::default(), |mut s, v| {
+                s.tx_packets += v.tx_packets;
+                s.tx_bytes += v.tx_bytes;
+                s.rx_packets += v.rx_packets;
+                s.rx_bytes += v.rx_bytes;
+                s
+            });
+            macs.push((Mac(key.mac), sum));
+        }
+
+        let mut stats: Vec<u64> = Vec::with_capacity(Stat::ALL.len());
+        for stat in Stat::ALL {
+            let values = self.maps.stats.get(&(*stat as u32), 0).context("reading STATS")?;
+            stats.push(values.iter().sum());
+        }
+
+        let inserts = stats[Stat::ConvInserts as usize];
+        let evicted = inserts.saturating_sub(self.aged_out + conversation_entries);
+        self.evictions = self.evictions.max(evicted);
+        Ok(Snapshot {
+            mac_entries: macs.len() as u64,
+            macs,
+            stats,
+            deltas,
+            conversation_entries,
+            evictions: self.evictions,
+            aged_out: self.aged_out,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(port: u16) -> ConvKey {
+        ConvKey { dst_port: port, ..ConvKey::default() }
+    }
+
+    #[test]
+    fn deltas_are_growth_since_last_poll() {
+        let mut prev = HashMap::new();
+        let d = diff(&mut prev, &[(key(1), Totals { packets: 2, bytes: 200 })]);
+        assert_eq!(d, vec![Delta { key: key(1), packets: 2, bytes: 200 }]);
+        let d = diff(&mut prev, &[(key(1), Totals { packets: 5, bytes: 500 }), (key(2), Totals { packets: 1, bytes: 60 })]);
+        assert_eq!(d.len(), 2);
+        assert!(d.contains(&Delta { key: key(1), packets: 3, bytes: 300 }));
+        assert!(d.contains(&Delta { key: key(2), packets: 1, bytes: 60 }));
+        // No growth, no delta.
+        let d = diff(&mut prev, &[(key(1), Totals { packets: 5, bytes: 500 })]);
+        assert!(d.is_empty());
+        // key(2) vanished (aged out or evicted) and comes back: all of it is new.
+        let d = diff(&mut prev, &[(key(2), Totals { packets: 1, bytes: 60 })]);
+        assert_eq!(d, vec![Delta { key: key(2), packets: 1, bytes: 60 }]);
+        // Recreated below its old total: counted from zero.
+        let d = diff(&mut prev, &[(key(2), Totals { packets: 0, bytes: 0 })]);
+        assert!(d.is_empty());
+        let mut prev2 = HashMap::from([(key(3), Totals { packets: 9, bytes: 900 })]);
+        let d = diff(&mut prev2, &[(key(3), Totals { packets: 2, bytes: 100 })]);
+        assert_eq!(d, vec![Delta { key: key(3), packets: 2, bytes: 100 }]);
+    }
+}

@@ -1,0 +1,204 @@
+//! Cumulative per-device traffic, built from conversation deltas. Pure: no maps, no clock.
+//!
+//! A device is a unicast MAC seen on the bridge. Its tx traffic is what it sent (scope of the
+//! destination), its rx traffic what was sent to it (scope of the source).
+
+use std::{
+    collections::BTreeMap,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+};
+
+use agent_common::{ConvKey, ip_version};
+
+use crate::{
+    mac::Mac,
+    scope::{Scope, ScopeClassifier},
+};
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Totals {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+impl Totals {
+    pub fn add(&mut self, packets: u64, bytes: u64) {
+        self.packets += packets;
+        self.bytes += bytes;
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Direction {
+    Tx,
+    Rx,
+}
+
+impl Direction {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Direction::Tx => "tx",
+            Direction::Rx => "rx",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Transport {
+    Tcp,
+    Udp,
+}
+
+impl Transport {
+    pub const fn from_proto(proto: u8) -> Option<Self> {
+        match proto {
+            6 => Some(Transport::Tcp),
+            17 => Some(Transport::Udp),
+            _ => None,
+        }
+    }
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Transport::Tcp => "tcp",
+            Transport::Udp => "udp",
+        }
+    }
+}
+
+/// Packets and bytes one conversation added since the last poll.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Delta {
+    pub key: ConvKey,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// Source and destination addresses of a conversation key, if it has an IP header.
+pub fn conv_ips(key: &ConvKey) -> Option<(IpAddr, IpAddr)> {
+    match key.ip_version {
+        ip_version::V4 => {
+            let a = |b: &[u8; 16]| IpAddr::V4(Ipv4Addr::new(b[0], b[1], b[2], b[3]));
+            Some((a(&key.src_ip), a(&key.dst_ip)))
+        }
+        ip_version::V6 => Some((IpAddr::V6(Ipv6Addr::from(key.src_ip)), IpAddr::V6(Ipv6Addr::from(key.dst_ip)))),
+        _ => None,
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Device {
+    pub traffic: BTreeMap<(Direction, Scope), Totals>,
+    /// Frames the device sent, by transport and destination port.
+    pub ports: BTreeMap<(Transport, u16), Totals>,
+}
+
+impl Device {
+    pub fn total(&self, dir: Direction) -> Totals {
+        let mut t = Totals::default();
+        for ((d, _), v) in &self.traffic {
+            if *d == dir {
+                t.add(v.packets, v.bytes);
+            }
+        }
+        t
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Ledger {
+    devices: BTreeMap<Mac, Device>,
+}
+
+impl Ledger {
+    pub fn apply(&mut self, d: &Delta, scopes: &ScopeClassifier) {
+        let (src, dst) = (Mac(d.key.src_mac), Mac(d.key.dst_mac));
+        let (tx_scope, rx_scope) = match conv_ips(&d.key) {
+            Some((src_ip, dst_ip)) => (scopes.of_ip(dst_ip), scopes.of_ip(src_ip)),
+            None => (ScopeClassifier::of_mac(dst), Scope::Lan),
+        };
+        if !src.is_group() {
+            let dev = self.devices.entry(src).or_default();
+            dev.traffic.entry((Direction::Tx, tx_scope)).or_default().add(d.packets, d.bytes);
+            if let Some(t) = Transport::from_proto(d.key.proto).filter(|_| d.key.dst_port != 0) {
+                dev.ports.entry((t, d.key.dst_port)).or_default().add(d.packets, d.bytes);
+            }
+        }
+        if !dst.is_group() {
+            let dev = self.devices.entry(dst).or_default();
+            dev.traffic.entry((Direction::Rx, rx_scope)).or_default().add(d.packets, d.bytes);
+        }
+    }
+
+    pub fn devices(&self) -> &BTreeMap<Mac, Device> {
+        &self.devices
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CAM: [u8; 6] = [2, 0x77, 0, 0, 0, 0x11];
+    const GW: [u8; 6] = [2, 0x77, 0, 0, 0, 0x01];
+
+    fn v4(src_mac: [u8; 6], dst_mac: [u8; 6], src: [u8; 4], dst: [u8; 4], proto: u8, dport: u16) -> ConvKey {
+        let mut k = ConvKey { src_mac, dst_mac, ip_version: ip_version::V4, proto, dst_port: dport, src_port: 40000, ether_type: 0x0800, ..ConvKey::default() };
+        k.src_ip[..4].copy_from_slice(&src);
+        k.dst_ip[..4].copy_from_slice(&dst);
+        k
+    }
+
+    fn scopes() -> ScopeClassifier {
+        ScopeClassifier::new(vec!["192.168.77.0/24".parse().unwrap()])
+    }
+
+    #[test]
+    fn internet_traffic_counts_for_both_ends_with_their_peer_scope() {
+        let mut l = Ledger::default();
+        let key = v4(CAM, GW, [192, 168, 77, 11], [203, 0, 113, 10], 17, 6000);
+        l.apply(&Delta { key, packets: 3, bytes: 300 }, &scopes());
+        let cam = &l.devices()[&Mac(CAM)];
+        assert_eq!(cam.traffic[&(Direction::Tx, Scope::Internet)], Totals { packets: 3, bytes: 300 });
+        assert_eq!(cam.ports[&(Transport::Udp, 6000)], Totals { packets: 3, bytes: 300 });
+        // The gateway received it from a LAN address.
+        let gw = &l.devices()[&Mac(GW)];
+        assert_eq!(gw.traffic[&(Direction::Rx, Scope::Lan)], Totals { packets: 3, bytes: 300 });
+        assert!(gw.ports.is_empty());
+    }
+
+    #[test]
+    fn group_destinations_are_not_devices_and_non_ip_uses_the_mac() {
+        let mut l = Ledger::default();
+        let mcast = [0x01, 0x00, 0x5e, 0x7f, 0xff, 0xfa];
+        l.apply(&Delta { key: v4(CAM, mcast, [192, 168, 77, 11], [239, 255, 255, 250], 17, 1900), packets: 2, bytes: 200 }, &scopes());
+        let arp = ConvKey { src_mac: CAM, dst_mac: [0xff; 6], ether_type: 0x0806, ..ConvKey::default() };
+        l.apply(&Delta { key: arp, packets: 1, bytes: 42 }, &scopes());
+        assert_eq!(l.devices().len(), 1);
+        let cam = &l.devices()[&Mac(CAM)];
+        assert_eq!(cam.traffic[&(Direction::Tx, Scope::Multicast)].bytes, 200);
+        assert_eq!(cam.traffic[&(Direction::Tx, Scope::Broadcast)].bytes, 42);
+        assert_eq!(cam.total(Direction::Tx), Totals { packets: 3, bytes: 242 });
+        assert_eq!(cam.total(Direction::Rx), Totals::default());
+    }
+
+    #[test]
+    fn portless_frames_count_without_a_port() {
+        let mut l = Ledger::default();
+        // A later fragment: UDP, but no port was read.
+        l.apply(&Delta { key: v4(CAM, GW, [192, 168, 77, 11], [198, 51, 100, 10], 17, 0), packets: 1, bytes: 1514 }, &scopes());
+        let cam = &l.devices()[&Mac(CAM)];
+        assert!(cam.ports.is_empty());
+        assert_eq!(cam.total(Direction::Tx).bytes, 1514);
+    }
+
+    #[test]
+    fn ipv6_keys_decode() {
+        let mut k = ConvKey { ip_version: ip_version::V6, ..ConvKey::default() };
+        k.src_ip = "fe80::1".parse::<Ipv6Addr>().unwrap().octets();
+        k.dst_ip = "ff02::fb".parse::<Ipv6Addr>().unwrap().octets();
+        let (s, d) = conv_ips(&k).unwrap();
+        assert_eq!(s.to_string(), "fe80::1");
+        assert_eq!(d.to_string(), "ff02::fb");
+        assert_eq!(conv_ips(&ConvKey::default()), None);
+    }
+}

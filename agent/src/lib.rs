@@ -1,0 +1,19 @@
+//! iotwatch: per-device traffic accounting on a Linux bridge, in the kernel, for Prometheus.
+//!
+//! Kernel side: `agent-ebpf`; contract: `agent-common`. This crate loads and attaches the
+//! programs, turns map contents into per-device totals and serves them.
+
+pub mod attach;
+pub mod bpf;
+pub mod cli;
+pub mod collect;
+pub mod ledger;
+pub mod labels;
+pub mod mac;
+pub mod metrics;
+pub mod netif;
+pub mod oui;
+pub mod run;
+pub mod scope;
+pub mod testrun;
+pub mod web;

@@ -1,0 +1,236 @@
+//! The Prometheus view of the ledger and the program's statistics.
+//!
+//! The ledger and the maps hold the truth as cumulative totals; each sync raises the counters to
+//! those totals. Label values from traffic go through budgets (see `labels`), so cardinality is
+//! bounded and counters stay monotonic.
+
+use std::collections::{BTreeMap, HashMap};
+
+use agent_common::{CONVERSATIONS, DEVICE_STATS, Stat};
+use prometheus::{Encoder as _, Gauge, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
+
+use crate::{
+    attach::Hook,
+    collect::Snapshot,
+    labels::{LabelBudget, OTHER, sanitize},
+    ledger::{Direction, Ledger, Totals, Transport},
+    mac::Mac,
+    oui::Oui,
+};
+
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    pub max_devices: usize,
+    pub top_ports: usize,
+    pub map_capacity_macs: u32,
+    pub map_capacity_conversations: u32,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    device_packets: IntCounterVec,
+    device_bytes: IntCounterVec,
+    mac_packets: IntCounterVec,
+    mac_bytes: IntCounterVec,
+    port_packets: IntCounterVec,
+    port_bytes: IntCounterVec,
+    device_info: IntGaugeVec,
+    bpf_events: IntCounterVec,
+    map_entries: IntGaugeVec,
+    map_capacity: IntGaugeVec,
+    evictions: IntCounter,
+    overflow: IntCounterVec,
+    attached: IntGaugeVec,
+    scrape_duration: Gauge,
+    limits: Limits,
+    devices: LabelBudget<Mac>,
+    ports: HashMap<Mac, LabelBudget<(Transport, u16)>>,
+}
+
+fn raise(c: &IntCounter, target: u64) {
+    let cur = c.get();
+    if target > cur {
+        c.inc_by(target - cur);
+    }
+}
+
+macro_rules! register {
+    ($reg:expr, $metric:expr) => {{
+        let m = $metric.expect("metric definitions are static and valid");
+        $reg.register(Box::new(m.clone())).expect("metric names are unique");
+        m
+    }};
+}
+
+impl Metrics {
+    pub fn new(limits: Limits) -> Self {
+        let r = Registry::new();
+        let counters = |name: &str, help: &str, labels: &[&str]| IntCounterVec::new(Opts::new(name, help), labels);
+        let gauges = |name: &str, help: &str, labels: &[&str]| IntGaugeVec::new(Opts::new(name, help), labels);
+        let build = register!(r, gauges("iotwatch_build_info", "Build of the running agent.", &["version", "aya"]));
+        build.with_label_values(&[env!("CARGO_PKG_VERSION"), "0.14.0"]).set(1);
+        let m = Self {
+            device_packets: register!(r, counters("iotwatch_device_packets_total", "Wire frames a device sent (tx) or received (rx), by the scope of its peer.", &["mac", "direction", "scope"])),
+            device_bytes: register!(r, counters("iotwatch_device_bytes_total", "Wire bytes a device sent (tx) or received (rx), by the scope of its peer.", &["mac", "direction", "scope"])),
+            mac_packets: register!(r, counters("iotwatch_mac_packets_total", "Exact per-MAC wire frames from the kernel's never-evicting map (tx: source MAC, rx: destination MAC, group MACs included).", &["mac", "direction"])),
+            mac_bytes: register!(r, counters("iotwatch_mac_bytes_total", "Exact per-MAC wire bytes, see iotwatch_mac_packets_total.", &["mac", "direction"])),
+            port_packets: register!(r, counters("iotwatch_device_port_packets_total", "Wire frames a device sent, by transport and destination port (top ports per device, the rest as port=\"other\").", &["mac", "proto", "port"])),
+            port_bytes: register!(r, counters("iotwatch_device_port_bytes_total", "Wire bytes a device sent, by transport and destination port.", &["mac", "proto", "port"])),
+            device_info: register!(r, gauges("iotwatch_device_info", "A device (unicast MAC seen on the bridge) and its IEEE vendor.", &["mac", "vendor"])),
+            bpf_events: register!(r, counters("iotwatch_bpf_events_total", "The kernel program's own statistics: frames, parse outcomes, map update failures.", &["event"])),
+            map_entries: register!(r, gauges("iotwatch_bpf_map_entries", "Entries in a BPF map.", &["map"])),
+            map_capacity: register!(r, gauges("iotwatch_bpf_map_capacity", "Capacity of a BPF map.", &["map"])),
+            evictions: register!(r, IntCounter::new("iotwatch_bpf_conversation_evictions_total", "Conversations evicted from the LRU map before the agent aged them out (their latest counts are lost).")),
+            overflow: register!(r, counters("iotwatch_label_overflow_total", "Distinct label values folded into \"other\" because of a cardinality cap.", &["label"])),
+            attached: register!(r, gauges("iotwatch_attached_interfaces", "Interfaces the program is attached to, by hook.", &["interface", "hook"])),
+            scrape_duration: register!(r, Gauge::new("iotwatch_scrape_duration_seconds", "Time the last refresh of the maps took.")),
+            registry: r,
+            limits,
+            devices: LabelBudget::new(limits.max_devices),
+            ports: HashMap::new(),
+        };
+        m.map_capacity.with_label_values(&[DEVICE_STATS]).set(i64::from(limits.map_capacity_macs));
+        m.map_capacity.with_label_values(&[CONVERSATIONS]).set(i64::from(limits.map_capacity_conversations));
+        m
+    }
+
+    fn mac_label(&mut self, mac: Mac) -> String {
+        if self.devices.admit(&mac) { mac.to_string() } else { OTHER.to_owned() }
+    }
+
+    pub fn sync(&mut self, ledger: &Ledger, snap: &Snapshot, attached: &[(String, Hook)], oui: &Oui, seconds: f64) {
+        // Busiest first, so that when the cap bites, the busiest devices keep their own series.
+        let mut devices: Vec<_> = ledger.devices().iter().collect();
+        devices.sort_by_key(|(_, d)| std::cmp::Reverse(d.total(Direction::Tx).bytes + d.total(Direction::Rx).bytes));
+        let mut traffic: BTreeMap<(String, Direction, &str), Totals> = BTreeMap::new();
+        let mut ports: BTreeMap<(String, Transport, String), Totals> = BTreeMap::new();
+        for (mac, dev) in devices {
+            let label = self.mac_label(*mac);
+            if label != OTHER {
+                let vendor = sanitize(oui.vendor(*mac).unwrap_or(""), 64);
+                self.device_info.with_label_values(&[label.as_str(), vendor.as_str()]).set(1);
+            }
+            for ((dir, scope), t) in &dev.traffic {
+                traffic.entry((label.clone(), *dir, scope.as_str())).or_default().add(t.packets, t.bytes);
+            }
+            if label == OTHER {
+                continue;
+            }
+            let budget = self.ports.entry(*mac).or_insert_with(|| LabelBudget::new(self.limits.top_ports));
+            let mut by_bytes: Vec<_> = dev.ports.iter().collect();
+            by_bytes.sort_by_key(|(_, t)| std::cmp::Reverse(t.bytes));
+            for ((proto, port), t) in by_bytes {
+                let port_label = if budget.admit(&(*proto, *port)) { port.to_string() } else { OTHER.to_owned() };
+                ports.entry((label.clone(), *proto, port_label)).or_default().add(t.packets, t.bytes);
+            }
+        }
+        for ((mac, dir, scope), t) in &traffic {
+            let l = [mac.as_str(), dir.as_str(), scope];
+            raise(&self.device_packets.with_label_values(&l), t.packets);
+            raise(&self.device_bytes.with_label_values(&l), t.bytes);
+        }
+        for ((mac, proto, port), t) in &ports {
+            let l = [mac.as_str(), proto.as_str(), port.as_str()];
+            raise(&self.port_packets.with_label_values(&l), t.packets);
+            raise(&self.port_bytes.with_label_values(&l), t.bytes);
+        }
+
+        let mut macs: BTreeMap<(String, Direction), Totals> = BTreeMap::new();
+        for (mac, c) in &snap.macs {
+            let label = self.mac_label(*mac);
+            macs.entry((label.clone(), Direction::Tx)).or_default().add(c.tx_packets, c.tx_bytes);
+            macs.entry((label, Direction::Rx)).or_default().add(c.rx_packets, c.rx_bytes);
+        }
+        for ((mac, dir), t) in &macs {
+            let l = [mac.as_str(), dir.as_str()];
+            raise(&self.mac_packets.with_label_values(&l), t.packets);
+            raise(&self.mac_bytes.with_label_values(&l), t.bytes);
+        }
+
+        for stat in Stat::ALL {
+            if let Some(v) = snap.stats.get(*stat as usize) {
+                raise(&self.bpf_events.with_label_values(&[stat.name()]), *v);
+            }
+        }
+        self.map_entries.with_label_values(&[DEVICE_STATS]).set(snap.mac_entries as i64);
+        self.map_entries.with_label_values(&[CONVERSATIONS]).set(snap.conversation_entries as i64);
+        raise(&self.evictions, snap.evictions);
+        raise(&self.overflow.with_label_values(&["device"]), self.devices.overflow());
+        raise(&self.overflow.with_label_values(&["port"]), self.ports.values().map(LabelBudget::overflow).sum());
+        self.attached.reset();
+        for (iface, hook) in attached {
+            self.attached.with_label_values(&[iface.as_str(), hook.as_str()]).set(1);
+        }
+        self.scrape_duration.set(seconds);
+    }
+
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut buf) {
+            tracing::error!("encoding metrics: {e}");
+        }
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use agent_common::{ConvKey, DeviceCounters, ip_version};
+
+    use super::*;
+    use crate::{ledger::Delta, scope::ScopeClassifier};
+
+    fn limits(max_devices: usize, top_ports: usize) -> Limits {
+        Limits { max_devices, top_ports, map_capacity_macs: 16, map_capacity_conversations: 64 }
+    }
+
+    fn delta(src: u8, dport: u16, bytes: u64) -> Delta {
+        let mut key = ConvKey { src_mac: [2, 0, 0, 0, 0, src], dst_mac: [2, 0, 0, 0, 0, 1], ip_version: ip_version::V4, proto: 17, dst_port: dport, ..ConvKey::default() };
+        key.src_ip[..4].copy_from_slice(&[192, 168, 77, src]);
+        key.dst_ip[..4].copy_from_slice(&[203, 0, 113, 10]);
+        Delta { key, packets: 1, bytes }
+    }
+
+    fn line<'a>(text: &'a str, start: &str) -> Option<&'a str> {
+        text.lines().find(|l| l.starts_with(start))
+    }
+
+    #[test]
+    fn caps_fold_into_other_and_count_overflow() {
+        let scopes = ScopeClassifier::new(vec!["192.168.77.0/24".parse().unwrap()]);
+        let mut ledger = Ledger::default();
+        for (src, port, bytes) in [(10, 53, 1000), (10, 123, 500), (10, 443, 100), (11, 80, 50)] {
+            ledger.apply(&delta(src, port, bytes), &scopes);
+        }
+        let snap = Snapshot {
+            macs: vec![(Mac([2, 0, 0, 0, 0, 10]), DeviceCounters { tx_packets: 3, tx_bytes: 1600, ..Default::default() })],
+            stats: vec![7; Stat::ALL.len()],
+            ..Snapshot::default()
+        };
+        // Two series: device ...:0a (busiest) and the receiver ...:01; ...:0b folds into other.
+        let mut m = Metrics::new(limits(2, 2));
+        m.sync(&ledger, &snap, &[("p1".into(), Hook::TcIngress)], &Oui::default(), 0.01);
+        let text = m.render();
+        assert!(line(&text, r#"iotwatch_device_bytes_total{direction="tx",mac="02:00:00:00:00:0a",scope="internet"} 1600"#).is_some(), "{text}");
+        assert!(line(&text, r#"iotwatch_device_bytes_total{direction="rx",mac="02:00:00:00:00:01",scope="lan"} 1650"#).is_some(), "{text}");
+        assert!(line(&text, r#"iotwatch_device_bytes_total{direction="tx",mac="other",scope="internet"} 50"#).is_some(), "{text}");
+        assert!(line(&text, r#"iotwatch_device_port_bytes_total{mac="02:00:00:00:00:0a",port="53",proto="udp"} 1000"#).is_some(), "{text}");
+        assert!(line(&text, r#"iotwatch_device_port_bytes_total{mac="02:00:00:00:00:0a",port="123",proto="udp"} 500"#).is_some(), "{text}");
+        assert!(line(&text, r#"iotwatch_device_port_bytes_total{mac="02:00:00:00:00:0a",port="other",proto="udp"} 100"#).is_some(), "{text}");
+        assert!(line(&text, r#"iotwatch_label_overflow_total{label="device"} 1"#).is_some(), "{text}");
+        assert!(line(&text, r#"iotwatch_label_overflow_total{label="port"} 1"#).is_some(), "{text}");
+        assert!(line(&text, r#"iotwatch_bpf_events_total{event="frames"} 7"#).is_some(), "{text}");
+        assert!(line(&text, r#"iotwatch_attached_interfaces{hook="tc_ingress",interface="p1"} 1"#).is_some(), "{text}");
+        assert!(line(&text, r#"iotwatch_bpf_map_capacity{map="CONVERSATIONS"} 64"#).is_some(), "{text}");
+        assert!(line(&text, r#"iotwatch_mac_bytes_total{direction="tx",mac="02:00:00:00:00:0a"} 1600"#).is_some(), "{text}");
+
+        // More traffic later: counters rise to the new totals, the folded device stays folded.
+        ledger.apply(&delta(11, 80, 50), &scopes);
+        ledger.apply(&delta(10, 443, 900), &scopes);
+        m.sync(&ledger, &snap, &[], &Oui::default(), 0.01);
+        let text = m.render();
+        assert!(line(&text, r#"iotwatch_device_bytes_total{direction="tx",mac="other",scope="internet"} 100"#).is_some(), "{text}");
+        assert!(line(&text, r#"iotwatch_device_port_bytes_total{mac="02:00:00:00:00:0a",port="other",proto="udp"} 1000"#).is_some(), "{text}");
+        assert!(line(&text, "iotwatch_attached_interfaces{").is_none(), "detached interfaces disappear");
+    }
+}

@@ -1,0 +1,170 @@
+//! `iotwatch run`: attach to a bridge, keep the counters fresh, serve them, detach on exit.
+
+use std::{
+    sync::{Arc, Mutex, PoisonError},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::{
+    attach::{Attacher, Hook},
+    bpf::{self, LoadOptions},
+    cli::RunArgs,
+    collect::{Collector, Maps},
+    ledger::Ledger,
+    metrics::{Limits, Metrics},
+    netif,
+    oui::Oui,
+    scope::{Prefix, ScopeClassifier},
+    web,
+};
+
+/// Everything a scrape needs, behind one lock: the map reader and what it accumulated.
+pub struct Agent {
+    collector: Collector,
+    ledger: Ledger,
+    scopes: ScopeClassifier,
+    metrics: Metrics,
+    oui: Oui,
+    attached: Vec<(String, Hook)>,
+    idle: Duration,
+}
+
+pub type SharedAgent = Arc<Mutex<Agent>>;
+
+/// The program's clock: bpf_ktime_get_ns is CLOCK_MONOTONIC.
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes into a valid timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+impl Agent {
+    /// Reads the maps and brings the ledger and the metrics up to date.
+    pub fn refresh(&mut self) -> anyhow::Result<()> {
+        let start = Instant::now();
+        let idle_before = monotonic_ns().checked_sub(self.idle.as_nanos() as u64);
+        let snap = self.collector.poll(idle_before)?;
+        for delta in &snap.deltas {
+            self.ledger.apply(delta, &self.scopes);
+        }
+        self.metrics.sync(&self.ledger, &snap, &self.attached, &self.oui, start.elapsed().as_secs_f64());
+        Ok(())
+    }
+
+    pub fn render(&self) -> String {
+        self.metrics.render()
+    }
+}
+
+pub fn lock(agent: &SharedAgent) -> std::sync::MutexGuard<'_, Agent> {
+    agent.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn preflight(args: &RunArgs) -> anyhow::Result<()> {
+    if !netif::is_bridge(&args.bridge) {
+        let found = netif::bridges();
+        let hint = if found.is_empty() {
+            "there is no bridge on this machine: create one (see deploy/raspberry-pi/) or try the lab with `cargo xtask lab`".to_owned()
+        } else {
+            format!("bridges here: {}", found.join(", "))
+        };
+        bail!("{} is not a bridge (no /sys/class/net/{}/bridge); {hint}", args.bridge, args.bridge);
+    }
+    if !std::path::Path::new("/sys/kernel/btf/vmlinux").exists() {
+        bail!("this kernel has no BTF (/sys/kernel/btf/vmlinux missing): use a kernel built with CONFIG_DEBUG_INFO_BTF=y (Raspberry Pi OS and Debian kernels have it)");
+    }
+    if args.poll_interval == 0 {
+        bail!("--bpf.poll-interval must be at least 1 second");
+    }
+    Ok(())
+}
+
+fn lan_prefixes(bridge: &str, extra: &[Prefix]) -> Vec<Prefix> {
+    let mut lan = netif::interface_prefixes(bridge).unwrap_or_else(|e| {
+        tracing::warn!("cannot read the addresses of {bridge}: {e}; only --lan.prefix counts as LAN");
+        Vec::new()
+    });
+    lan.extend_from_slice(extra);
+    lan
+}
+
+pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    preflight(&args)?;
+    let mut ebpf = bpf::load(&LoadOptions { max_macs: args.max_macs, max_conversations: args.max_conversations, replay: false })?;
+    let collector = Collector::new(Maps::take(&mut ebpf)?);
+    let mut attacher = Attacher::new(&args.bridge, args.attach);
+    if let Err(e) = attacher.attach_all(&mut ebpf) {
+        attacher.detach_all(&mut ebpf);
+        return Err(e);
+    }
+    let limits = Limits {
+        max_devices: args.max_devices,
+        top_ports: args.top_ports,
+        map_capacity_macs: args.max_macs,
+        map_capacity_conversations: args.max_conversations,
+    };
+    let agent: SharedAgent = Arc::new(Mutex::new(Agent {
+        collector,
+        ledger: Ledger::default(),
+        scopes: ScopeClassifier::new(lan_prefixes(&args.bridge, &args.lan_prefixes)),
+        metrics: Metrics::new(limits),
+        oui: Oui::load(&args.oui_file),
+        attached: attacher.attached(),
+        idle: Duration::from_secs(args.conversation_idle),
+    }));
+
+    let result = serve_until_signal(&args, &agent, &mut attacher, &mut ebpf).await;
+    attacher.detach_all(&mut ebpf);
+    tracing::info!("detached from {}; exiting", args.bridge);
+    result
+}
+
+async fn serve_until_signal(
+    args: &RunArgs,
+    agent: &SharedAgent,
+    attacher: &mut Attacher,
+    ebpf: &mut aya::Ebpf,
+) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (in use? choose another with --web.listen-address)", args.listen))?;
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(web::serve(listener, agent.clone(), async {
+        let _ = stop_rx.await;
+    }));
+    eprintln!("iotwatch: watching bridge {}; listening on http://{}/metrics", args.bridge, args.listen);
+
+    let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut tick = tokio::time::interval(Duration::from_secs(args.poll_interval));
+    let result = loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                match attacher.sync_ports(ebpf) {
+                    Ok(changes) => for (iface, joined) in changes {
+                        tracing::info!(interface = iface, "port {} the bridge", if joined { "joined" } else { "left" });
+                    },
+                    Err(e) => tracing::warn!("following the bridge's ports: {e:#}"),
+                }
+                let mut a = lock(agent);
+                a.attached = attacher.attached();
+                a.scopes = ScopeClassifier::new(lan_prefixes(&args.bridge, &args.lan_prefixes));
+                if let Err(e) = a.refresh() {
+                    tracing::warn!("reading the maps: {e:#}");
+                }
+            }
+            _ = sigint.recv() => break Ok(()),
+            _ = sigterm.recv() => break Ok(()),
+            done = async { server.is_finished() } , if server.is_finished() => {
+                let _ = done;
+                break Err(anyhow::anyhow!("the web server stopped unexpectedly"));
+            }
+        }
+    };
+    let _ = stop_tx.send(());
+    result
+}
