@@ -1,0 +1,390 @@
+//! The agent on a real bridge in network namespaces: exact counts against independent
+//! references, ports that come and go, clean detach, attach conflicts.
+//!
+//! Each test builds its own lab (root-namespace bridge `<prefix>br`, devices in namespaces,
+//! addresses of design.md) that is removed when the test ends, even on panic.
+
+use std::{
+    collections::BTreeMap,
+    path::PathBuf,
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use aya::programs::{SchedClassifier, TcAttachType};
+use iotwatch_tests::{
+    agent_bin,
+    capture::{Frame, Tcpdump},
+    privileged,
+};
+use xtask::{HomeLab, LabOptions, Sample, agent::Agent, metrics::scrape};
+
+fn quiet_lab(prefix: &str, devices: usize) -> HomeLab {
+    let lab = HomeLab::create(LabOptions { prefix: prefix.into(), devices, ipv6: false, static_neighbors: true }).expect("create the lab");
+    // Interfaces coming up send IGMP reports for a second or two; let that pass.
+    std::thread::sleep(Duration::from_secs(3));
+    lab
+}
+
+fn start_agent(lab: &HomeLab, attach: &str, port: u16, extra: &[&str]) -> Agent {
+    let listen = format!("127.0.0.1:{port}");
+    let log = std::env::temp_dir().join(format!("iotwatch-test-{port}.log"));
+    let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+    let mut agent = Agent::spawn(&agent_bin(), &lab.bridge, attach, &listen, &extra, Some(&log)).expect("start the agent");
+    agent.wait_ready(Duration::from_secs(20)).expect("agent ready");
+    agent
+}
+
+fn ns(lab: &HomeLab, ns: &str, args: &[&str]) {
+    let out = lab.exec(ns, args).output().expect("run in namespace");
+    assert!(out.status.success(), "{args:?} in {ns}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+fn root(args: &[&str]) -> String {
+    let out = Command::new(args[0]).args(&args[1..]).output().expect("run");
+    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn mac_text(m: [u8; 6]) -> String {
+    m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+}
+
+/// Sum of a metric's samples whose labels include all of `labels`.
+fn sum(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> u64 {
+    samples
+        .iter()
+        .filter(|s| s.name == name && labels.iter().all(|(k, v)| s.label(k) == Some(v)))
+        .map(|s| s.value as u64)
+        .sum()
+}
+
+#[derive(Debug, Default, PartialEq, Eq, Clone, Copy)]
+struct Counts {
+    tx_packets: u64,
+    tx_bytes: u64,
+    rx_packets: u64,
+    rx_bytes: u64,
+}
+
+/// Per-MAC counts from captured frames (tx: source, rx: destination).
+fn reference(frames: &[Frame]) -> BTreeMap<String, Counts> {
+    let mut out: BTreeMap<String, Counts> = BTreeMap::new();
+    for f in frames {
+        let tx = out.entry(mac_text(f.src())).or_default();
+        tx.tx_packets += 1;
+        tx.tx_bytes += u64::from(f.orig_len);
+        let rx = out.entry(mac_text(f.dst())).or_default();
+        rx.rx_packets += 1;
+        rx.rx_bytes += u64::from(f.orig_len);
+    }
+    out
+}
+
+/// Per-MAC counts as exported, from the exact map and from the scope breakdown.
+fn exported(samples: &[Sample], mac: &str) -> (Counts, Counts) {
+    let get = |name: &str, dir: &str| sum(samples, name, &[("mac", mac), ("direction", dir)]);
+    let exact = Counts {
+        tx_packets: get("iotwatch_mac_packets_total", "tx"),
+        tx_bytes: get("iotwatch_mac_bytes_total", "tx"),
+        rx_packets: get("iotwatch_mac_packets_total", "rx"),
+        rx_bytes: get("iotwatch_mac_bytes_total", "rx"),
+    };
+    let by_scope = Counts {
+        tx_packets: get("iotwatch_device_packets_total", "tx"),
+        tx_bytes: get("iotwatch_device_bytes_total", "tx"),
+        rx_packets: get("iotwatch_device_packets_total", "rx"),
+        rx_bytes: get("iotwatch_device_bytes_total", "rx"),
+    };
+    (exact, by_scope)
+}
+
+fn capture_file(name: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("iotwatch-test-{}-{name}.pcap", std::process::id()))
+}
+
+/// Port to port, device to host and host to device, counted against tcpdump on every port
+/// (ingress) and on the bridge (egress: what the host sends), with offloads off so that one
+/// socket buffer is one wire frame.
+fn exact_counts(prefix: &str, attach: &str, http_port: u16) {
+    let lab = quiet_lab(prefix, 2);
+    lab.set_offloads(false).expect("offloads off");
+    let (a, b) = (&lab.devices[0], &lab.devices[1]);
+    let mut agent = start_agent(&lab, attach, http_port, &[]);
+
+    let mut dumps = vec![Tcpdump::start(&lab.bridge, "out", capture_file(&format!("{prefix}-br")))];
+    for port in [&a.port, &b.port, &lab.gateway.port] {
+        dumps.push(Tcpdump::start(port, "in", capture_file(&format!("{prefix}-{port}"))));
+    }
+    let (a_ip, b_ip, host_ip) = (a.ip.to_string(), b.ip.to_string(), lab.bridge_ip.to_string());
+    ns(&lab, &a.ns, &["ping", "-c", "5", "-i", "0.2", "-s", "200", &b_ip]); // port to port
+    ns(&lab, &a.ns, &["ping", "-c", "3", "-i", "0.2", &host_ip]); // device to host and back
+    root(&["ping", "-c", "4", "-i", "0.2", "-s", "1000", &b_ip]); // host to device and back
+    // 7 UDP datagrams to a closed port: B answers each with ICMP port unreachable.
+    let send = format!(
+        "import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\nfor i in range(7): s.sendto(b'x'*(100+i), ('{b_ip}', 5000))"
+    );
+    ns(&lab, &a.ns, &["/usr/bin/python3", "-c", &send]);
+    std::thread::sleep(Duration::from_millis(500));
+    let frames: Vec<Frame> = dumps.into_iter().flat_map(Tcpdump::finish).collect();
+    let samples = scrape(&agent.listen).expect("scrape");
+    agent.stop().expect("agent stops cleanly");
+
+    let want = reference(&frames);
+    assert!(frames.len() >= 2 * 5 + 2 * 3 + 2 * 4 + 7 * 2, "tcpdump saw only {} frames", frames.len());
+    for (mac, counts) in &want {
+        let (exact, by_scope) = exported(&samples, mac);
+        assert_eq!(exact, *counts, "{attach}: exact per-MAC counters of {mac}");
+        if !mac.starts_with("01:") && !mac.starts_with("33:") && mac != "ff:ff:ff:ff:ff:ff" {
+            assert_eq!(by_scope, *counts, "{attach}: per-scope device counters of {mac}");
+        }
+    }
+    // Nothing counted that tcpdump did not see.
+    let frames_total = sum(&samples, "iotwatch_bpf_events_total", &[("event", "frames")]);
+    assert_eq!(frames_total, frames.len() as u64, "{attach}: frames counted by the program");
+    // Per-port: A's UDP to port 5000, exactly the 7 datagrams.
+    let udp_5000 = frames
+        .iter()
+        .filter(|f| f.src() == mac_bytes(&a.mac) && f.data[12..14] == [8, 0] && f.data[23] == 17 && f.data[36..38] == 5000u16.to_be_bytes())
+        .count() as u64;
+    assert_eq!(udp_5000, 7);
+    assert_eq!(sum(&samples, "iotwatch_device_port_packets_total", &[("mac", &a.mac), ("proto", "udp"), ("port", "5000")]), 7);
+    // Scopes: all of it stayed in the LAN.
+    assert_eq!(sum(&samples, "iotwatch_device_packets_total", &[("scope", "internet")]), 0);
+    let _ = a_ip;
+}
+
+fn mac_bytes(text: &str) -> [u8; 6] {
+    let v: Vec<u8> = text.split(':').map(|h| u8::from_str_radix(h, 16).expect("hex")).collect();
+    v.try_into().expect("six bytes")
+}
+
+#[test]
+fn exact_counts_with_tc() {
+    if privileged("exact_counts_with_tc") {
+        exact_counts("iwt1", "tc", 19471);
+    }
+}
+
+#[test]
+fn exact_counts_with_xdp_skb_mode() {
+    if privileged("exact_counts_with_xdp_skb_mode") {
+        exact_counts("iwt2", "xdp-skb", 19472);
+    }
+}
+
+#[test]
+fn exact_counts_with_native_xdp() {
+    if privileged("exact_counts_with_native_xdp") {
+        exact_counts("iwt3", "xdp", 19473);
+    }
+}
+
+fn snmp_tcp_out_segs(lab: &HomeLab, ns: &str) -> u64 {
+    let out = lab.exec(ns, &["cat", "/proc/net/snmp"]).output().expect("read snmp");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut tcp = text.lines().filter(|l| l.starts_with("Tcp:"));
+    let (names, values) = (tcp.next().expect("Tcp header"), tcp.next().expect("Tcp values"));
+    let i = names.split_whitespace().position(|n| n == "OutSegs").expect("OutSegs");
+    values.split_whitespace().nth(i).expect("value").parse().expect("number")
+}
+
+/// With GSO/GRO on, one socket buffer carries many segments: the program must count each wire
+/// frame. Reference: the sender's own segment count (TcpOutSegs of each namespace).
+#[test]
+fn gso_counts_wire_segments_not_buffers() {
+    if !privileged("gso_counts_wire_segments_not_buffers") {
+        return;
+    }
+    let lab = quiet_lab("iwt4", 2);
+    lab.set_offloads(true).expect("offloads on");
+    let (a, b) = (&lab.devices[0], &lab.devices[1]);
+    let mut agent = start_agent(&lab, "tc", 19474, &[]);
+    let server = format!(
+        "import socket\ns=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(('{}', 5201)); s.listen(1)\nc,_=s.accept()\nn=0\nwhile True:\n  d=c.recv(65536)\n  if not d: break\n  n+=len(d)\nc.close(); print(n)",
+        b.ip
+    );
+    let srv = lab.exec(&b.ns, &["/usr/bin/python3", "-c", &server]).stdout(std::process::Stdio::piped()).spawn().expect("server");
+    std::thread::sleep(Duration::from_millis(500));
+    let before = (snmp_tcp_out_segs(&lab, &a.ns), snmp_tcp_out_segs(&lab, &b.ns));
+    let dump = Tcpdump::start(&a.port, "in", capture_file("iwt4-a"));
+    let client = format!("import socket\nc=socket.create_connection(('{}', 5201))\nc.sendall(b'z'*4000000)\nc.close()", b.ip);
+    ns(&lab, &a.ns, &["/usr/bin/python3", "-c", &client]);
+    let out = srv.wait_with_output().expect("server done");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "4000000");
+    std::thread::sleep(Duration::from_millis(500));
+    let after = (snmp_tcp_out_segs(&lab, &a.ns), snmp_tcp_out_segs(&lab, &b.ns));
+    let frames = dump.finish();
+    let samples = scrape(&agent.listen).expect("scrape");
+    agent.stop().expect("stop");
+
+    let (a_segs, b_segs) = (after.0 - before.0, after.1 - before.1);
+    let (exact, by_scope) = exported(&samples, &a.mac);
+    assert_eq!(exact.tx_packets, a_segs, "A's frames = the segments A's TCP sent");
+    assert_eq!(exact.rx_packets, b_segs, "A received the segments B's TCP sent");
+    assert_eq!(by_scope, exact);
+    // The buffers tcpdump saw on A's port were fewer than the segments: GSO really happened.
+    let buffers = frames.len() as u64;
+    assert!(buffers < a_segs, "expected aggregated buffers: {buffers} buffers for {a_segs} segments");
+    assert!(sum(&samples, "iotwatch_bpf_events_total", &[("event", "gso_buffers")]) > 0);
+    // Wire bytes: each buffer's length plus, per extra segment, the 66 bytes of headers each
+    // segment repeats (Ethernet 14 + IPv4 20 + TCP 32 with timestamps).
+    let captured: u64 = frames.iter().map(|f| u64::from(f.orig_len)).sum();
+    assert_eq!(exact.tx_bytes, captured + (a_segs - buffers) * 66);
+}
+
+/// Tagged traffic over the bridge: live, TC reads the outer tag from socket-buffer metadata and
+/// must add its 4 bytes; tcpdump shows the tag, so the lengths must match exactly. The frames are
+/// sent raw (AF_PACKET) so the test needs no 8021q module.
+#[test]
+fn vlan_tagged_traffic_counts_the_tag() {
+    if !privileged("vlan_tagged_traffic_counts_the_tag") {
+        return;
+    }
+    let lab = quiet_lab("iwt5", 2);
+    lab.set_offloads(false).expect("offloads off");
+    let (a, b) = (&lab.devices[0], &lab.devices[1]);
+    let mut agent = start_agent(&lab, "tc", 19475, &[]);
+    let dump = Tcpdump::start(&a.port, "in", capture_file("iwt5-a"));
+    // 6 frames with one 802.1Q tag, 6 with an 802.1ad tag over an 802.1Q tag (QinQ), each an
+    // IPv4/UDP datagram from A to B, padded to the 60-byte minimum.
+    let send = format!(
+        r#"import socket, struct
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW); s.bind(("eth0", 0))
+dst, src = bytes.fromhex("{}"), bytes.fromhex("{}")
+ip = bytes([0x45,0,0,36, 0,1,0,0, 64,17,0,0, 192,168,77,11, 192,168,77,12])
+udp = struct.pack("!HHHH", 40000, 7, 16, 0) + b"tagged!!"
+for i in range(6):
+    s.send(dst + src + b"\x81\x00" + struct.pack("!H", 10) + b"\x08\x00" + ip + udp)
+    s.send(dst + src + b"\x88\xa8" + struct.pack("!H", 100) + b"\x81\x00" + struct.pack("!H", 10) + b"\x08\x00" + ip + udp)
+"#,
+        b.mac.replace(':', ""),
+        a.mac.replace(':', "")
+    );
+    ns(&lab, &a.ns, &["/usr/bin/python3", "-c", &send]);
+    std::thread::sleep(Duration::from_millis(500));
+    let frames = dump.finish();
+    let samples = scrape(&agent.listen).expect("scrape");
+    agent.stop().expect("stop");
+    let single = frames.iter().filter(|f| f.data[12..14] == [0x81, 0x00]).count();
+    let qinq = frames.iter().filter(|f| f.data[12..14] == [0x88, 0xa8]).count();
+    assert_eq!((single, qinq, frames.len()), (6, 6, 12), "tcpdump shows every frame with its tags");
+    assert!(frames.iter().all(|f| f.orig_len >= 64), "lengths include the tags");
+    for (mac, counts) in reference(&frames) {
+        assert_eq!(exported(&samples, &mac).0, counts, "tagged counts of {mac}");
+    }
+    assert_eq!(sum(&samples, "iotwatch_bpf_events_total", &[("event", "vlan")]), 12);
+    assert_eq!(sum(&samples, "iotwatch_bpf_events_total", &[("event", "vlan_stacked")]), 6);
+    assert_eq!(sum(&samples, "iotwatch_device_port_packets_total", &[("mac", &a.mac), ("proto", "udp"), ("port", "7")]), 12, "ports read behind the tags");
+}
+
+fn attached(samples: &[Sample]) -> Vec<(String, String)> {
+    let mut v: Vec<_> = samples
+        .iter()
+        .filter(|s| s.name == "iotwatch_attached_interfaces" && s.value == 1.0)
+        .map(|s| (s.label("interface").unwrap_or("").to_owned(), s.label("hook").unwrap_or("").to_owned()))
+        .collect();
+    v.sort();
+    v
+}
+
+fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
+    let end = Instant::now() + timeout;
+    while !check() {
+        assert!(Instant::now() < end, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+#[test]
+fn ports_joining_and_leaving_are_followed() {
+    if !privileged("ports_joining_and_leaving_are_followed") {
+        return;
+    }
+    let mut lab = quiet_lab("iwt6", 1);
+    let mut agent = start_agent(&lab, "tc", 19476, &["--bpf.poll-interval", "1"]);
+    let first = lab.devices[0].clone();
+    let initial = attached(&scrape(&agent.listen).expect("scrape"));
+    assert!(initial.contains(&(first.port.clone(), "tc_ingress".into())), "{initial:?}");
+    assert!(initial.contains(&(lab.bridge.clone(), "tc_egress".into())), "{initial:?}");
+
+    let new = lab.add_device().expect("add a device").clone();
+    wait_for("the new port to be attached", Duration::from_secs(10), || {
+        attached(&scrape(&agent.listen).expect("scrape")).contains(&(new.port.clone(), "tc_ingress".into()))
+    });
+    ns(&lab, &new.ns, &["ping", "-c", "3", "-i", "0.2", &first.ip.to_string()]);
+    let samples = scrape(&agent.listen).expect("scrape");
+    assert_eq!(exported(&samples, &new.mac).0.tx_packets, 3, "the new device's pings were counted");
+
+    lab.remove_device(new.index).expect("remove the device");
+    wait_for("the removed port to be forgotten", Duration::from_secs(10), || {
+        !attached(&scrape(&agent.listen).expect("scrape")).iter().any(|(i, _)| *i == new.port)
+    });
+    agent.check_alive().expect("the agent survives a port going away");
+    agent.stop().expect("stop");
+}
+
+/// Programs attached to the lab's interfaces, as the kernel reports them: tcx programs on
+/// ingress and egress (bpftool 7.1 cannot map tcx links to interfaces) plus XDP programs.
+fn lab_links(lab: &HomeLab) -> usize {
+    let mut n = 0;
+    for iface in std::iter::once(&lab.bridge).chain(lab.devices.iter().map(|d| &d.port)).chain([&lab.gateway.port]) {
+        for attach_type in [TcAttachType::Ingress, TcAttachType::Egress] {
+            n += SchedClassifier::query_tcx(iface, attach_type).map(|(_, progs)| progs.len()).unwrap_or(0);
+        }
+        if root(&["ip", "-d", "-j", "link", "show", "dev", iface]).contains("\"xdp\"") {
+            n += 1;
+        }
+    }
+    n
+}
+
+#[test]
+fn killed_agent_leaves_nothing_attached_and_restarts() {
+    if !privileged("killed_agent_leaves_nothing_attached_and_restarts") {
+        return;
+    }
+    let lab = quiet_lab("iwt7", 2);
+    assert_eq!(lab_links(&lab), 0);
+    for attach in ["tc", "xdp-skb"] {
+        let mut agent = start_agent(&lab, attach, 19477, &[]);
+        assert_eq!(lab_links(&lab), 4, "{attach}: bridge egress + 3 ports");
+        // SIGKILL: no chance to detach; the links die with the process's file descriptors.
+        let pid = root(&["pgrep", "-f", "iotwatch run --bridge iwt7br"]);
+        for p in pid.split_whitespace() {
+            root(&["kill", "-9", p]);
+        }
+        wait_for("the links to go", Duration::from_secs(10), || lab_links(&lab) == 0);
+        assert!(agent.stop().is_err(), "the agent was killed, not stopped");
+        let mut again = start_agent(&lab, attach, 19477, &[]);
+        assert_eq!(lab_links(&lab), 4, "{attach}: restarted agent attaches again");
+        again.stop().expect("SIGINT stops it");
+        assert_eq!(lab_links(&lab), 0, "{attach}: SIGINT detaches everything");
+    }
+}
+
+#[test]
+fn refuses_a_port_held_by_another_xdp_program_and_names_the_way_out() {
+    if !privileged("refuses_a_port_held_by_another_xdp_program") {
+        return;
+    }
+    let lab = quiet_lab("iwt8", 1);
+    let mut first = start_agent(&lab, "xdp-skb", 19478, &[]);
+    let out = Command::new(agent_bin())
+        .args(["run", "--bridge", &lab.bridge, "--attach", "xdp-skb", "--web.listen-address", "127.0.0.1:19479"])
+        .output()
+        .expect("second agent");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("already has an XDP program") && err.contains("--attach tc"), "{err}");
+    // The advice works: TC coexists with the first agent's XDP.
+    let mut second = start_agent(&lab, "tc", 19479, &[]);
+    second.stop().expect("stop");
+    first.stop().expect("stop");
+    assert_eq!(lab_links(&lab), 0);
+
+    let out = Command::new(agent_bin()).args(["run", "--bridge", "iwt8nope"]).output().expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("iwt8nope is not a bridge") && err.contains("iwt8br"), "{err}");
+}
