@@ -58,7 +58,8 @@ impl Tcpdump {
     /// Starts and waits until tcpdump says it is listening.
     pub fn start(iface: &str, direction: &str, file: PathBuf) -> Self {
         let mut child = Command::new("tcpdump")
-            .args(["-i", iface, "-Q", direction, "-n", "-U", "-s", "256", "-w"])
+            // Immediate mode: without it frames wait in a TPACKET_V3 block that SIGINT may discard.
+            .args(["-i", iface, "-Q", direction, "-n", "-U", "--immediate-mode", "-s", "256", "-w"])
             .arg(&file)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

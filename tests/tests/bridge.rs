@@ -131,7 +131,9 @@ fn exact_counts(prefix: &str, attach: &str, http_port: u16) {
     agent.stop().expect("agent stops cleanly");
 
     let want = reference(&frames);
-    assert!(frames.len() >= 2 * 5 + 2 * 3 + 2 * 4 + 7 * 2, "tcpdump saw only {} frames", frames.len());
+    // Pings both ways and the 7 datagrams; B's ICMP errors are rate-limited by its kernel, so
+    // at least one of those.
+    assert!(frames.len() > 2 * 5 + 2 * 3 + 2 * 4 + 7, "tcpdump saw only {} frames", frames.len());
     for (mac, counts) in &want {
         let (exact, by_scope) = exported(&samples, mac);
         assert_eq!(exact, *counts, "{attach}: exact per-MAC counters of {mac}");
@@ -180,13 +182,18 @@ fn exact_counts_with_native_xdp() {
     }
 }
 
+/// Segments a namespace's TCP put on the wire: OutSegs leaves out retransmissions, which
+/// RetransSegs counts.
 fn snmp_tcp_out_segs(lab: &HomeLab, ns: &str) -> u64 {
     let out = lab.exec(ns, &["cat", "/proc/net/snmp"]).output().expect("read snmp");
     let text = String::from_utf8_lossy(&out.stdout);
     let mut tcp = text.lines().filter(|l| l.starts_with("Tcp:"));
     let (names, values) = (tcp.next().expect("Tcp header"), tcp.next().expect("Tcp values"));
-    let i = names.split_whitespace().position(|n| n == "OutSegs").expect("OutSegs");
-    values.split_whitespace().nth(i).expect("value").parse().expect("number")
+    let field = |name: &str| -> u64 {
+        let i = names.split_whitespace().position(|n| n == name).expect("field");
+        values.split_whitespace().nth(i).expect("value").parse().expect("number")
+    };
+    field("OutSegs") + field("RetransSegs")
 }
 
 /// With GSO/GRO on, one socket buffer carries many segments: the program must count each wire
@@ -219,6 +226,8 @@ fn gso_counts_wire_segments_not_buffers() {
     agent.stop().expect("stop");
 
     let (a_segs, b_segs) = (after.0 - before.0, after.1 - before.1);
+    let captured: u64 = frames.iter().map(|f| u64::from(f.orig_len)).sum();
+    eprintln!("segments {a_segs}, buffers on the port {}, captured bytes {captured}", frames.len());
     let (exact, by_scope) = exported(&samples, &a.mac);
     assert_eq!(exact.tx_packets, a_segs, "A's frames = the segments A's TCP sent");
     assert_eq!(exact.rx_packets, b_segs, "A received the segments B's TCP sent");
@@ -229,7 +238,6 @@ fn gso_counts_wire_segments_not_buffers() {
     assert!(sum(&samples, "iotwatch_bpf_events_total", &[("event", "gso_buffers")]) > 0);
     // Wire bytes: each buffer's length plus, per extra segment, the 66 bytes of headers each
     // segment repeats (Ethernet 14 + IPv4 20 + TCP 32 with timestamps).
-    let captured: u64 = frames.iter().map(|f| u64::from(f.orig_len)).sum();
     assert_eq!(exact.tx_bytes, captured + (a_segs - buffers) * 66);
 }
 
@@ -246,8 +254,8 @@ fn vlan_tagged_traffic_counts_the_tag() {
     let (a, b) = (&lab.devices[0], &lab.devices[1]);
     let mut agent = start_agent(&lab, "tc", 19475, &[]);
     let dump = Tcpdump::start(&a.port, "in", capture_file("iwt5-a"));
-    // 6 frames with one 802.1Q tag, 6 with an 802.1ad tag over an 802.1Q tag (QinQ), each an
-    // IPv4/UDP datagram from A to B, padded to the 60-byte minimum.
+    // 6 frames with one 802.1Q tag (54 bytes), 6 with an 802.1ad tag over an 802.1Q tag (QinQ,
+    // 58 bytes), each an IPv4/UDP datagram from A to B (veth does not pad short frames).
     let send = format!(
         r#"import socket, struct
 s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW); s.bind(("eth0", 0))
@@ -269,7 +277,8 @@ for i in range(6):
     let single = frames.iter().filter(|f| f.data[12..14] == [0x81, 0x00]).count();
     let qinq = frames.iter().filter(|f| f.data[12..14] == [0x88, 0xa8]).count();
     assert_eq!((single, qinq, frames.len()), (6, 6, 12), "tcpdump shows every frame with its tags");
-    assert!(frames.iter().all(|f| f.orig_len >= 64), "lengths include the tags");
+    let len_of = |tpid: [u8; 2]| frames.iter().filter(|f| f.data[12..14] == tpid).map(|f| f.orig_len).max();
+    assert_eq!((len_of([0x81, 0x00]), len_of([0x88, 0xa8])), (Some(54), Some(58)), "lengths include the tags");
     for (mac, counts) in reference(&frames) {
         assert_eq!(exported(&samples, &mac).0, counts, "tagged counts of {mac}");
     }

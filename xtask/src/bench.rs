@@ -1,0 +1,284 @@
+//! `cargo xtask bench`: TCP throughput across the namespace bridge with and without an
+//! observer (the agent in each attach mode, tcpdump, pmacctd), as the median of
+//! alternating rounds (iperf3 over veth varies by +-30% between runs; shared/toolchain.md).
+//! Results go to target/bench/summary.json under "throughput", next to "kernel" (written by
+//! another subcommand) and "machine".
+
+use std::{
+    path::PathBuf,
+    process::{Child, Stdio},
+    time::Duration,
+};
+
+use anyhow::{Context as _, Result, bail};
+use serde_json::{Value, json};
+
+use crate::{
+    agent::{self, Agent},
+    cmd,
+    lab::{HomeLab, LabOptions},
+    setup, signal,
+};
+
+pub const BENCH_PREFIX: &str = "iwbn";
+const AGENT_LISTEN: &str = "127.0.0.1:9478";
+
+/// What watches the bridge during a round.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Observer {
+    Bare,
+    Agent(&'static str),
+    /// `tcpdump -w` on every bridge port: the fair "capture everything" comparison, since
+    /// tcpdump on the bridge device only sees frames to and from the host.
+    TcpdumpPorts,
+    /// pmacctd (memory plugin) on every bridge port.
+    PmacctPorts,
+}
+
+pub const ALL: [Observer; 6] = [
+    Observer::Bare,
+    Observer::Agent("tc"),
+    Observer::Agent("xdp-skb"),
+    Observer::Agent("xdp"),
+    Observer::TcpdumpPorts,
+    Observer::PmacctPorts,
+];
+
+impl Observer {
+    pub fn name(self) -> String {
+        match self {
+            Self::Bare => "bare".into(),
+            Self::Agent(mode) => format!("agent-{mode}"),
+            Self::TcpdumpPorts => "tcpdump".into(),
+            Self::PmacctPorts => "pmacctd".into(),
+        }
+    }
+
+    pub fn parse(name: &str) -> Result<Self> {
+        ALL.into_iter()
+            .find(|o| o.name() == name)
+            .with_context(|| format!("unknown configuration {name:?}; known: {}", ALL.map(Self::name).join(", ")))
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct BenchArgs {
+    pub rounds: usize,
+    pub seconds: u32,
+    /// Empty: all configurations.
+    pub only: Vec<String>,
+}
+
+/// A started observer, stopped on drop.
+enum Running {
+    None,
+    Agent(Agent),
+    Procs(Vec<Child>),
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Self::Procs(children) = self {
+            for mut c in children.drain(..) {
+                cmd::stop(&mut c, libc::SIGTERM, Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+fn start(obs: Observer, lab: &HomeLab, bin: Option<&PathBuf>, tmp: &std::path::Path) -> Result<Running> {
+    let ports: Vec<String> = lab.devices.iter().map(|d| d.port.clone()).chain([lab.gateway.port.clone()]).collect();
+    let spawn_all = |make: &dyn Fn(&str) -> Vec<String>| -> Result<Running> {
+        let mut children = Vec::new();
+        for port in &ports {
+            let argv = make(port);
+            let mut c = cmd::command(&argv[0], &argv[1..]);
+            c.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+            cmd::supervised(&mut c, libc::SIGTERM);
+            children.push(c.spawn().with_context(|| format!("cannot start {}: `cargo xtask setup` installs it", argv[0]))?);
+        }
+        // No readiness signal without parsing their stderr: give them time to open the port.
+        std::thread::sleep(Duration::from_millis(1500));
+        for c in &mut children {
+            if let Some(status) = c.try_wait()? {
+                bail!("{} exited at start ({status}); run it by hand to see why", obs.name());
+            }
+        }
+        Ok(Running::Procs(children))
+    };
+    Ok(match obs {
+        Observer::Bare => Running::None,
+        Observer::Agent(mode) => {
+            let bin = bin.context("the agent was not built")?;
+            let mut a = Agent::spawn(bin, &lab.bridge, mode, AGENT_LISTEN, &[], Some(&tmp.join(format!("agent-{mode}.log"))))?;
+            a.wait_ready(Duration::from_secs(30))?;
+            Running::Agent(a)
+        }
+        // To /dev/null: full frames at tens of Gbit/s would fill the disk; the cost measured
+        // is the capture (copy to user space), not the file system.
+        Observer::TcpdumpPorts => spawn_all(&|port| ["tcpdump", "-n", "-q", "-i", port, "-w", "/dev/null"].map(String::from).to_vec())?,
+        Observer::PmacctPorts => spawn_all(&|port| {
+            let pipe = tmp.join(format!("pmacct-{port}.pipe")).to_string_lossy().into_owned();
+            ["pmacctd", "-i", port, "-P", "memory", "-p", &pipe, "-c", "src_mac,dst_mac,src_host,dst_host,proto,src_port,dst_port"]
+                .map(String::from)
+                .to_vec()
+        })?,
+    })
+}
+
+/// One iperf3 TCP run from device 1 to device 2; returns bits per second received.
+fn iperf(lab: &HomeLab, seconds: u32) -> Result<f64> {
+    let server = lab.devices[1].ip.to_string();
+    let secs = seconds.to_string();
+    let out = cmd::output(&mut lab.exec(&lab.devices[0].ns, &["iperf3", "-c", &server, "-t", &secs, "-J"]))
+        .or_else(|_| {
+            // The server may not be listening yet in the first round.
+            std::thread::sleep(Duration::from_secs(1));
+            cmd::output(&mut lab.exec(&lab.devices[0].ns, &["iperf3", "-c", &server, "-t", &secs, "-J"]))
+        })
+        .context("iperf3 client failed")?;
+    iperf_bps(&out)
+}
+
+/// `end.sum_received.bits_per_second` of iperf3 -J output.
+pub fn iperf_bps(json_text: &str) -> Result<f64> {
+    let v: Value = serde_json::from_str(json_text).context("iperf3 printed invalid JSON")?;
+    if let Some(e) = v["error"].as_str() {
+        bail!("iperf3: {e}");
+    }
+    v["end"]["sum_received"]["bits_per_second"].as_f64().context("iperf3 JSON lacks end.sum_received.bits_per_second")
+}
+
+pub fn median(values: &[f64]) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+fn machine() -> Value {
+    let kernel = cmd::output(&mut cmd::command("uname", &["-r"])).map(|s| s.trim().to_owned()).unwrap_or_default();
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| t.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split_once(':')).map(|(_, m)| m.trim().to_owned()))
+        .unwrap_or_default();
+    let nproc = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    json!({ "kernel": kernel, "nproc": nproc, "cpu": cpu })
+}
+
+/// Reads summary.json (if any), replaces `key` and "machine", writes it back.
+pub fn merge_summary(key: &str, value: Value) -> Result<PathBuf> {
+    let dir = agent::target_dir().join("bench");
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let path = dir.join("summary.json");
+    let mut doc: Value = match std::fs::read_to_string(&path) {
+        Ok(text) => serde_json::from_str(&text).unwrap_or_else(|e| {
+            eprintln!("bench: {} is not valid JSON ({e}); starting a new one", path.display());
+            json!({})
+        }),
+        Err(_) => json!({}),
+    };
+    if !doc.is_object() {
+        doc = json!({});
+    }
+    doc[key] = value;
+    doc["machine"] = machine();
+    std::fs::write(&path, serde_json::to_string_pretty(&doc)? + "\n").with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(path)
+}
+
+pub fn bench(args: &BenchArgs) -> Result<()> {
+    setup::setup()?;
+    signal::install()?;
+    let configs: Vec<Observer> =
+        if args.only.is_empty() { ALL.to_vec() } else { args.only.iter().map(|n| Observer::parse(n)).collect::<Result<_>>()? };
+    if !configs.contains(&Observer::Bare) {
+        bail!("the configurations must include `bare`: every result is a ratio to it");
+    }
+    let bin = if configs.iter().any(|c| matches!(c, Observer::Agent(_))) {
+        Some(agent::build_agent().context("agent configurations need the agent; `--only bare,tcpdump,pmacctd` runs without it")?)
+    } else {
+        None
+    };
+    let tmp = agent::target_dir().join("bench/tmp");
+    std::fs::create_dir_all(&tmp)?;
+    let lab = HomeLab::create(LabOptions { prefix: BENCH_PREFIX.to_owned(), devices: 2, ipv6: false, static_neighbors: false })?;
+    let mut server = lab.exec(&lab.devices[1].ns, &["iperf3", "-s"]);
+    // Its stderr would only say "interrupt - the server has terminated" when stopped.
+    server.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+    cmd::supervised(&mut server, libc::SIGTERM);
+    let mut server = server.spawn().context("cannot start the iperf3 server")?;
+    std::thread::sleep(Duration::from_millis(500));
+
+    let mut results: Vec<Vec<f64>> = vec![Vec::new(); configs.len()];
+    let outcome = (|| -> Result<()> {
+        for round in 0..args.rounds {
+            // Rotate the order each round so slow drift does not favour one configuration.
+            for k in 0..configs.len() {
+                let i = (k + round) % configs.len();
+                if signal::interrupted() {
+                    bail!("interrupted");
+                }
+                let running = start(configs[i], &lab, bin.as_ref(), &tmp)?;
+                let bps = iperf(&lab, args.seconds)?;
+                if let Running::Agent(a) = &running {
+                    agent_answers(a)?;
+                }
+                drop(running);
+                println!("bench: round {}/{} {:<14} {:>8.2} Gbit/s", round + 1, args.rounds, configs[i].name(), bps / 1e9);
+                results[i].push(bps);
+            }
+        }
+        Ok(())
+    })();
+    cmd::stop(&mut server, libc::SIGTERM, Duration::from_secs(3));
+    drop(lab);
+    outcome?;
+
+    let bare = median(&results[configs.iter().position(|c| *c == Observer::Bare).unwrap_or(0)]);
+    let mut table = serde_json::Map::new();
+    println!("\n{:<14} {:>12} {:>8}", "configuration", "median Gb/s", "ratio");
+    for (c, r) in configs.iter().zip(&results) {
+        let m = median(r);
+        println!("{:<14} {:>12.2} {:>7.0}%", c.name(), m / 1e9, 100.0 * m / bare);
+        table.insert(c.name(), json!({ "median_bps": m, "ratio_to_bare": m / bare, "runs_bps": r }));
+    }
+    let value = json!({ "tool": "iperf3 TCP, device 1 -> device 2 over the namespace bridge", "seconds_per_run": args.seconds, "rounds": args.rounds, "configurations": table });
+    let path = merge_summary("throughput", value)?;
+    println!("bench: written to {}", path.display());
+    Ok(())
+}
+
+/// An agent that died during the run invalidates the round.
+fn agent_answers(a: &Agent) -> Result<()> {
+    crate::metrics::http_get(&a.listen, "/metrics", Duration::from_secs(5)).map(drop).context("the agent stopped answering during the run")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn medians() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
+        assert!(median(&[]).is_nan());
+    }
+
+    #[test]
+    fn iperf_json() {
+        let j = r#"{"end":{"sum_received":{"bits_per_second":1.5e10}}}"#;
+        assert_eq!(iperf_bps(j).expect("valid"), 1.5e10);
+        assert!(iperf_bps(r#"{"error":"unable to connect"}"#).is_err());
+    }
+
+    #[test]
+    fn observer_names_round_trip() {
+        for o in ALL {
+            assert_eq!(Observer::parse(&o.name()).expect("known"), o);
+        }
+    }
+}

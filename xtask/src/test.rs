@@ -1,0 +1,164 @@
+//! `cargo xtask test`: lints, host tests, rule tests, then the privileged tests, streaming
+//! output and stopping at the first failure.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::Instant,
+};
+
+use anyhow::{Context as _, Result, bail};
+
+use crate::{agent, cmd, setup, workspace_root};
+
+fn cargo(args: &[&str]) -> Command {
+    let mut c = Command::new("cargo");
+    c.args(args).current_dir(workspace_root());
+    c
+}
+
+fn step(name: &str, done: &mut Vec<String>, mut c: Command) -> Result<()> {
+    println!("\n==> {name}: {}", cmd::display(&c));
+    let t = Instant::now();
+    cmd::stream(&mut c).with_context(|| format!("step `{name}` failed; steps passed before it: {}", done.join(", ")))?;
+    done.push(format!("{name} ({:.0} s)", t.elapsed().as_secs_f64()));
+    Ok(())
+}
+
+/// Files in `dir` whose names end with `suffix`, sorted.
+fn files_ending(dir: &Path, suffix: &str) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.ends_with(suffix)))
+        .collect();
+    v.sort();
+    v
+}
+
+/// Groups of steps that `--skip` can leave out (for a quicker loop while developing).
+pub const GROUPS: [&str; 4] = ["clippy", "host", "promtool", "privileged"];
+
+pub fn test(skip: &[String]) -> Result<()> {
+    for s in skip {
+        if !GROUPS.contains(&s.as_str()) {
+            bail!("unknown step group {s:?}; known: {}", GROUPS.join(", "));
+        }
+    }
+    let run = |g: &str| !skip.iter().any(|s| s == g);
+    setup::setup()?;
+    let root = workspace_root();
+    let mut done = Vec::new();
+    let mut skipped: Vec<String> = skip.iter().map(|s| format!("{s} (--skip)")).collect();
+
+    if run("clippy") {
+        step("clippy (host)", &mut done, cargo(&["clippy", "--workspace", "--exclude", "agent-ebpf", "--all-targets", "--", "-D", "warnings"]))?;
+        // Linted for the target it is built for (cfg(target_arch = "bpf") code included);
+        // needs nightly and rust-src, not bpf-linker (clippy does not link).
+        step(
+            "clippy (eBPF)",
+            &mut done,
+            cargo(&["+nightly", "clippy", "-p", "agent-ebpf", "--target", "bpfel-unknown-none", "-Z", "build-std=core", "--", "-D", "warnings"]),
+        )?;
+    }
+    if run("host") {
+        step("host tests", &mut done, cargo(&["test"]))?;
+    }
+    if run("promtool") {
+        promtool(&root, &mut done, &mut skipped)?;
+    }
+    if run("privileged") {
+        privileged(&root, &mut done)?;
+    }
+    println!("\ntest: all {} steps passed: {}", done.len(), done.join(", "));
+    if !skipped.is_empty() {
+        println!("test: skipped: {}", skipped.join("; "));
+    }
+    Ok(())
+}
+
+fn promtool(root: &Path, done: &mut Vec<String>, skipped: &mut Vec<String>) -> Result<()> {
+    let rules = files_ending(&root.join("deploy/prometheus"), ".rules.yml");
+    if rules.is_empty() {
+        skipped.push("promtool check rules (no deploy/prometheus/*.rules.yml)".to_owned());
+    } else {
+        let mut c = Command::new("promtool");
+        c.args(["check", "rules"]).args(&rules).current_dir(root);
+        step("promtool check rules", done, c)?;
+    }
+    let rule_tests = files_ending(&root.join("deploy/prometheus/tests"), ".yml");
+    if rule_tests.is_empty() {
+        skipped.push("promtool test rules (no deploy/prometheus/tests/*.yml)".to_owned());
+    } else {
+        let mut c = Command::new("promtool");
+        c.args(["test", "rules"]).args(&rule_tests).current_dir(root);
+        step("promtool test rules", done, c)?;
+    }
+    Ok(())
+}
+
+fn privileged(root: &Path, done: &mut Vec<String>) -> Result<()> {
+
+    let bin = agent::build_agent()?;
+    done.push("agent release build".to_owned());
+    let binaries = privileged_test_binaries()?;
+    if binaries.is_empty() {
+        bail!("cargo built iotwatch-tests but reported no test executables");
+    }
+    for b in &binaries {
+        let mut c = Command::new(b);
+        c.arg("--test-threads=1").env("IOTWATCH_BIN", &bin).env("IOTWATCH_ROOT", root).current_dir(root);
+        // CI=true turns the tests' SKIPs into failures; it is inherited, shown for clarity.
+        if let Ok(ci) = std::env::var("CI") {
+            c.env("CI", ci);
+        }
+        let name = b.file_name().and_then(|n| n.to_str()).unwrap_or("test").to_owned();
+        step(&format!("privileged {name}"), done, c)?;
+    }
+    Ok(())
+}
+
+/// Builds the privileged test crate and returns its test executables, from cargo's JSON
+/// messages (`compiler-artifact` with `profile.test` and an `executable`).
+fn privileged_test_binaries() -> Result<Vec<PathBuf>> {
+    println!("\n==> build privileged tests");
+    let out = cargo(&["test", "--release", "-p", "iotwatch-tests", "--no-run", "--message-format=json"])
+        .stderr(Stdio::inherit())
+        .stdin(Stdio::null())
+        .output()
+        .context("cannot run cargo")?;
+    if !out.status.success() {
+        bail!("building the privileged tests (iotwatch-tests) failed: see the compiler output above");
+    }
+    parse_test_executables(&String::from_utf8_lossy(&out.stdout))
+}
+
+/// Pure part of the above, for a unit test.
+pub fn parse_test_executables(json_lines: &str) -> Result<Vec<PathBuf>> {
+    let mut v = Vec::new();
+    for line in json_lines.lines().filter(|l| l.starts_with('{')) {
+        let msg: serde_json::Value = serde_json::from_str(line).context("cargo printed invalid JSON")?;
+        if msg["reason"] == "compiler-artifact"
+            && msg["profile"]["test"] == true
+            && let Some(exe) = msg["executable"].as_str()
+        {
+            v.push(PathBuf::from(exe));
+        }
+    }
+    Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn finds_test_executables() {
+        let text = r#"{"reason":"compiler-artifact","profile":{"test":false},"executable":null}
+{"reason":"compiler-artifact","profile":{"test":true},"executable":"/t/release/deps/netns-abc"}
+{"reason":"compiler-artifact","profile":{"test":false},"executable":"/t/release/iotwatch"}
+{"reason":"build-finished","success":true}"#;
+        let v = super::parse_test_executables(text).expect("valid JSON");
+        assert_eq!(v, vec![std::path::PathBuf::from("/t/release/deps/netns-abc")]);
+    }
+}
