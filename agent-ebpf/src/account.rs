@@ -59,16 +59,16 @@ fn bump_device(c: *mut DeviceCounters, tx: bool, packets: u64, bytes: u64) {
 #[inline(always)]
 fn add_mac(mac: &[u8; 6], tx: bool, packets: u64, bytes: u64) {
     let key = MacKey::new(*mac);
-    if let Some(c) = DEVICE_STATS.get_ptr_mut(&key) {
+    if let Some(c) = DEVICE_STATS.get_ptr_mut(key) {
         bump_device(c, tx, packets, bytes);
         return;
     }
     let mut fresh = DeviceCounters::default();
     bump_device(&mut fresh, tx, packets, bytes);
-    match DEVICE_STATS.insert(&key, &fresh, u64::from(BPF_NOEXIST)) {
+    match DEVICE_STATS.insert(key, fresh, u64::from(BPF_NOEXIST)) {
         Ok(()) => {}
         // Another CPU created the entry meanwhile: our slot of it exists now.
-        Err(e) if e == -EEXIST => match DEVICE_STATS.get_ptr_mut(&key) {
+        Err(e) if e == -EEXIST => match DEVICE_STATS.get_ptr_mut(key) {
             Some(c) => bump_device(c, tx, packets, bytes),
             None => bump(Stat::DeviceInsertFailed, 1),
         },
@@ -88,7 +88,7 @@ fn add_conversation(key: &ConvKey, packets: u64, bytes: u64, now_ns: u64) {
         return;
     }
     let fresh = ConvCounters { packets, bytes, first_seen_ns: now_ns, last_seen_ns: now_ns };
-    match CONVERSATIONS.insert(key, &fresh, u64::from(BPF_NOEXIST)) {
+    match CONVERSATIONS.insert(key, fresh, u64::from(BPF_NOEXIST)) {
         Ok(()) => bump(Stat::ConvInserts, 1),
         Err(e) if e == -EEXIST => match CONVERSATIONS.get_ptr_mut(key) {
             // SAFETY: per-CPU value, see bump_device.

@@ -102,7 +102,7 @@ fn parse_ipv4<P: Packet>(p: &P, off: usize, f: &mut Frame) {
     f.key.ip_version = ip_version::V4;
     f.key.src_ip[..4].copy_from_slice(&ip.src_addr);
     f.key.dst_ip[..4].copy_from_slice(&ip.dst_addr);
-    f.key.proto = ip.proto as u8;
+    f.key.proto = ip.proto;
     let frags = u16::from_be_bytes(ip.frags);
     let (more_fragments, frag_offset) = (frags & 0x2000 != 0, frags & 0x1fff);
     if more_fragments || frag_offset != 0 {
@@ -130,7 +130,7 @@ fn parse_ipv6<P: Packet>(p: &P, off: usize, f: &mut Frame) {
     f.key.ip_version = ip_version::V6;
     f.key.src_ip = ip.src_addr;
     f.key.dst_ip = ip.dst_addr;
-    let mut next = ip.next_hdr as u8;
+    let mut next = ip.next_hdr;
     let mut off = off + Ipv6Hdr::LEN;
     let mut walked = false;
     for _ in 0..MAX_IPV6_EXT_HEADERS {

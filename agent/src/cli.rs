@@ -24,6 +24,13 @@ pub struct Cli {
 pub enum Command {
     /// Attach to a bridge and serve /metrics until SIGINT or SIGTERM.
     Run(RunArgs),
+    /// Kernel benchmark for `cargo xtask bench`: JSON on stdout.
+    #[command(hide = true)]
+    BenchKernel {
+        /// BPF_PROG_TEST_RUN repetitions per program and frame.
+        #[arg(long, default_value_t = 1_000_000)]
+        repeat: u32,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -77,7 +84,7 @@ mod tests {
     fn cli_is_consistent_and_parses_dotted_flags() {
         Cli::command().debug_assert();
         let cli = Cli::try_parse_from(["iotwatch", "run", "--bridge", "br0", "--lan.prefix", "10.0.0.0/8", "--web.listen-address", "0.0.0.0:9477", "--attach", "xdp-skb"]).unwrap();
-        let Command::Run(run) = cli.command;
+        let Command::Run(run) = cli.command else { panic!("parsed as run") };
         assert_eq!(run.bridge, "br0");
         assert_eq!(run.attach, AttachMode::XdpSkb);
         assert_eq!(run.lan_prefixes.len(), 1);

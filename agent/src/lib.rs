@@ -7,6 +7,7 @@ pub mod attach;
 pub mod bpf;
 pub mod cli;
 pub mod collect;
+pub mod kernel_bench;
 pub mod ledger;
 pub mod labels;
 pub mod mac;

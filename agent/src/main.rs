@@ -3,7 +3,7 @@ use std::process::ExitCode;
 use clap::Parser as _;
 use iotwatch::{
     cli::{Cli, Command},
-    run,
+    kernel_bench, run,
 };
 use tracing_subscriber::EnvFilter;
 
@@ -20,6 +20,7 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Run(args) => runtime.block_on(run::run(args)),
+        Command::BenchKernel { repeat } => kernel_bench::run(repeat).map(|v| println!("{v:#}")),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

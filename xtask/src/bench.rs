@@ -63,6 +63,8 @@ impl Observer {
 
 #[derive(Debug, Clone)]
 pub struct BenchArgs {
+    /// BPF_PROG_TEST_RUN repetitions per program and frame.
+    pub repeat: u32,
     pub rounds: usize,
     pub seconds: u32,
     /// Empty: all configurations.
@@ -198,11 +200,9 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
     if !configs.contains(&Observer::Bare) {
         bail!("the configurations must include `bare`: every result is a ratio to it");
     }
-    let bin = if configs.iter().any(|c| matches!(c, Observer::Agent(_))) {
-        Some(agent::build_agent().context("agent configurations need the agent; `--only bare,tcpdump,pmacctd` runs without it")?)
-    } else {
-        None
-    };
+    let bin = agent::build_agent().context("the benchmark needs the agent")?;
+    kernel(&bin, args.repeat)?;
+    let bin = Some(bin);
     let tmp = agent::target_dir().join("bench/tmp");
     std::fs::create_dir_all(&tmp)?;
     let lab = HomeLab::create(LabOptions { prefix: BENCH_PREFIX.to_owned(), devices: 2, ipv6: false, static_neighbors: false })?;
@@ -249,6 +249,23 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
     let value = json!({ "tool": "iperf3 TCP, device 1 -> device 2 over the namespace bridge", "seconds_per_run": args.seconds, "rounds": args.rounds, "configurations": table });
     let path = merge_summary("throughput", value)?;
     println!("bench: written to {}", path.display());
+    Ok(())
+}
+
+/// ns/packet of the programs under BPF_PROG_TEST_RUN (`iotwatch bench-kernel`), next to the
+/// baselines measured in the same run; merged into summary.json under "kernel".
+fn kernel(bin: &std::path::Path, repeat: u32) -> Result<()> {
+    println!("bench: kernel programs under BPF_PROG_TEST_RUN, {repeat} repetitions per frame and program");
+    let out = cmd::output(&mut cmd::command(&bin.to_string_lossy(), &["bench-kernel", "--repeat", &repeat.to_string()]))?;
+    let value: Value = serde_json::from_str(&out).context("bench-kernel printed invalid JSON")?;
+    let ns = &value["ns_per_packet"];
+    println!("\n{:<14} {:>10} {:>10}", "program", "ns/packet", "ratio");
+    for (prog, base) in [("iotwatch_tc", "bare_tc"), ("min_mac_tc", "bare_tc"), ("bare_tc", "bare_tc"), ("iotwatch_xdp", "bare_xdp"), ("min_mac_xdp", "bare_xdp"), ("bare_xdp", "bare_xdp")] {
+        let (a, b) = (ns[prog].as_f64().unwrap_or(f64::NAN), ns[base].as_f64().unwrap_or(f64::NAN));
+        println!("{prog:<14} {a:>10.1} {:>9.2}x {base}", a / b);
+    }
+    let path = merge_summary("kernel", value)?;
+    println!("bench: written to {}\n", path.display());
     Ok(())
 }
 

@@ -72,6 +72,9 @@ enum Cmd {
         /// Comma-separated configurations (bare, agent-tc, agent-xdp-skb, agent-xdp, tcpdump, pmacctd).
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
+        /// BPF_PROG_TEST_RUN repetitions per program and frame (kernel part).
+        #[arg(long, default_value_t = 1_000_000)]
+        repeat: u32,
     },
 }
 
@@ -87,6 +90,6 @@ fn main() -> Result<()> {
         }
         Cmd::LabCheck => xtask::labcheck::lab_check(),
         Cmd::Test { skip } => test::test(&skip),
-        Cmd::Bench { rounds, seconds, only } => bench::bench(&bench::BenchArgs { rounds, seconds, only }),
+        Cmd::Bench { rounds, seconds, only, repeat } => bench::bench(&bench::BenchArgs { repeat, rounds, seconds, only }),
     }
 }
