@@ -1,6 +1,6 @@
 //! Builds the eBPF programs (agent-ebpf, for bpfel-unknown-none with nightly and build-std) into
 //! OUT_DIR, where `src/bpf.rs` embeds them. `AYA_BUILD_SKIP=1` skips this for tooling that must
-//! not need bpf-linker; the agent then embeds an empty object and says so when it loads.
+//! not need bpf-linker; the agent then embeds empty objects and says so when it loads.
 use anyhow::{Context as _, anyhow};
 
 fn main() -> anyhow::Result<()> {
@@ -17,7 +17,9 @@ fn main() -> anyhow::Result<()> {
     let root = ebpf.manifest_path.parent().ok_or_else(|| anyhow!("no parent for {}", ebpf.manifest_path))?;
     if std::env::var_os("AYA_BUILD_SKIP").is_some() {
         let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
-        std::fs::write(out.join("iotwatch"), b"").context("writing the placeholder eBPF object")?;
+        for object in ["iotwatch", "baselines"] {
+            std::fs::write(out.join(object), b"").context("writing a placeholder eBPF object")?;
+        }
         return Ok(());
     }
     aya_build::build_ebpf(

@@ -85,6 +85,7 @@ fn time_tc(prog: &SchedClassifier, frame: &[u8], repeat: u32) -> anyhow::Result<
 }
 
 fn load_baselines() -> anyhow::Result<Ebpf> {
+    anyhow::ensure!(!BASELINES.is_empty(), "built with AYA_BUILD_SKIP=1: no baseline programs");
     let mut ebpf = EbpfLoader::new().load(BASELINES).context("loading the baseline programs")?;
     for name in ["bare_xdp", "min_mac_xdp"] {
         bpf::program::<Xdp>(&mut ebpf, name)?.load()?;

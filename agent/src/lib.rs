@@ -5,6 +5,7 @@
 
 pub mod attach;
 pub mod bpf;
+pub mod capture;
 pub mod cli;
 pub mod collect;
 pub mod kernel_bench;
@@ -14,6 +15,7 @@ pub mod mac;
 pub mod metrics;
 pub mod netif;
 pub mod oui;
+pub mod proto;
 pub mod run;
 pub mod scope;
 pub mod testrun;

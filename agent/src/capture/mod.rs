@@ -1,0 +1,1 @@
+//! Capture files (pcap, pcapng): a streaming reader. Being written.

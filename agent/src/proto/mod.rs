@@ -1,0 +1,1 @@
+//! Protocol parsers over sampled payloads. Being written.
