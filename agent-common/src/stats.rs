@@ -47,7 +47,7 @@ stats! {
     TruncatedL2 => "truncated_l2",
     /// IP header cut short: counted at L2, no addresses taken.
     TruncatedL3 => "truncated_l3",
-    /// TCP/UDP header cut short: counted with addresses, no ports taken.
+    /// TCP/UDP header cut short: counted with addresses, and ports if their 4 bytes are there.
     TruncatedL4 => "truncated_l4",
     /// IP headers that lie (bad version or header length): counted at L2.
     Malformed => "malformed",

@@ -173,27 +173,29 @@ fn parse_ipv6<P: Packet>(p: &P, off: usize, f: &mut Frame) {
     parse_l4(p, off, f);
 }
 
-/// Ports only from a complete minimal TCP (20 bytes) or UDP (8 bytes) header.
+/// Ports are the first 4 bytes of TCP and UDP: read whenever they are there. A minimal header
+/// (TCP 20 bytes, UDP 8) cut short is counted; GSO needs TCP's full header length.
 #[inline(always)]
 fn parse_l4<P: Packet>(p: &P, off: usize, f: &mut Frame) {
     f.header_len = off as u64;
-    match f.key.proto {
-        IPPROTO_TCP => match p.load::<TcpHdr>(off) {
-            Some(tcp) => {
-                f.key.src_port = u16::from_be_bytes(tcp.source);
-                f.key.dst_port = u16::from_be_bytes(tcp.dest);
-                f.header_len = (off + usize::from(tcp.doff()) * 4) as u64;
-            }
+    if f.key.proto != IPPROTO_TCP && f.key.proto != IPPROTO_UDP {
+        return;
+    }
+    let Some(ports) = p.load::<[u8; 4]>(off) else {
+        bump(Stat::TruncatedL4, 1);
+        return;
+    };
+    f.key.src_port = u16::from_be_bytes([ports[0], ports[1]]);
+    f.key.dst_port = u16::from_be_bytes([ports[2], ports[3]]);
+    if f.key.proto == IPPROTO_TCP {
+        match p.load::<TcpHdr>(off) {
+            Some(tcp) => f.header_len = (off + usize::from(tcp.doff()) * 4) as u64,
             None => bump(Stat::TruncatedL4, 1),
-        },
-        IPPROTO_UDP => match p.load::<UdpHdr>(off) {
-            Some(udp) => {
-                f.key.src_port = u16::from_be_bytes(udp.src);
-                f.key.dst_port = u16::from_be_bytes(udp.dst);
-                f.header_len = (off + UdpHdr::LEN) as u64;
-            }
+        }
+    } else {
+        match p.load::<UdpHdr>(off) {
+            Some(_) => f.header_len = (off + UdpHdr::LEN) as u64,
             None => bump(Stat::TruncatedL4, 1),
-        },
-        _ => {}
+        }
     }
 }

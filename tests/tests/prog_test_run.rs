@@ -259,7 +259,7 @@ fn truncated_and_malformed_headers_count_at_l2_without_guessing() {
     assert_eq!(only_conversation(&s).0.ip_version, ip_version::NONE);
     assert_stats(&s, &[(Stat::Buffers, 1), (Stat::Frames, 1), (Stat::TruncatedL3, 1), (Stat::ConvInserts, 1)]);
 
-    // TCP header cut after 10 bytes: addresses yes, ports no.
+    // TCP header cut after 10 bytes: the ports are there (as tshark shows them too), the rest not.
     let mut h = Harness::new(false);
     let mut f = eth(DEV_B, DEV_A, ETH_IPV4);
     Ipv4::new(IP_A, INET, 6).push(&mut f, 20);
@@ -268,8 +268,20 @@ fn truncated_and_malformed_headers_count_at_l2_without_guessing() {
     h.tc(&f);
     let s = h.poll();
     let (k, _, _) = only_conversation(&s);
-    assert_eq!((k.ip_version, k.proto, k.src_port, k.dst_port), (4, 6, 0, 0));
+    assert_eq!((k.ip_version, k.proto, k.src_port, k.dst_port), (4, 6, 1234, 80));
     assert_eq!(k.dst_ip[..4], INET);
+    assert_stats(&s, &[(Stat::Buffers, 1), (Stat::Frames, 1), (Stat::Ipv4, 1), (Stat::TruncatedL4, 1), (Stat::ConvInserts, 1)]);
+
+    // UDP cut after 2 bytes: no ports at all.
+    let mut h = Harness::new(false);
+    let mut f = eth(DEV_B, DEV_A, ETH_IPV4);
+    Ipv4::new(IP_A, INET, 17).push(&mut f, 8);
+    udp(&mut f, 1234, 53, &[]);
+    f.truncate(14 + 20 + 2);
+    h.tc(&f);
+    let s = h.poll();
+    let (k, _, _) = only_conversation(&s);
+    assert_eq!((k.proto, k.src_port, k.dst_port), (17, 0, 0));
     assert_stats(&s, &[(Stat::Buffers, 1), (Stat::Frames, 1), (Stat::Ipv4, 1), (Stat::TruncatedL4, 1), (Stat::ConvInserts, 1)]);
 
     // A header that lies: version 5, IHL 2.
