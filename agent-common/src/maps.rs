@@ -27,6 +27,21 @@ pub const GLOBAL_REPLAY: &str = "REPLAY";
 /// `bpf_ktime_get_ns`.
 pub const REPLAY_MODE: u8 = 1;
 
+/// Replay through the XDP program (for frames BPF_PROG_TEST_RUN refuses as a socket buffer, or
+/// longer than its 64 KiB `wire_len`): the caller puts this in front of the frame as XDP
+/// metadata (`xdp_md.data` = its size), carrying what the TC context carries otherwise.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReplayMeta {
+    /// Original length of the frame on the wire.
+    pub wire_len: u32,
+    pub _pad: u32,
+    /// Capture time, ns since the epoch.
+    pub tstamp_ns: u64,
+}
+
+const _: () = assert!(core::mem::size_of::<ReplayMeta>() == 16);
+
 /// Maximum number of VLAN tags parsed (802.1Q/802.1ad stacks); deeper stacks are counted.
 pub const MAX_VLAN_DEPTH: usize = 2;
 /// Maximum number of IPv6 extension headers walked before giving up on the L4 header.
@@ -102,12 +117,13 @@ const _: () = assert!(core::mem::size_of::<ConvCounters>() == 32);
 
 #[cfg(feature = "user")]
 mod pod {
-    // SAFETY: all four are #[repr(C)] with only integer fields and no implicit padding (sizes
+    // SAFETY: all are #[repr(C)] with only integer fields and no implicit padding (sizes
     // asserted above), so any bit pattern is valid.
     unsafe impl aya::Pod for super::MacKey {}
     unsafe impl aya::Pod for super::DeviceCounters {}
     unsafe impl aya::Pod for super::ConvKey {}
     unsafe impl aya::Pod for super::ConvCounters {}
+    unsafe impl aya::Pod for super::ReplayMeta {}
 }
 
 #[cfg(test)]

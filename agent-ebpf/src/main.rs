@@ -8,7 +8,7 @@ mod maps;
 mod packet;
 mod parse;
 
-use agent_common::REPLAY_MODE;
+use agent_common::{REPLAY_MODE, ReplayMeta};
 use aya_ebpf::{
     bindings::{TC_ACT_UNSPEC, xdp_action::XDP_PASS},
     helpers::bpf_ktime_get_ns,
@@ -54,12 +54,22 @@ pub fn iotwatch_tc(ctx: TcContext) -> i32 {
 }
 
 /// XDP program, for ports whose driver has native XDP (`--attach xdp`). Sees one wire frame at a
-/// time with every tag still in the data.
+/// time with every tag still in the data. In replay mode it takes the wire length and capture
+/// time from a [`ReplayMeta`] in the XDP metadata, when there is one.
 #[xdp]
 pub fn iotwatch_xdp(ctx: XdpContext) -> u32 {
     let len = ctx.data_end().saturating_sub(ctx.data()) as u64;
-    // SAFETY: helper without arguments.
-    let meta = Meta { len, segments: 1, outer_tag_in_meta: false, now_ns: unsafe { bpf_ktime_get_ns() } };
+    // SAFETY: a read-only global set at load; volatile so the compiler keeps the read.
+    let replay = unsafe { core::ptr::read_volatile(&REPLAY) } == REPLAY_MODE;
+    let (meta_start, meta_end) = (ctx.metadata(), ctx.metadata_end());
+    let meta = if replay && meta_start + size_of::<ReplayMeta>() <= meta_end {
+        // SAFETY: bounds checked against the metadata area just above.
+        let r = unsafe { core::ptr::read_unaligned(meta_start as *const ReplayMeta) };
+        Meta { len: len.max(u64::from(r.wire_len)), segments: 1, outer_tag_in_meta: false, now_ns: r.tstamp_ns }
+    } else {
+        // SAFETY: helper without arguments.
+        Meta { len, segments: 1, outer_tag_in_meta: false, now_ns: unsafe { bpf_ktime_get_ns() } }
+    };
     account(&ctx, &meta);
     XDP_PASS
 }

@@ -24,6 +24,8 @@ pub struct Cli {
 pub enum Command {
     /// Attach to a bridge and serve /metrics until SIGINT or SIGTERM.
     Run(RunArgs),
+    /// Replay pcap/pcapng files through the kernel program and print a per-device report.
+    Replay(ReplayArgs),
     /// Kernel benchmark for `cargo xtask bench`: JSON on stdout.
     #[command(hide = true)]
     BenchKernel {
@@ -68,6 +70,37 @@ pub struct RunArgs {
     /// IEEE OUI registry (oui.txt) for vendor names.
     #[arg(long = "enrich.oui-file", default_value = DEFAULT_OUI_FILE)]
     pub oui_file: PathBuf,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReportFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    /// Capture files (pcap or pcapng, recognised by content).
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+    /// Output format; default: text on a terminal, JSON otherwise.
+    #[arg(long, value_enum)]
+    pub format: Option<ReportFormat>,
+    /// LAN prefix (repeatable). Default: 10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16, fc00::/7.
+    #[arg(long = "lan.prefix", value_parser = parse_prefix)]
+    pub lan_prefixes: Vec<Prefix>,
+    /// IEEE OUI registry (oui.txt) for vendor names.
+    #[arg(long = "enrich.oui-file", default_value = DEFAULT_OUI_FILE)]
+    pub oui_file: PathBuf,
+    /// Capacity of the per-MAC map.
+    #[arg(long = "bpf.max-macs", default_value_t = 65536)]
+    pub max_macs: u32,
+    /// Capacity of the conversation map (drained every few thousand frames).
+    #[arg(long = "bpf.max-conversations", default_value_t = agent_common::DEFAULT_MAX_CONVERSATIONS)]
+    pub max_conversations: u32,
+    /// Benchmark: print frames per second on stderr.
+    #[arg(long, hide = true)]
+    pub stats: bool,
 }
 
 fn parse_prefix(s: &str) -> Result<Prefix, String> {

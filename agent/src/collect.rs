@@ -10,7 +10,7 @@ use agent_common::{CONVERSATIONS, ConvCounters, ConvKey, DEVICE_STATS, DeviceCou
 use anyhow::Context as _;
 use aya::{
     Ebpf,
-    maps::{MapData, PerCpuArray, PerCpuHashMap, PerCpuValues},
+    maps::{MapData, PerCpuArray, PerCpuHashMap},
 };
 
 use crate::{
@@ -57,20 +57,35 @@ pub struct Collector {
     evictions: u64,
 }
 
-fn sum_conv(values: &PerCpuValues<ConvCounters>) -> (Totals, u64) {
-    values.iter().fold((Totals::default(), 0), |(mut t, last), v| {
-        t.add(v.packets, v.bytes);
-        (t, last.max(v.last_seen_ns))
-    })
+/// A conversation's counters summed over CPUs, with the earliest first and latest last seen.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConvTotals {
+    pub totals: Totals,
+    pub first_seen_ns: u64,
+    pub last_seen_ns: u64,
+}
+
+fn sum_conv(values: &[ConvCounters]) -> ConvTotals {
+    let mut out = ConvTotals { first_seen_ns: u64::MAX, ..ConvTotals::default() };
+    for v in values.iter().filter(|v| v.packets > 0) {
+        out.totals.add(v.packets, v.bytes);
+        out.first_seen_ns = out.first_seen_ns.min(v.first_seen_ns);
+        out.last_seen_ns = out.last_seen_ns.max(v.last_seen_ns);
+    }
+    if out.first_seen_ns == u64::MAX {
+        out.first_seen_ns = 0;
+    }
+    out
 }
 
 /// Deltas between the previous and the current totals of each conversation; `prev` becomes
 /// `current`. A total below the previous one means the entry was evicted and made anew: all of
 /// it is new.
-pub fn diff(prev: &mut HashMap<ConvKey, Totals>, current: &[(ConvKey, Totals)]) -> Vec<Delta> {
+pub fn diff(prev: &mut HashMap<ConvKey, Totals>, current: &[(ConvKey, ConvTotals)]) -> Vec<Delta> {
     let mut next = HashMap::with_capacity(current.len());
     let mut deltas = Vec::new();
-    for (key, now) in current {
+    for (key, seen) in current {
+        let now = &seen.totals;
         let before = prev.get(key).copied().unwrap_or_default();
         let (packets, bytes) = if now.packets >= before.packets && now.bytes >= before.bytes {
             (now.packets - before.packets, now.bytes - before.bytes)
@@ -78,7 +93,7 @@ pub fn diff(prev: &mut HashMap<ConvKey, Totals>, current: &[(ConvKey, Totals)]) 
             (now.packets, now.bytes)
         };
         if packets > 0 || bytes > 0 {
-            deltas.push(Delta { key: *key, packets, bytes });
+            deltas.push(Delta { key: *key, packets, bytes, first_seen_ns: seen.first_seen_ns, last_seen_ns: seen.last_seen_ns });
         }
         next.insert(*key, *now);
     }
@@ -98,11 +113,11 @@ impl Collector {
         let mut idle = Vec::new();
         for item in self.maps.conversations.iter() {
             let (key, values) = item.context("reading CONVERSATIONS")?;
-            let (totals, last_seen) = sum_conv(&values);
-            if idle_before_ns.is_some_and(|t| last_seen < t) {
+            let seen = sum_conv(&values);
+            if idle_before_ns.is_some_and(|t| seen.last_seen_ns < t) {
                 idle.push(key);
             }
-            current.push((key, totals));
+            current.push((key, seen));
         }
         let deltas = diff(&mut self.prev, &current);
         let mut conversation_entries = current.len() as u64;
@@ -158,26 +173,41 @@ mod tests {
         ConvKey { dst_port: port, ..ConvKey::default() }
     }
 
+    fn seen(packets: u64, bytes: u64) -> ConvTotals {
+        ConvTotals { totals: Totals { packets, bytes }, first_seen_ns: 7, last_seen_ns: 8 }
+    }
+
+    fn delta(port: u16, packets: u64, bytes: u64) -> Delta {
+        Delta { key: key(port), packets, bytes, first_seen_ns: 7, last_seen_ns: 8 }
+    }
+
     #[test]
     fn deltas_are_growth_since_last_poll() {
         let mut prev = HashMap::new();
-        let d = diff(&mut prev, &[(key(1), Totals { packets: 2, bytes: 200 })]);
-        assert_eq!(d, vec![Delta { key: key(1), packets: 2, bytes: 200 }]);
-        let d = diff(&mut prev, &[(key(1), Totals { packets: 5, bytes: 500 }), (key(2), Totals { packets: 1, bytes: 60 })]);
+        let d = diff(&mut prev, &[(key(1), seen(2, 200))]);
+        assert_eq!(d, vec![delta(1, 2, 200)]);
+        let d = diff(&mut prev, &[(key(1), seen(5, 500)), (key(2), seen(1, 60))]);
         assert_eq!(d.len(), 2);
-        assert!(d.contains(&Delta { key: key(1), packets: 3, bytes: 300 }));
-        assert!(d.contains(&Delta { key: key(2), packets: 1, bytes: 60 }));
+        assert!(d.contains(&delta(1, 3, 300)));
+        assert!(d.contains(&delta(2, 1, 60)));
         // No growth, no delta.
-        let d = diff(&mut prev, &[(key(1), Totals { packets: 5, bytes: 500 })]);
+        let d = diff(&mut prev, &[(key(1), seen(5, 500))]);
         assert!(d.is_empty());
         // key(2) vanished (aged out or evicted) and comes back: all of it is new.
-        let d = diff(&mut prev, &[(key(2), Totals { packets: 1, bytes: 60 })]);
-        assert_eq!(d, vec![Delta { key: key(2), packets: 1, bytes: 60 }]);
+        let d = diff(&mut prev, &[(key(2), seen(1, 60))]);
+        assert_eq!(d, vec![delta(2, 1, 60)]);
         // Recreated below its old total: counted from zero.
-        let d = diff(&mut prev, &[(key(2), Totals { packets: 0, bytes: 0 })]);
+        let d = diff(&mut prev, &[(key(2), seen(0, 0))]);
         assert!(d.is_empty());
         let mut prev2 = HashMap::from([(key(3), Totals { packets: 9, bytes: 900 })]);
-        let d = diff(&mut prev2, &[(key(3), Totals { packets: 2, bytes: 100 })]);
-        assert_eq!(d, vec![Delta { key: key(3), packets: 2, bytes: 100 }]);
+        let d = diff(&mut prev2, &[(key(3), seen(2, 100))]);
+        assert_eq!(d, vec![delta(3, 2, 100)]);
+    }
+
+    #[test]
+    fn per_cpu_sums_take_the_earliest_first_and_latest_last_seen() {
+        let v = |packets, first, last| ConvCounters { packets, bytes: packets * 10, first_seen_ns: first, last_seen_ns: last };
+        let s = sum_conv(&[v(1, 50, 60), v(0, 0, 0), v(2, 40, 45)]);
+        assert_eq!(s, ConvTotals { totals: Totals { packets: 3, bytes: 30 }, first_seen_ns: 40, last_seen_ns: 60 });
     }
 }

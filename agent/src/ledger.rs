@@ -4,7 +4,7 @@
 //! destination), its rx traffic what was sent to it (scope of the source).
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
 };
 
@@ -65,13 +65,60 @@ impl Transport {
     }
 }
 
-/// Packets and bytes one conversation added since the last poll.
+/// Packets and bytes one conversation added since the last poll, and when it was seen (program
+/// clock: monotonic live, capture time in replay).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Delta {
     pub key: ConvKey,
     pub packets: u64,
     pub bytes: u64,
+    pub first_seen_ns: u64,
+    pub last_seen_ns: u64,
 }
+
+/// Sent and received.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TxRx {
+    pub tx: Totals,
+    pub rx: Totals,
+}
+
+/// Who spoke first between a device and a peer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FirstDirection {
+    Outbound,
+    Inbound,
+}
+
+impl FirstDirection {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            FirstDirection::Outbound => "outbound",
+            FirstDirection::Inbound => "inbound",
+        }
+    }
+}
+
+/// A remote address a device exchanged IP traffic with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Peer {
+    pub totals: Totals,
+    pub first_seen_ns: u64,
+    pub first_direction: FirstDirection,
+}
+
+impl Peer {
+    fn add(&mut self, d: &Delta, dir: FirstDirection) {
+        self.totals.add(d.packets, d.bytes);
+        if d.first_seen_ns < self.first_seen_ns {
+            self.first_seen_ns = d.first_seen_ns;
+            self.first_direction = dir;
+        }
+    }
+}
+
+/// Peers kept per device; the rest are counted in `Ledger::peers_dropped`.
+pub const MAX_PEERS_PER_DEVICE: usize = 4096;
 
 /// Source and destination addresses of a conversation key, if it has an IP header.
 pub fn conv_ips(key: &ConvKey) -> Option<(IpAddr, IpAddr)> {
@@ -90,6 +137,12 @@ pub struct Device {
     pub traffic: BTreeMap<(Direction, Scope), Totals>,
     /// Frames the device sent, by transport and destination port.
     pub ports: BTreeMap<(Transport, u16), Totals>,
+    /// Remote addresses, both directions.
+    pub peers: BTreeMap<IpAddr, Peer>,
+    /// Its own addresses: LAN and link-local sources of what it sent.
+    pub ips: BTreeSet<IpAddr>,
+    /// Sent and received, by IP protocol name ("tcp", "udp", "icmp", ..., "non_ip").
+    pub protocols: BTreeMap<&'static str, TxRx>,
 }
 
 impl Device {
@@ -107,30 +160,96 @@ impl Device {
 #[derive(Clone, Debug, Default)]
 pub struct Ledger {
     devices: BTreeMap<Mac, Device>,
+    /// Every IP address: as source (tx) and destination (rx) of the outermost IP header.
+    ips: BTreeMap<IpAddr, TxRx>,
+    /// Every TCP/UDP destination port.
+    ports: BTreeMap<(Transport, u16), Totals>,
+    peers_dropped: u64,
+}
+
+/// Name of an IP protocol for the report.
+pub fn protocol_name(key: &ConvKey) -> &'static str {
+    if key.ip_version == ip_version::NONE {
+        return if key.ether_type == 0x0806 { "arp" } else { "non_ip" };
+    }
+    match key.proto {
+        1 => "icmp",
+        2 => "igmp",
+        6 => "tcp",
+        17 => "udp",
+        58 => "icmpv6",
+        _ => "other_ip",
+    }
+}
+
+fn add_peer(dev: &mut Device, ip: IpAddr, d: &Delta, dir: FirstDirection, dropped: &mut u64) {
+    if let Some(p) = dev.peers.get_mut(&ip) {
+        p.add(d, dir);
+    } else if dev.peers.len() < MAX_PEERS_PER_DEVICE {
+        let mut p = Peer { totals: Totals::default(), first_seen_ns: u64::MAX, first_direction: dir };
+        p.add(d, dir);
+        dev.peers.insert(ip, p);
+    } else {
+        *dropped += 1;
+    }
 }
 
 impl Ledger {
     pub fn apply(&mut self, d: &Delta, scopes: &ScopeClassifier) {
         let (src, dst) = (Mac(d.key.src_mac), Mac(d.key.dst_mac));
-        let (tx_scope, rx_scope) = match conv_ips(&d.key) {
+        let ips = conv_ips(&d.key);
+        let (tx_scope, rx_scope) = match ips {
             Some((src_ip, dst_ip)) => (scopes.of_ip(dst_ip), scopes.of_ip(src_ip)),
             None => (ScopeClassifier::of_mac(dst), Scope::Lan),
         };
+        let transport = Transport::from_proto(d.key.proto).filter(|_| d.key.dst_port != 0 || d.key.src_port != 0);
+        let protocol = protocol_name(&d.key);
+        if let Some((src_ip, dst_ip)) = ips {
+            self.ips.entry(src_ip).or_default().tx.add(d.packets, d.bytes);
+            self.ips.entry(dst_ip).or_default().rx.add(d.packets, d.bytes);
+        }
+        if let Some(t) = transport {
+            self.ports.entry((t, d.key.dst_port)).or_default().add(d.packets, d.bytes);
+        }
         if !src.is_group() {
             let dev = self.devices.entry(src).or_default();
             dev.traffic.entry((Direction::Tx, tx_scope)).or_default().add(d.packets, d.bytes);
-            if let Some(t) = Transport::from_proto(d.key.proto).filter(|_| d.key.dst_port != 0) {
+            dev.protocols.entry(protocol).or_default().tx.add(d.packets, d.bytes);
+            if let Some(t) = transport {
                 dev.ports.entry((t, d.key.dst_port)).or_default().add(d.packets, d.bytes);
+            }
+            if let Some((src_ip, dst_ip)) = ips {
+                if matches!(scopes.of_ip(src_ip), Scope::Lan | Scope::LinkLocal) && !src_ip.is_unspecified() {
+                    dev.ips.insert(src_ip);
+                }
+                add_peer(dev, dst_ip, d, FirstDirection::Outbound, &mut self.peers_dropped);
             }
         }
         if !dst.is_group() {
             let dev = self.devices.entry(dst).or_default();
             dev.traffic.entry((Direction::Rx, rx_scope)).or_default().add(d.packets, d.bytes);
+            dev.protocols.entry(protocol).or_default().rx.add(d.packets, d.bytes);
+            if let Some((src_ip, _)) = ips {
+                add_peer(dev, src_ip, d, FirstDirection::Inbound, &mut self.peers_dropped);
+            }
         }
     }
 
     pub fn devices(&self) -> &BTreeMap<Mac, Device> {
         &self.devices
+    }
+
+    pub fn ips(&self) -> &BTreeMap<IpAddr, TxRx> {
+        &self.ips
+    }
+
+    pub fn ports(&self) -> &BTreeMap<(Transport, u16), Totals> {
+        &self.ports
+    }
+
+    /// Peers not kept because a device already had [`MAX_PEERS_PER_DEVICE`].
+    pub fn peers_dropped(&self) -> u64 {
+        self.peers_dropped
     }
 }
 
@@ -148,6 +267,10 @@ mod tests {
         k
     }
 
+    fn delta(key: ConvKey, packets: u64, bytes: u64) -> Delta {
+        Delta { key, packets, bytes, first_seen_ns: 1, last_seen_ns: 1 }
+    }
+
     fn scopes() -> ScopeClassifier {
         ScopeClassifier::new(vec!["192.168.77.0/24".parse().unwrap()])
     }
@@ -156,7 +279,7 @@ mod tests {
     fn internet_traffic_counts_for_both_ends_with_their_peer_scope() {
         let mut l = Ledger::default();
         let key = v4(CAM, GW, [192, 168, 77, 11], [203, 0, 113, 10], 17, 6000);
-        l.apply(&Delta { key, packets: 3, bytes: 300 }, &scopes());
+        l.apply(&Delta { key, packets: 3, bytes: 300, first_seen_ns: 5, last_seen_ns: 9 }, &scopes());
         let cam = &l.devices()[&Mac(CAM)];
         assert_eq!(cam.traffic[&(Direction::Tx, Scope::Internet)], Totals { packets: 3, bytes: 300 });
         assert_eq!(cam.ports[&(Transport::Udp, 6000)], Totals { packets: 3, bytes: 300 });
@@ -164,15 +287,41 @@ mod tests {
         let gw = &l.devices()[&Mac(GW)];
         assert_eq!(gw.traffic[&(Direction::Rx, Scope::Lan)], Totals { packets: 3, bytes: 300 });
         assert!(gw.ports.is_empty());
+        // Addresses, ports and peers for the report.
+        let inet: IpAddr = "203.0.113.10".parse().unwrap();
+        let cam_ip: IpAddr = "192.168.77.11".parse().unwrap();
+        assert_eq!(l.ips()[&inet].rx, Totals { packets: 3, bytes: 300 });
+        assert_eq!(l.ips()[&cam_ip].tx, Totals { packets: 3, bytes: 300 });
+        assert_eq!(l.ports()[&(Transport::Udp, 6000)].packets, 3);
+        assert_eq!(cam.ips.iter().copied().collect::<Vec<_>>(), vec![cam_ip]);
+        assert_eq!(cam.peers[&inet].first_direction, FirstDirection::Outbound);
+        assert_eq!(cam.protocols["udp"].tx.bytes, 300);
+        // The gateway forwards for the Internet host: not one of its own addresses.
+        assert!(gw.ips.is_empty());
+        assert_eq!(gw.peers[&cam_ip].first_direction, FirstDirection::Inbound);
+    }
+
+    #[test]
+    fn first_direction_is_who_spoke_first_whatever_the_order_of_polls() {
+        let mut l = Ledger::default();
+        let out = v4(CAM, GW, [192, 168, 77, 11], [203, 0, 113, 10], 6, 443);
+        let back = v4(GW, CAM, [203, 0, 113, 10], [192, 168, 77, 11], 6, 40000);
+        // The reply is polled first but was seen later.
+        l.apply(&Delta { key: back, packets: 1, bytes: 60, first_seen_ns: 20, last_seen_ns: 20 }, &scopes());
+        l.apply(&Delta { key: out, packets: 1, bytes: 60, first_seen_ns: 10, last_seen_ns: 10 }, &scopes());
+        let peer = l.devices()[&Mac(CAM)].peers[&"203.0.113.10".parse::<IpAddr>().unwrap()];
+        assert_eq!(peer.first_direction, FirstDirection::Outbound);
+        assert_eq!(peer.first_seen_ns, 10);
+        assert_eq!(peer.totals, Totals { packets: 2, bytes: 120 });
     }
 
     #[test]
     fn group_destinations_are_not_devices_and_non_ip_uses_the_mac() {
         let mut l = Ledger::default();
         let mcast = [0x01, 0x00, 0x5e, 0x7f, 0xff, 0xfa];
-        l.apply(&Delta { key: v4(CAM, mcast, [192, 168, 77, 11], [239, 255, 255, 250], 17, 1900), packets: 2, bytes: 200 }, &scopes());
+        l.apply(&delta(v4(CAM, mcast, [192, 168, 77, 11], [239, 255, 255, 250], 17, 1900), 2, 200), &scopes());
         let arp = ConvKey { src_mac: CAM, dst_mac: [0xff; 6], ether_type: 0x0806, ..ConvKey::default() };
-        l.apply(&Delta { key: arp, packets: 1, bytes: 42 }, &scopes());
+        l.apply(&delta(arp, 1, 42), &scopes());
         assert_eq!(l.devices().len(), 1);
         let cam = &l.devices()[&Mac(CAM)];
         assert_eq!(cam.traffic[&(Direction::Tx, Scope::Multicast)].bytes, 200);
@@ -185,7 +334,7 @@ mod tests {
     fn portless_frames_count_without_a_port() {
         let mut l = Ledger::default();
         // A later fragment: UDP, but no port was read.
-        l.apply(&Delta { key: v4(CAM, GW, [192, 168, 77, 11], [198, 51, 100, 10], 17, 0), packets: 1, bytes: 1514 }, &scopes());
+        l.apply(&delta(v4(CAM, GW, [192, 168, 77, 11], [198, 51, 100, 10], 17, 0), 1, 1514), &scopes());
         let cam = &l.devices()[&Mac(CAM)];
         assert!(cam.ports.is_empty());
         assert_eq!(cam.total(Direction::Tx).bytes, 1514);

@@ -1,9 +1,9 @@
-use std::process::ExitCode;
+use std::{io::IsTerminal as _, process::ExitCode, time::Instant};
 
 use clap::Parser as _;
 use iotwatch::{
-    cli::{Cli, Command},
-    kernel_bench, run,
+    cli::{Cli, Command, ReplayArgs, ReportFormat},
+    kernel_bench, replay, run, text,
 };
 use tracing_subscriber::EnvFilter;
 
@@ -21,6 +21,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => runtime.block_on(run::run(args)),
         Command::BenchKernel { repeat } => kernel_bench::run(repeat).map(|v| println!("{v:#}")),
+        Command::Replay(args) => return replay(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -29,4 +30,40 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Exit 0 when every frame was read; 1 when invalid input was skipped; 2 when replay failed.
+fn replay(args: &ReplayArgs) -> ExitCode {
+    let start = Instant::now();
+    let opts = replay::Options {
+        files: args.files.clone(),
+        lan_prefixes: args.lan_prefixes.clone(),
+        oui_file: args.oui_file.clone(),
+        max_macs: args.max_macs,
+        max_conversations: args.max_conversations,
+    };
+    let outcome = match replay::run(&opts) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("iotwatch: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    if args.stats {
+        let frames = outcome.report.capture.as_ref().map_or(0, |c| c.packets);
+        let secs = start.elapsed().as_secs_f64();
+        eprintln!("replayed {frames} frames in {secs:.3} s: {:.0} frames/s", frames as f64 / secs);
+    }
+    let format = args.format.unwrap_or(if std::io::stdout().is_terminal() { ReportFormat::Text } else { ReportFormat::Json });
+    match format {
+        ReportFormat::Text => print!("{}", text::render(&outcome.report)),
+        ReportFormat::Json => match serde_json::to_string_pretty(&outcome.report) {
+            Ok(j) => println!("{j}"),
+            Err(e) => {
+                eprintln!("iotwatch: encoding the report: {e}");
+                return ExitCode::from(2);
+            }
+        },
+    }
+    if outcome.invalid { ExitCode::from(1) } else { ExitCode::SUCCESS }
 }

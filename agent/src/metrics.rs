@@ -188,7 +188,7 @@ mod tests {
         let mut key = ConvKey { src_mac: [2, 0, 0, 0, 0, src], dst_mac: [2, 0, 0, 0, 0, 1], ip_version: ip_version::V4, proto: 17, dst_port: dport, ..ConvKey::default() };
         key.src_ip[..4].copy_from_slice(&[192, 168, 77, src]);
         key.dst_ip[..4].copy_from_slice(&[203, 0, 113, 10]);
-        Delta { key, packets: 1, bytes }
+        Delta { key, packets: 1, bytes, first_seen_ns: 1, last_seen_ns: 1 }
     }
 
     fn line<'a>(text: &'a str, start: &str) -> Option<&'a str> {

@@ -13,33 +13,40 @@ use crate::{
     bpf::{self, LoadOptions},
     cli::RunArgs,
     collect::{Collector, Maps},
-    ledger::Ledger,
     metrics::{Limits, Metrics},
     netif,
     oui::Oui,
+    pipeline::Pipeline,
+    report::{self, Report},
     scope::{Prefix, ScopeClassifier},
     web,
 };
 
-/// Everything a scrape needs, behind one lock: the map reader and what it accumulated.
+/// Everything a scrape needs, behind one lock: the pipeline and the metrics it feeds.
 pub struct Agent {
-    collector: Collector,
-    ledger: Ledger,
-    scopes: ScopeClassifier,
+    pipeline: Pipeline,
     metrics: Metrics,
-    oui: Oui,
     attached: Vec<(String, Hook)>,
     idle: Duration,
 }
 
 pub type SharedAgent = Arc<Mutex<Agent>>;
 
-/// The program's clock: bpf_ktime_get_ns is CLOCK_MONOTONIC.
-fn monotonic_ns() -> u64 {
+fn clock_ns(clock: libc::clockid_t) -> u64 {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: clock_gettime writes into a valid timespec.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    unsafe { libc::clock_gettime(clock, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// The program's clock: bpf_ktime_get_ns is CLOCK_MONOTONIC.
+fn monotonic_ns() -> u64 {
+    clock_ns(libc::CLOCK_MONOTONIC)
+}
+
+/// Live, the program's timestamps are monotonic: this maps them to the epoch.
+fn live_clock() -> report::Clock {
+    report::Clock::Offset { epoch_minus_program_ns: clock_ns(libc::CLOCK_REALTIME) as i128 - monotonic_ns() as i128 }
 }
 
 impl Agent {
@@ -47,16 +54,19 @@ impl Agent {
     pub fn refresh(&mut self) -> anyhow::Result<()> {
         let start = Instant::now();
         let idle_before = monotonic_ns().checked_sub(self.idle.as_nanos() as u64);
-        let snap = self.collector.poll(idle_before)?;
-        for delta in &snap.deltas {
-            self.ledger.apply(delta, &self.scopes);
-        }
-        self.metrics.sync(&self.ledger, &snap, &self.attached, &self.oui, start.elapsed().as_secs_f64());
+        self.pipeline.poll(idle_before)?;
+        let p = &self.pipeline;
+        self.metrics.sync(&p.ledger, &p.last, &self.attached, &p.oui, start.elapsed().as_secs_f64());
         Ok(())
     }
 
     pub fn render(&self) -> String {
         self.metrics.render()
+    }
+
+    /// The report of everything seen since the agent started (`/api/v1/report`).
+    pub fn report(&self) -> Report {
+        report::build(&self.pipeline, None, live_clock())
     }
 }
 
@@ -107,12 +117,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         map_capacity_macs: args.max_macs,
         map_capacity_conversations: args.max_conversations,
     };
+    let scopes = ScopeClassifier::new(lan_prefixes(&args.bridge, &args.lan_prefixes));
     let agent: SharedAgent = Arc::new(Mutex::new(Agent {
-        collector,
-        ledger: Ledger::default(),
-        scopes: ScopeClassifier::new(lan_prefixes(&args.bridge, &args.lan_prefixes)),
+        pipeline: Pipeline::new(collector, scopes, Oui::load(&args.oui_file)),
         metrics: Metrics::new(limits),
-        oui: Oui::load(&args.oui_file),
         attached: attacher.attached(),
         idle: Duration::from_secs(args.conversation_idle),
     }));
@@ -152,7 +160,7 @@ async fn serve_until_signal(
                 }
                 let mut a = lock(agent);
                 a.attached = attacher.attached();
-                a.scopes = ScopeClassifier::new(lan_prefixes(&args.bridge, &args.lan_prefixes));
+                a.pipeline.scopes = ScopeClassifier::new(lan_prefixes(&args.bridge, &args.lan_prefixes));
                 if let Err(e) = a.refresh() {
                     tracing::warn!("reading the maps: {e:#}");
                 }

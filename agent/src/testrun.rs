@@ -1,6 +1,7 @@
 //! Running the loaded programs under BPF_PROG_TEST_RUN: the way tests, replay and the benchmark
 //! feed frames to the very program that runs live.
 
+use agent_common::ReplayMeta;
 use anyhow::Context as _;
 use aya::{
     Ebpf,
@@ -104,4 +105,34 @@ pub fn run_xdp(ebpf: &Ebpf, data: &[u8], repeat: u32) -> anyhow::Result<(u32, st
         .test_run(TestRunOptions { data_in: Some(data), repeat, ..TestRunOptions::default() })
         .with_context(|| format!("BPF_PROG_TEST_RUN of the XDP program on {} bytes", data.len()))?;
     Ok((result.return_value, result.duration))
+}
+
+/// The kernel's `struct xdp_md`, as BPF_PROG_TEST_RUN takes it: `data` is the length of the
+/// metadata in front of the frame, `data_end` the length of everything passed in.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+struct XdpMdCtx {
+    data: u32,
+    data_end: u32,
+    data_meta: u32,
+    ingress_ifindex: u32,
+    rx_queue_index: u32,
+    egress_ifindex: u32,
+}
+
+/// Runs the XDP program once in replay mode with a [`ReplayMeta`] as XDP metadata.
+pub fn run_xdp_replay(ebpf: &Ebpf, data: &[u8], wire_len: u32, tstamp_ns: u64) -> anyhow::Result<u32> {
+    let prog: &Xdp = ebpf.program(XDP_PROGRAM).context("XDP program missing")?.try_into().context("XDP program has an unexpected type")?;
+    let meta = ReplayMeta { wire_len, _pad: 0, tstamp_ns };
+    let mut input = Vec::with_capacity(size_of::<ReplayMeta>() + data.len());
+    // SAFETY: ReplayMeta is repr(C) plain data without padding.
+    input.extend_from_slice(unsafe { std::slice::from_raw_parts((&raw const meta).cast::<u8>(), size_of::<ReplayMeta>()) });
+    input.extend_from_slice(data);
+    let ctx = XdpMdCtx { data: size_of::<ReplayMeta>() as u32, data_end: input.len() as u32, ..XdpMdCtx::default() };
+    // SAFETY: XdpMdCtx is repr(C) plain data.
+    let ctx_bytes = unsafe { std::slice::from_raw_parts((&raw const ctx).cast::<u8>(), size_of::<XdpMdCtx>()) };
+    let result = prog
+        .test_run(TestRunOptions { data_in: Some(&input), ctx_in: Some(ctx_bytes), ..TestRunOptions::default() })
+        .with_context(|| format!("BPF_PROG_TEST_RUN of the XDP program on {} bytes", data.len()))?;
+    Ok(result.return_value)
 }

@@ -6,7 +6,7 @@ use iotwatch::{
     bpf::{self, LoadOptions},
     collect::{Collector, Maps, Snapshot},
     mac::Mac,
-    testrun::{TcInput, run_tc, run_xdp},
+    testrun::{TcInput, run_tc, run_xdp, run_xdp_replay},
 };
 use iotwatch_tests::{frames::*, privileged};
 
@@ -415,4 +415,23 @@ fn a_full_device_map_counts_failed_inserts_and_still_passes() {
     assert_eq!(s.macs.len(), 2);
     assert_eq!(stat(&s, Stat::DeviceInsertFailed), 4);
     assert_eq!(s.deltas.len(), 3, "conversations still counted");
+}
+
+#[test]
+fn xdp_replay_takes_wire_length_and_time_from_metadata() {
+    if !privileged("xdp_replay_metadata") {
+        return;
+    }
+    let mut h = Harness::new(true);
+    // A runt promising IPv4, which the socket-buffer test run refuses, snapped from 60 bytes.
+    let runt = eth(DEV_B, DEV_A, ETH_IPV4);
+    assert_eq!(run_xdp_replay(&h.ebpf, &runt, 60, 1_600_000_000_000_000_000).unwrap(), XDP_PASS);
+    // A 70,000-byte GRO frame from a capture: beyond the 64 KiB a socket buffer's wire_len takes.
+    let big = udp4(DEV_A, DEV_B, IP_A, IP_B, 7000, 7001, 1472);
+    assert_eq!(run_xdp_replay(&h.ebpf, &big, 70_000, 1_600_000_001_000_000_000).unwrap(), XDP_PASS);
+    let s = h.poll();
+    assert_eq!(mac_counters(&s, DEV_A).tx_bytes, 60 + 70_000);
+    let big_conv = s.deltas.iter().find(|d| d.key.dst_port == 7001).expect("conversation");
+    assert_eq!((big_conv.packets, big_conv.bytes), (1, 70_000));
+    assert_eq!(big_conv.first_seen_ns, 1_600_000_001_000_000_000, "capture time, not the kernel clock");
 }

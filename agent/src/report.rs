@@ -1,0 +1,252 @@
+//! The report, schema `iotwatch.report/v1` (shared/design.md): one schema for `iotwatch replay`
+//! and for the live agent's `/api/v1/report`. Extend it, never rename a field.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::{
+    ledger::{Direction, Totals},
+    pipeline::Pipeline,
+};
+
+pub const SCHEMA: &str = "iotwatch.report/v1";
+
+/// How the program's timestamps map to the epoch.
+#[derive(Clone, Copy, Debug)]
+pub enum Clock {
+    /// Replay: timestamps are capture times, already ns since the epoch.
+    Epoch,
+    /// Live: monotonic ns; epoch = program + offset.
+    Offset { epoch_minus_program_ns: i128 },
+}
+
+impl Clock {
+    pub fn seconds(self, program_ns: u64) -> f64 {
+        let ns = match self {
+            Clock::Epoch => i128::from(program_ns),
+            Clock::Offset { epoch_minus_program_ns } => i128::from(program_ns) + epoch_minus_program_ns,
+        };
+        ns as f64 / 1e9
+    }
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct Capture {
+    pub packets: u64,
+    pub wire_bytes: u64,
+    pub captured_bytes: u64,
+    /// Frames the capture cut short (snapshot length); counted at their original length.
+    pub truncated_frames: u64,
+    pub first_ts: Option<f64>,
+    pub last_ts: Option<f64>,
+    pub files: Vec<CaptureFile>,
+    /// Frames not replayed: link types other than Ethernet, and frames shorter than an
+    /// Ethernet header. They are in `packets` and `wire_bytes`, not in `macs`.
+    pub skipped_frames: u64,
+    /// Skipped frames by link type number (e.g. "113" for Linux cooked capture).
+    pub skipped_link_types: BTreeMap<String, u64>,
+    /// Input that was invalid and skipped, with where it was.
+    pub invalid: Vec<InvalidInput>,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct CaptureFile {
+    pub path: String,
+    pub format: Option<&'static str>,
+    pub packets: u64,
+    pub errors: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct InvalidInput {
+    pub file: String,
+    pub offset: u64,
+    pub message: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct MacRow {
+    pub mac: String,
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct IpRow {
+    pub ip: String,
+    pub scope: &'static str,
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PortRow {
+    pub proto: &'static str,
+    pub port: u16,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PeerRow {
+    pub ip: String,
+    pub scope: &'static str,
+    pub names: Vec<String>,
+    pub asn: Option<u32>,
+    pub org: Option<String>,
+    pub country: Option<String>,
+    pub packets: u64,
+    pub bytes: u64,
+    pub first_direction: &'static str,
+    pub first_ts: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ProtocolRow {
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DeviceRow {
+    pub mac: String,
+    pub vendor: Option<String>,
+    pub names: Vec<String>,
+    pub ips: Vec<String>,
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    /// Sent and received bytes by peer scope.
+    pub scopes: BTreeMap<&'static str, ProtocolRow>,
+    pub peers: Vec<PeerRow>,
+    /// Destination ports the device sent to, busiest first.
+    pub ports: Vec<PortRow>,
+    pub ntp_servers: Vec<String>,
+    pub protocols: BTreeMap<&'static str, ProtocolRow>,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct AgentSection {
+    pub samples: u64,
+    pub samples_dropped: u64,
+    pub samples_suppressed: u64,
+    pub parse_errors: u64,
+    /// The kernel program's own statistics (as `iotwatch_bpf_events_total`).
+    pub bpf: BTreeMap<&'static str, u64>,
+    pub conversation_evictions: u64,
+    pub peers_dropped: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub schema: &'static str,
+    pub capture: Option<Capture>,
+    pub lan_prefixes: Vec<String>,
+    pub macs: Vec<MacRow>,
+    pub ips: Vec<IpRow>,
+    pub ports: Vec<PortRow>,
+    pub devices: Vec<DeviceRow>,
+    pub events: Vec<serde_json::Value>,
+    pub findings: Vec<serde_json::Value>,
+    pub agent: AgentSection,
+}
+
+fn txrx_row(tx: Totals, rx: Totals) -> ProtocolRow {
+    ProtocolRow { tx_packets: tx.packets, tx_bytes: tx.bytes, rx_packets: rx.packets, rx_bytes: rx.bytes }
+}
+
+pub fn build(p: &Pipeline, capture: Option<Capture>, clock: Clock) -> Report {
+    let mut macs: Vec<MacRow> = p
+        .last
+        .macs
+        .iter()
+        .map(|(mac, c)| MacRow { mac: mac.to_string(), tx_packets: c.tx_packets, tx_bytes: c.tx_bytes, rx_packets: c.rx_packets, rx_bytes: c.rx_bytes })
+        .collect();
+    macs.sort_by(|a, b| a.mac.cmp(&b.mac));
+    let ips = p
+        .ledger
+        .ips()
+        .iter()
+        .map(|(ip, t)| IpRow {
+            ip: ip.to_string(),
+            scope: p.scopes.of_ip(*ip).as_str(),
+            tx_packets: t.tx.packets,
+            tx_bytes: t.tx.bytes,
+            rx_packets: t.rx.packets,
+            rx_bytes: t.rx.bytes,
+        })
+        .collect();
+    let ports = p.ledger.ports().iter().map(|((proto, port), t)| PortRow { proto: proto.as_str(), port: *port, packets: t.packets, bytes: t.bytes }).collect();
+
+    let mut devices: Vec<DeviceRow> = p
+        .ledger
+        .devices()
+        .iter()
+        .map(|(mac, d)| {
+            let (tx, rx) = (d.total(Direction::Tx), d.total(Direction::Rx));
+            let mut scopes: BTreeMap<&'static str, (Totals, Totals)> = BTreeMap::new();
+            for ((dir, scope), t) in &d.traffic {
+                let e = scopes.entry(scope.as_str()).or_default();
+                let side = if *dir == Direction::Tx { &mut e.0 } else { &mut e.1 };
+                side.add(t.packets, t.bytes);
+            }
+            let mut peers: Vec<PeerRow> = d
+                .peers
+                .iter()
+                .map(|(ip, peer)| PeerRow {
+                    ip: ip.to_string(),
+                    scope: p.scopes.of_ip(*ip).as_str(),
+                    names: Vec::new(),
+                    asn: None,
+                    org: None,
+                    country: None,
+                    packets: peer.totals.packets,
+                    bytes: peer.totals.bytes,
+                    first_direction: peer.first_direction.as_str(),
+                    first_ts: clock.seconds(peer.first_seen_ns),
+                })
+                .collect();
+            peers.sort_by(|a, b| b.bytes.cmp(&a.bytes).then_with(|| a.ip.cmp(&b.ip)));
+            let mut ports: Vec<PortRow> = d.ports.iter().map(|((proto, port), t)| PortRow { proto: proto.as_str(), port: *port, packets: t.packets, bytes: t.bytes }).collect();
+            ports.sort_by(|a, b| b.bytes.cmp(&a.bytes).then_with(|| a.port.cmp(&b.port)));
+            DeviceRow {
+                mac: mac.to_string(),
+                vendor: p.oui.vendor(*mac).map(str::to_owned),
+                names: Vec::new(),
+                ips: d.ips.iter().map(ToString::to_string).collect(),
+                tx_packets: tx.packets,
+                tx_bytes: tx.bytes,
+                rx_packets: rx.packets,
+                rx_bytes: rx.bytes,
+                scopes: scopes.into_iter().map(|(s, (t, r))| (s, txrx_row(t, r))).collect(),
+                peers,
+                ports,
+                ntp_servers: Vec::new(),
+                protocols: d.protocols.iter().map(|(k, v)| (*k, txrx_row(v.tx, v.rx))).collect(),
+            }
+        })
+        .collect();
+    devices.sort_by(|a, b| (b.tx_bytes + b.rx_bytes).cmp(&(a.tx_bytes + a.rx_bytes)).then_with(|| a.mac.cmp(&b.mac)));
+
+    let bpf = agent_common::Stat::ALL.iter().map(|s| (s.name(), p.last.stats.get(*s as usize).copied().unwrap_or(0))).collect();
+    Report {
+        schema: SCHEMA,
+        capture,
+        lan_prefixes: p.scopes.lan_prefixes().iter().map(|pr| format!("{}/{}", pr.addr, pr.len)).collect(),
+        macs,
+        ips,
+        ports,
+        devices,
+        events: Vec::new(),
+        findings: Vec::new(),
+        agent: AgentSection { bpf, conversation_evictions: p.last.evictions, peers_dropped: p.ledger.peers_dropped(), ..AgentSection::default() },
+    }
+}

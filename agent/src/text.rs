@@ -1,0 +1,112 @@
+//! The report as a table for people: one line per device, in the spirit of the talk's ntopng
+//! host list (who sends how much, to how many LAN and Internet peers, on which ports).
+
+use std::fmt::Write as _;
+
+use crate::report::{DeviceRow, Report};
+
+/// `1234567` -> `1.2 MB` (decimal units, as capinfos prints them).
+pub fn human_bytes(b: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
+    let mut v = b as f64;
+    let mut u = 0;
+    while v >= 1000.0 && u < UNITS.len() - 1 {
+        v /= 1000.0;
+        u += 1;
+    }
+    if u == 0 { format!("{b} B") } else { format!("{v:.1} {}", UNITS[u]) }
+}
+
+/// Seconds since the epoch as `YYYY-MM-DD HH:MM:SS` UTC (civil-from-days, no time crate needed).
+pub fn utc(ts: f64) -> String {
+    let secs = ts.floor() as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+fn peers_summary(d: &DeviceRow, scope: &str, show: usize) -> String {
+    let peers: Vec<&str> = d.peers.iter().filter(|p| p.scope == scope).map(|p| p.ip.as_str()).collect();
+    match peers.len() {
+        0 => "-".to_owned(),
+        n if n <= show => peers.join(", "),
+        n => format!("{n}: {}, ...", peers[..show].join(", ")),
+    }
+}
+
+pub fn render(r: &Report) -> String {
+    let mut out = String::new();
+    if let Some(c) = &r.capture {
+        let span = match (c.first_ts, c.last_ts) {
+            (Some(f), Some(l)) => format!(", {} .. {} UTC ({:.1} h)", utc(f), utc(l), (l - f) / 3600.0),
+            _ => String::new(),
+        };
+        let _ = writeln!(out, "{} file(s), {} frames, {} on the wire{span}", c.files.len(), c.packets, human_bytes(c.wire_bytes));
+    }
+    let _ = writeln!(out, "LAN: {}\n", if r.lan_prefixes.is_empty() { "(none)".to_owned() } else { r.lan_prefixes.join(", ") });
+    let _ = writeln!(
+        out,
+        "{:<17}  {:<22} {:>20}  {:>20}  {:<32} {:<32} {}",
+        "DEVICE", "VENDOR / NAME", "SENT", "RECEIVED", "LAN PEERS", "INTERNET PEERS", "TOP PORTS"
+    );
+    for d in &r.devices {
+        let who = d.names.first().cloned().or_else(|| d.vendor.clone()).unwrap_or_else(|| "-".to_owned());
+        let who: String = who.chars().take(22).collect();
+        let ports: Vec<String> = d.ports.iter().take(4).map(|p| format!("{}/{}", p.proto, p.port)).collect();
+        let _ = writeln!(
+            out,
+            "{:<17}  {:<22} {:>20}  {:>20}  {:<32} {:<32} {}",
+            d.mac,
+            who,
+            format!("{} pkt {:>9}", d.tx_packets, human_bytes(d.tx_bytes)),
+            format!("{} pkt {:>9}", d.rx_packets, human_bytes(d.rx_bytes)),
+            truncate(&peers_summary(d, "lan", 2), 32),
+            truncate(&peers_summary(d, "internet", 2), 32),
+            if ports.is_empty() { "-".to_owned() } else { ports.join(" ") },
+        );
+    }
+    let (tx, bytes): (u64, u64) = r.macs.iter().fold((0, 0), |(p, b), m| (p + m.tx_packets, b + m.tx_bytes));
+    let internet: u64 = r.devices.iter().filter_map(|d| d.scopes.get("internet")).map(|s| s.tx_bytes).sum();
+    let _ = writeln!(out, "\nTOTAL  {} devices, {tx} frames, {}; {} sent to the Internet", r.devices.len(), human_bytes(bytes), human_bytes(internet));
+    if let Some(c) = &r.capture {
+        if c.truncated_frames > 0 {
+            let _ = writeln!(out, "       {} frames were cut short by the capture; counted at their original length", c.truncated_frames);
+        }
+        if c.skipped_frames > 0 {
+            let kinds: Vec<String> = c.skipped_link_types.iter().map(|(k, n)| format!("{n} of link type {k}")).collect();
+            let _ = writeln!(out, "       SKIPPED {} frames not replayed: {}", c.skipped_frames, kinds.join(", "));
+        }
+        for i in &c.invalid {
+            let _ = writeln!(out, "       INVALID {}: at byte {}: {}", i.file, i.offset, i.message);
+        }
+    }
+    out
+}
+
+fn truncate(s: &str, n: usize) -> String {
+    if s.chars().count() <= n { s.to_owned() } else { s.chars().take(n - 3).collect::<String>() + "..." }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_bytes_and_dates() {
+        assert_eq!(human_bytes(999), "999 B");
+        assert_eq!(human_bytes(1_234_567), "1.2 MB");
+        assert_eq!(utc(0.0), "1970-01-01 00:00:00");
+        assert_eq!(utc(1_620_261_673.7), "2021-05-06 00:41:13");
+        assert_eq!(utc(951_782_400.0), "2000-02-29 00:00:00");
+        assert_eq!(utc(-1.0), "1969-12-31 23:59:59");
+        assert_eq!(truncate("abcdefgh", 6), "abc...");
+    }
+}
