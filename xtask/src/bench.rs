@@ -202,6 +202,7 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
     }
     let bin = agent::build_agent().context("the benchmark needs the agent")?;
     kernel(&bin, args.repeat)?;
+    replay(&bin, 300_000)?;
     let bin = Some(bin);
     let tmp = agent::target_dir().join("bench/tmp");
     std::fs::create_dir_all(&tmp)?;
@@ -269,6 +270,84 @@ fn kernel(bin: &std::path::Path, repeat: u32) -> Result<()> {
     Ok(())
 }
 
+/// Writes a classic pcap of `frames` frames of an IoT-like mix (TCP, UDP to several ports, ARP,
+/// IPv6 multicast) from 64 devices to 256 peers, with increasing timestamps.
+pub fn write_bench_pcap(path: &std::path::Path, frames: u32) -> Result<()> {
+    use std::io::Write as _;
+    let mut w = std::io::BufWriter::new(std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?);
+    w.write_all(&[0xd4, 0xc3, 0xb2, 0xa1, 2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0, 0, 1, 0, 0, 0])?;
+    for i in 0..frames {
+        let (dev, peer) = ((i % 64) as u8, (i / 7 % 256) as u8);
+        let mut f = vec![0x02, 0x77, 0, 0, 0, 0x01, 0x02, 0x77, 0, 0, 1, dev];
+        match i % 10 {
+            9 => {
+                f.extend_from_slice(&[0x08, 0x06, 0, 1, 8, 0, 6, 4, 0, 1]);
+                f.resize(42, 0);
+            }
+            8 => {
+                f[0..6].copy_from_slice(&[0x33, 0x33, 0, 0, 0, 0xfb]);
+                f.extend_from_slice(&[0x86, 0xdd, 0x60, 0, 0, 0, 0, 108, 17, 255]);
+                f.extend_from_slice(&[0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, dev]);
+                f.extend_from_slice(&[0xff, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xfb]);
+                f.extend_from_slice(&[0x14, 0xe9, 0x14, 0xe9, 0, 108, 0, 0]);
+                f.resize(14 + 40 + 108, 0);
+            }
+            k => {
+                let (proto, dport, payload): (u8, u16, usize) = match k {
+                    0..=3 => (6, 443, if k == 0 { 1448 } else { 0 }),
+                    4 | 5 => (17, 53, 40),
+                    6 => (17, 123, 48),
+                    _ => (6, 8088, 200),
+                };
+                let l4 = if proto == 6 { 20 } else { 8 };
+                let total = (20 + l4 + payload) as u16;
+                f.extend_from_slice(&[0x08, 0x00, 0x45, 0]);
+                f.extend_from_slice(&total.to_be_bytes());
+                f.extend_from_slice(&[0, 0, 0x40, 0, 64, proto, 0, 0, 192, 168, 77, 10 + (dev % 200), 203, 0, 113, peer]);
+                f.extend_from_slice(&(40000 + u16::from(dev)).to_be_bytes());
+                f.extend_from_slice(&dport.to_be_bytes());
+                f.resize(f.len() + l4 - 4 + payload, 0);
+            }
+        }
+        let len = f.len() as u32;
+        let ts = 1_600_000_000u32 + i / 1000;
+        for v in [ts, (i % 1000) * 1000, len, len] {
+            w.write_all(&v.to_le_bytes())?;
+        }
+        w.write_all(&f)?;
+    }
+    w.flush()?;
+    Ok(())
+}
+
+/// Replay throughput: `iotwatch replay` on a generated capture, next to `tcpdump -r` reading
+/// the same file (the cost of just reading it), in the same run; merged under "replay".
+fn replay(bin: &std::path::Path, frames: u32) -> Result<()> {
+    let dir = agent::target_dir().join("bench");
+    std::fs::create_dir_all(&dir)?;
+    let file = dir.join("replay-mix.pcap");
+    write_bench_pcap(&file, frames)?;
+    let path = file.to_string_lossy().into_owned();
+    let timed = |c: &mut std::process::Command| -> Result<f64> {
+        let t = std::time::Instant::now();
+        let out = c.stdout(Stdio::null()).stderr(Stdio::null()).status().with_context(|| format!("running {}", cmd::display(c)))?;
+        anyhow::ensure!(out.success(), "{} failed: {out}", cmd::display(c));
+        Ok(t.elapsed().as_secs_f64())
+    };
+    let mut ours = Vec::new();
+    let mut base = Vec::new();
+    for _ in 0..3 {
+        ours.push(frames as f64 / timed(&mut cmd::command(&bin.to_string_lossy(), &["replay", "--format", "json", &path]))?);
+        base.push(frames as f64 / timed(&mut cmd::command("tcpdump", &["-r", &path, "-w", "/dev/null"]))?);
+    }
+    let (o, b) = (median(&ours), median(&base));
+    println!("\nbench: replay of {frames} frames: iotwatch {o:.0} frames/s, tcpdump -r {b:.0} frames/s ({:.1}% of reading alone)", 100.0 * o / b);
+    let value = json!({ "frames": frames, "iotwatch_replay_fps": o, "tcpdump_read_fps": b, "ratio": o / b, "runs": { "iotwatch": ours, "tcpdump": base } });
+    let path = merge_summary("replay", value)?;
+    println!("bench: written to {}\n", path.display());
+    Ok(())
+}
+
 /// An agent that died during the run invalidates the round.
 fn agent_answers(a: &Agent) -> Result<()> {
     crate::metrics::http_get(&a.listen, "/metrics", Duration::from_secs(5)).map(drop).context("the agent stopped answering during the run")
@@ -277,6 +356,25 @@ fn agent_answers(a: &Agent) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bench_pcap_is_a_sequence_of_whole_records() {
+        let path = std::env::temp_dir().join(format!("iotwatch-bench-{}.pcap", std::process::id()));
+        write_bench_pcap(&path, 50).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        let _ = std::fs::remove_file(&path);
+        assert_eq!(bytes[..4], [0xd4, 0xc3, 0xb2, 0xa1]);
+        let (mut off, mut n) = (24, 0);
+        while off < bytes.len() {
+            let incl = u32::from_le_bytes(bytes[off + 8..off + 12].try_into().unwrap()) as usize;
+            let orig = u32::from_le_bytes(bytes[off + 12..off + 16].try_into().unwrap()) as usize;
+            assert_eq!(incl, orig);
+            assert!(incl >= 42, "frame {n} is {incl} bytes");
+            off += 16 + incl;
+            n += 1;
+        }
+        assert_eq!((off, n), (bytes.len(), 50));
+    }
 
     #[test]
     fn medians() {
