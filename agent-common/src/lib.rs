@@ -7,6 +7,7 @@
 
 pub mod classify;
 pub mod maps;
+pub mod sample;
 pub mod stats;
 
 pub use maps::*;

@@ -108,12 +108,14 @@ pub struct ConvCounters {
     /// Nanoseconds: `bpf_ktime_get_ns` live, capture time in replay. Per CPU: take min/max.
     pub first_seen_ns: u64,
     pub last_seen_ns: u64,
+    /// Flow samples taken of this conversation (first packets with payload; per CPU).
+    pub flow_samples: u64,
 }
 
 const _: () = assert!(core::mem::size_of::<MacKey>() == 8);
 const _: () = assert!(core::mem::size_of::<DeviceCounters>() == 32);
 const _: () = assert!(core::mem::size_of::<ConvKey>() == 52);
-const _: () = assert!(core::mem::size_of::<ConvCounters>() == 32);
+const _: () = assert!(core::mem::size_of::<ConvCounters>() == 40);
 
 #[cfg(feature = "user")]
 mod pod {

@@ -8,6 +8,7 @@ use crate::{
     maps::{CONVERSATIONS, DEVICE_STATS, bump},
     packet::Packet,
     parse::parse,
+    sample::maybe_sample,
 };
 
 const EEXIST: i32 = 17;
@@ -15,6 +16,10 @@ const EEXIST: i32 = 17;
 pub struct Meta {
     /// Bytes of the buffer from its Ethernet header (the original length in replay).
     pub len: u64,
+    /// Bytes of the frame the program can read (the captured prefix in replay).
+    pub data_len: u64,
+    pub ifindex: u32,
+    pub direction: u8,
     /// Wire frames the buffer stands for (GSO/GRO); 0 means 1.
     pub segments: u64,
     /// The outer VLAN tag is in socket-buffer metadata, not in the data (TC): 4 wire bytes more
@@ -39,7 +44,8 @@ pub fn account<P: Packet>(p: &P, m: &Meta) {
     let bytes = wire_bytes(m.len, segments, frame.header_len) + segments * tag_bytes;
     add_mac(&frame.key.src_mac, true, segments, bytes);
     add_mac(&frame.key.dst_mac, false, segments, bytes);
-    add_conversation(&frame.key, segments, bytes, m.now_ns);
+    let conversation = add_conversation(&frame.key, segments, bytes, m.now_ns);
+    maybe_sample(p, &frame, m, conversation);
 }
 
 #[inline(always)]
@@ -76,8 +82,9 @@ fn add_mac(mac: &[u8; 6], tx: bool, packets: u64, bytes: u64) {
     }
 }
 
+/// Counts the frame in its conversation; returns this CPU's entry (for the flow-sample quota).
 #[inline(always)]
-fn add_conversation(key: &ConvKey, packets: u64, bytes: u64, now_ns: u64) {
+fn add_conversation(key: &ConvKey, packets: u64, bytes: u64, now_ns: u64) -> Option<*mut ConvCounters> {
     if let Some(c) = CONVERSATIONS.get_ptr_mut(key) {
         // SAFETY: per-CPU value, see bump_device.
         unsafe {
@@ -85,11 +92,14 @@ fn add_conversation(key: &ConvKey, packets: u64, bytes: u64, now_ns: u64) {
             (*c).bytes += bytes;
             (*c).last_seen_ns = now_ns;
         }
-        return;
+        return Some(c);
     }
-    let fresh = ConvCounters { packets, bytes, first_seen_ns: now_ns, last_seen_ns: now_ns };
+    let fresh = ConvCounters { packets, bytes, first_seen_ns: now_ns, last_seen_ns: now_ns, flow_samples: 0 };
     match CONVERSATIONS.insert(key, fresh, u64::from(BPF_NOEXIST)) {
-        Ok(()) => bump(Stat::ConvInserts, 1),
+        Ok(()) => {
+            bump(Stat::ConvInserts, 1);
+            CONVERSATIONS.get_ptr_mut(key)
+        }
         Err(e) if e == -EEXIST => match CONVERSATIONS.get_ptr_mut(key) {
             // SAFETY: per-CPU value, see bump_device.
             Some(c) => unsafe {
@@ -99,9 +109,16 @@ fn add_conversation(key: &ConvKey, packets: u64, bytes: u64, now_ns: u64) {
                     (*c).first_seen_ns = now_ns;
                 }
                 (*c).last_seen_ns = now_ns;
+                Some(c)
             },
-            None => bump(Stat::ConvInsertFailed, 1),
+            None => {
+                bump(Stat::ConvInsertFailed, 1);
+                None
+            }
         },
-        Err(_) => bump(Stat::ConvInsertFailed, 1),
+        Err(_) => {
+            bump(Stat::ConvInsertFailed, 1);
+            None
+        }
     }
 }

@@ -7,8 +7,9 @@ mod account;
 mod maps;
 mod packet;
 mod parse;
+mod sample;
 
-use agent_common::{REPLAY_MODE, ReplayMeta};
+use agent_common::{REPLAY_MODE, ReplayMeta, sample::direction};
 use aya_ebpf::{
     bindings::{TC_ACT_UNSPEC, xdp_action::XDP_PASS},
     helpers::bpf_ktime_get_ns,
@@ -30,18 +31,31 @@ static REPLAY: u8 = 0;
 pub fn iotwatch_tc(ctx: TcContext) -> i32 {
     // SAFETY: the context pointer is valid for the whole program run; the verifier rewrites
     // these field reads into reads of the socket buffer.
-    let (gso_segs, vlan_present, wire_len, tstamp) = unsafe {
+    let (gso_segs, vlan_present, wire_len, tstamp, ifindex, ingress_ifindex) = unsafe {
         let skb = &*ctx.skb.skb;
-        (skb.gso_segs, skb.vlan_present, skb.wire_len, skb.tstamp)
+        (skb.gso_segs, skb.vlan_present, skb.wire_len, skb.tstamp, skb.ifindex, skb.ingress_ifindex)
     };
+    // Frames the host sends have no ingress interface.
+    let direction = if ingress_ifindex == 0 { direction::EGRESS } else { direction::INGRESS };
     // SAFETY: a read-only global set at load; volatile so the compiler keeps the read.
     let replay = unsafe { core::ptr::read_volatile(&REPLAY) } == REPLAY_MODE;
     let len = u64::from(ctx.len());
     let meta = if replay {
-        Meta { len: len.max(u64::from(wire_len)), segments: u64::from(gso_segs), outer_tag_in_meta: false, now_ns: tstamp }
+        Meta {
+            len: len.max(u64::from(wire_len)),
+            data_len: len,
+            ifindex,
+            direction: direction::INGRESS,
+            segments: u64::from(gso_segs),
+            outer_tag_in_meta: false,
+            now_ns: tstamp,
+        }
     } else {
         Meta {
             len,
+            data_len: len,
+            ifindex,
+            direction,
             segments: u64::from(gso_segs),
             // The kernel moved the outer tag into metadata before TC ingress.
             outer_tag_in_meta: vlan_present != 0,
@@ -62,14 +76,16 @@ pub fn iotwatch_xdp(ctx: XdpContext) -> u32 {
     // SAFETY: a read-only global set at load; volatile so the compiler keeps the read.
     let replay = unsafe { core::ptr::read_volatile(&REPLAY) } == REPLAY_MODE;
     let (meta_start, meta_end) = (ctx.metadata(), ctx.metadata_end());
-    let meta = if replay && meta_start + size_of::<ReplayMeta>() <= meta_end {
+    let ifindex = ctx.ingress_ifindex() as u32;
+    let (wire_len, now_ns) = if replay && meta_start + size_of::<ReplayMeta>() <= meta_end {
         // SAFETY: bounds checked against the metadata area just above.
         let r = unsafe { core::ptr::read_unaligned(meta_start as *const ReplayMeta) };
-        Meta { len: len.max(u64::from(r.wire_len)), segments: 1, outer_tag_in_meta: false, now_ns: r.tstamp_ns }
+        (len.max(u64::from(r.wire_len)), r.tstamp_ns)
     } else {
         // SAFETY: helper without arguments.
-        Meta { len, segments: 1, outer_tag_in_meta: false, now_ns: unsafe { bpf_ktime_get_ns() } }
+        (len, unsafe { bpf_ktime_get_ns() })
     };
+    let meta = Meta { len: wire_len, data_len: len, ifindex, direction: direction::INGRESS, segments: 1, outer_tag_in_meta: false, now_ns };
     account(&ctx, &meta);
     XDP_PASS
 }

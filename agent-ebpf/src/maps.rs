@@ -2,11 +2,12 @@
 
 use agent_common::{
     ConvCounters, ConvKey, DEFAULT_MAX_CONVERSATIONS, DEFAULT_MAX_MACS, DeviceCounters, MacKey, Stat,
+    sample::{DEFAULT_RATE_LIMIT_SOURCES, DEFAULT_RING_BYTES, SAMPLE_STATS_LEN, TokenBucket},
     stats::STATS_LEN,
 };
 use aya_ebpf::{
     macros::map,
-    maps::{LruPerCpuHashMap, PerCpuArray, PerCpuHashMap},
+    maps::{LruPerCpuHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 
 #[map]
@@ -19,6 +20,24 @@ pub static CONVERSATIONS: LruPerCpuHashMap<ConvKey, ConvCounters> =
 
 #[map]
 pub static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(STATS_LEN, 0);
+
+#[map]
+pub static SAMPLES: RingBuf = RingBuf::with_byte_size(DEFAULT_RING_BYTES, 0);
+
+#[map]
+pub static SAMPLE_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(SAMPLE_STATS_LEN, 0);
+
+#[map]
+pub static RATE_LIMIT: LruPerCpuHashMap<MacKey, TokenBucket> =
+    LruPerCpuHashMap::with_max_entries(DEFAULT_RATE_LIMIT_SOURCES, 0);
+
+#[inline(always)]
+pub fn bump_sample(index: usize) {
+    if let Some(slot) = SAMPLE_STATS.get_ptr_mut(index as u32) {
+        // SAFETY: per-CPU slot, no other writer while this program runs on this CPU.
+        unsafe { *slot += 1 }
+    }
+}
 
 #[inline(always)]
 pub fn bump(stat: Stat, n: u64) {

@@ -30,6 +30,8 @@ pub struct Frame {
     pub key: ConvKey,
     /// Bytes of headers (from the Ethernet header through L4) that every GSO segment repeats.
     pub header_len: u64,
+    /// Where the TCP/UDP payload starts; 0 when the L4 header is not complete (no payload known).
+    pub payload_off: usize,
 }
 
 #[inline(always)]
@@ -44,6 +46,7 @@ pub fn parse<P: Packet>(p: &P, outer_tag_in_meta: bool) -> Option<Frame> {
     let mut f = Frame {
         key: ConvKey { src_mac: eth.src_addr, dst_mac: eth.dst_addr, ..ConvKey::default() },
         header_len: EthHdr::LEN as u64,
+        payload_off: 0,
     };
     let mut ether_type = u16::from_be(eth.ether_type);
     let mut off = EthHdr::LEN;
@@ -189,12 +192,19 @@ fn parse_l4<P: Packet>(p: &P, off: usize, f: &mut Frame) {
     f.key.dst_port = u16::from_be_bytes([ports[2], ports[3]]);
     if f.key.proto == IPPROTO_TCP {
         match p.load::<TcpHdr>(off) {
-            Some(tcp) => f.header_len = (off + usize::from(tcp.doff()) * 4) as u64,
+            Some(tcp) if tcp.doff() >= 5 => {
+                f.payload_off = off + usize::from(tcp.doff()) * 4;
+                f.header_len = f.payload_off as u64;
+            }
+            Some(_) => bump(Stat::Malformed, 1),
             None => bump(Stat::TruncatedL4, 1),
         }
     } else {
         match p.load::<UdpHdr>(off) {
-            Some(_) => f.header_len = (off + UdpHdr::LEN) as u64,
+            Some(_) => {
+                f.payload_off = off + UdpHdr::LEN;
+                f.header_len = f.payload_off as u64;
+            }
             None => bump(Stat::TruncatedL4, 1),
         }
     }

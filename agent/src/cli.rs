@@ -35,6 +35,38 @@ pub enum Command {
     },
 }
 
+/// Header sampling and the event log (both `run` and `replay`).
+#[derive(Debug, Args, Clone)]
+pub struct SampleArgs {
+    /// Size of the SAMPLES ring buffer in bytes (a power of two, a multiple of the page size).
+    #[arg(long = "bpf.ring-bytes", default_value_t = agent_common::sample::DEFAULT_RING_BYTES)]
+    pub ring_bytes: u32,
+    /// Bytes of each sampled frame kept, from its Ethernet header (at most 1536).
+    #[arg(long = "sample.snaplen", default_value_t = agent_common::sample::SAMPLE_MAX as u32)]
+    pub snaplen: u32,
+    /// First packets with payload sampled of every conversation (for cleartext detection).
+    #[arg(long = "sample.first-packets", default_value_t = agent_common::sample::DEFAULT_FIRST_PACKETS)]
+    pub first_packets: u32,
+    /// Samples per second per source device and CPU (0 = no limit).
+    #[arg(long = "sample.rate", default_value_t = agent_common::sample::DEFAULT_RATE)]
+    pub rate: u32,
+    /// Samples a source may send at once before the rate applies.
+    #[arg(long = "sample.burst", default_value_t = agent_common::sample::DEFAULT_BURST)]
+    pub burst: u32,
+    /// Event log: NDJSON, one event per line, to this file or `-` for stdout.
+    #[arg(long)]
+    pub events: Option<String>,
+    /// Size at which the event log file is rotated to FILE.1.
+    #[arg(long = "events.max-bytes", default_value_t = 64 << 20)]
+    pub events_max_bytes: u64,
+}
+
+impl SampleArgs {
+    pub fn options(&self) -> crate::bpf::SampleOptions {
+        crate::bpf::SampleOptions { ring_bytes: self.ring_bytes, snaplen: self.snaplen, first_packets: self.first_packets, rate: self.rate, burst: self.burst }
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// The bridge whose ports to watch (e.g. br0).
@@ -70,6 +102,8 @@ pub struct RunArgs {
     /// IEEE OUI registry (oui.txt) for vendor names.
     #[arg(long = "enrich.oui-file", default_value = DEFAULT_OUI_FILE)]
     pub oui_file: PathBuf,
+    #[command(flatten)]
+    pub sampling: SampleArgs,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -101,6 +135,8 @@ pub struct ReplayArgs {
     /// Benchmark: print frames per second on stderr.
     #[arg(long, hide = true)]
     pub stats: bool,
+    #[command(flatten)]
+    pub sampling: SampleArgs,
 }
 
 fn parse_prefix(s: &str) -> Result<Prefix, String> {

@@ -41,6 +41,9 @@ fn replay(args: &ReplayArgs) -> ExitCode {
         oui_file: args.oui_file.clone(),
         max_macs: args.max_macs,
         max_conversations: args.max_conversations,
+        sampling: args.sampling.options(),
+        events: args.sampling.events.clone(),
+        events_max_bytes: args.sampling.events_max_bytes,
     };
     let outcome = match replay::run(&opts) {
         Ok(o) => o,

@@ -6,16 +6,18 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use agent_common::{CONVERSATIONS, DEVICE_STATS, Stat};
+use agent_common::{
+    CONVERSATIONS, DEVICE_STATS, Stat,
+    sample::{SampleKind, outcome},
+};
 use prometheus::{Encoder as _, Gauge, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
 
 use crate::{
     attach::Hook,
-    collect::Snapshot,
     labels::{LabelBudget, OTHER, sanitize},
-    ledger::{Direction, Ledger, Totals, Transport},
+    ledger::{Direction, Totals, Transport},
     mac::Mac,
-    oui::Oui,
+    pipeline::View,
 };
 
 #[derive(Clone, Copy, Debug)]
@@ -41,6 +43,10 @@ pub struct Metrics {
     evictions: IntCounter,
     overflow: IntCounterVec,
     attached: IntGaugeVec,
+    events: IntCounterVec,
+    samples: IntCounterVec,
+    parse_errors: IntCounterVec,
+    event_log_errors: IntCounter,
     scrape_duration: Gauge,
     limits: Limits,
     devices: LabelBudget<Mac>,
@@ -83,6 +89,10 @@ impl Metrics {
             evictions: register!(r, IntCounter::new("iotwatch_bpf_conversation_evictions_total", "Conversations evicted from the LRU map before the agent aged them out (their latest counts are lost).")),
             overflow: register!(r, counters("iotwatch_label_overflow_total", "Distinct label values folded into \"other\" because of a cardinality cap.", &["label"])),
             attached: register!(r, gauges("iotwatch_attached_interfaces", "Interfaces the program is attached to, by hook.", &["interface", "hook"])),
+            events: register!(r, counters("iotwatch_events_total", "Protocol events (parsed header samples) a device sent, by kind.", &["mac", "kind"])),
+            samples: register!(r, counters("iotwatch_samples_total", "Header samples by kind and outcome: sent to userspace, dropped (ring buffer full), suppressed (per-source rate limit).", &["kind", "outcome"])),
+            parse_errors: register!(r, counters("iotwatch_sample_parse_errors_total", "Samples no parser could read.", &["kind"])),
+            event_log_errors: register!(r, IntCounter::new("iotwatch_event_log_errors_total", "Events that could not be written to the event log.")),
             scrape_duration: register!(r, Gauge::new("iotwatch_scrape_duration_seconds", "Time the last refresh of the maps took.")),
             registry: r,
             limits,
@@ -98,7 +108,8 @@ impl Metrics {
         if self.devices.admit(&mac) { mac.to_string() } else { OTHER.to_owned() }
     }
 
-    pub fn sync(&mut self, ledger: &Ledger, snap: &Snapshot, attached: &[(String, Hook)], oui: &Oui, seconds: f64) {
+    pub fn sync(&mut self, p: &View<'_>, attached: &[(String, Hook)], seconds: f64) {
+        let (ledger, snap, oui) = (p.ledger, p.last, p.oui);
         // Busiest first, so that when the cap bites, the busiest devices keep their own series.
         let mut devices: Vec<_> = ledger.devices().iter().collect();
         devices.sort_by_key(|(_, d)| std::cmp::Reverse(d.total(Direction::Tx).bytes + d.total(Direction::Rx).bytes));
@@ -157,6 +168,20 @@ impl Metrics {
         raise(&self.evictions, snap.evictions);
         raise(&self.overflow.with_label_values(&["device"]), self.devices.overflow());
         raise(&self.overflow.with_label_values(&["port"]), self.ports.values().map(LabelBudget::overflow).sum());
+        let mut events: BTreeMap<(String, &str), u64> = BTreeMap::new();
+        for ((mac, kind), n) in &p.events.counts {
+            *events.entry((self.mac_label(*mac), kind.name())).or_default() += n;
+        }
+        for ((mac, kind), n) in &events {
+            raise(&self.events.with_label_values(&[mac.as_str(), kind]), *n);
+        }
+        for kind in SampleKind::ALL {
+            for (o, name) in outcome::NAMES.iter().enumerate() {
+                raise(&self.samples.with_label_values(&[kind.name(), name]), p.sample_counts[kind as usize][o]);
+            }
+            raise(&self.parse_errors.with_label_values(&[kind.name()]), p.events.parse_errors.get(&kind).copied().unwrap_or(0));
+        }
+        raise(&self.event_log_errors, p.event_log_errors);
         self.attached.reset();
         for (iface, hook) in attached {
             self.attached.with_label_values(&[iface.as_str(), hook.as_str()]).set(1);
@@ -178,7 +203,11 @@ mod tests {
     use agent_common::{ConvKey, DeviceCounters, ip_version};
 
     use super::*;
-    use crate::{ledger::Delta, scope::ScopeClassifier};
+    use crate::{collect::Snapshot, events::EventStore, ledger::{Delta, Ledger}, oui::Oui, samples::SampleCounts, scope::ScopeClassifier};
+
+    fn view<'a>(ledger: &'a Ledger, last: &'a Snapshot, oui: &'a Oui, events: &'a EventStore, counts: &'a SampleCounts) -> View<'a> {
+        View { ledger, last, oui, events, sample_counts: counts, event_log_errors: 0 }
+    }
 
     fn limits(max_devices: usize, top_ports: usize) -> Limits {
         Limits { max_devices, top_ports, map_capacity_macs: 16, map_capacity_conversations: 64 }
@@ -209,7 +238,9 @@ mod tests {
         };
         // Two series: device ...:0a (busiest) and the receiver ...:01; ...:0b folds into other.
         let mut m = Metrics::new(limits(2, 2));
-        m.sync(&ledger, &snap, &[("p1".into(), Hook::TcIngress)], &Oui::default(), 0.01);
+        let (oui, events, mut counts) = (Oui::default(), EventStore::default(), SampleCounts::default());
+        counts[SampleKind::Ssdp as usize][outcome::SUPPRESSED] = 3;
+        m.sync(&view(&ledger, &snap, &oui, &events, &counts), &[("p1".into(), Hook::TcIngress)], 0.01);
         let text = m.render();
         assert!(line(&text, r#"iotwatch_device_bytes_total{direction="tx",mac="02:00:00:00:00:0a",scope="internet"} 1600"#).is_some(), "{text}");
         assert!(line(&text, r#"iotwatch_device_bytes_total{direction="rx",mac="02:00:00:00:00:01",scope="lan"} 1650"#).is_some(), "{text}");
@@ -223,11 +254,13 @@ mod tests {
         assert!(line(&text, r#"iotwatch_attached_interfaces{hook="tc_ingress",interface="p1"} 1"#).is_some(), "{text}");
         assert!(line(&text, r#"iotwatch_bpf_map_capacity{map="CONVERSATIONS"} 64"#).is_some(), "{text}");
         assert!(line(&text, r#"iotwatch_mac_bytes_total{direction="tx",mac="02:00:00:00:00:0a"} 1600"#).is_some(), "{text}");
+        assert!(line(&text, r#"iotwatch_samples_total{kind="ssdp",outcome="suppressed"} 3"#).is_some(), "{text}");
+        assert!(line(&text, r#"iotwatch_samples_total{kind="mqtt",outcome="dropped"} 0"#).is_some(), "every loss is exported from the start: {text}");
 
         // More traffic later: counters rise to the new totals, the folded device stays folded.
         ledger.apply(&delta(11, 80, 50), &scopes);
         ledger.apply(&delta(10, 443, 900), &scopes);
-        m.sync(&ledger, &snap, &[], &Oui::default(), 0.01);
+        m.sync(&view(&ledger, &snap, &oui, &events, &counts), &[], 0.01);
         let text = m.render();
         assert!(line(&text, r#"iotwatch_device_bytes_total{direction="tx",mac="other",scope="internet"} 100"#).is_some(), "{text}");
         assert!(line(&text, r#"iotwatch_device_port_bytes_total{mac="02:00:00:00:00:0a",port="other",proto="udp"} 1000"#).is_some(), "{text}");

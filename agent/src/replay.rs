@@ -20,12 +20,14 @@ use std::{
 use anyhow::Context as _;
 
 use crate::{
-    bpf::{self, LoadOptions},
+    bpf::{self, LoadOptions, SampleOptions},
     capture::{self, Format, Packet, linktype},
     collect::{Collector, Maps},
+    event_log::EventLog,
     oui::Oui,
     pipeline::Pipeline,
     report::{self, Capture, CaptureFile, Clock, InvalidInput, Report},
+    samples::Samples,
     scope::{Prefix, ScopeClassifier},
     testrun::{MAX_TEST_RUN_DATA, TcInput, run_tc, run_xdp_replay},
 };
@@ -43,6 +45,10 @@ pub const DEFAULT_REPLAY_LAN: [&str; 4] = ["10.0.0.0/8", "172.16.0.0/12", "192.1
 
 pub struct Options {
     pub files: Vec<PathBuf>,
+    pub sampling: SampleOptions,
+    /// Event log (`-` for stdout) and its size bound.
+    pub events: Option<String>,
+    pub events_max_bytes: u64,
     pub lan_prefixes: Vec<Prefix>,
     pub oui_file: PathBuf,
     pub max_macs: u32,
@@ -100,6 +106,8 @@ impl Replayer {
                 anyhow::ensure!(ret == XDP_PASS, "the XDP program returned {ret}, not XDP_PASS: a bug, please report it");
             }
         }
+        // The reader keeps up with the ring: nothing is lost however fast the replay runs.
+        self.pipeline.drain_samples();
         self.since_drain += 1;
         if self.since_drain >= DRAIN_EVERY {
             self.drain()?;
@@ -142,14 +150,16 @@ impl Progress {
 }
 
 pub fn run(opts: &Options) -> anyhow::Result<Outcome> {
-    let mut ebpf = bpf::load(&LoadOptions { max_macs: opts.max_macs, max_conversations: opts.max_conversations, replay: true })?;
+    let mut ebpf = bpf::load(&LoadOptions { max_macs: opts.max_macs, max_conversations: opts.max_conversations, replay: true, sampling: opts.sampling })?;
     let collector = Collector::new(Maps::take(&mut ebpf)?);
+    let samples = Samples::take(&mut ebpf)?;
     let lan = if opts.lan_prefixes.is_empty() {
         DEFAULT_REPLAY_LAN.iter().filter_map(|p| p.parse().ok()).collect()
     } else {
         opts.lan_prefixes.clone()
     };
-    let pipeline = Pipeline::new(collector, ScopeClassifier::new(lan), Oui::load(&opts.oui_file));
+    let mut pipeline = Pipeline::new(collector, samples, ScopeClassifier::new(lan), Oui::load(&opts.oui_file), Clock::Epoch);
+    pipeline.log = opts.events.as_deref().map(|spec| EventLog::open(spec, opts.events_max_bytes)).transpose()?;
     let mut r = Replayer { ebpf, pipeline, capture: Capture::default(), since_drain: 0 };
     let mut progress = Progress::new();
 

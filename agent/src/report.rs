@@ -5,7 +5,10 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+use agent_common::sample::{SampleKind, outcome};
+
 use crate::{
+    events::Event,
     ledger::{Direction, Totals},
     pipeline::Pipeline,
 };
@@ -135,10 +138,17 @@ pub struct DeviceRow {
 
 #[derive(Debug, Default, Serialize)]
 pub struct AgentSection {
+    /// Samples the kernel sent, dropped because the ring was full, suppressed by the rate limit.
     pub samples: u64,
     pub samples_dropped: u64,
     pub samples_suppressed: u64,
+    /// Samples no parser could read, and records that could not be decoded.
     pub parse_errors: u64,
+    /// Per kind: sent, dropped, suppressed, parse_errors.
+    pub samples_by_kind: BTreeMap<&'static str, BTreeMap<&'static str, u64>>,
+    pub events_not_in_report: u64,
+    pub event_log_errors: u64,
+    pub names_dropped: u64,
     /// The kernel program's own statistics (as `iotwatch_bpf_events_total`).
     pub bpf: BTreeMap<&'static str, u64>,
     pub conversation_evictions: u64,
@@ -154,7 +164,8 @@ pub struct Report {
     pub ips: Vec<IpRow>,
     pub ports: Vec<PortRow>,
     pub devices: Vec<DeviceRow>,
-    pub events: Vec<serde_json::Value>,
+    /// The most recent events (at most `events::MAX_REPORT_EVENTS`).
+    pub events: Vec<Event>,
     pub findings: Vec<serde_json::Value>,
     pub agent: AgentSection,
 }
@@ -204,7 +215,7 @@ pub fn build(p: &Pipeline, capture: Option<Capture>, clock: Clock) -> Report {
                 .map(|(ip, peer)| PeerRow {
                     ip: ip.to_string(),
                     scope: p.scopes.of_ip(*ip).as_str(),
-                    names: Vec::new(),
+                    names: p.events.names.remote(*ip),
                     asn: None,
                     org: None,
                     country: None,
@@ -220,7 +231,7 @@ pub fn build(p: &Pipeline, capture: Option<Capture>, clock: Clock) -> Report {
             DeviceRow {
                 mac: mac.to_string(),
                 vendor: p.oui.vendor(*mac).map(str::to_owned),
-                names: Vec::new(),
+                names: p.events.names.device(*mac),
                 ips: d.ips.iter().map(ToString::to_string).collect(),
                 tx_packets: tx.packets,
                 tx_bytes: tx.bytes,
@@ -229,7 +240,7 @@ pub fn build(p: &Pipeline, capture: Option<Capture>, clock: Clock) -> Report {
                 scopes: scopes.into_iter().map(|(s, (t, r))| (s, txrx_row(t, r))).collect(),
                 peers,
                 ports,
-                ntp_servers: Vec::new(),
+                ntp_servers: p.events.ntp_servers.get(mac).map(|s| s.iter().map(ToString::to_string).collect()).unwrap_or_default(),
                 protocols: d.protocols.iter().map(|(k, v)| (*k, txrx_row(v.tx, v.rx))).collect(),
             }
         })
@@ -237,6 +248,29 @@ pub fn build(p: &Pipeline, capture: Option<Capture>, clock: Clock) -> Report {
     devices.sort_by(|a, b| (b.tx_bytes + b.rx_bytes).cmp(&(a.tx_bytes + a.rx_bytes)).then_with(|| a.mac.cmp(&b.mac)));
 
     let bpf = agent_common::Stat::ALL.iter().map(|s| (s.name(), p.last.stats.get(*s as usize).copied().unwrap_or(0))).collect();
+    let total = |o: usize| p.sample_counts.iter().map(|row| row[o]).sum::<u64>();
+    let samples_by_kind = SampleKind::ALL
+        .iter()
+        .map(|k| {
+            let row = p.sample_counts[*k as usize];
+            let mut m: BTreeMap<&'static str, u64> = outcome::NAMES.iter().zip(row).map(|(n, v)| (*n, v)).collect();
+            m.insert("parse_errors", p.events.parse_errors.get(k).copied().unwrap_or(0));
+            (k.name(), m)
+        })
+        .collect();
+    let agent = AgentSection {
+        samples: total(outcome::SENT),
+        samples_dropped: total(outcome::DROPPED),
+        samples_suppressed: total(outcome::SUPPRESSED),
+        parse_errors: p.events.parse_errors.values().sum::<u64>() + p.events.undecodable,
+        samples_by_kind,
+        events_not_in_report: p.events.dropped_from_report,
+        event_log_errors: p.log.as_ref().map_or(0, |l| l.errors),
+        names_dropped: p.events.names.remotes_dropped,
+        bpf,
+        conversation_evictions: p.last.evictions,
+        peers_dropped: p.ledger.peers_dropped(),
+    };
     Report {
         schema: SCHEMA,
         capture,
@@ -245,8 +279,8 @@ pub fn build(p: &Pipeline, capture: Option<Capture>, clock: Clock) -> Report {
         ips,
         ports,
         devices,
-        events: Vec::new(),
+        events: p.events.recent.iter().cloned().collect(),
         findings: Vec::new(),
-        agent: AgentSection { bpf, conversation_evictions: p.last.evictions, peers_dropped: p.ledger.peers_dropped(), ..AgentSection::default() },
+        agent,
     }
 }

@@ -13,11 +13,13 @@ use crate::{
     bpf::{self, LoadOptions},
     cli::RunArgs,
     collect::{Collector, Maps},
+    event_log::EventLog,
     metrics::{Limits, Metrics},
     netif,
     oui::Oui,
     pipeline::Pipeline,
     report::{self, Report},
+    samples::Samples,
     scope::{Prefix, ScopeClassifier},
     web,
 };
@@ -56,7 +58,7 @@ impl Agent {
         let idle_before = monotonic_ns().checked_sub(self.idle.as_nanos() as u64);
         self.pipeline.poll(idle_before)?;
         let p = &self.pipeline;
-        self.metrics.sync(&p.ledger, &p.last, &self.attached, &p.oui, start.elapsed().as_secs_f64());
+        self.metrics.sync(&p.view(), &self.attached, start.elapsed().as_secs_f64());
         Ok(())
     }
 
@@ -104,8 +106,15 @@ fn lan_prefixes(bridge: &str, extra: &[Prefix]) -> Vec<Prefix> {
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     preflight(&args)?;
-    let mut ebpf = bpf::load(&LoadOptions { max_macs: args.max_macs, max_conversations: args.max_conversations, replay: false })?;
+    let mut ebpf = bpf::load(&LoadOptions {
+        max_macs: args.max_macs,
+        max_conversations: args.max_conversations,
+        replay: false,
+        sampling: args.sampling.options(),
+    })?;
     let collector = Collector::new(Maps::take(&mut ebpf)?);
+    let samples = Samples::take(&mut ebpf)?;
+    let log = args.sampling.events.as_deref().map(|spec| EventLog::open(spec, args.sampling.events_max_bytes)).transpose()?;
     let mut attacher = Attacher::new(&args.bridge, args.attach);
     if let Err(e) = attacher.attach_all(&mut ebpf) {
         attacher.detach_all(&mut ebpf);
@@ -118,17 +127,43 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         map_capacity_conversations: args.max_conversations,
     };
     let scopes = ScopeClassifier::new(lan_prefixes(&args.bridge, &args.lan_prefixes));
+    let mut pipeline = Pipeline::new(collector, samples, scopes, Oui::load(&args.oui_file), live_clock());
+    pipeline.log = log;
+    let samples_fd = pipeline.samples_fd()?;
     let agent: SharedAgent = Arc::new(Mutex::new(Agent {
-        pipeline: Pipeline::new(collector, scopes, Oui::load(&args.oui_file)),
+        pipeline,
         metrics: Metrics::new(limits),
         attached: attacher.attached(),
         idle: Duration::from_secs(args.conversation_idle),
     }));
 
+    let reader = tokio::spawn(read_samples(samples_fd, agent.clone()));
     let result = serve_until_signal(&args, &agent, &mut attacher, &mut ebpf).await;
+    reader.abort();
     attacher.detach_all(&mut ebpf);
     tracing::info!("detached from {}; exiting", args.bridge);
     result
+}
+
+/// Drains the ring whenever it has samples; never holds the lock while waiting.
+async fn read_samples(fd: std::os::fd::OwnedFd, agent: SharedAgent) {
+    // SAFETY: `fd` is an OwnedFd moved into the AsyncFd: it stays open, and refers to the same
+    // file, for as long as the registration lives.
+    let fd = match unsafe { tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) } {
+        Ok(fd) => fd,
+        Err(e) => {
+            tracing::error!("cannot wait on the sample ring ({e}); samples are read only on scrapes");
+            return;
+        }
+    };
+    loop {
+        let Ok(mut guard) = fd.readable().await else { return };
+        // Clear first: the kernel wakes readers only once they have caught up, so a sample that
+        // arrives after the drain below sets readiness again instead of being missed.
+        guard.clear_ready();
+        let agent = agent.clone();
+        let _ = tokio::task::spawn_blocking(move || lock(&agent).pipeline.drain_samples()).await;
+    }
 }
 
 async fn serve_until_signal(

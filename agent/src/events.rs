@@ -1,0 +1,190 @@
+//! Samples from the kernel become events: decoded, parsed by the protocol's parser, counted per
+//! device and kind, kept (bounded) for the report, written to the event log, and mined for names.
+
+use std::{
+    collections::{BTreeMap, VecDeque},
+    net::IpAddr,
+};
+
+use agent_common::sample::{SampleHeader, SampleKind};
+use serde::Serialize;
+
+use crate::{
+    ledger::conv_ips,
+    mac::Mac,
+    names::Names,
+    proto::{self, EventFields, Kind},
+    report::Clock,
+};
+
+/// Events kept for the report; older ones are dropped first and counted.
+pub const MAX_REPORT_EVENTS: usize = 10_000;
+
+/// One record of the SAMPLES ring: its header and the captured bytes of the frame. `None` when
+/// the record is shorter than a header or claims more bytes than it carries.
+pub fn decode(record: &[u8]) -> Option<(SampleHeader, &[u8])> {
+    let size = size_of::<SampleHeader>();
+    if record.len() < size {
+        return None;
+    }
+    // SAFETY: SampleHeader is repr(C) plain data, valid for any bytes; the read is unaligned-safe.
+    let h: SampleHeader = unsafe { std::ptr::read_unaligned(record.as_ptr().cast()) };
+    let data = record.get(size..size + h.cap_len as usize)?;
+    Some((h, data))
+}
+
+/// The parser for a kernel sample kind (one list of kinds: the kernel's).
+pub fn parser_kind(kind: SampleKind) -> Kind {
+    match kind {
+        SampleKind::Ssdp => Kind::Ssdp,
+        SampleKind::Mdns => Kind::Mdns,
+        SampleKind::Ntp => Kind::Ntp,
+        SampleKind::Http => Kind::Http,
+        SampleKind::Dns => Kind::Dns,
+        SampleKind::Dhcp => Kind::Dhcp,
+        SampleKind::Tls => Kind::Tls,
+        SampleKind::Mqtt => Kind::Mqtt,
+        SampleKind::Flow => Kind::Flow,
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Event {
+    pub ts: f64,
+    pub kind: &'static str,
+    pub src_mac: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub src_ip: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub src_port: Option<u16>,
+    pub dst_mac: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dst_ip: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dst_port: Option<u16>,
+    #[serde(flatten)]
+    pub fields: EventFields,
+}
+
+/// Builds the event of a sample, or the parse error.
+pub fn event(h: &SampleHeader, data: &[u8], clock: Clock) -> Result<Event, (SampleKind, proto::ParseError)> {
+    let kind = SampleKind::from_u8(h.kind).unwrap_or(SampleKind::Flow);
+    let payload = data.get(usize::from(h.payload_off)..).unwrap_or(&[]);
+    let fields = proto::parse(parser_kind(kind), payload, h.key.proto == 6).map_err(|e| (kind, e))?;
+    let ips = conv_ips(&h.key);
+    let ports = matches!(h.key.proto, 6 | 17);
+    Ok(Event {
+        ts: clock.seconds(h.ts_ns),
+        kind: kind.name(),
+        src_mac: Mac(h.key.src_mac).to_string(),
+        src_ip: ips.map(|(s, _)| s.to_string()),
+        src_port: ports.then_some(h.key.src_port),
+        dst_mac: Mac(h.key.dst_mac).to_string(),
+        dst_ip: ips.map(|(_, d)| d.to_string()),
+        dst_port: ports.then_some(h.key.dst_port),
+        fields,
+    })
+}
+
+/// Everything the events left behind.
+#[derive(Debug, Default)]
+pub struct EventStore {
+    pub recent: VecDeque<Event>,
+    pub dropped_from_report: u64,
+    /// Events per source MAC and kind.
+    pub counts: BTreeMap<(Mac, SampleKind), u64>,
+    pub parse_errors: BTreeMap<SampleKind, u64>,
+    pub undecodable: u64,
+    pub names: Names,
+    /// NTP servers each device asked (client mode).
+    pub ntp_servers: BTreeMap<Mac, std::collections::BTreeSet<IpAddr>>,
+}
+
+impl EventStore {
+    /// Handles one ring record; returns the event for the log, if one was made.
+    pub fn handle(&mut self, record: &[u8], clock: Clock) -> Option<&Event> {
+        let Some((h, data)) = decode(record) else {
+            self.undecodable += 1;
+            return None;
+        };
+        let ev = match event(&h, data, clock) {
+            Ok(ev) => ev,
+            Err((kind, e)) => {
+                tracing::debug!(kind = kind.name(), "sample not parsed: {e}");
+                *self.parse_errors.entry(kind).or_default() += 1;
+                return None;
+            }
+        };
+        let src = Mac(h.key.src_mac);
+        *self.counts.entry((src, SampleKind::from_u8(h.kind).unwrap_or(SampleKind::Flow))).or_default() += 1;
+        let ips = conv_ips(&h.key);
+        self.names.learn(src, ips, &ev.fields);
+        if let (EventFields::Ntp(n), Some((_, server))) = (&ev.fields, ips) {
+            if n.mode == 3 {
+                self.ntp_servers.entry(src).or_default().insert(server);
+            }
+        }
+        if self.recent.len() >= MAX_REPORT_EVENTS {
+            self.recent.pop_front();
+            self.dropped_from_report += 1;
+        }
+        self.recent.push_back(ev);
+        self.recent.back()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use agent_common::{ConvKey, ip_version, sample::SAMPLE_MAX};
+
+    use super::*;
+
+    fn record(kind: SampleKind, key: ConvKey, frame: &[u8], payload_off: u16) -> Vec<u8> {
+        let h = SampleHeader { ts_ns: 1_620_000_000_000_000_000, ifindex: 3, wire_len: frame.len() as u32, cap_len: frame.len() as u32, payload_off, kind: kind as u8, direction: 0, key, _pad: [0; 4] };
+        let mut out = vec![0u8; size_of::<SampleHeader>() + SAMPLE_MAX];
+        // SAFETY: writing a plain-data header into a buffer large enough for it.
+        unsafe { std::ptr::write_unaligned(out.as_mut_ptr().cast(), h) };
+        out[size_of::<SampleHeader>()..size_of::<SampleHeader>() + frame.len()].copy_from_slice(frame);
+        out
+    }
+
+    fn key(proto: u8, sport: u16, dport: u16) -> ConvKey {
+        let mut k = ConvKey { src_mac: [0x80, 0x9f, 0x9b, 0x45, 0xa3, 0x28], dst_mac: [1, 0, 0x5e, 0x7f, 0xff, 0xfa], ip_version: ip_version::V4, proto, src_port: sport, dst_port: dport, ether_type: 0x0800, ..ConvKey::default() };
+        k.src_ip[..4].copy_from_slice(&[192, 168, 2, 151]);
+        k.dst_ip[..4].copy_from_slice(&[239, 255, 255, 250]);
+        k
+    }
+
+    #[test]
+    fn an_ssdp_sample_becomes_an_event_in_the_report_schema() {
+        let payload = b"M-SEARCH * HTTP/1.1\r\nHOST: 239.255.255.250:1900\r\nMAN: \"ssdp:discover\"\r\nMX: 1\r\nST: upnp:rootdevice\r\n\r\n";
+        let mut frame = vec![0u8; 42];
+        frame.extend_from_slice(payload);
+        let mut store = EventStore::default();
+        let ev = store.handle(&record(SampleKind::Ssdp, key(17, 58002, 1900), &frame, 42), Clock::Epoch).expect("event").clone();
+        let json = serde_json::to_value(&ev).unwrap();
+        assert_eq!(json["kind"], "ssdp");
+        assert_eq!(json["method"], "M-SEARCH");
+        assert_eq!(json["st"], "upnp:rootdevice");
+        assert_eq!(json["src_mac"], "80:9f:9b:45:a3:28");
+        assert_eq!(json["dst_ip"], "239.255.255.250");
+        assert_eq!(json["src_port"], 58002);
+        assert_eq!(json["ts"], 1_620_000_000.0);
+        assert_eq!(store.counts[&(Mac([0x80, 0x9f, 0x9b, 0x45, 0xa3, 0x28]), SampleKind::Ssdp)], 1);
+    }
+
+    #[test]
+    fn unparsable_and_undecodable_samples_are_counted() {
+        let mut store = EventStore::default();
+        let frame = vec![0u8; 44];
+        assert!(store.handle(&record(SampleKind::Ntp, key(17, 40000, 123), &frame, 42), Clock::Epoch).is_none());
+        assert_eq!(store.parse_errors[&SampleKind::Ntp], 1);
+        assert!(store.handle(&[1, 2, 3], Clock::Epoch).is_none());
+        let mut lying = record(SampleKind::Ntp, key(17, 40000, 123), &frame, 42);
+        lying.truncate(size_of::<SampleHeader>() + 10);
+        assert!(decode(&lying).is_none());
+        assert!(store.handle(&lying, Clock::Epoch).is_none());
+        assert_eq!(store.undecodable, 2);
+        assert!(store.recent.is_empty());
+    }
+}

@@ -1,0 +1,84 @@
+//! Names learnt from traffic: device names from DHCP hostnames and mDNS announcements, remote
+//! names from the DNS answers devices received and the TLS SNI they sent. All of it is
+//! attacker-controlled text: sanitised, length-capped, and bounded in number.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::IpAddr,
+};
+
+use crate::{labels::sanitize, mac::Mac, proto::EventFields};
+
+const MAX_NAME_CHARS: usize = 253;
+const MAX_NAMES_EACH: usize = 8;
+/// Remote addresses with names kept; later ones are counted, not kept.
+pub const MAX_REMOTES: usize = 16_384;
+
+#[derive(Debug, Default)]
+pub struct Names {
+    devices: BTreeMap<Mac, BTreeSet<String>>,
+    remotes: BTreeMap<IpAddr, BTreeSet<String>>,
+    pub remotes_dropped: u64,
+}
+
+fn add(set: &mut BTreeSet<String>, name: &str) {
+    let name = sanitize(name.trim_end_matches('.'), MAX_NAME_CHARS);
+    if !name.is_empty() && set.len() < MAX_NAMES_EACH {
+        set.insert(name);
+    }
+}
+
+impl Names {
+    pub fn device(&self, mac: Mac) -> Vec<String> {
+        self.devices.get(&mac).map(|s| s.iter().cloned().collect()).unwrap_or_default()
+    }
+
+    pub fn remote(&self, ip: IpAddr) -> Vec<String> {
+        self.remotes.get(&ip).map(|s| s.iter().cloned().collect()).unwrap_or_default()
+    }
+
+    fn add_remote(&mut self, ip: IpAddr, name: &str) {
+        if !self.remotes.contains_key(&ip) && self.remotes.len() >= MAX_REMOTES {
+            self.remotes_dropped += 1;
+            return;
+        }
+        add(self.remotes.entry(ip).or_default(), name);
+    }
+
+    /// Learns from one event sent by `src` (with the frame's addresses, if IP).
+    pub fn learn(&mut self, src: Mac, ips: Option<(IpAddr, IpAddr)>, fields: &EventFields) {
+        match fields {
+            EventFields::Dhcp(d) => {
+                if let Some(host) = &d.hostname {
+                    // The client's own MAC, when the message says it, else the sender's.
+                    let mac = d.client_mac.as_deref().and_then(|m| m.parse().ok()).unwrap_or(src);
+                    add(self.devices.entry(mac).or_default(), host);
+                }
+            }
+            EventFields::Mdns(m) if m.response => {
+                // An announcement: the host names whose addresses are the sender's own.
+                let own = ips.map(|(s, _)| s.to_string());
+                for r in &m.records {
+                    if matches!(r.rtype.as_str(), "A" | "AAAA") && Some(&r.data) == own.as_ref() {
+                        add(self.devices.entry(src).or_default(), &r.name);
+                    }
+                }
+            }
+            EventFields::Dns(d) if d.response => {
+                for r in d.records.iter().filter(|r| matches!(r.rtype.as_str(), "A" | "AAAA")) {
+                    if let Ok(ip) = r.data.parse::<IpAddr>() {
+                        // The name asked for (the start of a CNAME chain) says most.
+                        self.add_remote(ip, d.qname.as_deref().unwrap_or(&r.name));
+                        self.add_remote(ip, &r.name);
+                    }
+                }
+            }
+            EventFields::Tls(t) => {
+                if let (Some(sni), Some((_, dst))) = (&t.sni, ips) {
+                    self.add_remote(dst, sni);
+                }
+            }
+            _ => {}
+        }
+    }
+}
