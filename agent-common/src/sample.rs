@@ -62,6 +62,10 @@ impl SampleKind {
         if (v as usize) < KINDS { Some(Self::ALL[v as usize]) } else { None }
     }
 
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.name() == name)
+    }
+
     /// The event kind in reports and metrics.
     pub const fn name(self) -> &'static str {
         match self {

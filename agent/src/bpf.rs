@@ -77,7 +77,7 @@ pub fn load(opts: &LoadOptions) -> anyhow::Result<Ebpf> {
         bail!("map sizes must be at least 1 (--bpf.max-macs, --bpf.max-conversations)");
     }
     let s = &opts.sampling;
-    if !s.ring_bytes.is_power_of_two() || s.ring_bytes % page_size() != 0 {
+    if !s.ring_bytes.is_power_of_two() || !s.ring_bytes.is_multiple_of(page_size()) {
         bail!("--bpf.ring-bytes must be a power of two and a multiple of the page size ({}), e.g. 4194304", page_size());
     }
     if s.snaplen == 0 || s.snaplen > SAMPLE_MAX as u32 {

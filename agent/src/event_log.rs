@@ -64,11 +64,13 @@ impl EventLog {
             }
         };
         line.push(b'\n');
-        if matches!(self.target, Target::File { .. }) && self.written + line.len() as u64 > self.max_bytes && self.written > 0 {
-            if let Err(e) = self.rotate() {
-                tracing::warn!("rotating the event log: {e}");
-                self.errors += 1;
-            }
+        let full = self.written > 0 && self.written + line.len() as u64 > self.max_bytes;
+        if matches!(self.target, Target::File { .. })
+            && full
+            && let Err(e) = self.rotate()
+        {
+            tracing::warn!("rotating the event log: {e}");
+            self.errors += 1;
         }
         let result = match &mut self.target {
             Target::Stdout(out) => out.lock().write_all(&line),

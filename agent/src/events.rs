@@ -13,7 +13,7 @@ use crate::{
     ledger::conv_ips,
     mac::Mac,
     names::Names,
-    proto::{self, EventFields, Kind},
+    proto::{self, EventFields},
     report::Clock,
 };
 
@@ -31,21 +31,6 @@ pub fn decode(record: &[u8]) -> Option<(SampleHeader, &[u8])> {
     let h: SampleHeader = unsafe { std::ptr::read_unaligned(record.as_ptr().cast()) };
     let data = record.get(size..size + h.cap_len as usize)?;
     Some((h, data))
-}
-
-/// The parser for a kernel sample kind (one list of kinds: the kernel's).
-pub fn parser_kind(kind: SampleKind) -> Kind {
-    match kind {
-        SampleKind::Ssdp => Kind::Ssdp,
-        SampleKind::Mdns => Kind::Mdns,
-        SampleKind::Ntp => Kind::Ntp,
-        SampleKind::Http => Kind::Http,
-        SampleKind::Dns => Kind::Dns,
-        SampleKind::Dhcp => Kind::Dhcp,
-        SampleKind::Tls => Kind::Tls,
-        SampleKind::Mqtt => Kind::Mqtt,
-        SampleKind::Flow => Kind::Flow,
-    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -70,7 +55,7 @@ pub struct Event {
 pub fn event(h: &SampleHeader, data: &[u8], clock: Clock) -> Result<Event, (SampleKind, proto::ParseError)> {
     let kind = SampleKind::from_u8(h.kind).unwrap_or(SampleKind::Flow);
     let payload = data.get(usize::from(h.payload_off)..).unwrap_or(&[]);
-    let fields = proto::parse(parser_kind(kind), payload, h.key.proto == 6).map_err(|e| (kind, e))?;
+    let fields = proto::parse(kind, payload, h.key.proto == 6).map_err(|e| (kind, e))?;
     let ips = conv_ips(&h.key);
     let ports = matches!(h.key.proto, 6 | 17);
     Ok(Event {
@@ -119,10 +104,10 @@ impl EventStore {
         *self.counts.entry((src, SampleKind::from_u8(h.kind).unwrap_or(SampleKind::Flow))).or_default() += 1;
         let ips = conv_ips(&h.key);
         self.names.learn(src, ips, &ev.fields);
-        if let (EventFields::Ntp(n), Some((_, server))) = (&ev.fields, ips) {
-            if n.mode == 3 {
-                self.ntp_servers.entry(src).or_default().insert(server);
-            }
+        if let (EventFields::Ntp(n), Some((_, server))) = (&ev.fields, ips)
+            && n.mode == 3
+        {
+            self.ntp_servers.entry(src).or_default().insert(server);
         }
         if self.recent.len() >= MAX_REPORT_EVENTS {
             self.recent.pop_front();

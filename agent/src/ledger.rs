@@ -333,10 +333,12 @@ mod tests {
     #[test]
     fn portless_frames_count_without_a_port() {
         let mut l = Ledger::default();
-        // A later fragment: UDP, but no port was read.
-        l.apply(&delta(v4(CAM, GW, [192, 168, 77, 11], [198, 51, 100, 10], 17, 0), 1, 1514), &scopes());
+        // A later fragment: UDP, but no port was read (the program leaves both at 0).
+        let key = ConvKey { src_port: 0, ..v4(CAM, GW, [192, 168, 77, 11], [198, 51, 100, 10], 17, 0) };
+        l.apply(&delta(key, 1, 1514), &scopes());
         let cam = &l.devices()[&Mac(CAM)];
         assert!(cam.ports.is_empty());
+        assert!(l.ports().is_empty());
         assert_eq!(cam.total(Direction::Tx).bytes, 1514);
     }
 

@@ -21,7 +21,7 @@ use anyhow::Context as _;
 
 use crate::{
     bpf::{self, LoadOptions, SampleOptions},
-    capture::{self, Format, Packet, linktype},
+    capture::{self, CaptureError, Format, Packet, linktype},
     collect::{Collector, Maps},
     event_log::EventLog,
     oui::Oui,
@@ -69,7 +69,11 @@ struct Replayer {
 }
 
 impl Replayer {
-    fn feed(&mut self, file: &Path, p: &Packet) -> anyhow::Result<()> {
+    /// Replays one record; `Ok(Some(message))` when the record itself is invalid.
+    fn feed(&mut self, p: &Packet) -> anyhow::Result<Option<&'static str>> {
+        if p.data.is_empty() {
+            return Ok(Some("zero-length record"));
+        }
         let c = &mut self.capture;
         c.packets += 1;
         c.wire_bytes += u64::from(p.orig_len.max(p.data.len() as u32));
@@ -82,15 +86,11 @@ impl Replayer {
             c.first_ts = Some(c.first_ts.map_or(ts, |f| f.min(ts)));
             c.last_ts = Some(c.last_ts.map_or(ts, |l| l.max(ts)));
         }
-        if p.data.is_empty() {
-            c.invalid.push(InvalidInput { file: file.display().to_string(), offset: p.offset, message: "zero-length record".into() });
-            return Ok(());
-        }
         if p.linktype != linktype::ETHERNET || p.data.len() < 14 {
             c.skipped_frames += 1;
             let key = if p.linktype == linktype::ETHERNET { "1 (shorter than an Ethernet header)".to_owned() } else { p.linktype.to_string() };
             *c.skipped_link_types.entry(key).or_default() += 1;
-            return Ok(());
+            return Ok(None);
         }
         let data = &p.data[..p.data.len().min(MAX_TEST_RUN_DATA)];
         let wire_len = p.orig_len.max(p.data.len() as u32);
@@ -102,7 +102,7 @@ impl Replayer {
             Some(other) => anyhow::bail!("the TC program returned {other}, not TC_ACT_UNSPEC: a bug, please report it"),
             None => {
                 let ret = run_xdp_replay(&self.ebpf, data, wire_len, p.ts_ns)
-                    .with_context(|| format!("{}: frame at byte {}: neither program could be run on it", file.display(), p.offset))?;
+                    .with_context(|| format!("frame at byte {}: neither program could be run on it", p.offset))?;
                 anyhow::ensure!(ret == XDP_PASS, "the XDP program returned {ret}, not XDP_PASS: a bug, please report it");
             }
         }
@@ -112,7 +112,7 @@ impl Replayer {
         if self.since_drain >= DRAIN_EVERY {
             self.drain()?;
         }
-        Ok(())
+        Ok(None)
     }
 
     /// Takes every conversation's counts and empties the map.
@@ -179,20 +179,22 @@ pub fn run(opts: &Options) -> anyhow::Result<Outcome> {
                     Format::PcapNg => "pcapng",
                 });
                 for item in reader {
-                    match item {
+                    let error = match item {
                         Ok(packet) => {
-                            summary.packets += 1;
-                            r.feed(path, &packet)?;
+                            let invalid = r.feed(&packet).with_context(|| name.clone())?;
+                            summary.packets += u64::from(invalid.is_none());
                             progress.show(path, packet.offset, size, summary.packets);
+                            invalid.map(|m| CaptureError { offset: packet.offset, message: m.to_owned(), fatal: false })
                         }
-                        Err(e) => {
-                            progress.done();
-                            eprintln!("iotwatch: {name}: {e}{}", if e.fatal { "; the rest of this file is skipped" } else { "; skipped" });
-                            summary.errors += 1;
-                            r.capture.invalid.push(InvalidInput { file: name.clone(), offset: e.offset, message: e.message.clone() });
-                            if e.fatal {
-                                break;
-                            }
+                        Err(e) => Some(e),
+                    };
+                    if let Some(e) = error {
+                        progress.done();
+                        eprintln!("iotwatch: {name}: {e}{}", if e.fatal { "; the rest of this file is skipped" } else { "; skipped" });
+                        summary.errors += 1;
+                        r.capture.invalid.push(InvalidInput { file: name.clone(), offset: e.offset, message: e.message.clone() });
+                        if e.fatal {
+                            break;
                         }
                     }
                 }

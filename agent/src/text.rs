@@ -52,11 +52,7 @@ pub fn render(r: &Report) -> String {
         let _ = writeln!(out, "{} file(s), {} frames, {} on the wire{span}", c.files.len(), c.packets, human_bytes(c.wire_bytes));
     }
     let _ = writeln!(out, "LAN: {}\n", if r.lan_prefixes.is_empty() { "(none)".to_owned() } else { r.lan_prefixes.join(", ") });
-    let _ = writeln!(
-        out,
-        "{:<17}  {:<22} {:>20}  {:>20}  {:<32} {:<32} {}",
-        "DEVICE", "VENDOR / NAME", "SENT", "RECEIVED", "LAN PEERS", "INTERNET PEERS", "TOP PORTS"
-    );
+    let _ = writeln!(out, "{:<17}  {:<22} {:>20}  {:>20}  {:<32} {:<32} TOP PORTS", "DEVICE", "VENDOR / NAME", "SENT", "RECEIVED", "LAN PEERS", "INTERNET PEERS");
     for d in &r.devices {
         let who = d.names.first().cloned().or_else(|| d.vendor.clone()).unwrap_or_else(|| "-".to_owned());
         let who: String = who.chars().take(22).collect();

@@ -2,6 +2,7 @@
 
 pub mod capture;
 pub mod frames;
+pub mod oracle;
 
 use std::path::PathBuf;
 

@@ -1,0 +1,69 @@
+//! A first packet that no protocol parser claimed: what kind of bytes it carries
+//! (the talk's "private data in cleartext" over an unknown UDP protocol shows up as "text").
+
+use serde::Serialize;
+
+/// Printable share above which a payload counts as text.
+const TEXT_RATIO: f64 = 0.85;
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FlowEvent {
+    /// "tcp" or "udp".
+    pub transport: &'static str,
+    /// Bytes in the sample (the kernel may have cut the payload).
+    pub payload_bytes: u64,
+    /// "empty", "tls", "text" or "binary".
+    pub payload_class: &'static str,
+    /// Share of printable ASCII (with tab, CR, LF), 0..1, three decimals.
+    pub printable_ratio: f64,
+}
+
+pub fn classify(payload: &[u8], transport_is_tcp: bool) -> FlowEvent {
+    let ratio = printable_ratio(payload);
+    let class = if payload.is_empty() {
+        "empty"
+    } else if looks_like_tls_record(payload) {
+        "tls"
+    } else if ratio >= TEXT_RATIO {
+        "text"
+    } else {
+        "binary"
+    };
+    FlowEvent {
+        transport: if transport_is_tcp { "tcp" } else { "udp" },
+        payload_bytes: payload.len() as u64,
+        payload_class: class,
+        printable_ratio: (ratio * 1000.0).round() / 1000.0,
+    }
+}
+
+pub fn printable_ratio(payload: &[u8]) -> f64 {
+    if payload.is_empty() {
+        return 0.0;
+    }
+    let printable = payload.iter().filter(|&&b| (0x20..0x7f).contains(&b) || matches!(b, b'\t' | b'\r' | b'\n')).count();
+    printable as f64 / payload.len() as f64
+}
+
+/// Any TLS record header (handshake, alert, change cipher spec, application data), SSL 3.0
+/// to TLS 1.3: encrypted traffic mid-stream is "tls", not "binary".
+fn looks_like_tls_record(p: &[u8]) -> bool {
+    matches!(p, [20..=23, 3, 0..=4, ..])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::fixtures;
+    use super::*;
+
+    #[test]
+    fn classes() {
+        assert_eq!(classify(b"", true).payload_class, "empty");
+        let text = classify(b"{\"user\":\"alice\",\"password\":\"hunter2\",\"wifi\":\"home\"}", false);
+        assert_eq!((text.payload_class, text.transport, text.printable_ratio), ("text", "udp", 1.0));
+        assert_eq!(classify(&fixtures::tls13_client_hello(), true).payload_class, "tls");
+        assert_eq!(classify(&[0x17, 3, 3, 0, 32, 0xde, 0xad], true).payload_class, "tls");
+        let bin = classify(&[0u8, 1, 2, 0xff, b'a', 0x80, 0x90, 7], true);
+        assert_eq!((bin.payload_class, bin.payload_bytes, bin.printable_ratio), ("binary", 8, 0.125));
+    }
+}

@@ -1,0 +1,14 @@
+#![no_main]
+//! Fuzzes `iotwatch::proto` as dhcp: no input may panic, and what parses must serialise.
+
+use iotwatch::proto::{self, Kind};
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    for tcp in [false, true] {
+        if let Ok(ev) = proto::parse(Kind::Dhcp, data, tcp) {
+            serde_json::to_vec(&ev).expect("event serialises");
+        }
+    }
+    let _ = proto::dhcp::parse_v4(data);
+    let _ = proto::dhcp::parse_v6(data);
+});

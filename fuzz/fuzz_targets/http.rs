@@ -1,0 +1,14 @@
+#![no_main]
+//! Fuzzes `iotwatch::proto` as http: no input may panic, and what parses must serialise.
+
+use iotwatch::proto::{self, Kind};
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    for tcp in [false, true] {
+        if let Ok(ev) = proto::parse(Kind::Http, data, tcp) {
+            serde_json::to_vec(&ev).expect("event serialises");
+        }
+    }
+    let _ = proto::http::looks_like_http(data);
+    let _ = proto::http::parse_head(data);
+});
