@@ -39,7 +39,11 @@ fn files_ending(dir: &Path, suffix: &str) -> Vec<PathBuf> {
 }
 
 /// Groups of steps that `--skip` can leave out (for a quicker loop while developing).
-pub const GROUPS: [&str; 4] = ["clippy", "host", "promtool", "privileged"];
+pub const GROUPS: [&str; 5] = ["clippy", "host", "promtool", "fuzz", "privileged"];
+
+/// Seconds each fuzz target runs in the test command: a smoke run that replays the corpus and
+/// explores a little; long runs are `cargo +nightly fuzz run TARGET` by hand.
+const FUZZ_SECONDS: u32 = 15;
 
 pub fn test(skip: &[String]) -> Result<()> {
     for s in skip {
@@ -69,6 +73,9 @@ pub fn test(skip: &[String]) -> Result<()> {
     if run("promtool") {
         promtool(&root, &mut done, &mut skipped)?;
     }
+    if run("fuzz") {
+        fuzz(&root, &mut done)?;
+    }
     if run("privileged") {
         privileged(&root, &mut done)?;
     }
@@ -95,6 +102,31 @@ fn promtool(root: &Path, done: &mut Vec<String>, skipped: &mut Vec<String>) -> R
         let mut c = Command::new("promtool");
         c.args(["test", "rules"]).args(&rule_tests).current_dir(root);
         step("promtool test rules", done, c)?;
+    }
+    Ok(())
+}
+
+/// Every target of fuzz/ for FUZZ_SECONDS with nightly, starting from the corpus in the repo.
+/// New inputs go to a scratch directory, so the committed corpus only changes by hand.
+fn fuzz(root: &Path, done: &mut Vec<String>) -> Result<()> {
+    let fuzz_dir = root.join("fuzz");
+    let targets = files_ending(&fuzz_dir.join("fuzz_targets"), ".rs");
+    if targets.is_empty() {
+        bail!("no fuzz targets in {}", fuzz_dir.display());
+    }
+    let scratch = agent::target_dir().join("fuzz-corpus");
+    for t in targets {
+        let name = t.file_stem().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
+        let new = scratch.join(&name);
+        std::fs::create_dir_all(&new)?;
+        let mut c = cargo(&["+nightly", "fuzz", "run", &name]);
+        c.arg(&new)
+            .arg(fuzz_dir.join("corpus").join(&name))
+            .args(["--", &format!("-max_total_time={FUZZ_SECONDS}"), "-print_final_stats=1"])
+            .current_dir(&fuzz_dir)
+            // The parsers need no eBPF object.
+            .env("AYA_BUILD_SKIP", "1");
+        step(&format!("fuzz {name}"), done, c)?;
     }
     Ok(())
 }

@@ -760,3 +760,16 @@ fn mutated_files_never_panic_and_terminate() {
         "packets {packets}, errors {errors}"
     );
 }
+
+/// The fuzz target's seed corpus (fuzz/corpus/capture) reads to its end on stable, in CI.
+#[test]
+fn fuzz_seed_corpus_reads_without_panic() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/capture");
+    let mut files = 0;
+    for f in std::fs::read_dir(&dir).expect("fuzz/corpus/capture exists") {
+        let bytes = std::fs::read(f.expect("entry").path()).expect("read");
+        assert!(super::read_all_for_fuzzing(&bytes) > 0);
+        files += 1;
+    }
+    assert!(files >= 2, "seed corpus has {files} files");
+}
