@@ -82,7 +82,7 @@ impl Metrics {
             mac_bytes: register!(r, counters("iotwatch_mac_bytes_total", "Exact per-MAC wire bytes, see iotwatch_mac_packets_total.", &["mac", "direction"])),
             port_packets: register!(r, counters("iotwatch_device_port_packets_total", "Wire frames a device sent, by transport and destination port (top ports per device, the rest as port=\"other\").", &["mac", "proto", "port"])),
             port_bytes: register!(r, counters("iotwatch_device_port_bytes_total", "Wire bytes a device sent, by transport and destination port.", &["mac", "proto", "port"])),
-            device_info: register!(r, gauges("iotwatch_device_info", "A device (unicast MAC seen on the bridge) and its IEEE vendor.", &["mac", "vendor"])),
+            device_info: register!(r, gauges("iotwatch_device_info", "A device (unicast MAC seen on the bridge), its IEEE vendor and the name it gave itself (DHCP hostname, mDNS host name).", &["mac", "vendor", "name"])),
             bpf_events: register!(r, counters("iotwatch_bpf_events_total", "The kernel program's own statistics: frames, parse outcomes, map update failures.", &["event"])),
             map_entries: register!(r, gauges("iotwatch_bpf_map_entries", "Entries in a BPF map.", &["map"])),
             map_capacity: register!(r, gauges("iotwatch_bpf_map_capacity", "Capacity of a BPF map.", &["map"])),
@@ -113,13 +113,16 @@ impl Metrics {
         // Busiest first, so that when the cap bites, the busiest devices keep their own series.
         let mut devices: Vec<_> = ledger.devices().iter().collect();
         devices.sort_by_key(|(_, d)| std::cmp::Reverse(d.total(Direction::Tx).bytes + d.total(Direction::Rx).bytes));
+        // Names arrive later than traffic: rebuilt each time so an old name leaves no stale series.
+        self.device_info.reset();
         let mut traffic: BTreeMap<(String, Direction, &str), Totals> = BTreeMap::new();
         let mut ports: BTreeMap<(String, Transport, String), Totals> = BTreeMap::new();
         for (mac, dev) in devices {
             let label = self.mac_label(*mac);
             if label != OTHER {
                 let vendor = sanitize(oui.vendor(*mac).unwrap_or(""), 64);
-                self.device_info.with_label_values(&[label.as_str(), vendor.as_str()]).set(1);
+                let name = sanitize(p.events.names.device(*mac).first().map_or("", String::as_str), 64);
+                self.device_info.with_label_values(&[label.as_str(), vendor.as_str(), name.as_str()]).set(1);
             }
             for ((dir, scope), t) in &dev.traffic {
                 traffic.entry((label.clone(), *dir, scope.as_str())).or_default().add(t.packets, t.bytes);
