@@ -33,12 +33,13 @@ pub fn utc(ts: f64) -> String {
     format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}", rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
-fn peers_summary(d: &DeviceRow, scope: &str, show: usize) -> String {
-    let peers: Vec<&str> = d.peers.iter().filter(|p| p.scope == scope).map(|p| p.ip.as_str()).collect();
-    match peers.len() {
-        0 => "-".to_owned(),
-        n if n <= show => peers.join(", "),
-        n => format!("{n}: {}, ...", peers[..show].join(", ")),
+/// The busiest peer of a scope and how many more there are: `203.0.113.10 (+5)`.
+fn peers_summary(d: &DeviceRow, scope: &str) -> String {
+    let mut peers = d.peers.iter().filter(|p| p.scope == scope);
+    match (peers.next(), peers.count()) {
+        (None, _) => "-".to_owned(),
+        (Some(p), 0) => p.ip.clone(),
+        (Some(p), more) => format!("{} (+{more})", p.ip),
     }
 }
 
@@ -52,20 +53,20 @@ pub fn render(r: &Report) -> String {
         let _ = writeln!(out, "{} file(s), {} frames, {} on the wire{span}", c.files.len(), c.packets, human_bytes(c.wire_bytes));
     }
     let _ = writeln!(out, "LAN: {}\n", if r.lan_prefixes.is_empty() { "(none)".to_owned() } else { r.lan_prefixes.join(", ") });
-    let _ = writeln!(out, "{:<17}  {:<22} {:>20}  {:>20}  {:<32} {:<32} TOP PORTS", "DEVICE", "VENDOR / NAME", "SENT", "RECEIVED", "LAN PEERS", "INTERNET PEERS");
+    let _ = writeln!(out, "{:<17}  {:<22} {:>20}  {:>20}  {:<30} {:<30} TOP PORTS", "DEVICE", "VENDOR / NAME", "SENT", "RECEIVED", "LAN PEERS", "INTERNET PEERS");
     for d in &r.devices {
         let who = d.names.first().cloned().or_else(|| d.vendor.clone()).unwrap_or_else(|| "-".to_owned());
         let who: String = who.chars().take(22).collect();
         let ports: Vec<String> = d.ports.iter().take(4).map(|p| format!("{}/{}", p.proto, p.port)).collect();
         let _ = writeln!(
             out,
-            "{:<17}  {:<22} {:>20}  {:>20}  {:<32} {:<32} {}",
+            "{:<17}  {:<22} {:>20}  {:>20}  {:<30} {:<30} {}",
             d.mac,
             who,
             format!("{} pkt {:>9}", d.tx_packets, human_bytes(d.tx_bytes)),
             format!("{} pkt {:>9}", d.rx_packets, human_bytes(d.rx_bytes)),
-            truncate(&peers_summary(d, "lan", 2), 32),
-            truncate(&peers_summary(d, "internet", 2), 32),
+            truncate(&peers_summary(d, "lan"), 30),
+            truncate(&peers_summary(d, "internet"), 30),
             if ports.is_empty() { "-".to_owned() } else { ports.join(" ") },
         );
     }
