@@ -128,9 +128,24 @@ fn exact_counts(prefix: &str, attach: &str, http_port: u16) {
     std::thread::sleep(Duration::from_millis(500));
     let frames: Vec<Frame> = dumps.into_iter().flat_map(Tcpdump::finish).collect();
     let samples = scrape(&agent.listen).expect("scrape");
+    let report = xtask::metrics::http_get(&agent.listen, "/api/v1/report", Duration::from_secs(5)).expect("report");
     agent.stop().expect("agent stops cleanly");
 
     let want = reference(&frames);
+    // The live report has replay's schema and the same exact per-MAC counts.
+    let report: serde_json::Value = serde_json::from_str(&report).expect("the report is JSON");
+    assert_eq!(report["schema"], "iotwatch.report/v1");
+    assert!(report["capture"].is_null(), "no capture section live");
+    for (mac, counts) in &want {
+        let row = report["macs"].as_array().unwrap().iter().find(|m| m["mac"] == mac.as_str()).expect("MAC in the report");
+        let got = Counts {
+            tx_packets: row["tx_packets"].as_u64().unwrap(),
+            tx_bytes: row["tx_bytes"].as_u64().unwrap(),
+            rx_packets: row["rx_packets"].as_u64().unwrap(),
+            rx_bytes: row["rx_bytes"].as_u64().unwrap(),
+        };
+        assert_eq!(got, *counts, "{attach}: /api/v1/report macs row of {mac}");
+    }
     // Pings both ways and the 7 datagrams; B's ICMP errors are rate-limited by its kernel, so
     // at least one of those.
     assert!(frames.len() > 2 * 5 + 2 * 3 + 2 * 4 + 7, "tcpdump saw only {} frames", frames.len());

@@ -24,6 +24,16 @@ pub const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("prometheus", "promtool for the alert rules' tests"),
     ("ieee-data", "IEEE OUI registry for vendor names"),
     ("python3-scapy", "crafting test captures with /usr/bin/python3"),
+    ("nginx-light", "real HTTP server with Range (tests/tests/daemons.rs)"),
+    ("curl", "real HTTP client for the daemon tests"),
+    ("dnsmasq-base", "real DHCP and DNS server, without the dnsmasq service (daemon tests)"),
+    ("busybox", "udhcpc, a DHCP client that sends a hostname (daemon tests)"),
+    ("bind9-dnsutils", "dig, a real DNS client (daemon tests)"),
+    ("chrony", "real NTP server and client (chronyd -x, chronyd -Q) for the daemon tests"),
+    ("mosquitto", "real MQTT broker (daemon tests)"),
+    ("mosquitto-clients", "mosquitto_pub, a real MQTT client (daemon tests)"),
+    ("avahi-daemon", "real mDNS responder announcing a host and a service (daemon tests)"),
+    ("minidlna", "real UPnP device: SSDP answers and an HTTP description (daemon tests)"),
 ];
 
 /// The bpf-linker release that builds with our nightly (LLVM 22) and rustc 1.95.
@@ -31,11 +41,32 @@ pub const BPF_LINKER_VERSION: &str = "0.13.0";
 
 const POLICY_RC_D: &str = "/usr/sbin/policy-rc.d";
 
+/// cargo-fuzz, for the bounded fuzz run of `cargo xtask test` (with nightly).
+pub const CARGO_FUZZ_VERSION: &str = "0.13.2";
+
 /// Checks and installs everything; every other subcommand calls this first.
 pub fn setup() -> Result<()> {
     apt_packages()?;
     rust_src()?;
     bpf_linker()?;
+    cargo_fuzz()?;
+    Ok(())
+}
+
+fn cargo_fuzz() -> Result<()> {
+    let what = format!("cargo-fuzz {CARGO_FUZZ_VERSION}");
+    let present = Command::new("cargo")
+        .args(["fuzz", "--version"])
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(CARGO_FUZZ_VERSION));
+    if present {
+        item(&what, "present");
+        return Ok(());
+    }
+    item(&what, "installing");
+    cmd::stream(cmd::command("cargo", &["install", "cargo-fuzz", "--version", CARGO_FUZZ_VERSION, "--locked"]).env("CARGO_TERM_PROGRESS_WHEN", "never"))
+        .context("cargo install cargo-fuzz failed: is ~/.cargo/bin writable and crates.io reachable?")?;
+    item(&what, "installed");
     Ok(())
 }
 
