@@ -265,7 +265,6 @@ type Check<'a> = (&'a str, &'a dyn Fn(&Event) -> bool);
 
 /// Polls the event log every 200 ms until every check holds, for at most `timeout`; fails
 /// naming the checks that never held and the logged events of `kinds`.
-
 fn wait_events(path: &Path, timeout: Duration, kinds: &[&str], checks: &[Check<'_>]) -> Vec<Event> {
     let end = Instant::now() + timeout;
     loop {
