@@ -176,7 +176,7 @@ async fn serve_until_signal(
         .await
         .with_context(|| format!("cannot listen on {} (in use? choose another with --web.listen-address)", args.listen))?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(web::serve(listener, agent.clone(), async {
+    let mut server = tokio::spawn(web::serve(listener, agent.clone(), async {
         let _ = stop_rx.await;
     }));
     eprintln!("iotwatch: watching bridge {}; listening on http://{}/metrics", args.bridge, args.listen);
@@ -202,12 +202,18 @@ async fn serve_until_signal(
             }
             _ = sigint.recv() => break Ok(()),
             _ = sigterm.recv() => break Ok(()),
-            done = async { server.is_finished() } , if server.is_finished() => {
-                let _ = done;
-                break Err(anyhow::anyhow!("the web server stopped unexpectedly"));
+            ended = &mut server => {
+                let why = match ended {
+                    Ok(Err(e)) => format!("{e:#}"),
+                    Ok(Ok(())) => "it ended".to_owned(),
+                    Err(e) => e.to_string(),
+                };
+                return Err(anyhow::anyhow!("the web server stopped unexpectedly: {why}"));
             }
         }
     };
     let _ = stop_tx.send(());
+    // Let in-flight scrapes finish, briefly.
+    let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
     result
 }

@@ -25,6 +25,7 @@ pub const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("ieee-data", "IEEE OUI registry for vendor names"),
     ("python3-scapy", "crafting test captures with /usr/bin/python3"),
     ("nginx-light", "real HTTP server with Range (tests/tests/daemons.rs)"),
+    ("openssl", "a real TLS server (s_server) and certificates for the TLS test"),
     ("curl", "real HTTP client for the daemon tests"),
     ("dnsmasq-base", "real DHCP and DNS server, without the dnsmasq service (daemon tests)"),
     ("busybox", "udhcpc, a DHCP client that sends a hostname (daemon tests)"),
