@@ -26,6 +26,9 @@ pub enum Command {
     Run(RunArgs),
     /// Replay pcap/pcapng files through the kernel program and print a per-device report.
     Replay(ReplayArgs),
+    /// Every metric name the agent exports, one per line (for checks of dashboards and rules).
+    #[command(hide = true)]
+    MetricNames,
     /// Kernel benchmark for `cargo xtask bench`: JSON on stdout.
     #[command(hide = true)]
     BenchKernel {

@@ -3,7 +3,7 @@ use std::{io::IsTerminal as _, process::ExitCode, time::Instant};
 use clap::Parser as _;
 use iotwatch::{
     cli::{Cli, Command, ReplayArgs, ReportFormat},
-    kernel_bench, replay, run, text,
+    kernel_bench, metrics, replay, run, text,
 };
 use tracing_subscriber::EnvFilter;
 
@@ -22,6 +22,11 @@ fn main() -> ExitCode {
         Command::Run(args) => runtime.block_on(run::run(args)),
         Command::BenchKernel { repeat } => kernel_bench::run(repeat).map(|v| println!("{v:#}")),
         Command::Replay(args) => return replay(&args),
+        Command::MetricNames => {
+            let limits = metrics::Limits { max_devices: 1, top_ports: 1, map_capacity_macs: 1, map_capacity_conversations: 1 };
+            metrics::Metrics::new(limits).names().iter().for_each(|n| println!("{n}"));
+            Ok(())
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -30,6 +30,8 @@ pub struct Limits {
 
 pub struct Metrics {
     registry: Registry,
+    /// Every metric name the agent exports (for checking the dashboard and rules against).
+    names: Vec<String>,
     device_packets: IntCounterVec,
     device_bytes: IntCounterVec,
     mac_packets: IntCounterVec,
@@ -61,8 +63,9 @@ fn raise(c: &IntCounter, target: u64) {
 }
 
 macro_rules! register {
-    ($reg:expr, $metric:expr) => {{
+    ($reg:expr, $names:expr, $metric:expr) => {{
         let m = $metric.expect("metric definitions are static and valid");
+        $names.extend(prometheus::core::Collector::desc(&m).iter().map(|d| d.fq_name.clone()));
         $reg.register(Box::new(m.clone())).expect("metric names are unique");
         m
     }};
@@ -71,30 +74,32 @@ macro_rules! register {
 impl Metrics {
     pub fn new(limits: Limits) -> Self {
         let r = Registry::new();
+        let names = &mut Vec::new();
         let counters = |name: &str, help: &str, labels: &[&str]| IntCounterVec::new(Opts::new(name, help), labels);
         let gauges = |name: &str, help: &str, labels: &[&str]| IntGaugeVec::new(Opts::new(name, help), labels);
-        let build = register!(r, gauges("iotwatch_build_info", "Build of the running agent.", &["version", "aya"]));
+        let build = register!(r, names, gauges("iotwatch_build_info", "Build of the running agent.", &["version", "aya"]));
         build.with_label_values(&[env!("CARGO_PKG_VERSION"), "0.14.0"]).set(1);
         let m = Self {
-            device_packets: register!(r, counters("iotwatch_device_packets_total", "Wire frames a device sent (tx) or received (rx), by the scope of its peer.", &["mac", "direction", "scope"])),
-            device_bytes: register!(r, counters("iotwatch_device_bytes_total", "Wire bytes a device sent (tx) or received (rx), by the scope of its peer.", &["mac", "direction", "scope"])),
-            mac_packets: register!(r, counters("iotwatch_mac_packets_total", "Exact per-MAC wire frames from the kernel's never-evicting map (tx: source MAC, rx: destination MAC, group MACs included).", &["mac", "direction"])),
-            mac_bytes: register!(r, counters("iotwatch_mac_bytes_total", "Exact per-MAC wire bytes, see iotwatch_mac_packets_total.", &["mac", "direction"])),
-            port_packets: register!(r, counters("iotwatch_device_port_packets_total", "Wire frames a device sent, by transport and destination port (top ports per device, the rest as port=\"other\").", &["mac", "proto", "port"])),
-            port_bytes: register!(r, counters("iotwatch_device_port_bytes_total", "Wire bytes a device sent, by transport and destination port.", &["mac", "proto", "port"])),
-            device_info: register!(r, gauges("iotwatch_device_info", "A device (unicast MAC seen on the bridge), its IEEE vendor and the name it gave itself (DHCP hostname, mDNS host name).", &["mac", "vendor", "name"])),
-            bpf_events: register!(r, counters("iotwatch_bpf_events_total", "The kernel program's own statistics: frames, parse outcomes, map update failures.", &["event"])),
-            map_entries: register!(r, gauges("iotwatch_bpf_map_entries", "Entries in a BPF map.", &["map"])),
-            map_capacity: register!(r, gauges("iotwatch_bpf_map_capacity", "Capacity of a BPF map.", &["map"])),
-            evictions: register!(r, IntCounter::new("iotwatch_bpf_conversation_evictions_total", "Conversations evicted from the LRU map before the agent aged them out (their latest counts are lost).")),
-            overflow: register!(r, counters("iotwatch_label_overflow_total", "Distinct label values folded into \"other\" because of a cardinality cap.", &["label"])),
-            attached: register!(r, gauges("iotwatch_attached_interfaces", "Interfaces the program is attached to, by hook.", &["interface", "hook"])),
-            events: register!(r, counters("iotwatch_events_total", "Protocol events (parsed header samples) a device sent, by kind.", &["mac", "kind"])),
-            samples: register!(r, counters("iotwatch_samples_total", "Header samples by kind and outcome: sent to userspace, dropped (ring buffer full), suppressed (per-source rate limit).", &["kind", "outcome"])),
-            parse_errors: register!(r, counters("iotwatch_sample_parse_errors_total", "Samples no parser could read.", &["kind"])),
-            event_log_errors: register!(r, IntCounter::new("iotwatch_event_log_errors_total", "Events that could not be written to the event log.")),
-            scrape_duration: register!(r, Gauge::new("iotwatch_scrape_duration_seconds", "Time the last refresh of the maps took.")),
+            device_packets: register!(r, names, counters("iotwatch_device_packets_total", "Wire frames a device sent (tx) or received (rx), by the scope of its peer.", &["mac", "direction", "scope"])),
+            device_bytes: register!(r, names, counters("iotwatch_device_bytes_total", "Wire bytes a device sent (tx) or received (rx), by the scope of its peer.", &["mac", "direction", "scope"])),
+            mac_packets: register!(r, names, counters("iotwatch_mac_packets_total", "Exact per-MAC wire frames from the kernel's never-evicting map (tx: source MAC, rx: destination MAC, group MACs included).", &["mac", "direction"])),
+            mac_bytes: register!(r, names, counters("iotwatch_mac_bytes_total", "Exact per-MAC wire bytes, see iotwatch_mac_packets_total.", &["mac", "direction"])),
+            port_packets: register!(r, names, counters("iotwatch_device_port_packets_total", "Wire frames a device sent, by transport and destination port (top ports per device, the rest as port=\"other\").", &["mac", "proto", "port"])),
+            port_bytes: register!(r, names, counters("iotwatch_device_port_bytes_total", "Wire bytes a device sent, by transport and destination port.", &["mac", "proto", "port"])),
+            device_info: register!(r, names, gauges("iotwatch_device_info", "A device (unicast MAC seen on the bridge), its IEEE vendor and the name it gave itself (DHCP hostname, mDNS host name).", &["mac", "vendor", "name"])),
+            bpf_events: register!(r, names, counters("iotwatch_bpf_events_total", "The kernel program's own statistics: frames, parse outcomes, map update failures.", &["event"])),
+            map_entries: register!(r, names, gauges("iotwatch_bpf_map_entries", "Entries in a BPF map.", &["map"])),
+            map_capacity: register!(r, names, gauges("iotwatch_bpf_map_capacity", "Capacity of a BPF map.", &["map"])),
+            evictions: register!(r, names, IntCounter::new("iotwatch_bpf_conversation_evictions_total", "Conversations evicted from the LRU map before the agent aged them out (their latest counts are lost).")),
+            overflow: register!(r, names, counters("iotwatch_label_overflow_total", "Distinct label values folded into \"other\" because of a cardinality cap.", &["label"])),
+            attached: register!(r, names, gauges("iotwatch_attached_interfaces", "Interfaces the program is attached to, by hook.", &["interface", "hook"])),
+            events: register!(r, names, counters("iotwatch_events_total", "Protocol events (parsed header samples) a device sent, by kind.", &["mac", "kind"])),
+            samples: register!(r, names, counters("iotwatch_samples_total", "Header samples by kind and outcome: sent to userspace, dropped (ring buffer full), suppressed (per-source rate limit).", &["kind", "outcome"])),
+            parse_errors: register!(r, names, counters("iotwatch_sample_parse_errors_total", "Samples no parser could read.", &["kind"])),
+            event_log_errors: register!(r, names, IntCounter::new("iotwatch_event_log_errors_total", "Events that could not be written to the event log.")),
+            scrape_duration: register!(r, names, Gauge::new("iotwatch_scrape_duration_seconds", "Time the last refresh of the maps took.")),
             registry: r,
+            names: std::mem::take(names),
             limits,
             devices: LabelBudget::new(limits.max_devices),
             ports: HashMap::new(),
@@ -190,6 +195,10 @@ impl Metrics {
             self.attached.with_label_values(&[iface.as_str(), hook.as_str()]).set(1);
         }
         self.scrape_duration.set(seconds);
+    }
+
+    pub fn names(&self) -> &[String] {
+        &self.names
     }
 
     pub fn render(&self) -> String {

@@ -1,4 +1,4 @@
-//! Building and supervising the `iotwatch` agent (CLI in docs/contract-for-helpers.md).
+//! Building and supervising the `iotwatch` agent (its CLI: `iotwatch --help`).
 //! xtask does not link the agent crate: it must build before set-up installed bpf-linker.
 
 use std::{

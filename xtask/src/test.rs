@@ -72,6 +72,7 @@ pub fn test(skip: &[String]) -> Result<()> {
     }
     if run("promtool") {
         promtool(&root, &mut done, &mut skipped)?;
+        metric_names(&root, &mut done)?;
     }
     if run("fuzz") {
         fuzz(&root, &mut done)?;
@@ -102,7 +103,34 @@ fn promtool(root: &Path, done: &mut Vec<String>, skipped: &mut Vec<String>) -> R
         let mut c = Command::new("promtool");
         c.args(["test", "rules"]).args(&rule_tests).current_dir(root);
         step("promtool test rules", done, c)?;
+        // The rule tests must catch each rule broken in the obvious ways.
+        let mut c = Command::new("python3");
+        c.arg(root.join("deploy/prometheus/tests/check_mutations.py")).current_dir(root);
+        step("rule tests catch broken rules", done, c)?;
     }
+    Ok(())
+}
+
+/// The dashboard and the alert rules may only use metrics the agent exports: the agent lists
+/// its own (`iotwatch metric-names`), so the list has one source.
+fn metric_names(root: &Path, done: &mut Vec<String>) -> Result<()> {
+    let bin = agent::build_agent()?;
+    let names = cmd::output(&mut cmd::command(&bin.to_string_lossy(), &["metric-names"]))?;
+    let list = agent::target_dir().join("metric-names.txt");
+    std::fs::write(&list, &names)?;
+    let mut c = Command::new("python3");
+    c.arg(root.join("deploy/grafana/check_dashboard.py")).arg(&list).current_dir(root);
+    step("dashboard uses only exported metrics", done, c)?;
+    // Recording rules define names of their own (level:metric:operation); those are allowed.
+    let rules = std::fs::read_to_string(root.join("deploy/prometheus/iotwatch.rules.yml"))?;
+    let unknown: Vec<&str> = rules
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
+        .filter(|w| w.starts_with("iotwatch_") && !names.lines().any(|n| n == *w))
+        .collect();
+    if !unknown.is_empty() {
+        bail!("deploy/prometheus/iotwatch.rules.yml uses metrics the agent does not export: {}", unknown.join(", "));
+    }
+    done.push("rules use only exported metrics".to_owned());
     Ok(())
 }
 

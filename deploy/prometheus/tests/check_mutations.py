@@ -30,6 +30,9 @@ MUTANTS = {
         "iotwatch_bpf_events_total"),
     "IotwatchBpfMapFull with the wrong flag in the text": (
         'if eq $labels.event \\"device_insert_failed\\"', 'if eq $labels.event \\"conversation_insert_failed\\"'),
+    "IotwatchSamplesDropped counting suppressed samples too": (
+        'iotwatch_samples_total{outcome="dropped"}', 'iotwatch_samples_total{outcome=~"dropped|suppressed"}'),
+    "IotwatchSamplesDropped without for": ('{outcome="dropped"}[5m])) > 0\n        for: 5m\n', '{outcome="dropped"}[5m])) > 0\n'),
     "IotwatchBpfMapNearlyFull at 9%": ("iotwatch_bpf_map_capacity > 0.9", "iotwatch_bpf_map_capacity > 0.09"),
     "IotwatchBpfMapNearlyFull without for": ("> 0.9\n        for: 15m\n", "> 0.9\n"),
     "IotwatchConversationEvictions on the raw counter": (
