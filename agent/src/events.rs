@@ -105,7 +105,7 @@ impl EventStore {
         let ips = conv_ips(&h.key);
         self.names.learn(src, ips, &ev.fields);
         if let (EventFields::Ntp(n), Some((_, server))) = (&ev.fields, ips)
-            && n.mode == 3
+            && n.is_client()
         {
             self.ntp_servers.entry(src).or_default().insert(server);
         }
