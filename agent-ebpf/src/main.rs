@@ -24,6 +24,12 @@ use crate::account::{Meta, account};
 #[unsafe(no_mangle)]
 static REPLAY: u8 = 0;
 
+#[inline(always)]
+fn replay_mode() -> bool {
+    // SAFETY: a read-only global set at load; volatile so the compiler keeps the read.
+    unsafe { core::ptr::read_volatile(&REPLAY) == REPLAY_MODE }
+}
+
 /// TC program for the ingress of every bridge port and the egress of the bridge device.
 /// Returns `TC_ACT_UNSPEC` (tcx: next) so that other TC users on the port still run: `TC_ACT_OK`
 /// would end the chain and silently switch off someone's shaping filters.
@@ -37,8 +43,7 @@ pub fn iotwatch_tc(ctx: TcContext) -> i32 {
     };
     // Frames the host sends have no ingress interface.
     let direction = if ingress_ifindex == 0 { direction::EGRESS } else { direction::INGRESS };
-    // SAFETY: a read-only global set at load; volatile so the compiler keeps the read.
-    let replay = unsafe { core::ptr::read_volatile(&REPLAY) } == REPLAY_MODE;
+    let replay = replay_mode();
     let len = u64::from(ctx.len());
     let meta = if replay {
         Meta {
@@ -73,8 +78,7 @@ pub fn iotwatch_tc(ctx: TcContext) -> i32 {
 #[xdp]
 pub fn iotwatch_xdp(ctx: XdpContext) -> u32 {
     let len = ctx.data_end().saturating_sub(ctx.data()) as u64;
-    // SAFETY: a read-only global set at load; volatile so the compiler keeps the read.
-    let replay = unsafe { core::ptr::read_volatile(&REPLAY) } == REPLAY_MODE;
+    let replay = replay_mode();
     let (meta_start, meta_end) = (ctx.metadata(), ctx.metadata_end());
     let ifindex = ctx.ingress_ifindex() as u32;
     let (wire_len, now_ns) = if replay && meta_start + size_of::<ReplayMeta>() <= meta_end {

@@ -8,7 +8,7 @@ use agent_common::{
         PEEK, SAMPLE_MAX, Sample, SampleHeader, SampleKind, TokenBucket, classify_tcp, classify_udp, outcome,
     },
 };
-use aya_ebpf::bindings::BPF_NOEXIST;
+use aya_ebpf::bindings::{BPF_NOEXIST, BPF_RB_NO_WAKEUP};
 
 use crate::{
     account::Meta,
@@ -167,6 +167,7 @@ pub fn maybe_sample<P: Packet>(p: &P, f: &Frame, m: &Meta, conversation: Option<
             _pad: [0; 4],
         };
     }
-    entry.submit(0);
+    // Replay reads the ring right after each frame: waking a reader would only cost time.
+    entry.submit(if crate::replay_mode() { u64::from(BPF_RB_NO_WAKEUP) } else { 0 });
     bump_sample(base + outcome::SENT);
 }

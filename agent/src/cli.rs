@@ -132,9 +132,12 @@ pub struct ReplayArgs {
     /// Capacity of the per-MAC map.
     #[arg(long = "bpf.max-macs", default_value_t = 65536)]
     pub max_macs: u32,
-    /// Capacity of the conversation map (drained every few thousand frames).
+    /// Capacity of the conversation map.
     #[arg(long = "bpf.max-conversations", default_value_t = agent_common::DEFAULT_MAX_CONVERSATIONS)]
     pub max_conversations: u32,
+    /// Seconds of capture time a conversation may be idle before it leaves the map (as live).
+    #[arg(long = "bpf.conversation-idle", default_value_t = 120)]
+    pub conversation_idle: u64,
     /// Benchmark: print frames per second on stderr.
     #[arg(long, hide = true)]
     pub stats: bool,

@@ -46,6 +46,7 @@ fn replay(args: &ReplayArgs) -> ExitCode {
         oui_file: args.oui_file.clone(),
         max_macs: args.max_macs,
         max_conversations: args.max_conversations,
+        conversation_idle_s: args.conversation_idle,
         sampling: args.sampling.options(),
         events: args.sampling.events.clone(),
         events_max_bytes: args.sampling.events_max_bytes,

@@ -8,8 +8,12 @@
 //! - Frames the kernel will not build a socket buffer from (an IPv4/IPv6 ethertype with less
 //!   than an IP header behind it) or longer than the 64 KiB `wire_len` takes (GRO captures) go
 //!   to the XDP program with the same facts in XDP metadata. Both share one parser.
-//! - The maps are drained every [`DRAIN_EVERY`] frames, so nothing is lost to the LRU map and
-//!   memory stays flat however long the capture.
+//! - Every quarter of the conversation map's capacity in frames the maps are read (each read
+//!   costs two system calls per entry) and conversations idle for
+//!   `--bpf.conversation-idle` of capture time leave them, as they do live; should the
+//!   conversation map pass half its capacity all the same, it is emptied. So nothing is lost
+//!   to the LRU map, memory stays flat, and a conversation's first packets are sampled once, as
+//!   live.
 
 use std::{
     io::IsTerminal as _,
@@ -32,8 +36,6 @@ use crate::{
     testrun::{MAX_TEST_RUN_DATA, TcInput, run_tc, run_xdp_replay},
 };
 
-/// Frames between two drains of the maps: far below the conversation map's capacity.
-pub const DRAIN_EVERY: u64 = 4096;
 /// Largest `wire_len` a socket-buffer test run accepts.
 const MAX_SKB_WIRE_LEN: u32 = 65535;
 const TC_ACT_UNSPEC: i32 = -1;
@@ -53,6 +55,8 @@ pub struct Options {
     pub oui_file: PathBuf,
     pub max_macs: u32,
     pub max_conversations: u32,
+    /// Seconds of capture time a conversation may be idle before it leaves the map.
+    pub conversation_idle_s: u64,
 }
 
 /// The outcome: the report, and whether any input was invalid (the exit code says so).
@@ -65,7 +69,11 @@ struct Replayer {
     ebpf: aya::Ebpf,
     pipeline: Pipeline,
     capture: Capture,
-    since_drain: u64,
+    since_poll: u64,
+    /// The latest capture time seen (captures may go backwards: the clock never does).
+    clock_ns: u64,
+    idle_ns: u64,
+    capacity: u64,
 }
 
 impl Replayer {
@@ -108,17 +116,24 @@ impl Replayer {
         }
         // The reader keeps up with the ring: nothing is lost however fast the replay runs.
         self.pipeline.drain_samples();
-        self.since_drain += 1;
-        if self.since_drain >= DRAIN_EVERY {
-            self.drain()?;
+        self.clock_ns = self.clock_ns.max(p.ts_ns);
+        self.since_poll += 1;
+        // At most half full after a poll, plus a quarter of new entries: never full.
+        if self.since_poll >= (self.capacity / 4).max(1) {
+            self.poll()?;
         }
         Ok(None)
     }
 
-    /// Takes every conversation's counts and empties the map.
-    fn drain(&mut self) -> anyhow::Result<()> {
-        self.since_drain = 0;
-        self.pipeline.poll(Some(u64::MAX))
+    /// Takes the counts, ages idle conversations out by capture time, and empties the map if it
+    /// is over half full all the same.
+    fn poll(&mut self) -> anyhow::Result<()> {
+        self.since_poll = 0;
+        self.pipeline.poll(Some(self.clock_ns.saturating_sub(self.idle_ns)))?;
+        if self.pipeline.last.conversation_entries * 2 > self.capacity {
+            self.pipeline.poll(Some(u64::MAX))?;
+        }
+        Ok(())
     }
 }
 
@@ -160,7 +175,15 @@ pub fn run(opts: &Options) -> anyhow::Result<Outcome> {
     };
     let mut pipeline = Pipeline::new(collector, samples, ScopeClassifier::new(lan), Oui::load(&opts.oui_file), Clock::Epoch);
     pipeline.log = opts.events.as_deref().map(|spec| EventLog::open(spec, opts.events_max_bytes)).transpose()?;
-    let mut r = Replayer { ebpf, pipeline, capture: Capture::default(), since_drain: 0 };
+    let mut r = Replayer {
+        ebpf,
+        pipeline,
+        capture: Capture::default(),
+        since_poll: 0,
+        clock_ns: 0,
+        idle_ns: opts.conversation_idle_s.saturating_mul(1_000_000_000),
+        capacity: u64::from(opts.max_conversations),
+    };
     let mut progress = Progress::new();
 
     for path in &opts.files {
@@ -203,7 +226,8 @@ pub fn run(opts: &Options) -> anyhow::Result<Outcome> {
         progress.done();
         r.capture.files.push(summary);
     }
-    r.drain()?;
+    // The end: every conversation's last counts.
+    r.pipeline.poll(Some(u64::MAX))?;
     let invalid = !r.capture.invalid.is_empty();
     let report = report::build(&r.pipeline, Some(r.capture), Clock::Epoch);
     Ok(Outcome { report, invalid })

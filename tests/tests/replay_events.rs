@@ -86,3 +86,36 @@ fn the_talks_findings_come_out_as_events() {
     assert_eq!((a["samples"].as_u64(), a["samples_dropped"].as_u64(), a["samples_suppressed"].as_u64(), a["parse_errors"].as_u64()), (Some(16), Some(0), Some(0), Some(0)));
     assert_eq!(r["events"].as_array().unwrap().len(), 16);
 }
+
+/// Replay reads the maps every quarter of their capacity (here every 16 and every 16,384
+/// frames); a conversation's first packets must be sampled once, as live, not again after
+/// every read.
+#[test]
+fn a_long_conversation_is_sampled_as_flow_only_at_its_start() {
+    if !privileged("a_long_conversation_is_sampled_as_flow_only_at_its_start") {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("iotwatch-long-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let pcap = dir.join("long.pcap");
+    let script = format!(
+        "from scapy.all import *\npk=[]\nfor i in range(5000):\n    p=Ether(src='02:77:00:00:00:11',dst='02:77:00:00:00:01')/IP(src='192.168.77.11',dst='203.0.113.10')/UDP(sport=27091,dport=6000)/Raw(bytes([i%256])*40)\n    p.time=1600000000+i*0.001\n    pk.append(p)\nwrpcap('{}', pk)\n",
+        pcap.display()
+    );
+    let made = Command::new("/usr/bin/python3").args(["-c", &script]).output().expect("python3");
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    for capacity in ["64", "65536"] {
+        let out = Command::new(agent_bin())
+            .args(["replay", "--format", "json", "--bpf.max-conversations", capacity])
+            .arg(&pcap)
+            .output()
+            .expect("replay");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let r: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+        assert_eq!(events(&r, "flow").len(), 2, "capacity {capacity}: the first two packets with payload only");
+        let sender = r["macs"].as_array().unwrap().iter().find(|m| m["mac"] == "02:77:00:00:00:11").expect("sender");
+        assert_eq!(sender["tx_packets"], 5000, "capacity {capacity}");
+        assert_eq!(r["agent"]["conversation_evictions"], 0, "capacity {capacity}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
