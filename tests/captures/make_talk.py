@@ -4,7 +4,7 @@ with SSDP, fetches another host's description, asks many NTP servers, sends clea
 cloud; a DHCP hostname, DNS and TLS to a named host, MQTT with credentials, mDNS announcing).
 Addresses: LAN 192.168.77.0/24, Internet from the documentation ranges. Deterministic."""
 import struct, sys
-from scapy.all import DNS, DNSQR, DNSRR, IP, NTP, TCP, UDP, BOOTP, DHCP, Ether, Raw, wrpcap
+from scapy.all import DNS, DNSQR, DNSRR, IP, IPv6, NTP, TCP, UDP, BOOTP, DHCP, Ether, Raw, wrpcap
 
 CAM, DLINK, GW, HUB = "80:9f:9b:45:a3:28", "00:1c:34:2c:00:01", "02:77:00:00:00:01", "02:77:00:00:00:14"
 CAM_IP, DLINK_IP, HUB_IP = "192.168.77.151", "192.168.77.44", "192.168.77.20"
@@ -53,6 +53,11 @@ add(Ether(src=CAM, dst=GW) / IP(src=CAM_IP, dst="203.0.113.80") / TCP(sport=5000
 # MQTT CONNECT with credentials on a non-standard port (the talk has MQTT on 31006).
 payload = b"\x00\x04MQTT\x04\xc2\x00\x3c" + b"\x00\x04cam1" + b"\x00\x05alice" + b"\x00\x07hunter2"
 add(Ether(src=CAM, dst=GW) / IP(src=CAM_IP, dst="198.51.100.31") / TCP(sport=42533, dport=31006, flags="PA") / Raw(b"\x10" + bytes([len(payload)]) + payload))
+# DHCPv6: a SOLICIT with a DUID-LL of the camera's MAC and an FQDN option.
+duid = b"\x00\x03\x00\x01" + bytes.fromhex("809f9b45a328")
+fqdn = b"\x00" + b"\x09e25105525\x00"
+opts = struct.pack("!HH", 1, len(duid)) + duid + struct.pack("!HH", 39, len(fqdn)) + fqdn + struct.pack("!HHHH", 6, 4, 23, 24)
+add(Ether(src=CAM, dst="33:33:00:01:00:02") / IPv6(src="fe80::829f:9bff:fe45:a328", dst="ff02::1:2") / UDP(sport=546, dport=547) / Raw(b"\x01\x12\x34\x56" + opts))
 # An mDNS announcement (a response nobody asked for) from the hub.
 add(Ether(src=HUB, dst="01:00:5e:00:00:fb") / IP(src=HUB_IP, dst="224.0.0.251") / UDP(sport=5353, dport=5353)
     / DNS(id=0, qr=1, aa=1, qd=None, an=DNSRR(rrname="hub-1.local", type="A", ttl=120, rdata=HUB_IP)))
