@@ -1,5 +1,5 @@
 //! Real Debian daemons as the peers: the agent on the lab bridge must log what nginx, dnsmasq,
-//! chrony, mosquitto, avahi-daemon and minidlna (and their real clients) put on the wire.
+//! chrony, mosquitto, avahi-daemon, minidlna and OpenSSL (and their real clients) put on the wire.
 //!
 //! Each test builds its own lab (prefix `iwdN`), starts the agent with an NDJSON event log and
 //! no per-source sample limit (`--sample.rate 0`, so every sample reaches userspace), starts the
@@ -23,181 +23,22 @@ use xtask::{
 };
 
 // ---------------------------------------------------------------------------------------------
-// A minimal JSON reader (the tests crate has no serde_json): enough for the event log and the
-// report, strict about syntax so that a malformed line is noticed.
+// JSON of the event log and the report, with serde_json; missing fields read as empty.
 
-#[derive(Debug, Clone, PartialEq)]
-enum Json {
-    Null,
-    Bool(bool),
-    Num(f64),
-    Str(String),
-    Arr(Vec<Json>),
-    Obj(Vec<(String, Json)>),
-}
+type Json = serde_json::Value;
 
-static NULL: Json = Json::Null;
-
-impl Json {
-    fn parse(text: &str) -> Result<Json, String> {
-        let mut p = JsonParser { s: text.as_bytes(), i: 0 };
-        let v = p.value()?;
-        p.ws();
-        if p.i != p.s.len() {
-            return Err(format!("trailing bytes at {}", p.i));
-        }
-        Ok(v)
-    }
-    fn get(&self, key: &str) -> &Json {
-        match self {
-            Json::Obj(fields) => fields.iter().find(|(k, _)| k == key).map_or(&NULL, |(_, v)| v),
-            _ => &NULL,
-        }
-    }
-    fn as_str(&self) -> Option<&str> {
-        if let Json::Str(s) = self { Some(s) } else { None }
-    }
-    fn as_f64(&self) -> Option<f64> {
-        if let Json::Num(n) = self { Some(*n) } else { None }
-    }
-    fn as_bool(&self) -> Option<bool> {
-        if let Json::Bool(b) = self { Some(*b) } else { None }
-    }
-    fn items(&self) -> &[Json] {
-        if let Json::Arr(a) = self { a } else { &[] }
-    }
+trait JsonExt {
+    fn items(&self) -> &[Json];
     /// Strings of an array field.
+    fn strs(&self, key: &str) -> Vec<&str>;
+}
+
+impl JsonExt for Json {
+    fn items(&self) -> &[Json] {
+        self.as_array().map_or(&[], Vec::as_slice)
+    }
     fn strs(&self, key: &str) -> Vec<&str> {
-        self.get(key).items().iter().filter_map(Json::as_str).collect()
-    }
-}
-
-struct JsonParser<'a> {
-    s: &'a [u8],
-    i: usize,
-}
-
-impl JsonParser<'_> {
-    fn ws(&mut self) {
-        while self.i < self.s.len() && matches!(self.s[self.i], b' ' | b'\t' | b'\r' | b'\n') {
-            self.i += 1;
-        }
-    }
-    fn eat(&mut self, lit: &str) -> Result<(), String> {
-        if self.s[self.i..].starts_with(lit.as_bytes()) {
-            self.i += lit.len();
-            Ok(())
-        } else {
-            Err(format!("expected {lit} at {}", self.i))
-        }
-    }
-    fn value(&mut self) -> Result<Json, String> {
-        self.ws();
-        match self.s.get(self.i).copied() {
-            Some(b'n') => self.eat("null").map(|()| Json::Null),
-            Some(b't') => self.eat("true").map(|()| Json::Bool(true)),
-            Some(b'f') => self.eat("false").map(|()| Json::Bool(false)),
-            Some(b'"') => self.string().map(Json::Str),
-            Some(b'[') => {
-                self.i += 1;
-                let mut items = Vec::new();
-                self.ws();
-                if self.s.get(self.i) == Some(&b']') {
-                    self.i += 1;
-                    return Ok(Json::Arr(items));
-                }
-                loop {
-                    items.push(self.value()?);
-                    self.ws();
-                    match self.s.get(self.i) {
-                        Some(b',') => self.i += 1,
-                        Some(b']') => {
-                            self.i += 1;
-                            return Ok(Json::Arr(items));
-                        }
-                        _ => return Err(format!("expected , or ] at {}", self.i)),
-                    }
-                }
-            }
-            Some(b'{') => {
-                self.i += 1;
-                let mut fields = Vec::new();
-                self.ws();
-                if self.s.get(self.i) == Some(&b'}') {
-                    self.i += 1;
-                    return Ok(Json::Obj(fields));
-                }
-                loop {
-                    self.ws();
-                    let k = self.string()?;
-                    self.ws();
-                    self.eat(":")?;
-                    let v = self.value()?;
-                    fields.push((k, v));
-                    self.ws();
-                    match self.s.get(self.i) {
-                        Some(b',') => self.i += 1,
-                        Some(b'}') => {
-                            self.i += 1;
-                            return Ok(Json::Obj(fields));
-                        }
-                        _ => return Err(format!("expected , or }} at {}", self.i)),
-                    }
-                }
-            }
-            Some(c) if c == b'-' || c.is_ascii_digit() => {
-                let start = self.i;
-                while self.i < self.s.len() && matches!(self.s[self.i], b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9') {
-                    self.i += 1;
-                }
-                let t = std::str::from_utf8(&self.s[start..self.i]).map_err(|e| e.to_string())?;
-                t.parse().map(Json::Num).map_err(|e| format!("number {t}: {e}"))
-            }
-            _ => Err(format!("unexpected byte at {}", self.i)),
-        }
-    }
-    fn hex4(&mut self) -> Result<u32, String> {
-        let h = self.s.get(self.i..self.i + 4).ok_or("short \\u escape")?;
-        self.i += 4;
-        u32::from_str_radix(std::str::from_utf8(h).map_err(|e| e.to_string())?, 16).map_err(|e| e.to_string())
-    }
-    fn string(&mut self) -> Result<String, String> {
-        self.eat("\"")?;
-        let mut out = Vec::new();
-        loop {
-            let c = *self.s.get(self.i).ok_or("unterminated string")?;
-            self.i += 1;
-            match c {
-                b'"' => return String::from_utf8(out).map_err(|e| e.to_string()),
-                b'\\' => {
-                    let e = *self.s.get(self.i).ok_or("unterminated escape")?;
-                    self.i += 1;
-                    let ch = match e {
-                        b'"' => '"',
-                        b'\\' => '\\',
-                        b'/' => '/',
-                        b'b' => '\u{8}',
-                        b'f' => '\u{c}',
-                        b'n' => '\n',
-                        b'r' => '\r',
-                        b't' => '\t',
-                        b'u' => {
-                            let mut cp = self.hex4()?;
-                            if (0xd800..0xdc00).contains(&cp) && self.s[self.i..].starts_with(b"\\u") {
-                                self.i += 2;
-                                let lo = self.hex4()?;
-                                cp = 0x10000 + ((cp - 0xd800) << 10) + (lo.wrapping_sub(0xdc00) & 0x3ff);
-                            }
-                            char::from_u32(cp).unwrap_or('\u{fffd}')
-                        }
-                        _ => return Err(format!("bad escape at {}", self.i)),
-                    };
-                    let mut buf = [0; 4];
-                    out.extend_from_slice(ch.encode_utf8(&mut buf).as_bytes());
-                }
-                _ => out.push(c),
-            }
-        }
+        self[key].items().iter().filter_map(Json::as_str).collect()
     }
 }
 
@@ -212,25 +53,25 @@ struct Event {
 
 impl Event {
     fn s(&self, key: &str) -> Option<&str> {
-        self.v.get(key).as_str()
+        self.v[key].as_str()
     }
     fn n(&self, key: &str) -> Option<f64> {
-        self.v.get(key).as_f64()
+        self.v[key].as_f64()
     }
     /// Absent booleans are false (the log leaves false flags out).
     fn flag(&self, key: &str) -> bool {
-        self.v.get(key).as_bool().unwrap_or(false)
+        self.v[key].as_bool().unwrap_or(false)
     }
     fn kind(&self) -> &str {
         self.s("kind").unwrap_or("")
     }
     fn records(&self) -> Vec<(String, String, String)> {
         self.v
-            .get("records")
+            ["records"]
             .items()
             .iter()
             .map(|r| {
-                let f = |k: &str| r.get(k).as_str().unwrap_or("").to_owned();
+                let f = |k: &str| r[k].as_str().unwrap_or("").to_owned();
                 (f("name"), f("type"), f("data"))
             })
             .collect()
@@ -247,7 +88,7 @@ fn read_events(path: &Path) -> Vec<Event> {
     complete
         .lines()
         .filter(|l| !l.trim().is_empty())
-        .map(|l| Event { line: l.to_owned(), v: Json::parse(l).unwrap_or_else(|e| panic!("event log line is not JSON ({e}): {l}")) })
+        .map(|l| Event { line: l.to_owned(), v: serde_json::from_str(l).unwrap_or_else(|e| panic!("event log line is not JSON ({e}): {l}")) })
         .collect()
 }
 
@@ -448,15 +289,15 @@ fn report(agent: &Agent) -> (Json, String) {
         Some(i) if text.starts_with("HTTP/") => text[i + 4..].to_owned(),
         _ => text,
     };
-    (Json::parse(&body).unwrap_or_else(|e| panic!("the report is not JSON ({e}): {body}")), body)
+    (serde_json::from_str(&body).unwrap_or_else(|e| panic!("the report is not JSON ({e}): {body}")), body)
 }
 
 fn device<'a>(report: &'a Json, mac: &str) -> &'a Json {
     report
-        .get("devices")
+        ["devices"]
         .items()
         .iter()
-        .find(|d| d.get("mac").as_str() == Some(mac))
+        .find(|d| d["mac"].as_str() == Some(mac))
         .unwrap_or_else(|| panic!("device {mac} missing from the report's devices"))
 }
 
@@ -675,10 +516,10 @@ fn dnsmasq_dhcp_and_dns() {
         let dev = device(r, a);
         dev.strs("names").contains(&"camera1")
             && dev
-                .get("peers")
+                ["peers"]
                 .items()
                 .iter()
-                .any(|p| p.get("ip").as_str() == Some("203.0.113.10") && p.strs("names").contains(&"cloud.example.test"))
+                .any(|p| p["ip"].as_str() == Some("203.0.113.10") && p.strs("names").contains(&"cloud.example.test"))
     });
     check_metrics(&agent, &[(a, "dhcp"), (a, "dns"), (gwmac, "dhcp"), (gwmac, "dns")]);
     dnsmasq.check_alive();
@@ -795,10 +636,10 @@ fn mosquitto_mqtt_connect_and_publish() {
         &["mqtt"],
         &[
             ("mqtt CONNECT client_id iwd-anon without credentials", &|e| {
-                from_a(e, "CONNECT") && same(e.s("client_id"), "iwd-anon") && e.v.get("has_credentials").as_bool() == Some(false)
+                from_a(e, "CONNECT") && same(e.s("client_id"), "iwd-anon") && e.v["has_credentials"].as_bool() == Some(false)
             }),
             ("mqtt CONNECT client_id iwd-auth with credentials", &|e| {
-                from_a(e, "CONNECT") && same(e.s("client_id"), "iwd-auth") && e.v.get("has_credentials").as_bool() == Some(true)
+                from_a(e, "CONNECT") && same(e.s("client_id"), "iwd-auth") && e.v["has_credentials"].as_bool() == Some(true)
             }),
             ("mqtt PUBLISH topic home/iwd/temperature, 4 payload bytes", &|e| {
                 from_a(e, "PUBLISH") && same(e.s("topic"), "home/iwd/temperature") && num_is(e.n("payload_bytes"), 4.0)
@@ -1006,6 +847,6 @@ fn openssl_tls_client_hello_with_sni() {
     // The server's name becomes the peer's name in the report.
     let bip = d2.ip.to_string();
     wait_report(&agent, "the peer named by SNI", |r| {
-        device(r, &a).get("peers").items().iter().any(|p| p.get("ip").as_str() == Some(bip.as_str()) && p.strs("names").contains(&"cam-cloud.example.test"))
+        device(r, &a)["peers"].items().iter().any(|p| p["ip"].as_str() == Some(bip.as_str()) && p.strs("names").contains(&"cam-cloud.example.test"))
     });
 }
