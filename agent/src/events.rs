@@ -51,9 +51,14 @@ pub struct Event {
     pub fields: EventFields,
 }
 
+/// The kind of a sample; a kind this agent does not know is parsed as a flow.
+fn kind_of(h: &SampleHeader) -> SampleKind {
+    SampleKind::from_u8(h.kind).unwrap_or(SampleKind::Flow)
+}
+
 /// Builds the event of a sample, or the parse error.
 pub fn event(h: &SampleHeader, data: &[u8], clock: Clock) -> Result<Event, (SampleKind, proto::ParseError)> {
-    let kind = SampleKind::from_u8(h.kind).unwrap_or(SampleKind::Flow);
+    let kind = kind_of(h);
     let payload = data.get(usize::from(h.payload_off)..).unwrap_or(&[]);
     let fields = proto::parse(kind, payload, h.key.proto == 6).map_err(|e| (kind, e))?;
     let ips = conv_ips(&h.key);
@@ -101,7 +106,7 @@ impl EventStore {
             }
         };
         let src = Mac(h.key.src_mac);
-        *self.counts.entry((src, SampleKind::from_u8(h.kind).unwrap_or(SampleKind::Flow))).or_default() += 1;
+        *self.counts.entry((src, kind_of(&h))).or_default() += 1;
         let ips = conv_ips(&h.key);
         self.names.learn(src, ips, &ev.fields);
         if let (EventFields::Ntp(n), Some((_, server))) = (&ev.fields, ips)

@@ -219,7 +219,8 @@ impl Ledger {
                 dev.ports.entry((t, d.key.dst_port)).or_default().add(d.packets, d.bytes);
             }
             if let Some((src_ip, dst_ip)) = ips {
-                if matches!(scopes.of_ip(src_ip), Scope::Lan | Scope::LinkLocal) && !src_ip.is_unspecified() {
+                // rx_scope is the source address's scope.
+                if matches!(rx_scope, Scope::Lan | Scope::LinkLocal) && !src_ip.is_unspecified() {
                     dev.ips.insert(src_ip);
                 }
                 add_peer(dev, dst_ip, d, FirstDirection::Outbound, &mut self.peers_dropped);
