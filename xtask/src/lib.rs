@@ -5,6 +5,8 @@
 pub mod agent;
 pub mod bench;
 pub mod cmd;
+pub mod deploycheck;
+pub mod dist;
 pub mod lab;
 pub mod labcheck;
 pub mod metrics;
@@ -14,6 +16,7 @@ pub mod setup;
 pub mod signal;
 pub mod test;
 pub mod traffic;
+pub mod vm;
 
 pub use lab::{HomeLab, LabDevice, LabOptions};
 pub use metrics::{Sample, parse_metrics};

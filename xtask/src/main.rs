@@ -2,10 +2,10 @@
 
 use anyhow::Result;
 use clap::{Parser, Subcommand, ValueEnum};
-use xtask::{bench, run, setup, test};
+use xtask::{bench, dist, run, setup, test, vm};
 
 #[derive(Parser)]
-#[command(name = "xtask", about = "iotwatch orchestration: setup, lab, run, test, bench")]
+#[command(name = "xtask", about = "iotwatch orchestration: setup, lab, run, test, vm-test, dist, bench")]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -58,9 +58,32 @@ enum Cmd {
     LabCheck,
     /// Lints, host tests, rule tests and the privileged tests; stops at the first failure.
     Test {
-        /// Comma-separated step groups to leave out: clippy, host, promtool, privileged.
+        /// Comma-separated step groups to leave out: clippy, host, promtool, deploy, fuzz, privileged, vm.
         #[arg(long, value_delimiter = ',')]
         skip: Vec<String>,
+    },
+    /// Boots Debian's stock kernels under QEMU with the agent's package and runs its checks.
+    VmTest {
+        /// The agent binary, of the kernels' architecture (default: build it).
+        #[arg(long)]
+        bin: Option<std::path::PathBuf>,
+        /// Kernels to boot, comma-separated, or `all`: debian-6.1-amd64, debian-6.12-amd64,
+        /// debian-6.1-arm64, debian-6.12-arm64.
+        #[arg(long, value_delimiter = ',', default_value = "debian-6.1-amd64")]
+        kernel: Vec<String>,
+        /// Seconds before QEMU is killed.
+        #[arg(long, default_value_t = vm::DEFAULT_TIMEOUT_S)]
+        timeout: u64,
+    },
+    /// Release binary and Debian package in target/dist/ (default: for this machine).
+    Dist {
+        /// Rust target, e.g. aarch64-unknown-linux-gnu for the Raspberry Pi 4.
+        #[arg(long)]
+        target: Option<String>,
+        /// Then install, start, stop and purge the package in a throw-away Debian root
+        /// (this machine's architecture only).
+        #[arg(long)]
+        install_test: bool,
     },
     /// TCP throughput across the lab bridge with and without observers.
     Bench {
@@ -90,6 +113,23 @@ fn main() -> Result<()> {
         }
         Cmd::LabCheck => xtask::labcheck::lab_check(),
         Cmd::Test { skip } => test::test(&skip),
+        Cmd::VmTest { bin, kernel, timeout } => {
+            vm::kernels_by_names(&kernel)?; // before the set-up's minutes
+            setup::setup()?;
+            vm::vm_test(&vm::VmArgs { bin, kernels: kernel, timeout: std::time::Duration::from_secs(timeout) })
+        }
+        Cmd::Dist { target, install_test } => {
+            let arch = target.as_deref().map(dist::Arch::from_target).transpose()?;
+            if install_test && arch.is_some_and(|a| dist::Arch::host().is_ok_and(|h| h != a)) {
+                anyhow::bail!("--install-test runs the package's scripts here: only for this machine's architecture");
+            }
+            setup::setup()?;
+            let deb = dist::dist(target.as_deref())?;
+            if install_test {
+                dist::install_test(&deb)?;
+            }
+            Ok(())
+        }
         Cmd::Bench { rounds, seconds, only, repeat } => bench::bench(&bench::BenchArgs { repeat, rounds, seconds, only }),
     }
 }

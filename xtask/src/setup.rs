@@ -35,7 +35,24 @@ pub const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("mosquitto-clients", "mosquitto_pub, a real MQTT client (daemon tests)"),
     ("avahi-daemon", "real mDNS responder announcing a host and a service (daemon tests)"),
     ("minidlna", "real UPnP device: SSDP answers and an HTTP description (daemon tests)"),
+    // Depends on seabios, the BIOS that boots -kernel, so --no-install-recommends suffices.
+    ("qemu-system-x86", "boots Debian's 6.1 kernel for the BPF verifier of older kernels (cargo xtask vm-test)"),
+    ("cpio", "packs the initramfs of cargo xtask vm-test"),
+    ("qemu-system-arm", "qemu-system-aarch64 boots Debian's arm64 kernels, the Pi 4's architecture (cargo xtask vm-test)"),
+    ("xz-utils", "decompresses the 6.12 kernels' modules for the vm-test initramfs"),
+    ("binutils", "readelf finds the libraries each program of the vm-test initramfs needs; strip for dist"),
+    ("gcc-aarch64-linux-gnu", "links the agent for aarch64 (cargo xtask dist --target aarch64-unknown-linux-gnu); strips it"),
+    ("libc6-dev-arm64-cross", "glibc for that link (only recommended by the cross gcc, so named here)"),
+    ("systemd", "systemd-analyze verify checks the unit offline (no running systemd needed)"),
+    ("debootstrap", "a throw-away Debian root in which cargo xtask dist --install-test installs the package"),
 ];
+
+/// Foreign Debian architectures: arm64 packages (kernels, busybox, iproute2) are downloaded,
+/// never installed, for the arm64 vm-test guests.
+pub const FOREIGN_ARCHITECTURES: &[&str] = &["arm64"];
+
+/// Rust targets besides the host's: the Raspberry Pi 4's.
+pub const RUST_TARGETS: &[&str] = &["aarch64-unknown-linux-gnu"];
 
 /// The bpf-linker release that builds with our nightly (LLVM 22) and rustc 1.95.
 pub const BPF_LINKER_VERSION: &str = "0.13.0";
@@ -47,8 +64,10 @@ pub const CARGO_FUZZ_VERSION: &str = "0.13.2";
 
 /// Checks and installs everything; every other subcommand calls this first.
 pub fn setup() -> Result<()> {
+    foreign_architectures()?;
     apt_packages()?;
     rust_src()?;
+    rust_targets()?;
     bpf_linker()?;
     cargo_fuzz()?;
     Ok(())
@@ -68,6 +87,39 @@ fn cargo_fuzz() -> Result<()> {
     cmd::stream(cmd::command("cargo", &["install", "cargo-fuzz", "--version", CARGO_FUZZ_VERSION, "--locked"]).env("CARGO_TERM_PROGRESS_WHEN", "never"))
         .context("cargo install cargo-fuzz failed: is ~/.cargo/bin writable and crates.io reachable?")?;
     item(&what, "installed");
+    Ok(())
+}
+
+fn foreign_architectures() -> Result<()> {
+    let known = cmd::output(&mut cmd::command("dpkg", &["--print-foreign-architectures"]))?;
+    for arch in FOREIGN_ARCHITECTURES {
+        let what = format!("dpkg architecture {arch}");
+        if known.lines().any(|l| l.trim() == *arch) {
+            item(&what, "present");
+            continue;
+        }
+        item(&what, "adding");
+        cmd::output(&mut cmd::command("dpkg", &["--add-architecture", arch]))?;
+        // Without it apt knows no package of the new architecture.
+        cmd::stream(Command::new("apt-get").arg("update").env("DEBIAN_FRONTEND", "noninteractive"))
+            .context("apt-get update failed: check network access to the Debian mirrors and /etc/apt/sources.list")?;
+        item(&what, "added");
+    }
+    Ok(())
+}
+
+fn rust_targets() -> Result<()> {
+    let installed = cmd::output(Command::new("rustup").args(["target", "list", "--installed"])).context("cannot list the Rust targets: is rustup installed?")?;
+    for t in RUST_TARGETS {
+        let what = format!("rust target {t}");
+        if installed.lines().any(|l| l.trim() == *t) {
+            item(&what, "present");
+            continue;
+        }
+        item(&what, "installing");
+        cmd::stream(Command::new("rustup").args(["target", "add", t])).with_context(|| format!("could not add the target: check network access, then `rustup target add {t}`"))?;
+        item(&what, "installed");
+    }
     Ok(())
 }
 
