@@ -76,7 +76,7 @@ pub fn from_unit(unit: &str, defaults: &[String], source: &str) -> Result<Named>
 }
 
 /// `iotwatch run ARGS` wherever a line of Markdown has it (code blocks, or inline code ended
-/// by a backtick); a `#` comment ends it.
+/// by a backtick); a `#` comment ends it, and `...` makes it a placeholder, not checked.
 pub fn from_markdown(md: &str, source: &str) -> Vec<Named> {
     let mut v = Vec::new();
     for (i, l) in md.lines().enumerate() {
@@ -87,6 +87,9 @@ pub fn from_markdown(md: &str, source: &str) -> Vec<Named> {
             }
             let rest = &l[at + "iotwatch run ".len()..];
             let rest = rest.split(['`', '#']).next().unwrap_or("");
+            if rest.contains("...") {
+                continue; // a placeholder, not a command line
+            }
             v.push(Named { source: format!("{source}:{}", i + 1), args: rest.split_whitespace().map(|w| unquote(w).to_owned()).collect() });
         }
     }
@@ -132,6 +135,10 @@ const SYSTEM_FILES: &[&str] = &["prometheus.yml", "hostapd.conf", "grafana.ini",
 
 /// Checks one named path; `dir` is the Markdown file's directory.
 fn path_exists(p: &str, dir: &Path, root: &Path, installed: &BTreeSet<String>, deploy_files: &BTreeSet<String>) -> bool {
+    // A package built by `cargo xtask dist`: named with this version.
+    if let Some(name) = p.rsplit('/').next().filter(|n| n.ends_with(".deb")) {
+        return dist::Arch::ALL.iter().any(|a| name == format!("iotwatch_{}_{}.deb", dist::VERSION, a.deb()));
+    }
     if let Some(abs) = p.strip_prefix('/') {
         if !OWN_PREFIXES.iter().any(|o| p.starts_with(o)) {
             return true; // the user's system: not ours to check
@@ -189,9 +196,14 @@ pub fn check(bin: &Path) -> Result<bool> {
     deploy_file_names(&deploy, &mut deploy_files);
     let mut flags = dotted_flags(&defaults);
     flags.extend(dotted_flags(&fs::read_to_string(&unit_path)?));
+    let default_args = defaults_args(&defaults).unwrap_or_default();
     for md in &mds {
         let text = fs::read_to_string(md)?;
-        lines.extend(from_markdown(&text, &rel(md)));
+        // `iotwatch run $IOTWATCH_ARGS` is the unit's line: expanded as systemd does.
+        lines.extend(from_markdown(&text, &rel(md)).into_iter().map(|mut n| {
+            n.args = n.args.into_iter().flat_map(|a| if a == "$IOTWATCH_ARGS" { default_args.clone() } else { vec![a] }).collect();
+            n
+        }));
         flags.extend(dotted_flags(&text));
         let dir = md.parent().unwrap_or(&deploy);
         for p in named_paths(&text) {
@@ -216,6 +228,9 @@ pub fn check(bin: &Path) -> Result<bool> {
     if !parsed {
         println!("deploy check: the agent has no `check-args` subcommand yet: the {} command lines were not parsed", lines.len());
     }
+    for n in &lines {
+        println!("  {}: iotwatch run {}", n.source, n.args.join(" "));
+    }
     for n in lines.iter().filter(|_| parsed) {
         let out = Command::new(bin).args(["check-args", "run"]).args(&n.args).output().with_context(|| format!("cannot run {}", bin.display()))?;
         if !out.status.success() {
@@ -226,7 +241,8 @@ pub fn check(bin: &Path) -> Result<bool> {
     if !problems.is_empty() {
         bail!("deploy/ names what does not exist:\n  {}", problems.join("\n  "));
     }
-    println!("deploy check: {} command lines, {} dotted flags, the paths {} documents name: all exist", lines.len(), flags.len(), mds.len());
+    let parser = if parsed { "accepted by the agent's parser" } else { "not parsed" };
+    println!("deploy check: {} command lines {parser}; {} dotted flags known; the paths {} documents name exist", lines.len(), flags.len(), mds.len());
     Ok(parsed)
 }
 
@@ -254,10 +270,10 @@ mod tests {
 
     #[test]
     fn finds_command_lines_flags_and_paths_in_markdown() {
-        let md = "```sh\niotwatch run --bridge br0 --attach tc   # comment\ncargo xtask run --bridge br0\n```\nUse `iotwatch run --bridge br0 --lan.prefix 10.0.0.0/8` or see [the unit](../systemd/iotwatch.service) and `/usr/share/iotwatch/grafana/`.\n";
+        let md = "```sh\niotwatch run --bridge br0 --attach tc   # comment\ncargo xtask run --bridge br0\n```\n`iotwatch run ...` is a placeholder.\nUse `iotwatch run --bridge br0 --lan.prefix 10.0.0.0/8` or see [the unit](../systemd/iotwatch.service) and `/usr/share/iotwatch/grafana/`.\n";
         let v = from_markdown(md, "m");
         assert_eq!(v.iter().map(|n| n.args.join(" ")).collect::<Vec<_>>(), ["--bridge br0 --attach tc", "--bridge br0 --lan.prefix 10.0.0.0/8"]);
-        assert_eq!(v[1].source, "m:5");
+        assert_eq!(v[1].source, "m:6");
         assert_eq!(dotted_flags(md).into_iter().collect::<Vec<_>>(), ["--lan.prefix"]);
         assert_eq!(dotted_flags("--web.listen-address=0.0.0.0:9477, --now --x.y."), BTreeSet::from(["--web.listen-address".to_owned(), "--x.y".to_owned()]));
         let paths = named_paths(md);
@@ -279,5 +295,8 @@ mod tests {
         assert!(path_exists("deploy/systemd/iotwatch.service", &dir, &root, &installed, &files));
         assert!(path_exists("10-br0.netdev", &dir, &root, &installed, &files));
         assert!(!path_exists("deploy/nothing.yml", &dir, &root, &installed, &files));
+        let deb = format!("./iotwatch_{}_arm64.deb", dist::VERSION);
+        assert!(path_exists(&deb, &dir, &root, &installed, &files));
+        assert!(!path_exists("target/dist/iotwatch_0.0.1_arm64.deb", &dir, &root, &installed, &files), "another version");
     }
 }

@@ -228,6 +228,15 @@ fn deploy(done: &mut Vec<String>, skipped: &mut Vec<String>) -> Result<()> {
     std::fs::remove_dir_all(&root)?;
     done.push("systemd-analyze verify".to_owned());
 
+    // The Pi's prometheus.yml names the rules where the package installs them.
+    let pi = std::fs::read_to_string(workspace_root().join("deploy/raspberry-pi/prometheus.yml"))?;
+    let rules = workspace_root().join("deploy/prometheus/iotwatch.rules.yml");
+    let config = agent::target_dir().join("dist/prometheus-pi.yml");
+    std::fs::write(&config, pi.replace("/usr/share/iotwatch/prometheus/iotwatch.rules.yml", &rules.to_string_lossy()))?;
+    let mut c = Command::new("promtool");
+    c.args(["check", "config"]).arg(&config);
+    step("promtool check config deploy/raspberry-pi/prometheus.yml (with the rules)", done, c)?;
+
     let t = Instant::now();
     println!("\n==> deploy/ names only flags and files that exist");
     if !deploycheck::check(&agent::target_dir().join("release/iotwatch")).with_context(|| fail("deploy check", done))? {
