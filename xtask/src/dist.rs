@@ -176,14 +176,12 @@ pub fn package(bin: &Path, arch: Arch, out: &Path) -> Result<PathBuf> {
     let root = workspace_root();
     let stage = out.join(format!("stage-{}", arch.deb()));
     let _ = fs::remove_dir_all(&stage);
-    let mut size = 0u64;
-    let mut put = |from: &Path, to: &str, mode: u32| -> Result<()> {
+    let put = |from: &Path, to: &str, mode: u32| -> Result<()> {
         let dest = stage.join(to);
         fs::create_dir_all(dest.parent().context("a path under the stage")?)?;
         fs::copy(from, &dest).with_context(|| format!("cannot copy {} to {}", from.display(), dest.display()))?;
         use std::os::unix::fs::PermissionsExt as _;
         fs::set_permissions(&dest, fs::Permissions::from_mode(mode))?;
-        size += fs::metadata(&dest)?.len();
         Ok(())
     };
     for (src, dest) in FILES {
@@ -204,6 +202,11 @@ pub fn package(bin: &Path, arch: Arch, out: &Path) -> Result<PathBuf> {
     let installed = stage.join("usr/bin/iotwatch");
     cmd::output(Command::new(&strip).arg("--strip-unneeded").arg(&installed))
         .with_context(|| format!("{strip} failed: `cargo xtask setup` installs binutils for {}", arch.deb()))?;
+    let mut size = 0;
+    for p in tree(&stage)?.iter().filter(|p| !p.starts_with("DEBIAN")) {
+        let m = fs::metadata(stage.join(p))?;
+        size += if m.is_file() { m.len() } else { 0 };
+    }
     let libc = libc_depends(&cmd::output(Command::new("readelf").args(["--dynamic", "--version-info"]).arg(&installed))?)?;
     let control = fs::read_to_string(root.join("deploy/debian/control"))?
         .replace("@VERSION@", VERSION)
