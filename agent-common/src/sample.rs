@@ -149,16 +149,78 @@ mod pod {
 /// Bytes of payload the content checks look at.
 pub const PEEK: usize = 12;
 
-#[inline(always)]
-const fn starts(peek: &[u8; PEEK], prefix: &[u8]) -> bool {
-    let mut i = 0;
-    while i < prefix.len() {
-        if peek[i] != prefix[i] {
-            return false;
+/// The first [`PEEK`] bytes of a payload, held as two little-endian words so that every content
+/// check is a mask and a compare on scalars. A payload that ends before [`PEEK`] bytes reads as
+/// [`Peek::EMPTY`], which no check matches (every prefix looked for starts with a non-zero byte).
+///
+/// Why words and not the `Option<&[u8; PEEK]>` compared byte by byte that came before: 6.1's
+/// verifier refused that (TC: `R4 !read_ok`, a register one path left unset; XDP: `bitwise
+/// operator &= on pointer prohibited`, LLVM masking the pointer-or-null it made of the option).
+/// Two scalars passed by value leave it nothing to lose track of. Keep it that way: users run
+/// kernels from 6.1 on, and the 6.18 verifier of this machine accepts both forms.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Peek {
+    head: u64,
+    tail: u32,
+}
+
+impl Peek {
+    pub const EMPTY: Peek = Peek { head: 0, tail: 0 };
+
+    #[inline(always)]
+    pub const fn new(b: [u8; PEEK]) -> Self {
+        Peek {
+            head: u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]),
+            tail: u32::from_le_bytes([b[8], b[9], b[10], b[11]]),
         }
-        i += 1;
     }
-    true
+
+    /// The peek the kernel takes of `payload`: [`Peek::EMPTY`] when it is shorter than [`PEEK`].
+    pub const fn of(payload: &[u8]) -> Self {
+        match payload.first_chunk::<PEEK>() {
+            Some(b) => Peek::new(*b),
+            None => Peek::EMPTY,
+        }
+    }
+
+    #[inline(always)]
+    pub const fn byte(self, i: usize) -> u8 {
+        if i < 8 { (self.head >> (8 * i)) as u8 } else { (self.tail >> (8 * (i - 8))) as u8 }
+    }
+
+    #[inline(always)]
+    pub const fn starts(self, p: Prefix) -> bool {
+        self.head & p.head_mask == p.head && self.tail & p.tail_mask == p.tail
+    }
+}
+
+/// A payload prefix of up to [`PEEK`] bytes as the masks and values [`Peek::starts`] compares;
+/// built in `const` items so that the program only holds the constants.
+#[derive(Clone, Copy, Debug)]
+pub struct Prefix {
+    head: u64,
+    head_mask: u64,
+    tail: u32,
+    tail_mask: u32,
+}
+
+impl Prefix {
+    pub const fn new(text: &[u8]) -> Self {
+        assert!(text.len() <= PEEK, "a prefix is at most PEEK bytes");
+        let mut p = Prefix { head: 0, head_mask: 0, tail: 0, tail_mask: 0 };
+        let mut i = 0;
+        while i < text.len() {
+            if i < 8 {
+                p.head |= (text[i] as u64) << (8 * i);
+                p.head_mask |= 0xff << (8 * i);
+            } else {
+                p.tail |= (text[i] as u32) << (8 * (i - 8));
+                p.tail_mask |= 0xff << (8 * (i - 8));
+            }
+            i += 1;
+        }
+        p
+    }
 }
 
 #[inline(always)]
@@ -166,45 +228,62 @@ const fn either(sport: u16, dport: u16, port: u16) -> bool {
     sport == port || dport == port
 }
 
+const M_SEARCH: Prefix = Prefix::new(b"M-SEARCH");
+const NOTIFY: Prefix = Prefix::new(b"NOTIFY *");
+const HTTP_200: Prefix = Prefix::new(b"HTTP/1.1 200");
+const HTTP_RESPONSE: Prefix = Prefix::new(b"HTTP/1.");
+const HTTP_METHODS: [Prefix; 7] = [
+    Prefix::new(b"GET "),
+    Prefix::new(b"POST "),
+    Prefix::new(b"PUT "),
+    Prefix::new(b"HEAD "),
+    Prefix::new(b"DELETE "),
+    Prefix::new(b"OPTIONS "),
+    Prefix::new(b"PATCH "),
+];
+
 /// SSDP text on any port: discovery, announcements and the unicast answers to discovery.
 #[inline(always)]
-pub const fn is_ssdp_text(peek: &[u8; PEEK]) -> bool {
-    starts(peek, b"M-SEARCH") || starts(peek, b"NOTIFY *") || starts(peek, b"HTTP/1.1 200")
+pub const fn is_ssdp_text(peek: Peek) -> bool {
+    peek.starts(M_SEARCH) || peek.starts(NOTIFY) || peek.starts(HTTP_200)
 }
 
 #[inline(always)]
-pub const fn is_http(peek: &[u8; PEEK]) -> bool {
-    starts(peek, b"GET ")
-        || starts(peek, b"POST ")
-        || starts(peek, b"PUT ")
-        || starts(peek, b"HEAD ")
-        || starts(peek, b"DELETE ")
-        || starts(peek, b"OPTIONS ")
-        || starts(peek, b"PATCH ")
-        || starts(peek, b"HTTP/1.")
+pub const fn is_http(peek: Peek) -> bool {
+    let mut i = 0;
+    while i < HTTP_METHODS.len() {
+        if peek.starts(HTTP_METHODS[i]) {
+            return true;
+        }
+        i += 1;
+    }
+    peek.starts(HTTP_RESPONSE)
 }
 
 /// A TLS handshake record (22) of version 3.x whose first message is a ClientHello (1).
 #[inline(always)]
-pub const fn is_tls_client_hello(peek: &[u8; PEEK]) -> bool {
-    peek[0] == 0x16 && peek[1] == 0x03 && peek[2] <= 0x04 && peek[5] == 0x01
+pub const fn is_tls_client_hello(peek: Peek) -> bool {
+    peek.byte(0) == 0x16 && peek.byte(1) == 0x03 && peek.byte(2) <= 0x04 && peek.byte(5) == 0x01
 }
 
 /// MQTT CONNECT (0x10) with a 1- or 2-byte remaining length and protocol name "MQTT" (3.1.1, 5)
 /// or "MQIsdp" (3.1).
 #[inline(always)]
-pub const fn is_mqtt_connect(peek: &[u8; PEEK]) -> bool {
-    if peek[0] != 0x10 {
+pub const fn is_mqtt_connect(peek: Peek) -> bool {
+    if peek.byte(0) != 0x10 {
         return false;
     }
-    let name = if peek[1] & 0x80 == 0 { 2 } else { 3 };
-    (peek[name] == 0 && peek[name + 1] == 4 && peek[name + 2] == b'M' && peek[name + 3] == b'Q' && peek[name + 4] == b'T' && peek[name + 5] == b'T')
-        || (peek[name] == 0 && peek[name + 1] == 6 && peek[name + 2] == b'M' && peek[name + 3] == b'Q' && peek[name + 4] == b'I' && peek[name + 5] == b's')
+    let n = if peek.byte(1) & 0x80 == 0 { 2 } else { 3 };
+    let (len, b4, b5) = (peek.byte(n + 1), peek.byte(n + 4), peek.byte(n + 5));
+    peek.byte(n) == 0
+        && peek.byte(n + 2) == b'M'
+        && peek.byte(n + 3) == b'Q'
+        && ((len == 4 && b4 == b'T' && b5 == b'T') || (len == 6 && b4 == b'I' && b5 == b's'))
 }
 
-/// Kind of a UDP datagram; `peek` is `None` when the payload is shorter than [`PEEK`].
+/// Kind of a UDP datagram by port, then by content.
 #[inline(always)]
-pub const fn classify_udp(sport: u16, dport: u16, peek: Option<&[u8; PEEK]>) -> Option<SampleKind> {
+pub const fn classify_udp(sport: u16, dport: u16, peek: Peek) -> Option<SampleKind> {
     if either(sport, dport, 5353) {
         return Some(SampleKind::Mdns);
     }
@@ -220,24 +299,20 @@ pub const fn classify_udp(sport: u16, dport: u16, peek: Option<&[u8; PEEK]>) -> 
     if either(sport, dport, 67) || either(sport, dport, 68) || either(sport, dport, 546) || either(sport, dport, 547) {
         return Some(SampleKind::Dhcp);
     }
-    match peek {
-        Some(p) if is_ssdp_text(p) => Some(SampleKind::Ssdp),
-        _ => None,
-    }
+    if is_ssdp_text(peek) { Some(SampleKind::Ssdp) } else { None }
 }
 
-/// Kind of a TCP segment with payload; `peek` is `None` when the payload is shorter than [`PEEK`].
+/// Kind of a TCP segment with payload, by content (DNS by port).
 #[inline(always)]
-pub const fn classify_tcp(sport: u16, dport: u16, peek: Option<&[u8; PEEK]>) -> Option<SampleKind> {
+pub const fn classify_tcp(sport: u16, dport: u16, peek: Peek) -> Option<SampleKind> {
     if either(sport, dport, 53) {
         return Some(SampleKind::Dns);
     }
-    let Some(p) = peek else { return None };
-    if is_http(p) {
+    if is_http(peek) {
         Some(SampleKind::Http)
-    } else if is_tls_client_hello(p) {
+    } else if is_tls_client_hello(peek) {
         Some(SampleKind::Tls)
-    } else if is_mqtt_connect(p) || (either(sport, dport, 1883) && p[0] >> 4 == 3) {
+    } else if is_mqtt_connect(peek) || (either(sport, dport, 1883) && peek.byte(0) >> 4 == 3) {
         // CONNECT anywhere; PUBLISH (type 3) only on MQTT's port: its header is too generic.
         Some(SampleKind::Mqtt)
     } else {
@@ -249,41 +324,60 @@ pub const fn classify_tcp(sport: u16, dport: u16, peek: Option<&[u8; PEEK]>) -> 
 mod tests {
     use super::*;
 
-    fn peek(b: &[u8]) -> [u8; PEEK] {
+    /// `b` zero-padded to PEEK bytes (as a frame's padding would read).
+    fn peek(b: &[u8]) -> Peek {
         let mut p = [0u8; PEEK];
         p[..b.len().min(PEEK)].copy_from_slice(&b[..b.len().min(PEEK)]);
-        p
+        Peek::new(p)
     }
 
     #[test]
     fn udp_by_port_then_by_content() {
-        assert_eq!(classify_udp(5353, 5353, None), Some(SampleKind::Mdns));
-        assert_eq!(classify_udp(40000, 1900, None), Some(SampleKind::Ssdp));
-        assert_eq!(classify_udp(123, 40000, None), Some(SampleKind::Ntp));
-        assert_eq!(classify_udp(68, 67, None), Some(SampleKind::Dhcp));
-        assert_eq!(classify_udp(546, 547, None), Some(SampleKind::Dhcp));
-        assert_eq!(classify_udp(53, 40000, None), Some(SampleKind::Dns));
+        assert_eq!(classify_udp(5353, 5353, Peek::EMPTY), Some(SampleKind::Mdns));
+        assert_eq!(classify_udp(40000, 1900, Peek::EMPTY), Some(SampleKind::Ssdp));
+        assert_eq!(classify_udp(123, 40000, Peek::EMPTY), Some(SampleKind::Ntp));
+        assert_eq!(classify_udp(68, 67, Peek::EMPTY), Some(SampleKind::Dhcp));
+        assert_eq!(classify_udp(546, 547, Peek::EMPTY), Some(SampleKind::Dhcp));
+        assert_eq!(classify_udp(53, 40000, Peek::EMPTY), Some(SampleKind::Dns));
         // The talk: the answer to discovery comes from port 3075 to 58002.
-        assert_eq!(classify_udp(3075, 58002, Some(&peek(b"HTTP/1.1 200 OK\r\n"))), Some(SampleKind::Ssdp));
-        assert_eq!(classify_udp(40000, 40001, Some(&peek(b"M-SEARCH * HTTP/1.1"))), Some(SampleKind::Ssdp));
-        assert_eq!(classify_udp(27091, 6000, Some(&peek(b"\x01\x02binary stuff"))), None);
-        assert_eq!(classify_udp(27091, 6000, None), None);
+        assert_eq!(classify_udp(3075, 58002, peek(b"HTTP/1.1 200 OK\r\n")), Some(SampleKind::Ssdp));
+        assert_eq!(classify_udp(40000, 40001, peek(b"M-SEARCH * HTTP/1.1")), Some(SampleKind::Ssdp));
+        assert_eq!(classify_udp(27091, 6000, peek(b"\x01\x02binary stuff")), None);
+        assert_eq!(classify_udp(27091, 6000, Peek::EMPTY), None);
     }
 
     #[test]
     fn tcp_by_content_on_any_port() {
-        assert_eq!(classify_tcp(43412, 8815, Some(&peek(b"GET /rootdesc.xml HTTP/1.1"))), Some(SampleKind::Http));
-        assert_eq!(classify_tcp(8088, 16210, Some(&peek(b"HTTP/1.1 206 Partial"))), Some(SampleKind::Http));
-        assert_eq!(classify_tcp(50000, 443, Some(&peek(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0, 0]))), Some(SampleKind::Tls));
-        assert_eq!(classify_tcp(50000, 443, Some(&peek(&[0x17, 0x03, 0x03, 0x02, 0x00, 0x01]))), None, "application data");
+        assert_eq!(classify_tcp(43412, 8815, peek(b"GET /rootdesc.xml HTTP/1.1")), Some(SampleKind::Http));
+        assert_eq!(classify_tcp(8088, 16210, peek(b"HTTP/1.1 206 Partial")), Some(SampleKind::Http));
+        assert_eq!(classify_tcp(50000, 443, peek(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0, 0])), Some(SampleKind::Tls));
+        assert_eq!(classify_tcp(50000, 443, peek(&[0x17, 0x03, 0x03, 0x02, 0x00, 0x01])), None, "application data");
         let connect = [0x10, 0x1a, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04, 0x02, 0x00, 0x3c];
-        assert_eq!(classify_tcp(50000, 31006, Some(&connect)), Some(SampleKind::Mqtt));
+        assert_eq!(classify_tcp(50000, 31006, Peek::new(connect)), Some(SampleKind::Mqtt));
         let connect31 = [0x10, 0x1c, 0x00, 0x06, b'M', b'Q', b'I', b's', b'd', b'p', 0x03, 0x02];
-        assert_eq!(classify_tcp(50000, 1884, Some(&connect31)), Some(SampleKind::Mqtt));
-        assert_eq!(classify_tcp(50000, 1883, Some(&peek(&[0x30, 0x0c, 0x00, 0x04, b't']))), Some(SampleKind::Mqtt));
-        assert_eq!(classify_tcp(50000, 8080, Some(&peek(&[0x30, 0x0c, 0x00, 0x04, b't']))), None);
-        assert_eq!(classify_tcp(50000, 53, None), Some(SampleKind::Dns));
-        assert_eq!(classify_tcp(50000, 80, None), None);
+        assert_eq!(classify_tcp(50000, 1884, Peek::new(connect31)), Some(SampleKind::Mqtt));
+        assert_eq!(classify_tcp(50000, 1883, peek(&[0x30, 0x0c, 0x00, 0x04, b't'])), Some(SampleKind::Mqtt));
+        assert_eq!(classify_tcp(50000, 8080, peek(&[0x30, 0x0c, 0x00, 0x04, b't'])), None);
+        assert_eq!(classify_tcp(50000, 53, Peek::EMPTY), Some(SampleKind::Dns));
+        assert_eq!(classify_tcp(50000, 80, Peek::EMPTY), None);
+    }
+
+    #[test]
+    fn words_compare_like_bytes() {
+        // Every byte of a 12-byte prefix counts, the tail word included.
+        assert_eq!(classify_udp(40000, 40001, peek(b"HTTP/1.1 404 Not Found")), None);
+        assert!(peek(b"HTTP/1.0 200").starts(HTTP_RESPONSE));
+        let inputs: [&[u8]; 6] = [b"GET / HTTP/1.1", b"GET/", b"POST /x", b"HTTP/1.1 200 OK", b"M-SEARCH * H", b"NOTIFY * HTTP"];
+        for input in inputs {
+            for text in [&b"GET "[..], b"POST ", b"HTTP/1.1 200", b"M-SEARCH", b"NOTIFY *"] {
+                assert_eq!(peek(input).starts(Prefix::new(text)), input.starts_with(text), "{input:?} {text:?}");
+            }
+        }
+        // What the kernel reads of a payload shorter than PEEK: nothing to match.
+        assert_eq!(Peek::of(b"GET /"), Peek::EMPTY);
+        assert_eq!(Peek::of(b"GET / HTTP/1.1"), peek(b"GET / HTTP/1.1"));
+        assert_eq!(peek(b"\x16\x03\x01\x02\x00\x01").byte(5), 1);
+        assert_eq!(peek(b"0123456789ab").byte(11), b'b');
     }
 
     #[test]

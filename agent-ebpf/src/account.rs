@@ -5,7 +5,7 @@ use agent_common::{ConvCounters, ConvKey, DeviceCounters, MacKey, Stat, classify
 use aya_ebpf::bindings::BPF_NOEXIST;
 
 use crate::{
-    maps::{CONVERSATIONS, DEVICE_STATS, bump},
+    maps::{CONVERSATIONS, DEVICE_STATS, SCRATCH, bump},
     packet::Packet,
     parse::parse,
     sample::maybe_sample,
@@ -36,16 +36,27 @@ pub fn account<P: Packet>(p: &P, m: &Meta) {
     if segments > 1 {
         bump(Stat::GsoBuffers, 1);
     }
-    let Some(frame) = parse(p, m.outer_tag_in_meta) else {
+    // The parsed frame lives in map memory, not on the stack. The verifier tracks what is
+    // written to the stack exactly but not what is written to a map, so the paths of every header
+    // layout (VLAN depth, IP options, extension headers) merge here instead of each being walked
+    // again through sampling: 6.1 walked 619,263 instructions of the TC program on the stack, of
+    // the 1,000,000 it allows, and 30,792 with this.
+    // Index 0 of a one-entry array is always there; the verifier wants the check all the same.
+    let Some(frame) = SCRATCH.get_ptr_mut(0) else { return };
+    // SAFETY: this CPU's slot; network programs do not nest on a CPU, so nothing else uses it
+    // until this run ends.
+    let frame = unsafe { &mut *frame };
+    if !parse(p, m.outer_tag_in_meta, frame) {
         bump(Stat::TruncatedL2, 1);
         return;
-    };
+    }
+    let frame = &*frame;
     let tag_bytes = if m.outer_tag_in_meta { 4 } else { 0 };
     let bytes = wire_bytes(m.len, segments, frame.header_len) + segments * tag_bytes;
     add_mac(&frame.key.src_mac, true, segments, bytes);
     add_mac(&frame.key.dst_mac, false, segments, bytes);
     let conversation = add_conversation(&frame.key, segments, bytes, m.now_ns);
-    maybe_sample(p, &frame, m, conversation);
+    maybe_sample(p, frame, m, conversation);
 }
 
 #[inline(always)]

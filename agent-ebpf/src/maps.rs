@@ -5,6 +5,7 @@ use agent_common::{
     sample::{DEFAULT_RATE_LIMIT_SOURCES, DEFAULT_RING_BYTES, SAMPLE_STATS_LEN, TokenBucket},
     stats::STATS_LEN,
 };
+use crate::parse::Frame;
 use aya_ebpf::{
     macros::map,
     maps::{LruPerCpuHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
@@ -30,6 +31,11 @@ pub static SAMPLE_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(SAMPLE
 #[map]
 pub static RATE_LIMIT: LruPerCpuHashMap<MacKey, TokenBucket> =
     LruPerCpuHashMap::with_max_entries(DEFAULT_RATE_LIMIT_SOURCES, 0);
+
+/// The frame being parsed, one per CPU: see `account` for why it is not on the stack. Internal to
+/// the program (not in the contract): the agent never reads it.
+#[map]
+pub static SCRATCH: PerCpuArray<Frame> = PerCpuArray::with_max_entries(1, 0);
 
 #[inline(always)]
 pub fn bump_sample(index: usize) {

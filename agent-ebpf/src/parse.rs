@@ -39,11 +39,11 @@ const fn is_vlan(ether_type: u16) -> bool {
     ether_type == ETH_P_8021Q || ether_type == ETH_P_8021AD
 }
 
-/// `None` for a runt shorter than an Ethernet header: nothing can be attributed.
+/// Fills `f`; false for a runt shorter than an Ethernet header: nothing can be attributed.
 #[inline(always)]
-pub fn parse<P: Packet>(p: &P, outer_tag_in_meta: bool) -> Option<Frame> {
-    let eth: EthHdr = p.load(0)?;
-    let mut f = Frame {
+pub fn parse<P: Packet>(p: &P, outer_tag_in_meta: bool, f: &mut Frame) -> bool {
+    let Some(eth) = p.load::<EthHdr>(0) else { return false };
+    *f = Frame {
         key: ConvKey { src_mac: eth.src_addr, dst_mac: eth.dst_addr, ..ConvKey::default() },
         header_len: EthHdr::LEN as u64,
         payload_off: 0,
@@ -58,7 +58,7 @@ pub fn parse<P: Packet>(p: &P, outer_tag_in_meta: bool) -> Option<Frame> {
         let Some(tag) = p.load::<[u8; 4]>(off) else {
             bump(Stat::TruncatedL3, 1);
             f.key.ether_type = ether_type;
-            return Some(f);
+            return true;
         };
         ether_type = u16::from_be_bytes([tag[2], tag[3]]);
         off += 4;
@@ -73,13 +73,13 @@ pub fn parse<P: Packet>(p: &P, outer_tag_in_meta: bool) -> Option<Frame> {
     f.key.ether_type = ether_type;
     f.header_len = off as u64;
     match ether_type {
-        ETH_P_IPV4 => parse_ipv4(p, off, &mut f),
-        ETH_P_IPV6 => parse_ipv6(p, off, &mut f),
+        ETH_P_IPV4 => parse_ipv4(p, off, f),
+        ETH_P_IPV6 => parse_ipv6(p, off, f),
         ETH_P_ARP => bump(Stat::Arp, 1),
         t if is_vlan(t) => bump(Stat::VlanTooDeep, 1),
         _ => bump(Stat::OtherEthertype, 1),
     }
-    Some(f)
+    true
 }
 
 #[inline(always)]

@@ -5,7 +5,7 @@
 use agent_common::{
     ConvCounters, MacKey,
     sample::{
-        PEEK, SAMPLE_MAX, Sample, SampleHeader, SampleKind, TokenBucket, classify_tcp, classify_udp, outcome,
+        PEEK, Peek, SAMPLE_MAX, Sample, SampleHeader, SampleKind, TokenBucket, classify_tcp, classify_udp, outcome,
     },
 };
 use aya_ebpf::bindings::{BPF_NOEXIST, BPF_RB_NO_WAKEUP};
@@ -40,10 +40,14 @@ fn classify<P: Packet>(p: &P, f: &Frame, has_payload: bool) -> Option<SampleKind
     if !has_payload {
         return None;
     }
-    let peek = p.load::<[u8; PEEK]>(f.payload_off);
+    // By value, never a reference to the copy: see `Peek` for what 6.1's verifier needs here.
+    let peek = match p.load::<[u8; PEEK]>(f.payload_off) {
+        Some(b) => Peek::new(b),
+        None => Peek::EMPTY,
+    };
     match f.key.proto {
-        17 => classify_udp(f.key.src_port, f.key.dst_port, peek.as_ref()),
-        6 => classify_tcp(f.key.src_port, f.key.dst_port, peek.as_ref()),
+        17 => classify_udp(f.key.src_port, f.key.dst_port, peek),
+        6 => classify_tcp(f.key.src_port, f.key.dst_port, peek),
         _ => None,
     }
 }

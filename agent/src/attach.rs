@@ -14,7 +14,7 @@ use aya::{
     Ebpf,
     programs::{
         SchedClassifier, TcAttachType, Xdp, XdpMode,
-        tc::{SchedClassifierLinkId, qdisc_add_clsact},
+        tc::{SchedClassifierLinkId, TcError, qdisc_add_clsact, qdisc_detach_program},
         xdp::XdpLinkId,
     },
     util::KernelVersion,
@@ -77,6 +77,18 @@ fn os_error(err: &(dyn std::error::Error + 'static)) -> Option<i32> {
     None
 }
 
+/// clsact filters (kernels below 6.6), unlike tcx and XDP links, outlive the process that added
+/// them: an agent killed with SIGKILL leaves its filter, and the next one would stack a second
+/// (every frame counted by both, one of them into maps nobody reads). Filters carry the program's
+/// name, so ours are found by it and removed before attaching.
+fn remove_stale_filters(iface: &str, attach_type: TcAttachType) {
+    match qdisc_detach_program(iface, attach_type, TC_PROGRAM) {
+        Ok(()) => tracing::info!(interface = iface, "removed the {TC_PROGRAM} filter an earlier agent left behind"),
+        Err(TcError::IoError(e)) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => tracing::warn!(interface = iface, "could not look for filters an earlier agent left behind: {e}"),
+    }
+}
+
 impl Attacher {
     pub fn new(bridge: &str, mode: AttachMode) -> Self {
         Self { bridge: bridge.to_owned(), mode, links: BTreeMap::new() }
@@ -125,11 +137,12 @@ impl Attacher {
         let link = match hook {
             Hook::TcIngress | Hook::TcEgress => {
                 let below_tcx = KernelVersion::current().map(|v| v < KernelVersion::new(6, 6, 0)).unwrap_or(false);
+                let attach_type = if hook == Hook::TcIngress { TcAttachType::Ingress } else { TcAttachType::Egress };
                 if below_tcx {
                     // clsact may exist already (ours from before, or someone's shaping): fine.
                     let _ = qdisc_add_clsact(iface);
+                    remove_stale_filters(iface, attach_type);
                 }
-                let attach_type = if hook == Hook::TcIngress { TcAttachType::Ingress } else { TcAttachType::Egress };
                 let tc: &mut SchedClassifier = program(ebpf, TC_PROGRAM)?;
                 let id = tc.attach(iface, attach_type).with_context(|| {
                     format!("attaching TC {} to {iface} failed: the kernel needs tcx (>= 6.6) or clsact support (CONFIG_NET_CLS_BPF, CONFIG_NET_SCH_INGRESS)", hook.as_str())

@@ -4,10 +4,12 @@ use agent_common::{
     CONVERSATIONS, DEVICE_STATS, GLOBAL_REPLAY, REPLAY_MODE,
     sample::{self, GLOBAL_BURST, GLOBAL_FIRST_PACKETS, GLOBAL_RATE, GLOBAL_SNAPLEN, SAMPLE_MAX, SAMPLES},
 };
+use std::path::{Path, PathBuf};
+
 use anyhow::{Context as _, bail};
 use aya::{
     Ebpf, EbpfLoader,
-    programs::{SchedClassifier, Xdp},
+    programs::{ProgramError, SchedClassifier, Xdp},
 };
 
 /// Names of the two entry points in agent-ebpf.
@@ -97,10 +99,64 @@ pub fn load(opts: &LoadOptions) -> anyhow::Result<Ebpf> {
         .load(OBJECT)
         .context("loading the eBPF object failed (needs root or CAP_BPF + CAP_NET_ADMIN, and a kernel with BPF enabled)")?;
     let tc: &mut SchedClassifier = program(&mut ebpf, TC_PROGRAM)?;
-    tc.load().context("the kernel's verifier refused the TC program")?;
+    verified(TC_PROGRAM, tc.load())?;
+    let tc_work = tc.info().ok().and_then(|i| i.verified_instruction_count());
     let xdp: &mut Xdp = program(&mut ebpf, XDP_PROGRAM)?;
-    xdp.load().context("the kernel's verifier refused the XDP program")?;
+    verified(XDP_PROGRAM, xdp.load())?;
+    let xdp_work = xdp.info().ok().and_then(|i| i.verified_instruction_count());
+    // How far each program is from the verifier's limit of 1,000,000 instructions. Replay's
+    // output is its report: its log stays quiet unless asked.
+    for (program, work) in [(TC_PROGRAM, tc_work), (XDP_PROGRAM, xdp_work)] {
+        if opts.replay {
+            tracing::debug!(program, verified_instructions = work, "loaded");
+        } else {
+            tracing::info!(program, verified_instructions = work, "loaded");
+        }
+    }
     Ok(ebpf)
+}
+
+/// Turns a program's load result into one line a user can act on. A refusal keeps the
+/// verifier's log in a file, named in the message, instead of dumping it on the terminal.
+fn verified(name: &str, loaded: Result<(), ProgramError>) -> anyhow::Result<()> {
+    let (io_error, log) = match loaded {
+        Ok(()) => return Ok(()),
+        Err(ProgramError::LoadError { io_error, verifier_log }) => (io_error, verifier_log.to_string()),
+        Err(e) => return Err(anyhow::Error::new(e).context(format!("loading program {name} failed"))),
+    };
+    if log.trim().is_empty() && matches!(io_error.raw_os_error(), Some(libc::EPERM | libc::EACCES)) {
+        bail!("loading program {name} was not permitted ({io_error}): run as root, or with CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON");
+    }
+    let file = log_dir().join(format!("iotwatch-verifier-{name}.log"));
+    let kept = std::fs::write(&file, &log).map(|()| file.display().to_string()).unwrap_or_else(|e| format!("nowhere ({}: {e})", file.display()));
+    bail!("{}", refusal(name, &kernel_release(), verifier_gist(&log), &io_error, &kept))
+}
+
+/// The one line of a refusal: which program, which kernel, the verifier's reason, what to do.
+fn refusal(name: &str, kernel: &str, gist: Option<&str>, io_error: &std::io::Error, kept: &str) -> String {
+    let why = gist.map_or_else(|| io_error.to_string(), str::to_owned);
+    format!(
+        "the verifier of Linux {kernel} refused program {name} ({why}): this is a bug in iotwatch for this kernel; \
+         report it with the verifier's log, kept in {kept}"
+    )
+}
+
+/// The verifier's reason: the last line of its log before the closing statistics.
+fn verifier_gist(log: &str) -> Option<&str> {
+    const STATS: [&str; 4] = ["verification time", "stack depth", "processed ", "max_states_per_insn"];
+    log.lines().map(str::trim).rfind(|l| !l.is_empty() && !STATS.iter().any(|s| l.starts_with(s)))
+}
+
+/// Where refusal logs go: systemd's state directory for the service, else the temporary one.
+fn log_dir() -> PathBuf {
+    std::env::var_os("STATE_DIRECTORY")
+        .map(PathBuf::from)
+        .filter(|d| d.is_dir())
+        .unwrap_or_else(std::env::temp_dir)
+}
+
+fn kernel_release() -> String {
+    std::fs::read_to_string(Path::new("/proc/sys/kernel/osrelease")).map_or_else(|_| "(unknown)".to_owned(), |r| r.trim().to_owned())
 }
 
 /// A loaded program by name and type.
@@ -119,5 +175,35 @@ fn raise_memlock_limit() {
     let ret = unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rlim) };
     if ret != 0 {
         tracing::debug!("could not raise RLIMIT_MEMLOCK; only matters on kernels before 5.11");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The end of the log 6.1 printed when it refused the TC program (issue 8).
+    const LOG_61: &str = "; if peek[i] != prefix[i] {
+1208: (79) r0 = *(u64 *)(r10 -208)    ; R0_w=scalar() R10=fp0
+1210: (55) if r0 != 0x4d goto pc+23   ; R0_w=77
+1211: (bf) r7 = r4
+R4 !read_ok
+verification time 306921 usec
+stack depth 456+0
+processed 18796 insns (limit 1000000) max_states_per_insn 11 total_states 834 peak_states 472 mark_read 47
+";
+
+    #[test]
+    fn a_refusal_is_one_line_with_the_reason_and_the_log_file() {
+        assert_eq!(verifier_gist(LOG_61), Some("R4 !read_ok"));
+        assert_eq!(verifier_gist(""), None);
+        let e = std::io::Error::from_raw_os_error(libc::EACCES);
+        let line = refusal(TC_PROGRAM, "6.1.0-57-amd64", verifier_gist(LOG_61), &e, "/var/lib/iotwatch/iotwatch-verifier-iotwatch_tc.log");
+        assert!(!line.contains('\n'), "{line}");
+        for part in ["Linux 6.1.0-57-amd64", "iotwatch_tc", "R4 !read_ok", "report it", "/var/lib/iotwatch/iotwatch-verifier-iotwatch_tc.log"] {
+            assert!(line.contains(part), "{part} missing from: {line}");
+        }
+        // Without a log, the system call's error is the reason.
+        assert!(refusal(XDP_PROGRAM, "6.1", None, &e, "f").contains("Permission denied"));
     }
 }

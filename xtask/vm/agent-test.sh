@@ -157,7 +157,7 @@ REPLAY_FRAMES=11
 replay_check() {
   local out=/tmp/replay.json rc n
   MODE=replay
-  $BIN replay /replay.pcap --format json > $out 2> /tmp/agent-replay.log; rc=$?
+  $BIN replay /replay.pcap --format json --log.level debug > $out 2> /tmp/agent-replay.log; rc=$?
   [ $rc = 0 ] && pass "replay: exit 0" || { fail "replay: exit $rc"; agent_log; return; }
   verifier_work
   # The capture's totals come first in the report; the MAC's row follows its "mac" line.

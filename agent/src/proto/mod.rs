@@ -207,8 +207,7 @@ mod tests {
     /// ports and the first bytes, a parser that reads each fixture.
     #[test]
     fn the_kernel_classifier_picks_a_parser_that_reads_the_fixture() {
-        use agent_common::sample::{PEEK, classify_tcp, classify_udp};
-        let peek = |p: &[u8]| -> Option<[u8; PEEK]> { p.get(..PEEK).map(|b| b.try_into().expect("PEEK bytes")) };
+        use agent_common::sample::{Peek, classify_tcp, classify_udp};
         let cases: [(Vec<u8>, bool, u16, u16, Kind); 6] = [
             (fixtures::ssdp_response(), false, 3075, 58002, Kind::Ssdp),
             (fixtures::http_get_range(), true, 43412, 8815, Kind::Http),
@@ -218,8 +217,8 @@ mod tests {
             (fixtures::mqtt_publish(), true, 42533, 1883, Kind::Mqtt),
         ];
         for (payload, tcp, sport, dport, want) in cases {
-            let p = peek(&payload);
-            let got = if tcp { classify_tcp(sport, dport, p.as_ref()) } else { classify_udp(sport, dport, p.as_ref()) };
+            let p = Peek::of(&payload);
+            let got = if tcp { classify_tcp(sport, dport, p) } else { classify_udp(sport, dport, p) };
             assert_eq!(got, Some(want));
             assert!(parse(want, &payload, tcp).is_ok(), "{want:?} fixture parses");
         }
