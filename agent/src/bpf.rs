@@ -88,6 +88,9 @@ pub fn load(opts: &LoadOptions) -> anyhow::Result<Ebpf> {
     raise_memlock_limit();
     let replay = if opts.replay { REPLAY_MODE } else { 0 };
     let mut ebpf = EbpfLoader::new()
+        // No CO-RE relocations to resolve: the kernel's BTF is never needed, and Raspberry Pi
+        // OS kernels have none (raspberrypi/linux issue 6622).
+        .btf(None)
         .map_max_entries(DEVICE_STATS, opts.max_macs)
         .map_max_entries(CONVERSATIONS, opts.max_conversations)
         .map_max_entries(SAMPLES, s.ring_bytes)

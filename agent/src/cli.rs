@@ -29,6 +29,13 @@ pub enum Command {
     /// Every metric name the agent exports, one per line (for checks of dashboards and rules).
     #[command(hide = true)]
     MetricNames,
+    /// Exits 0 when `iotwatch ARGS...` would be accepted, else prints the parser's error and
+    /// exits 2 (for the checks of deploy/ files: `iotwatch check-args run --bridge br0`).
+    #[command(hide = true)]
+    CheckArgs {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Kernel benchmark for `cargo xtask bench`: JSON on stdout.
     #[command(hide = true)]
     BenchKernel {

@@ -23,6 +23,15 @@ fn main() -> ExitCode {
         Command::Run(args) => runtime.block_on(run::run(args)),
         Command::BenchKernel { repeat } => kernel_bench::run(repeat).map(|v| println!("{v:#}")),
         Command::Replay(args) => return replay(&args),
+        Command::CheckArgs { args } => {
+            return match Cli::try_parse_from(std::iter::once("iotwatch".to_owned()).chain(args)) {
+                Ok(_) => ExitCode::SUCCESS,
+                Err(e) => {
+                    let _ = e.print();
+                    ExitCode::from(2)
+                }
+            };
+        }
         Command::MetricNames => {
             let limits = metrics::Limits { max_devices: 1, top_ports: 1, map_capacity_macs: 1, map_capacity_conversations: 1 };
             metrics::Metrics::new(limits).names().iter().for_each(|n| println!("{n}"));

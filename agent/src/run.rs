@@ -86,11 +86,30 @@ fn preflight(args: &RunArgs) -> anyhow::Result<()> {
         };
         bail!("{} is not a bridge (no /sys/class/net/{}/bridge); {hint}", args.bridge, args.bridge);
     }
-    if !std::path::Path::new("/sys/kernel/btf/vmlinux").exists() {
-        bail!("this kernel has no BTF (/sys/kernel/btf/vmlinux missing): use a kernel built with CONFIG_DEBUG_INFO_BTF=y (Raspberry Pi OS and Debian kernels have it)");
-    }
+    kernel_features()?;
     if args.poll_interval == 0 {
         bail!("--bpf.poll-interval must be at least 1 second");
+    }
+    Ok(())
+}
+
+/// What the programs need of the kernel, checked before loading so that a missing feature is one
+/// line, not a verifier dump. Kernel BTF is not among them (nothing is relocated with CO-RE).
+fn kernel_features() -> anyhow::Result<()> {
+    let floor = aya::util::KernelVersion::new(5, 18, 0);
+    match aya::util::KernelVersion::current() {
+        // bpf_xdp_load_bytes (5.18) is the newest helper the programs call; ring buffers are 5.8.
+        Ok(v) if v < floor => bail!("kernel {v} is older than 5.18, which iotwatch needs (BPF ring buffer, bpf_xdp_load_bytes): use a newer kernel"),
+        Ok(_) => {}
+        Err(e) => tracing::warn!("cannot read the kernel's version ({e}); going on"),
+    }
+    if !std::path::Path::new("/proc/sys/kernel/unprivileged_bpf_disabled").exists() {
+        bail!("this kernel has no bpf() system call (CONFIG_BPF_SYSCALL): iotwatch cannot run on it");
+    }
+    // Without the JIT the programs run interpreted: correct, several times slower.
+    match std::fs::read_to_string("/proc/sys/net/core/bpf_jit_enable").map(|s| s.trim().to_owned()) {
+        Ok(v) if v != "0" => {}
+        _ => tracing::warn!("the BPF JIT is off or missing (/proc/sys/net/core/bpf_jit_enable): programs run interpreted, much slower; `sysctl net.core.bpf_jit_enable=1`"),
     }
     Ok(())
 }
