@@ -76,7 +76,8 @@ pub fn from_unit(unit: &str, defaults: &[String], source: &str) -> Result<Named>
 }
 
 /// `iotwatch run ARGS` wherever a line of Markdown has it (code blocks, or inline code ended
-/// by a backtick); a `#` comment ends it, and `...` makes it a placeholder, not checked.
+/// by a backtick); a `#` comment ends it; `...` (a placeholder) and `--help` lines are not
+/// configurations and are left out.
 pub fn from_markdown(md: &str, source: &str) -> Vec<Named> {
     let mut v = Vec::new();
     for (i, l) in md.lines().enumerate() {
@@ -87,8 +88,8 @@ pub fn from_markdown(md: &str, source: &str) -> Vec<Named> {
             }
             let rest = &l[at + "iotwatch run ".len()..];
             let rest = rest.split(['`', '#']).next().unwrap_or("");
-            if rest.contains("...") {
-                continue; // a placeholder, not a command line
+            if rest.contains("...") || rest.split_whitespace().any(|w| w == "--help") {
+                continue; // a placeholder or a request for help, not a configuration
             }
             v.push(Named { source: format!("{source}:{}", i + 1), args: rest.split_whitespace().map(|w| unquote(w).to_owned()).collect() });
         }
@@ -270,7 +271,7 @@ mod tests {
 
     #[test]
     fn finds_command_lines_flags_and_paths_in_markdown() {
-        let md = "```sh\niotwatch run --bridge br0 --attach tc   # comment\ncargo xtask run --bridge br0\n```\n`iotwatch run ...` is a placeholder.\nUse `iotwatch run --bridge br0 --lan.prefix 10.0.0.0/8` or see [the unit](../systemd/iotwatch.service) and `/usr/share/iotwatch/grafana/`.\n";
+        let md = "```sh\niotwatch run --bridge br0 --attach tc   # comment\ncargo xtask run --bridge br0\n```\n`iotwatch run ...` is a placeholder, `iotwatch run --help` too.\nUse `iotwatch run --bridge br0 --lan.prefix 10.0.0.0/8` or see [the unit](../systemd/iotwatch.service) and `/usr/share/iotwatch/grafana/`.\n";
         let v = from_markdown(md, "m");
         assert_eq!(v.iter().map(|n| n.args.join(" ")).collect::<Vec<_>>(), ["--bridge br0 --attach tc", "--bridge br0 --lan.prefix 10.0.0.0/8"]);
         assert_eq!(v[1].source, "m:6");
