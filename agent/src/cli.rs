@@ -4,7 +4,12 @@ use std::{net::SocketAddr, path::PathBuf};
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::{attach::AttachMode, oui::DEFAULT_OUI_FILE, scope::Prefix};
+use iotwatch_core::{oui::DEFAULT_OUI_FILE, scope::Prefix};
+
+use crate::kernel::{
+    attach::AttachMode,
+    load::{LoadOptions, SampleOptions},
+};
 
 /// Default listen port: outside the well-known exporter ports (9090-9093 Prometheus and
 /// Alertmanager, 9100 node_exporter).
@@ -72,8 +77,42 @@ pub struct SampleArgs {
 }
 
 impl SampleArgs {
-    pub fn options(&self) -> crate::bpf::SampleOptions {
-        crate::bpf::SampleOptions { ring_bytes: self.ring_bytes, snaplen: self.snaplen, first_packets: self.first_packets, rate: self.rate, burst: self.burst }
+    pub fn options(&self) -> SampleOptions {
+        SampleOptions { ring_bytes: self.ring_bytes, snaplen: self.snaplen, first_packets: self.first_packets, rate: self.rate, burst: self.burst }
+    }
+}
+
+/// The kernel maps' sizes and how long conversations stay in them (both `run` and `replay`).
+#[derive(Debug, Args, Clone)]
+pub struct MapArgs {
+    /// Capacity of the per-MAC map (MACs, including multicast and broadcast destinations).
+    #[arg(long = "bpf.max-macs", default_value_t = agent_common::DEFAULT_MAX_MACS)]
+    pub max_macs: u32,
+    /// Capacity of the conversation (LRU) map.
+    #[arg(long = "bpf.max-conversations", default_value_t = agent_common::DEFAULT_MAX_CONVERSATIONS)]
+    pub max_conversations: u32,
+    /// Seconds a conversation may be idle (capture time in replay) before the agent removes it
+    /// from the kernel map.
+    #[arg(long = "bpf.conversation-idle", default_value_t = 120)]
+    pub conversation_idle: u64,
+}
+
+/// What the agent knows of the network besides traffic (both `run` and `replay`).
+#[derive(Debug, Args, Clone)]
+pub struct EnrichArgs {
+    /// LAN prefix (repeatable). Live, the bridge's own subnets are LAN as well; in replay,
+    /// without one, 10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16 and fc00::/7 are.
+    #[arg(long = "lan.prefix", value_parser = parse_prefix)]
+    pub lan_prefixes: Vec<Prefix>,
+    /// IEEE OUI registry (oui.txt) for vendor names.
+    #[arg(long = "enrich.oui-file", default_value = DEFAULT_OUI_FILE)]
+    pub oui_file: PathBuf,
+}
+
+impl MapArgs {
+    /// How to load the programs: live, or for frames replayed with BPF_PROG_TEST_RUN.
+    pub fn load_options(&self, sampling: &SampleArgs, replay: bool) -> LoadOptions {
+        LoadOptions { max_macs: self.max_macs, max_conversations: self.max_conversations, replay, sampling: sampling.options() }
     }
 }
 
@@ -88,30 +127,19 @@ pub struct RunArgs {
     /// Address to serve /metrics on.
     #[arg(long = "web.listen-address", default_value = DEFAULT_LISTEN)]
     pub listen: SocketAddr,
-    /// Extra LAN prefix (repeatable); the bridge's own subnets are always LAN.
-    #[arg(long = "lan.prefix", value_parser = parse_prefix)]
-    pub lan_prefixes: Vec<Prefix>,
-    /// Capacity of the per-MAC map (MACs, including multicast and broadcast destinations).
-    #[arg(long = "bpf.max-macs", default_value_t = agent_common::DEFAULT_MAX_MACS)]
-    pub max_macs: u32,
-    /// Capacity of the conversation (LRU) map.
-    #[arg(long = "bpf.max-conversations", default_value_t = agent_common::DEFAULT_MAX_CONVERSATIONS)]
-    pub max_conversations: u32,
     /// Seconds between reads of the maps (also done on every scrape) and port checks.
     #[arg(long = "bpf.poll-interval", default_value_t = 5)]
     pub poll_interval: u64,
-    /// Seconds a conversation may be idle before the agent removes it from the kernel map.
-    #[arg(long = "bpf.conversation-idle", default_value_t = 120)]
-    pub conversation_idle: u64,
     /// Devices with their own series; the rest are summed as mac="other".
     #[arg(long = "metrics.max-devices", default_value_t = 256)]
     pub max_devices: usize,
     /// Destination ports with their own series per device; the rest are port="other".
     #[arg(long = "metrics.top-ports", default_value_t = 10)]
     pub top_ports: usize,
-    /// IEEE OUI registry (oui.txt) for vendor names.
-    #[arg(long = "enrich.oui-file", default_value = DEFAULT_OUI_FILE)]
-    pub oui_file: PathBuf,
+    #[command(flatten)]
+    pub maps: MapArgs,
+    #[command(flatten)]
+    pub enrich: EnrichArgs,
     #[command(flatten)]
     pub sampling: SampleArgs,
 }
@@ -130,24 +158,13 @@ pub struct ReplayArgs {
     /// Output format; default: text on a terminal, JSON otherwise.
     #[arg(long, value_enum)]
     pub format: Option<ReportFormat>,
-    /// LAN prefix (repeatable). Default: 10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16, fc00::/7.
-    #[arg(long = "lan.prefix", value_parser = parse_prefix)]
-    pub lan_prefixes: Vec<Prefix>,
-    /// IEEE OUI registry (oui.txt) for vendor names.
-    #[arg(long = "enrich.oui-file", default_value = DEFAULT_OUI_FILE)]
-    pub oui_file: PathBuf,
-    /// Capacity of the per-MAC map.
-    #[arg(long = "bpf.max-macs", default_value_t = 65536)]
-    pub max_macs: u32,
-    /// Capacity of the conversation map.
-    #[arg(long = "bpf.max-conversations", default_value_t = agent_common::DEFAULT_MAX_CONVERSATIONS)]
-    pub max_conversations: u32,
-    /// Seconds of capture time a conversation may be idle before it leaves the map (as live).
-    #[arg(long = "bpf.conversation-idle", default_value_t = 120)]
-    pub conversation_idle: u64,
     /// Benchmark: print frames per second on stderr.
     #[arg(long, hide = true)]
     pub stats: bool,
+    #[command(flatten)]
+    pub maps: MapArgs,
+    #[command(flatten)]
+    pub enrich: EnrichArgs,
     #[command(flatten)]
     pub sampling: SampleArgs,
 }
@@ -169,7 +186,7 @@ mod tests {
         let Command::Run(run) = cli.command else { panic!("parsed as run") };
         assert_eq!(run.bridge, "br0");
         assert_eq!(run.attach, AttachMode::XdpSkb);
-        assert_eq!(run.lan_prefixes.len(), 1);
+        assert_eq!(run.enrich.lan_prefixes.len(), 1);
         assert_eq!(run.listen.port(), 9477);
         assert!(Cli::try_parse_from(["iotwatch", "run", "--bridge", "br0", "--lan.prefix", "nonsense"]).is_err());
     }

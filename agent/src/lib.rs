@@ -1,30 +1,14 @@
-//! iotwatch: per-device traffic accounting on a Linux bridge, in the kernel, for Prometheus.
+//! The `iotwatch` binary's library: the shell around the pure core (`iotwatch-core`). It loads
+//! and attaches the kernel programs (`agent-ebpf`, contract in `agent-common`), moves what they
+//! count and sample into the core, and serves the results.
 //!
-//! Kernel side: `agent-ebpf`; contract: `agent-common`. This crate loads and attaches the
-//! programs, turns map contents into per-device totals and serves them.
+//! - [`kernel`]: load, attach, read the maps and the sample ring, BPF_PROG_TEST_RUN.
+//! - [`pipeline`]: one pipeline, live and replay: kernel maps and samples into core state.
+//! - [`output`]: Prometheus metrics, the web server, the event log.
+//! - [`cmd`]: the commands, `run` and `replay`.
 
-pub mod attach;
-pub mod bpf;
-pub mod capture;
 pub mod cli;
-pub mod event_log;
-pub mod events;
-pub mod collect;
-pub mod kernel_bench;
-pub mod ledger;
-pub mod labels;
-pub mod mac;
-pub mod metrics;
-pub mod names;
-pub mod netif;
-pub mod oui;
+pub mod cmd;
+pub mod kernel;
+pub mod output;
 pub mod pipeline;
-pub mod proto;
-pub mod replay;
-pub mod report;
-pub mod text;
-pub mod run;
-pub mod samples;
-pub mod scope;
-pub mod testrun;
-pub mod web;

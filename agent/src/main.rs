@@ -3,8 +3,11 @@ use std::{io::IsTerminal as _, process::ExitCode, time::Instant};
 use clap::Parser as _;
 use iotwatch::{
     cli::{Cli, Command, ReplayArgs, ReportFormat},
-    kernel_bench, metrics, replay, run, text,
+    cmd::{replay, run},
+    kernel::bench,
+    output::metrics,
 };
+use iotwatch_core::text;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
@@ -21,7 +24,7 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Run(args) => runtime.block_on(run::run(args)),
-        Command::BenchKernel { repeat } => kernel_bench::run(repeat).map(|v| println!("{v:#}")),
+        Command::BenchKernel { repeat } => bench::run(repeat).map(|v| println!("{v:#}")),
         Command::Replay(args) => return replay(&args),
         Command::CheckArgs { args } => {
             return match Cli::try_parse_from(std::iter::once("iotwatch".to_owned()).chain(args)) {
@@ -50,18 +53,7 @@ fn main() -> ExitCode {
 /// Exit 0 when every frame was read; 1 when invalid input was skipped; 2 when replay failed.
 fn replay(args: &ReplayArgs) -> ExitCode {
     let start = Instant::now();
-    let opts = replay::Options {
-        files: args.files.clone(),
-        lan_prefixes: args.lan_prefixes.clone(),
-        oui_file: args.oui_file.clone(),
-        max_macs: args.max_macs,
-        max_conversations: args.max_conversations,
-        conversation_idle_s: args.conversation_idle,
-        sampling: args.sampling.options(),
-        events: args.sampling.events.clone(),
-        events_max_bytes: args.sampling.events_max_bytes,
-    };
-    let outcome = match replay::run(&opts) {
+    let outcome = match replay::run(args) {
         Ok(o) => o,
         Err(e) => {
             eprintln!("iotwatch: {e:#}");

@@ -1,55 +1,76 @@
-//! The userspace pipeline shared by the live agent and replay: map reads become deltas, deltas
-//! feed the ledger. Only the source of frames and the clock differ.
+//! One pipeline for the live agent and for replay: the kernel's maps and samples go into the
+//! core's state (ledger, events, names). Only the source of frames and the clock differ, and
+//! both are options.
 
-use crate::{
-    collect::{Collector, Snapshot},
-    event_log::EventLog,
+use std::{os::fd::OwnedFd, path::PathBuf};
+
+use aya::Ebpf;
+use iotwatch_core::{
+    clock::Clock,
     events::EventStore,
     ledger::Ledger,
     oui::Oui,
-    report::Clock,
-    samples::{SampleCounts, Samples},
+    report::{self, Capture, Report},
     scope::ScopeClassifier,
+    snapshot::{SampleCounts, Snapshot},
+    view::View,
 };
 
-/// What the metrics read: borrowed parts of a pipeline (or of a test's fixtures).
-pub struct View<'a> {
-    pub ledger: &'a Ledger,
-    pub last: &'a Snapshot,
-    pub oui: &'a Oui,
-    pub events: &'a EventStore,
-    pub sample_counts: &'a SampleCounts,
-    pub event_log_errors: u64,
+use crate::{
+    kernel::{
+        collect::{Collector, Maps},
+        load::{self, LoadOptions},
+        ring::Samples,
+    },
+    output::event_log::EventLog,
+};
+
+pub struct Options {
+    /// Map sizes, sampling, and whether the programs run on replayed frames.
+    pub load: LoadOptions,
+    pub scopes: ScopeClassifier,
+    pub oui_file: PathBuf,
+    /// Event log (`-` for stdout) and its size bound.
+    pub events: Option<String>,
+    pub events_max_bytes: u64,
+    /// Capture time in replay, the monotonic clock live.
+    pub clock: Clock,
 }
 
 pub struct Pipeline {
     collector: Collector,
     samples: Samples,
-    pub ledger: Ledger,
-    pub events: EventStore,
-    pub log: Option<EventLog>,
-    pub scopes: ScopeClassifier,
-    pub oui: Oui,
-    pub clock: Clock,
-    /// What the latest poll saw: exact per-MAC counters and the program's statistics.
-    pub last: Snapshot,
-    pub sample_counts: SampleCounts,
+    ledger: Ledger,
+    events: EventStore,
+    log: Option<EventLog>,
+    scopes: ScopeClassifier,
+    oui: Oui,
+    clock: Clock,
+    last: Snapshot,
+    sample_counts: SampleCounts,
 }
 
 impl Pipeline {
-    pub fn new(collector: Collector, samples: Samples, scopes: ScopeClassifier, oui: Oui, clock: Clock) -> Self {
-        Self {
+    /// Loads the programs and opens everything the pipeline reads and writes. Returns the
+    /// programs too: live attaches them, replay runs them on frames.
+    pub fn open(opts: Options) -> anyhow::Result<(Self, Ebpf)> {
+        let mut ebpf = load::load(&opts.load)?;
+        let collector = Collector::new(Maps::take(&mut ebpf)?);
+        let samples = Samples::take(&mut ebpf)?;
+        let log = opts.events.as_deref().map(|spec| EventLog::open(spec, opts.events_max_bytes)).transpose()?;
+        let pipeline = Self {
             collector,
             samples,
             ledger: Ledger::default(),
             events: EventStore::default(),
-            log: None,
-            scopes,
-            oui,
-            clock,
+            log,
+            scopes: opts.scopes,
+            oui: Oui::load(&opts.oui_file),
+            clock: opts.clock,
             last: Snapshot::default(),
             sample_counts: SampleCounts::default(),
-        }
+        };
+        Ok((pipeline, ebpf))
     }
 
     pub fn view(&self) -> View<'_> {
@@ -57,14 +78,30 @@ impl Pipeline {
             ledger: &self.ledger,
             last: &self.last,
             oui: &self.oui,
+            scopes: &self.scopes,
             events: &self.events,
             sample_counts: &self.sample_counts,
             event_log_errors: self.log.as_ref().map_or(0, |l| l.errors),
         }
     }
 
+    /// The report of everything seen so far.
+    pub fn report(&self, capture: Option<Capture>) -> Report {
+        report::build(&self.view(), capture, self.clock)
+    }
+
+    /// What the latest poll saw.
+    pub fn last(&self) -> &Snapshot {
+        &self.last
+    }
+
+    /// Live, the bridge's addresses (the LAN) can change while the agent runs.
+    pub fn set_scopes(&mut self, scopes: ScopeClassifier) {
+        self.scopes = scopes;
+    }
+
     /// A descriptor that becomes readable when samples wait in the ring.
-    pub fn samples_fd(&self) -> anyhow::Result<std::os::fd::OwnedFd> {
+    pub fn samples_fd(&self) -> anyhow::Result<OwnedFd> {
         self.samples.ready_fd()
     }
 

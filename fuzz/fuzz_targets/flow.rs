@@ -1,7 +1,7 @@
 #![no_main]
-//! Fuzzes `iotwatch::proto` as flow: no input may panic, and what parses must serialise.
+//! Fuzzes `iotwatch_core::proto` as flow: no input may panic, and what parses must serialise.
 
-use iotwatch::proto::{self, Kind};
+use iotwatch_core::proto::{self, Kind};
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     for tcp in [false, true] {

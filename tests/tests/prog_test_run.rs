@@ -2,12 +2,12 @@
 //! parses, with the exact map contents asserted and the return code always "pass".
 
 use agent_common::{ConvKey, DeviceCounters, Stat, ip_version};
-use iotwatch::{
-    bpf::{self, LoadOptions},
-    collect::{Collector, Maps, Snapshot},
-    mac::Mac,
-    testrun::{TcInput, run_tc, run_xdp, run_xdp_replay},
+use iotwatch::kernel::{
+    collect::{Collector, Maps},
+    load::{self, LoadOptions},
+    test_run::{TcInput, run_tc, run_xdp, run_xdp_replay},
 };
+use iotwatch_core::{mac::Mac, snapshot::Snapshot};
 use iotwatch_tests::{frames::*, privileged};
 
 const TC_ACT_UNSPEC: i32 = -1;
@@ -20,7 +20,7 @@ struct Harness {
 
 impl Harness {
     fn new(replay: bool) -> Self {
-        let mut ebpf = bpf::load(&LoadOptions { replay, ..LoadOptions::default() }).expect("load the programs");
+        let mut ebpf = load::load(&LoadOptions { replay, ..LoadOptions::default() }).expect("load the programs");
         let collector = Collector::new(Maps::take(&mut ebpf).expect("maps"));
         Self { ebpf, collector }
     }
@@ -407,7 +407,7 @@ fn a_full_device_map_counts_failed_inserts_and_still_passes() {
     if !privileged("map_full") {
         return;
     }
-    let mut ebpf = bpf::load(&LoadOptions { max_macs: 2, ..LoadOptions::default() }).expect("load");
+    let mut ebpf = load::load(&LoadOptions { max_macs: 2, ..LoadOptions::default() }).expect("load");
     let mut collector = Collector::new(Maps::take(&mut ebpf).expect("maps"));
     // Three distinct MAC pairs: 6 MACs for a map of 2.
     for i in 0..3u8 {

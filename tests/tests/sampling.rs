@@ -2,12 +2,12 @@
 //! the program could not hand over is counted (ring full, rate limit).
 
 use agent_common::sample::{SAMPLE_MAX, SampleHeader, SampleKind, outcome};
-use iotwatch::{
-    bpf::{self, LoadOptions, SampleOptions},
-    events::decode,
-    samples::{SampleCounts, Samples},
-    testrun::{TcInput, run_tc},
+use iotwatch::kernel::{
+    load::{self, LoadOptions, SampleOptions},
+    ring::Samples,
+    test_run::{TcInput, run_tc},
 };
+use iotwatch_core::{events::decode, snapshot::SampleCounts};
 use iotwatch_tests::{frames::*, privileged};
 
 struct Harness {
@@ -18,7 +18,7 @@ struct Harness {
 impl Harness {
     fn new(sampling: SampleOptions) -> Self {
         // Replay mode: the capture time in the context drives the rate limit.
-        let mut ebpf = bpf::load(&LoadOptions { replay: true, sampling, ..LoadOptions::default() }).expect("load");
+        let mut ebpf = load::load(&LoadOptions { replay: true, sampling, ..LoadOptions::default() }).expect("load");
         let samples = Samples::take(&mut ebpf).expect("ring");
         Self { ebpf, samples }
     }

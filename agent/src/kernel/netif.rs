@@ -7,7 +7,7 @@ use std::{
     path::Path,
 };
 
-use crate::scope::Prefix;
+use iotwatch_core::scope::Prefix;
 
 pub fn is_bridge(name: &str) -> bool {
     Path::new("/sys/class/net").join(name).join("bridge").is_dir()

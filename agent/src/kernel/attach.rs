@@ -20,10 +20,7 @@ use aya::{
     util::KernelVersion,
 };
 
-use crate::{
-    bpf::{TC_PROGRAM, XDP_PROGRAM, program},
-    netif,
-};
+use crate::{kernel::load::{TC_PROGRAM, XDP_PROGRAM, program}, kernel::netif};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum AttachMode {

@@ -10,7 +10,7 @@ use aya::{
 };
 use serde_json::{Value, json};
 
-use crate::bpf::{self, LoadOptions, TC_PROGRAM, XDP_PROGRAM};
+use crate::kernel::load::{self, LoadOptions, TC_PROGRAM, XDP_PROGRAM};
 
 static BASELINES: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/baselines"));
 
@@ -88,17 +88,17 @@ fn load_baselines() -> anyhow::Result<Ebpf> {
     anyhow::ensure!(!BASELINES.is_empty(), "built with AYA_BUILD_SKIP=1: no baseline programs");
     let mut ebpf = EbpfLoader::new().load(BASELINES).context("loading the baseline programs")?;
     for name in ["bare_xdp", "min_mac_xdp"] {
-        bpf::program::<Xdp>(&mut ebpf, name)?.load()?;
+        load::program::<Xdp>(&mut ebpf, name)?.load()?;
     }
     for name in ["bare_tc", "min_mac_tc"] {
-        bpf::program::<SchedClassifier>(&mut ebpf, name)?.load()?;
+        load::program::<SchedClassifier>(&mut ebpf, name)?.load()?;
     }
     Ok(ebpf)
 }
 
 /// Runs every program on every frame of the mix, interleaved, and returns the weighted means.
 pub fn run(repeat: u32) -> anyhow::Result<Value> {
-    let mut ours = bpf::load(&LoadOptions::default())?;
+    let mut ours = load::load(&LoadOptions::default())?;
     let mut base = load_baselines()?;
     let mix = packet_mix();
     let names = ["iotwatch_tc", "iotwatch_xdp", "bare_tc", "bare_xdp", "min_mac_tc", "min_mac_xdp"];
@@ -106,12 +106,12 @@ pub fn run(repeat: u32) -> anyhow::Result<Value> {
     let mut per_frame = serde_json::Map::new();
     for (name, share, frame) in &mix {
         let t = [
-            time_tc(bpf::program(&mut ours, TC_PROGRAM)?, frame, repeat)?,
-            time_xdp(bpf::program(&mut ours, XDP_PROGRAM)?, frame, repeat)?,
-            time_tc(bpf::program(&mut base, "bare_tc")?, frame, repeat)?,
-            time_xdp(bpf::program(&mut base, "bare_xdp")?, frame, repeat)?,
-            time_tc(bpf::program(&mut base, "min_mac_tc")?, frame, repeat)?,
-            time_xdp(bpf::program(&mut base, "min_mac_xdp")?, frame, repeat)?,
+            time_tc(load::program(&mut ours, TC_PROGRAM)?, frame, repeat)?,
+            time_xdp(load::program(&mut ours, XDP_PROGRAM)?, frame, repeat)?,
+            time_tc(load::program(&mut base, "bare_tc")?, frame, repeat)?,
+            time_xdp(load::program(&mut base, "bare_xdp")?, frame, repeat)?,
+            time_tc(load::program(&mut base, "min_mac_tc")?, frame, repeat)?,
+            time_xdp(load::program(&mut base, "min_mac_xdp")?, frame, repeat)?,
         ];
         for (w, v) in weighted.iter_mut().zip(t) {
             *w += v * f64::from(*share) / 100.0;

@@ -12,13 +12,10 @@ use agent_common::{
 };
 use prometheus::{Encoder as _, Gauge, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
 
-use crate::{
-    attach::Hook,
-    labels::{LabelBudget, OTHER, sanitize},
-    ledger::{Direction, Totals, Transport},
-    mac::Mac,
-    pipeline::View,
-};
+use iotwatch_core::{labels::{LabelBudget, OTHER, sanitize}, ledger::{Direction, Totals, Transport}, mac::Mac};
+use iotwatch_core::view::View;
+
+use crate::kernel::attach::Hook;
 
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
@@ -214,11 +211,18 @@ impl Metrics {
 mod tests {
     use agent_common::{ConvKey, DeviceCounters, ip_version};
 
-    use super::*;
-    use crate::{collect::Snapshot, events::EventStore, ledger::{Delta, Ledger}, oui::Oui, samples::SampleCounts, scope::ScopeClassifier};
+    use iotwatch_core::{
+        events::EventStore,
+        ledger::{Delta, Ledger},
+        oui::Oui,
+        scope::ScopeClassifier,
+        snapshot::{SampleCounts, Snapshot},
+    };
 
-    fn view<'a>(ledger: &'a Ledger, last: &'a Snapshot, oui: &'a Oui, events: &'a EventStore, counts: &'a SampleCounts) -> View<'a> {
-        View { ledger, last, oui, events, sample_counts: counts, event_log_errors: 0 }
+    use super::*;
+
+    fn view<'a>(ledger: &'a Ledger, last: &'a Snapshot, oui: &'a Oui, scopes: &'a ScopeClassifier, events: &'a EventStore, counts: &'a SampleCounts) -> View<'a> {
+        View { ledger, last, oui, scopes, events, sample_counts: counts, event_log_errors: 0 }
     }
 
     fn limits(max_devices: usize, top_ports: usize) -> Limits {
@@ -252,7 +256,7 @@ mod tests {
         let mut m = Metrics::new(limits(2, 2));
         let (oui, events, mut counts) = (Oui::default(), EventStore::default(), SampleCounts::default());
         counts[SampleKind::Ssdp as usize][outcome::SUPPRESSED] = 3;
-        m.sync(&view(&ledger, &snap, &oui, &events, &counts), &[("p1".into(), Hook::TcIngress)], 0.01);
+        m.sync(&view(&ledger, &snap, &oui, &scopes, &events, &counts), &[("p1".into(), Hook::TcIngress)], 0.01);
         let text = m.render();
         assert!(line(&text, r#"iotwatch_device_bytes_total{direction="tx",mac="02:00:00:00:00:0a",scope="internet"} 1600"#).is_some(), "{text}");
         assert!(line(&text, r#"iotwatch_device_bytes_total{direction="rx",mac="02:00:00:00:00:01",scope="lan"} 1650"#).is_some(), "{text}");
@@ -272,7 +276,7 @@ mod tests {
         // More traffic later: counters rise to the new totals, the folded device stays folded.
         ledger.apply(&delta(11, 80, 50), &scopes);
         ledger.apply(&delta(10, 443, 900), &scopes);
-        m.sync(&view(&ledger, &snap, &oui, &events, &counts), &[], 0.01);
+        m.sync(&view(&ledger, &snap, &oui, &scopes, &events, &counts), &[], 0.01);
         let text = m.render();
         assert!(line(&text, r#"iotwatch_device_bytes_total{direction="tx",mac="other",scope="internet"} 100"#).is_some(), "{text}");
         assert!(line(&text, r#"iotwatch_device_port_bytes_total{mac="02:00:00:00:00:0a",port="other",proto="udp"} 1000"#).is_some(), "{text}");

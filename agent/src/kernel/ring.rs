@@ -3,6 +3,7 @@
 use std::os::fd::{AsFd as _, OwnedFd};
 
 use agent_common::sample::{KINDS, SAMPLE_STATS, SAMPLES, outcome};
+use iotwatch_core::snapshot::SampleCounts;
 use anyhow::Context as _;
 use aya::{
     Ebpf,
@@ -13,9 +14,6 @@ pub struct Samples {
     ring: RingBuf<MapData>,
     stats: PerCpuArray<MapData, u64>,
 }
-
-/// Samples sent, dropped (ring full) and suppressed (rate limit), per kind.
-pub type SampleCounts = [[u64; outcome::OUTCOMES]; KINDS];
 
 impl Samples {
     pub fn take(ebpf: &mut Ebpf) -> anyhow::Result<Self> {

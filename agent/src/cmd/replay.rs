@@ -17,23 +17,23 @@
 
 use std::{
     io::IsTerminal as _,
-    path::{Path, PathBuf},
+    path::Path,
     time::{Duration, Instant},
 };
 
 use anyhow::Context as _;
 
-use crate::{
-    bpf::{self, LoadOptions, SampleOptions},
+use iotwatch_core::{
     capture::{self, CaptureError, Format, Packet, linktype},
-    collect::{Collector, Maps},
-    event_log::EventLog,
-    oui::Oui,
-    pipeline::Pipeline,
-    report::{self, Capture, CaptureFile, Clock, InvalidInput, Report},
-    samples::Samples,
-    scope::{Prefix, ScopeClassifier},
-    testrun::{MAX_TEST_RUN_DATA, TcInput, run_tc, run_xdp_replay},
+    clock::Clock,
+    report::{Capture, CaptureFile, InvalidInput, Report},
+    scope::ScopeClassifier,
+};
+
+use crate::{
+    cli::ReplayArgs,
+    kernel::test_run::{MAX_TEST_RUN_DATA, TcInput, run_tc, run_xdp_replay},
+    pipeline::{self, Pipeline},
 };
 
 /// Largest `wire_len` a socket-buffer test run accepts.
@@ -44,20 +44,6 @@ const XDP_PASS: u32 = 2;
 /// The LAN when the user names none: replaying a capture, the bridge's subnets are unknown, so
 /// the private and unique-local ranges stand in for them (said in the report's `lan_prefixes`).
 pub const DEFAULT_REPLAY_LAN: [&str; 4] = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7"];
-
-pub struct Options {
-    pub files: Vec<PathBuf>,
-    pub sampling: SampleOptions,
-    /// Event log (`-` for stdout) and its size bound.
-    pub events: Option<String>,
-    pub events_max_bytes: u64,
-    pub lan_prefixes: Vec<Prefix>,
-    pub oui_file: PathBuf,
-    pub max_macs: u32,
-    pub max_conversations: u32,
-    /// Seconds of capture time a conversation may be idle before it leaves the map.
-    pub conversation_idle_s: u64,
-}
 
 /// The outcome: the report, and whether any input was invalid (the exit code says so).
 pub struct Outcome {
@@ -130,7 +116,7 @@ impl Replayer {
     fn poll(&mut self) -> anyhow::Result<()> {
         self.since_poll = 0;
         self.pipeline.poll(Some(self.clock_ns.saturating_sub(self.idle_ns)))?;
-        if self.pipeline.last.conversation_entries * 2 > self.capacity {
+        if self.pipeline.last().conversation_entries * 2 > self.capacity {
             self.pipeline.poll(Some(u64::MAX))?;
         }
         Ok(())
@@ -164,29 +150,32 @@ impl Progress {
     }
 }
 
-pub fn run(opts: &Options) -> anyhow::Result<Outcome> {
-    let mut ebpf = bpf::load(&LoadOptions { max_macs: opts.max_macs, max_conversations: opts.max_conversations, replay: true, sampling: opts.sampling })?;
-    let collector = Collector::new(Maps::take(&mut ebpf)?);
-    let samples = Samples::take(&mut ebpf)?;
-    let lan = if opts.lan_prefixes.is_empty() {
+pub fn run(args: &ReplayArgs) -> anyhow::Result<Outcome> {
+    let lan = if args.enrich.lan_prefixes.is_empty() {
         DEFAULT_REPLAY_LAN.iter().filter_map(|p| p.parse().ok()).collect()
     } else {
-        opts.lan_prefixes.clone()
+        args.enrich.lan_prefixes.clone()
     };
-    let mut pipeline = Pipeline::new(collector, samples, ScopeClassifier::new(lan), Oui::load(&opts.oui_file), Clock::Epoch);
-    pipeline.log = opts.events.as_deref().map(|spec| EventLog::open(spec, opts.events_max_bytes)).transpose()?;
+    let (pipeline, ebpf) = Pipeline::open(pipeline::Options {
+        load: args.maps.load_options(&args.sampling, true),
+        scopes: ScopeClassifier::new(lan),
+        oui_file: args.enrich.oui_file.clone(),
+        events: args.sampling.events.clone(),
+        events_max_bytes: args.sampling.events_max_bytes,
+        clock: Clock::Epoch,
+    })?;
     let mut r = Replayer {
         ebpf,
         pipeline,
         capture: Capture::default(),
         since_poll: 0,
         clock_ns: 0,
-        idle_ns: opts.conversation_idle_s.saturating_mul(1_000_000_000),
-        capacity: u64::from(opts.max_conversations),
+        idle_ns: args.maps.conversation_idle.saturating_mul(1_000_000_000),
+        capacity: u64::from(args.maps.max_conversations),
     };
     let mut progress = Progress::new();
 
-    for path in &opts.files {
+    for path in &args.files {
         let name = path.display().to_string();
         let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
         let mut summary = CaptureFile { path: name.clone(), ..CaptureFile::default() };
@@ -229,6 +218,6 @@ pub fn run(opts: &Options) -> anyhow::Result<Outcome> {
     // The end: every conversation's last counts.
     r.pipeline.poll(Some(u64::MAX))?;
     let invalid = !r.capture.invalid.is_empty();
-    let report = report::build(&r.pipeline, Some(r.capture), Clock::Epoch);
+    let report = r.pipeline.report(Some(r.capture));
     Ok(Outcome { report, invalid })
 }

@@ -8,20 +8,23 @@ use std::{
 use anyhow::{Context as _, bail};
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::{
-    attach::{Attacher, Hook},
-    bpf::{self, LoadOptions},
-    cli::RunArgs,
-    collect::{Collector, Maps},
-    event_log::EventLog,
-    metrics::{Limits, Metrics},
-    netif,
-    oui::Oui,
-    pipeline::Pipeline,
-    report::{self, Report},
-    samples::Samples,
+use iotwatch_core::{
+    clock::{self, Clock},
+    report::Report,
     scope::{Prefix, ScopeClassifier},
-    web,
+};
+
+use crate::{
+    cli::RunArgs,
+    kernel::{
+        attach::{Attacher, Hook},
+        netif,
+    },
+    output::{
+        metrics::{Limits, Metrics},
+        web,
+    },
+    pipeline::{self, Pipeline},
 };
 
 /// Everything a scrape needs, behind one lock: the pipeline and the metrics it feeds.
@@ -34,28 +37,11 @@ pub struct Agent {
 
 pub type SharedAgent = Arc<Mutex<Agent>>;
 
-fn clock_ns(clock: libc::clockid_t) -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: clock_gettime writes into a valid timespec.
-    unsafe { libc::clock_gettime(clock, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
-/// The program's clock: bpf_ktime_get_ns is CLOCK_MONOTONIC.
-fn monotonic_ns() -> u64 {
-    clock_ns(libc::CLOCK_MONOTONIC)
-}
-
-/// Live, the program's timestamps are monotonic: this maps them to the epoch.
-fn live_clock() -> report::Clock {
-    report::Clock::Offset { epoch_minus_program_ns: clock_ns(libc::CLOCK_REALTIME) as i128 - monotonic_ns() as i128 }
-}
-
 impl Agent {
     /// Reads the maps and brings the ledger and the metrics up to date.
     pub fn refresh(&mut self) -> anyhow::Result<()> {
         let start = Instant::now();
-        let idle_before = monotonic_ns().checked_sub(self.idle.as_nanos() as u64);
+        let idle_before = clock::monotonic_ns().checked_sub(self.idle.as_nanos() as u64);
         self.pipeline.poll(idle_before)?;
         let p = &self.pipeline;
         self.metrics.sync(&p.view(), &self.attached, start.elapsed().as_secs_f64());
@@ -68,12 +54,27 @@ impl Agent {
 
     /// The report of everything seen since the agent started (`/api/v1/report`).
     pub fn report(&self) -> Report {
-        report::build(&self.pipeline, None, live_clock())
+        self.pipeline.report(None)
     }
 }
 
-pub fn lock(agent: &SharedAgent) -> std::sync::MutexGuard<'_, Agent> {
+pub fn lock(agent: &Mutex<Agent>) -> std::sync::MutexGuard<'_, Agent> {
     agent.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The web server's view of the live agent: every request reads the maps anew.
+impl web::Source for Mutex<Agent> {
+    fn metrics(&self) -> anyhow::Result<String> {
+        let mut a = lock(self);
+        a.refresh()?;
+        Ok(a.render())
+    }
+
+    fn report_json(&self) -> anyhow::Result<String> {
+        let mut a = lock(self);
+        a.refresh()?;
+        Ok(serde_json::to_string(&a.report())?)
+    }
 }
 
 fn preflight(args: &RunArgs) -> anyhow::Result<()> {
@@ -125,15 +126,14 @@ fn lan_prefixes(bridge: &str, extra: &[Prefix]) -> Vec<Prefix> {
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     preflight(&args)?;
-    let mut ebpf = bpf::load(&LoadOptions {
-        max_macs: args.max_macs,
-        max_conversations: args.max_conversations,
-        replay: false,
-        sampling: args.sampling.options(),
+    let (pipeline, mut ebpf) = Pipeline::open(pipeline::Options {
+        load: args.maps.load_options(&args.sampling, false),
+        scopes: ScopeClassifier::new(lan_prefixes(&args.bridge, &args.enrich.lan_prefixes)),
+        oui_file: args.enrich.oui_file.clone(),
+        events: args.sampling.events.clone(),
+        events_max_bytes: args.sampling.events_max_bytes,
+        clock: Clock::Live,
     })?;
-    let collector = Collector::new(Maps::take(&mut ebpf)?);
-    let samples = Samples::take(&mut ebpf)?;
-    let log = args.sampling.events.as_deref().map(|spec| EventLog::open(spec, args.sampling.events_max_bytes)).transpose()?;
     let mut attacher = Attacher::new(&args.bridge, args.attach);
     if let Err(e) = attacher.attach_all(&mut ebpf) {
         attacher.detach_all(&mut ebpf);
@@ -142,18 +142,15 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let limits = Limits {
         max_devices: args.max_devices,
         top_ports: args.top_ports,
-        map_capacity_macs: args.max_macs,
-        map_capacity_conversations: args.max_conversations,
+        map_capacity_macs: args.maps.max_macs,
+        map_capacity_conversations: args.maps.max_conversations,
     };
-    let scopes = ScopeClassifier::new(lan_prefixes(&args.bridge, &args.lan_prefixes));
-    let mut pipeline = Pipeline::new(collector, samples, scopes, Oui::load(&args.oui_file), live_clock());
-    pipeline.log = log;
     let samples_fd = pipeline.samples_fd()?;
     let agent: SharedAgent = Arc::new(Mutex::new(Agent {
         pipeline,
         metrics: Metrics::new(limits),
         attached: attacher.attached(),
-        idle: Duration::from_secs(args.conversation_idle),
+        idle: Duration::from_secs(args.maps.conversation_idle),
     }));
 
     let reader = tokio::spawn(read_samples(samples_fd, agent.clone()));
@@ -214,7 +211,7 @@ async fn serve_until_signal(
                 }
                 let mut a = lock(agent);
                 a.attached = attacher.attached();
-                a.pipeline.scopes = ScopeClassifier::new(lan_prefixes(&args.bridge, &args.lan_prefixes));
+                a.pipeline.set_scopes(ScopeClassifier::new(lan_prefixes(&args.bridge, &args.enrich.lan_prefixes)));
                 if let Err(e) = a.refresh() {
                     tracing::warn!("reading the maps: {e:#}");
                 }

@@ -10,7 +10,7 @@ use std::{
 
 use anyhow::Context as _;
 
-use crate::events::Event;
+use iotwatch_core::events::Event;
 
 enum Target {
     Stdout(io::Stdout),
@@ -86,7 +86,7 @@ impl EventLog {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::{EventFields, flow::FlowEvent};
+    use iotwatch_core::proto::{EventFields, flow::FlowEvent};
 
     fn event(i: u64) -> Event {
         Event {

@@ -10,11 +10,11 @@ use agent_common::sample::{SampleHeader, SampleKind};
 use serde::Serialize;
 
 use crate::{
+    clock::Clock,
     ledger::conv_ips,
     mac::Mac,
     names::Names,
     proto::{self, EventFields},
-    report::Clock,
 };
 
 /// Events kept for the report; older ones are dropped first and counted.

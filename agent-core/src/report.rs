@@ -8,31 +8,13 @@ use serde::Serialize;
 use agent_common::sample::{SampleKind, outcome};
 
 use crate::{
+    clock::Clock,
     events::Event,
     ledger::{Direction, Totals},
-    pipeline::Pipeline,
+    view::View,
 };
 
 pub const SCHEMA: &str = "iotwatch.report/v1";
-
-/// How the program's timestamps map to the epoch.
-#[derive(Clone, Copy, Debug)]
-pub enum Clock {
-    /// Replay: timestamps are capture times, already ns since the epoch.
-    Epoch,
-    /// Live: monotonic ns; epoch = program + offset.
-    Offset { epoch_minus_program_ns: i128 },
-}
-
-impl Clock {
-    pub fn seconds(self, program_ns: u64) -> f64 {
-        let ns = match self {
-            Clock::Epoch => i128::from(program_ns),
-            Clock::Offset { epoch_minus_program_ns } => i128::from(program_ns) + epoch_minus_program_ns,
-        };
-        ns as f64 / 1e9
-    }
-}
 
 #[derive(Debug, Default, Serialize)]
 pub struct Capture {
@@ -174,7 +156,7 @@ fn txrx_row(tx: Totals, rx: Totals) -> ProtocolRow {
     ProtocolRow { tx_packets: tx.packets, tx_bytes: tx.bytes, rx_packets: rx.packets, rx_bytes: rx.bytes }
 }
 
-pub fn build(p: &Pipeline, capture: Option<Capture>, clock: Clock) -> Report {
+pub fn build(p: &View<'_>, capture: Option<Capture>, clock: Clock) -> Report {
     let mut macs: Vec<MacRow> = p
         .last
         .macs
@@ -265,7 +247,7 @@ pub fn build(p: &Pipeline, capture: Option<Capture>, clock: Clock) -> Report {
         parse_errors: p.events.parse_errors.values().sum::<u64>() + p.events.undecodable,
         samples_by_kind,
         events_not_in_report: p.events.dropped_from_report,
-        event_log_errors: p.log.as_ref().map_or(0, |l| l.errors),
+        event_log_errors: p.event_log_errors,
         names_dropped: p.events.names.remotes_dropped,
         bpf,
         conversation_evictions: p.last.evictions,

@@ -1,4 +1,4 @@
-//! HTTP: a landing page and /metrics.
+//! HTTP: a landing page, /metrics and /api/v1/report, from whatever state serves them.
 
 use axum::{
     Router,
@@ -8,9 +8,20 @@ use axum::{
     routing::get,
 };
 
-use crate::run::{SharedAgent, lock};
+use std::sync::Arc;
 
-pub async fn serve(listener: tokio::net::TcpListener, agent: SharedAgent, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+/// What the endpoints serve, each read fresh for every request. The calls may block (they read
+/// the kernel's maps): they run off the async workers.
+pub trait Source: Send + Sync + 'static {
+    /// The Prometheus text exposition.
+    fn metrics(&self) -> anyhow::Result<String>;
+    /// The report, schema iotwatch.report/v1, as JSON.
+    fn report_json(&self) -> anyhow::Result<String>;
+}
+
+type Shared = Arc<dyn Source>;
+
+pub async fn serve(listener: tokio::net::TcpListener, agent: Shared, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
     let app = Router::new()
         .route("/", get(landing))
         .route("/metrics", get(metrics))
@@ -29,13 +40,9 @@ async fn landing() -> Html<&'static str> {
     )
 }
 
-async fn metrics(State(agent): State<SharedAgent>) -> Response {
+async fn metrics(State(agent): State<Shared>) -> Response {
     // Reading the maps is a burst of syscalls: keep it off the async workers.
-    let result = tokio::task::spawn_blocking(move || {
-        let mut a = lock(&agent);
-        a.refresh().map(|()| a.render())
-    })
-    .await;
+    let result = tokio::task::spawn_blocking(move || agent.metrics()).await;
     match result {
         Ok(Ok(text)) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response(),
         Ok(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, format!("reading the BPF maps failed: {e:#}\n")).into_response(),
@@ -43,13 +50,8 @@ async fn metrics(State(agent): State<SharedAgent>) -> Response {
     }
 }
 
-async fn report(State(agent): State<SharedAgent>) -> Response {
-    let result = tokio::task::spawn_blocking(move || {
-        let mut a = lock(&agent);
-        a.refresh()?;
-        Ok::<_, anyhow::Error>(serde_json::to_string(&a.report())?)
-    })
-    .await;
+async fn report(State(agent): State<Shared>) -> Response {
+    let result = tokio::task::spawn_blocking(move || agent.report_json()).await;
     match result {
         Ok(Ok(json)) => ([(header::CONTENT_TYPE, "application/json")], json).into_response(),
         Ok(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, format!("building the report failed: {e:#}\n")).into_response(),

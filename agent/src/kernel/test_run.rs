@@ -8,7 +8,7 @@ use aya::{
     programs::{SchedClassifier, TestRun as _, TestRunOptions, Xdp},
 };
 
-use crate::bpf::{TC_PROGRAM, XDP_PROGRAM};
+use crate::kernel::load::{TC_PROGRAM, XDP_PROGRAM};
 
 /// The kernel's `struct __sk_buff` (uapi/linux/bpf.h) up to `hwtstamp`. BPF_PROG_TEST_RUN
 /// accepts only a few fields non-zero: mark, priority, ifindexes, cb, tstamp, wire_len, gso_segs,

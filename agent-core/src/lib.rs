@@ -1,0 +1,26 @@
+//! iotwatch's pure core: everything that is logic over bytes and counters, with no kernel, no
+//! runtime and no server. The `iotwatch` binary (agent/) moves data between the kernel, this
+//! core and the outputs; the fuzz targets (fuzz/) depend on this crate alone.
+//!
+//! - Input: [`capture`] (pcap/pcapng reader), [`proto`] (one parser per sampled protocol, typed
+//!   results), [`events`] (ring records become events), [`snapshot`] (what a poll of the maps
+//!   saw, and deltas between polls).
+//! - State: [`ledger`] (per-device totals from conversation deltas), [`names`], [`scope`],
+//!   [`oui`], [`labels`] (bounded label values), [`clock`].
+//! - Output models: [`view`] (the plain view every output reads), [`report`] (schema
+//!   `iotwatch.report/v1`), [`text`] (the report as a table).
+
+pub mod capture;
+pub mod clock;
+pub mod events;
+pub mod labels;
+pub mod ledger;
+pub mod mac;
+pub mod names;
+pub mod oui;
+pub mod proto;
+pub mod report;
+pub mod scope;
+pub mod snapshot;
+pub mod text;
+pub mod view;

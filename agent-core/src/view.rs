@@ -1,0 +1,15 @@
+//! The plain view of the agent's state that the outputs read (metrics, report): borrowed parts
+//! of the pipeline, or of a test's hand-made fixtures.
+
+use crate::{events::EventStore, ledger::Ledger, oui::Oui, scope::ScopeClassifier, snapshot::{SampleCounts, Snapshot}};
+
+pub struct View<'a> {
+    pub ledger: &'a Ledger,
+    /// What the latest poll saw: exact per-MAC counters and the program's statistics.
+    pub last: &'a Snapshot,
+    pub oui: &'a Oui,
+    pub scopes: &'a ScopeClassifier,
+    pub events: &'a EventStore,
+    pub sample_counts: &'a SampleCounts,
+    pub event_log_errors: u64,
+}

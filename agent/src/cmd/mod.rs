@@ -1,0 +1,4 @@
+//! The commands: `iotwatch run` (live, on a bridge) and `iotwatch replay` (capture files).
+
+pub mod replay;
+pub mod run;
