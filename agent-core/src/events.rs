@@ -36,19 +36,24 @@ pub fn decode(record: &[u8]) -> Option<(SampleHeader, &[u8])> {
 #[derive(Debug, Clone, Serialize)]
 pub struct Event {
     pub ts: f64,
-    pub kind: &'static str,
-    pub src_mac: String,
+    #[serde(serialize_with = "kind_name")]
+    pub kind: SampleKind,
+    pub src_mac: Mac,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub src_ip: Option<String>,
+    pub src_ip: Option<IpAddr>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub src_port: Option<u16>,
-    pub dst_mac: String,
+    pub dst_mac: Mac,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub dst_ip: Option<String>,
+    pub dst_ip: Option<IpAddr>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dst_port: Option<u16>,
     #[serde(flatten)]
     pub fields: EventFields,
+}
+
+fn kind_name<S: serde::Serializer>(kind: &SampleKind, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(kind.name())
 }
 
 /// The kind of a sample; a kind this agent does not know is parsed as a flow.
@@ -65,12 +70,12 @@ pub fn event(h: &SampleHeader, data: &[u8], clock: Clock) -> Result<Event, (Samp
     let ports = matches!(h.key.proto, 6 | 17);
     Ok(Event {
         ts: clock.seconds(h.ts_ns),
-        kind: kind.name(),
-        src_mac: Mac(h.key.src_mac).to_string(),
-        src_ip: ips.map(|(s, _)| s.to_string()),
+        kind,
+        src_mac: Mac(h.key.src_mac),
+        src_ip: ips.map(|(s, _)| s),
         src_port: ports.then_some(h.key.src_port),
-        dst_mac: Mac(h.key.dst_mac).to_string(),
-        dst_ip: ips.map(|(_, d)| d.to_string()),
+        dst_mac: Mac(h.key.dst_mac),
+        dst_ip: ips.map(|(_, d)| d),
         dst_port: ports.then_some(h.key.dst_port),
         fields,
     })

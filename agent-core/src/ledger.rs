@@ -65,6 +65,18 @@ impl Transport {
     }
 }
 
+macro_rules! display_as_str {
+    ($($t:ty),*) => {$(
+        impl std::fmt::Display for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    )*};
+}
+display_as_str!(Direction, Transport, FirstDirection);
+crate::serialize_as_text!(Direction, Transport, FirstDirection);
+
 /// Packets and bytes one conversation added since the last poll, and when it was seen (program
 /// clock: monotonic live, capture time in replay).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

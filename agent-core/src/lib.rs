@@ -10,6 +10,19 @@
 //! - Output models: [`view`] (the plain view every output reads), [`report`] (schema
 //!   `iotwatch.report/v1`), [`text`] (the report as a table).
 
+/// Serialises typed values (MACs, addresses' scopes, record types...) as their text, made
+/// once, here at the edge: the report and the event log carry text, the code carries types.
+macro_rules! serialize_as_text {
+    ($($t:ty),* $(,)?) => {$(
+        impl serde::Serialize for $t {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_str(self)
+            }
+        }
+    )*};
+}
+pub(crate) use serialize_as_text;
+
 pub mod capture;
 pub mod clock;
 pub mod events;

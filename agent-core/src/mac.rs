@@ -8,9 +8,12 @@ pub struct Mac(pub [u8; 6]);
 impl fmt::Display for Mac {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let m = self.0;
-        write!(f, "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4], m[5])
+        // Through `pad`, so that widths in tables (`{:<17}`) apply.
+        f.pad(&format!("{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4], m[5]))
     }
 }
+
+crate::serialize_as_text!(Mac);
 
 impl std::str::FromStr for Mac {
     type Err = String;

@@ -7,7 +7,11 @@ use std::{
     net::IpAddr,
 };
 
-use crate::{labels::sanitize, mac::Mac, proto::EventFields};
+use crate::{
+    labels::sanitize,
+    mac::Mac,
+    proto::{EventFields, dns::RecordData},
+};
 
 const MAX_NAME_CHARS: usize = 253;
 const MAX_NAMES_EACH: usize = 8;
@@ -51,22 +55,23 @@ impl Names {
             EventFields::Dhcp(d) => {
                 if let Some(host) = &d.hostname {
                     // The client's own MAC, when the message says it, else the sender's.
-                    let mac = d.client_mac.as_deref().and_then(|m| m.parse().ok()).unwrap_or(src);
+                    let mac = d.client_mac.unwrap_or(src);
                     add(self.devices.entry(mac).or_default(), host);
                 }
             }
             EventFields::Mdns(m) if m.response => {
                 // An announcement: the host names whose addresses are the sender's own.
-                let own = ips.map(|(s, _)| s.to_string());
                 for r in &m.records {
-                    if matches!(r.rtype.as_str(), "A" | "AAAA") && Some(&r.data) == own.as_ref() {
+                    if let RecordData::Addr(addr) = r.data
+                        && ips.is_some_and(|(own, _)| own == addr)
+                    {
                         add(self.devices.entry(src).or_default(), &r.name);
                     }
                 }
             }
             EventFields::Dns(d) if d.response => {
-                for r in d.records.iter().filter(|r| matches!(r.rtype.as_str(), "A" | "AAAA")) {
-                    if let Ok(ip) = r.data.parse::<IpAddr>() {
+                for r in &d.records {
+                    if let RecordData::Addr(ip) = r.data {
                         // The name asked for (the start of a CNAME chain) says most.
                         self.add_remote(ip, d.qname.as_deref().unwrap_or(&r.name));
                         self.add_remote(ip, &r.name);

@@ -1,7 +1,7 @@
 //! The report, schema `iotwatch.report/v1` (shared/design.md): one schema for `iotwatch replay`
 //! and for the live agent's `/api/v1/report`. Extend it, never rename a field.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, net::IpAddr};
 
 use serde::Serialize;
 
@@ -10,7 +10,9 @@ use agent_common::sample::{SampleKind, outcome};
 use crate::{
     clock::Clock,
     events::Event,
-    ledger::{Direction, Totals},
+    ledger::{Direction, FirstDirection, Totals, Transport},
+    mac::Mac,
+    scope::Scope,
     view::View,
 };
 
@@ -52,7 +54,7 @@ pub struct InvalidInput {
 
 #[derive(Debug, Serialize)]
 pub struct MacRow {
-    pub mac: String,
+    pub mac: Mac,
     pub tx_packets: u64,
     pub tx_bytes: u64,
     pub rx_packets: u64,
@@ -61,8 +63,8 @@ pub struct MacRow {
 
 #[derive(Debug, Serialize)]
 pub struct IpRow {
-    pub ip: String,
-    pub scope: &'static str,
+    pub ip: IpAddr,
+    pub scope: Scope,
     pub tx_packets: u64,
     pub tx_bytes: u64,
     pub rx_packets: u64,
@@ -71,7 +73,7 @@ pub struct IpRow {
 
 #[derive(Debug, Serialize)]
 pub struct PortRow {
-    pub proto: &'static str,
+    pub proto: Transport,
     pub port: u16,
     pub packets: u64,
     pub bytes: u64,
@@ -79,15 +81,15 @@ pub struct PortRow {
 
 #[derive(Debug, Serialize)]
 pub struct PeerRow {
-    pub ip: String,
-    pub scope: &'static str,
+    pub ip: IpAddr,
+    pub scope: Scope,
     pub names: Vec<String>,
     pub asn: Option<u32>,
     pub org: Option<String>,
     pub country: Option<String>,
     pub packets: u64,
     pub bytes: u64,
-    pub first_direction: &'static str,
+    pub first_direction: FirstDirection,
     pub first_ts: f64,
 }
 
@@ -101,15 +103,15 @@ pub struct ProtocolRow {
 
 #[derive(Debug, Serialize)]
 pub struct DeviceRow {
-    pub mac: String,
+    pub mac: Mac,
     pub vendor: Option<String>,
     pub names: Vec<String>,
-    pub ips: Vec<String>,
+    pub ips: Vec<IpAddr>,
     pub tx_packets: u64,
     pub tx_bytes: u64,
     pub rx_packets: u64,
     pub rx_bytes: u64,
-    /// Sent and received bytes by peer scope.
+    /// Sent and received bytes by peer scope (by name: the report's keys are text).
     pub scopes: BTreeMap<&'static str, ProtocolRow>,
     pub peers: Vec<PeerRow>,
     /// Destination ports the device sent to, busiest first.
@@ -161,23 +163,23 @@ pub fn build(p: &View<'_>, capture: Option<Capture>, clock: Clock) -> Report {
         .last
         .macs
         .iter()
-        .map(|(mac, c)| MacRow { mac: mac.to_string(), tx_packets: c.tx_packets, tx_bytes: c.tx_bytes, rx_packets: c.rx_packets, rx_bytes: c.rx_bytes })
+        .map(|(mac, c)| MacRow { mac: *mac, tx_packets: c.tx_packets, tx_bytes: c.tx_bytes, rx_packets: c.rx_packets, rx_bytes: c.rx_bytes })
         .collect();
-    macs.sort_by(|a, b| a.mac.cmp(&b.mac));
+    macs.sort_by_key(|m| m.mac);
     let ips = p
         .ledger
         .ips()
         .iter()
         .map(|(ip, t)| IpRow {
-            ip: ip.to_string(),
-            scope: p.scopes.of_ip(*ip).as_str(),
+            ip: *ip,
+            scope: p.scopes.of_ip(*ip),
             tx_packets: t.tx.packets,
             tx_bytes: t.tx.bytes,
             rx_packets: t.rx.packets,
             rx_bytes: t.rx.bytes,
         })
         .collect();
-    let ports = p.ledger.ports().iter().map(|((proto, port), t)| PortRow { proto: proto.as_str(), port: *port, packets: t.packets, bytes: t.bytes }).collect();
+    let ports = p.ledger.ports().iter().map(|((proto, port), t)| PortRow { proto: *proto, port: *port, packets: t.packets, bytes: t.bytes }).collect();
 
     let mut devices: Vec<DeviceRow> = p
         .ledger
@@ -195,26 +197,26 @@ pub fn build(p: &View<'_>, capture: Option<Capture>, clock: Clock) -> Report {
                 .peers
                 .iter()
                 .map(|(ip, peer)| PeerRow {
-                    ip: ip.to_string(),
-                    scope: p.scopes.of_ip(*ip).as_str(),
+                    ip: *ip,
+                    scope: p.scopes.of_ip(*ip),
                     names: p.events.names.remote(*ip),
                     asn: None,
                     org: None,
                     country: None,
                     packets: peer.totals.packets,
                     bytes: peer.totals.bytes,
-                    first_direction: peer.first_direction.as_str(),
+                    first_direction: peer.first_direction,
                     first_ts: clock.seconds(peer.first_seen_ns),
                 })
                 .collect();
             peers.sort_by(|a, b| b.bytes.cmp(&a.bytes).then_with(|| a.ip.cmp(&b.ip)));
-            let mut ports: Vec<PortRow> = d.ports.iter().map(|((proto, port), t)| PortRow { proto: proto.as_str(), port: *port, packets: t.packets, bytes: t.bytes }).collect();
+            let mut ports: Vec<PortRow> = d.ports.iter().map(|((proto, port), t)| PortRow { proto: *proto, port: *port, packets: t.packets, bytes: t.bytes }).collect();
             ports.sort_by(|a, b| b.bytes.cmp(&a.bytes).then_with(|| a.port.cmp(&b.port)));
             DeviceRow {
-                mac: mac.to_string(),
+                mac: *mac,
                 vendor: p.oui.vendor(*mac).map(str::to_owned),
                 names: p.events.names.device(*mac),
-                ips: d.ips.iter().map(ToString::to_string).collect(),
+                ips: d.ips.iter().copied().collect(),
                 tx_packets: tx.packets,
                 tx_bytes: tx.bytes,
                 rx_packets: rx.packets,

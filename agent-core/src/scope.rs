@@ -35,6 +35,8 @@ impl fmt::Display for Scope {
     }
 }
 
+crate::serialize_as_text!(Scope);
+
 /// An IP prefix such as `192.168.77.0/24` or `fd00::/8`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Prefix {

@@ -3,7 +3,10 @@
 
 use std::fmt::Write as _;
 
-use crate::report::{DeviceRow, Report};
+use crate::{
+    report::{DeviceRow, Report},
+    scope::Scope,
+};
 
 /// `1234567` -> `1.2 MB` (decimal units, as capinfos prints them).
 pub fn human_bytes(b: u64) -> String {
@@ -34,11 +37,11 @@ pub fn utc(ts: f64) -> String {
 }
 
 /// The busiest peer of a scope and how many more there are: `203.0.113.10 (+5)`.
-fn peers_summary(d: &DeviceRow, scope: &str) -> String {
+fn peers_summary(d: &DeviceRow, scope: Scope) -> String {
     let mut peers = d.peers.iter().filter(|p| p.scope == scope);
     match (peers.next(), peers.count()) {
         (None, _) => "-".to_owned(),
-        (Some(p), 0) => p.ip.clone(),
+        (Some(p), 0) => p.ip.to_string(),
         (Some(p), more) => format!("{} (+{more})", p.ip),
     }
 }
@@ -65,13 +68,13 @@ pub fn render(r: &Report) -> String {
             who,
             format!("{} pkt {:>9}", d.tx_packets, human_bytes(d.tx_bytes)),
             format!("{} pkt {:>9}", d.rx_packets, human_bytes(d.rx_bytes)),
-            truncate(&peers_summary(d, "lan"), 30),
-            truncate(&peers_summary(d, "internet"), 30),
+            truncate(&peers_summary(d, Scope::Lan), 30),
+            truncate(&peers_summary(d, Scope::Internet), 30),
             if ports.is_empty() { "-".to_owned() } else { ports.join(" ") },
         );
     }
     let (tx, bytes): (u64, u64) = r.macs.iter().fold((0, 0), |(p, b), m| (p + m.tx_packets, b + m.tx_bytes));
-    let internet: u64 = r.devices.iter().filter_map(|d| d.scopes.get("internet")).map(|s| s.tx_bytes).sum();
+    let internet: u64 = r.devices.iter().filter_map(|d| d.scopes.get(Scope::Internet.as_str())).map(|s| s.tx_bytes).sum();
     let _ = writeln!(out, "\nTOTAL  {} devices, {tx} frames, {}; {} sent to the Internet", r.devices.len(), human_bytes(bytes), human_bytes(internet));
     if let Some(c) = &r.capture {
         if c.truncated_frames > 0 {

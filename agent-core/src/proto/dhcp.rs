@@ -4,28 +4,78 @@ use std::net::Ipv4Addr;
 
 use serde::Serialize;
 
-use super::{ParseError, be_u16, is_false, mac_text, text};
+use super::{ParseError, be_u16, is_false, text};
+use crate::mac::Mac;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct DhcpEvent {
     pub ip_version: u8,
-    /// "DISCOVER", "REQUEST", "SOLICIT", ... or the number when unknown.
+    /// Serialised as "DISCOVER", "REQUEST", "SOLICIT", ... or the number when unknown.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub message_type: Option<String>,
+    pub message_type: Option<MessageType>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub client_mac: Option<String>,
+    pub client_mac: Option<Mac>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hostname: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub vendor_class: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub requested_ip: Option<String>,
-    /// Requested option codes in order, e.g. "1,3,6,15,119,252": a client fingerprint.
+    pub requested_ip: Option<Ipv4Addr>,
+    /// Requested option codes in order, serialised as "1,3,6,15,119,252": a client fingerprint.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub param_list: Option<String>,
+    pub param_list: Option<ParamList>,
     #[serde(skip_serializing_if = "is_false")]
     pub truncated: bool,
 }
+
+/// A DHCPv4 (option 53) or DHCPv6 message type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageType {
+    V4(u8),
+    V6(u8),
+}
+
+impl MessageType {
+    pub fn name(self) -> Option<&'static str> {
+        const V4: [&str; 8] = ["DISCOVER", "OFFER", "REQUEST", "DECLINE", "ACK", "NAK", "RELEASE", "INFORM"];
+        const V6: [&str; 13] = [
+            "SOLICIT", "ADVERTISE", "REQUEST", "CONFIRM", "RENEW", "REBIND", "REPLY", "RELEASE", "DECLINE",
+            "RECONFIGURE", "INFORMATION-REQUEST", "RELAY-FORW", "RELAY-REPL",
+        ];
+        let (names, t): (&[&str], u8) = match self {
+            MessageType::V4(t) => (&V4, t),
+            MessageType::V6(t) => (&V6, t),
+        };
+        usize::from(t).checked_sub(1).and_then(|i| names.get(i)).copied()
+    }
+}
+
+impl std::fmt::Display for MessageType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.name(), self) {
+            (Some(n), _) => f.write_str(n),
+            (None, MessageType::V4(t) | MessageType::V6(t)) => write!(f, "{t}"),
+        }
+    }
+}
+
+/// The option codes a client asks for (v4 option 55, v6 option 6), in its order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ParamList(pub Vec<u16>);
+
+impl std::fmt::Display for ParamList {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, c) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            write!(f, "{c}")?;
+        }
+        Ok(())
+    }
+}
+
+crate::serialize_as_text!(MessageType, ParamList);
 
 const V4_OPTIONS: usize = 240;
 const MAGIC: [u8; 4] = [99, 130, 83, 99];
@@ -50,7 +100,7 @@ pub fn parse_v4(p: &[u8]) -> Result<DhcpEvent, ParseError> {
     }
     let mut ev = DhcpEvent { ip_version: 4, ..Default::default() };
     if htype == 1 && hlen == 6 {
-        ev.client_mac = p.get(28..34).map(mac_text);
+        ev.client_mac = p.get(28..34).and_then(|m| m.try_into().ok()).map(Mac);
     }
     match p.get(236..V4_OPTIONS) {
         None => {
@@ -84,20 +134,15 @@ pub fn parse_v4(p: &[u8]) -> Result<DhcpEvent, ParseError> {
         };
         opts = rest.get(usize::from(len)..).unwrap_or_default();
         match code {
-            53 => ev.message_type = data.first().map(|&t| v4_type(t)),
+            53 => ev.message_type = data.first().map(|&t| MessageType::V4(t)),
             12 => ev.hostname = Some(text(data)),
             60 => ev.vendor_class = Some(text(data)),
-            50 => ev.requested_ip = <[u8; 4]>::try_from(data).ok().map(|a| Ipv4Addr::from(a).to_string()),
-            55 => ev.param_list = Some(data.iter().map(u8::to_string).collect::<Vec<_>>().join(",")),
+            50 => ev.requested_ip = <[u8; 4]>::try_from(data).ok().map(Ipv4Addr::from),
+            55 => ev.param_list = Some(ParamList(data.iter().map(|&c| u16::from(c)).collect())),
             _ => {}
         }
     }
     Ok(ev)
-}
-
-fn v4_type(t: u8) -> String {
-    const NAMES: [&str; 8] = ["DISCOVER", "OFFER", "REQUEST", "DECLINE", "ACK", "NAK", "RELEASE", "INFORM"];
-    usize::from(t).checked_sub(1).and_then(|i| NAMES.get(i)).map_or_else(|| t.to_string(), |n| (*n).to_owned())
 }
 
 pub fn parse_v6(p: &[u8]) -> Result<DhcpEvent, ParseError> {
@@ -112,7 +157,7 @@ fn v6_message(p: &[u8], ev: &mut DhcpEvent, depth: usize) -> Result<(), ParseErr
     if t == 0 || t > 36 {
         return Err(ParseError::NotProtocol("DHCPv6 message type out of range"));
     }
-    ev.message_type = Some(v6_type(t));
+    ev.message_type = Some(MessageType::V6(t));
     // Relay messages: hop count and two addresses; client messages: transaction id.
     let Some(mut opts) = p.get(if relay { 34 } else { 4 }..) else {
         ev.truncated = true;
@@ -130,10 +175,7 @@ fn v6_message(p: &[u8], ev: &mut DhcpEvent, depth: usize) -> Result<(), ParseErr
         opts = opts.get(4 + usize::from(len)..).unwrap_or_default();
         match code {
             1 => ev.client_mac = duid_mac(data),
-            6 => {
-                let codes: Vec<String> = data.chunks_exact(2).filter_map(|c| be_u16(c, 0)).map(|c| c.to_string()).collect();
-                ev.param_list = Some(codes.join(","));
-            }
+            6 => ev.param_list = Some(ParamList(data.chunks_exact(2).filter_map(|c| be_u16(c, 0)).collect())),
             16 => ev.vendor_class = Some(vendor_class(data)),
             39 => ev.hostname = fqdn(data.get(1..).unwrap_or_default()),
             9 if relay && depth < MAX_RELAY_DEPTH => {
@@ -149,23 +191,18 @@ fn v6_message(p: &[u8], ev: &mut DhcpEvent, depth: usize) -> Result<(), ParseErr
     Ok(())
 }
 
-fn v6_type(t: u8) -> String {
-    const NAMES: [&str; 13] = [
-        "SOLICIT", "ADVERTISE", "REQUEST", "CONFIRM", "RENEW", "REBIND", "REPLY", "RELEASE", "DECLINE",
-        "RECONFIGURE", "INFORMATION-REQUEST", "RELAY-FORW", "RELAY-REPL",
-    ];
-    usize::from(t).checked_sub(1).and_then(|i| NAMES.get(i)).map_or_else(|| t.to_string(), |n| (*n).to_owned())
-}
-
 /// The link-layer address of a DUID-LLT (1) or DUID-LL (3) with hardware type 1 (Ethernet).
-fn duid_mac(d: &[u8]) -> Option<String> {
+fn duid_mac(d: &[u8]) -> Option<Mac> {
     let (kind, hw) = (be_u16(d, 0)?, be_u16(d, 2)?);
     let addr = match kind {
         1 => d.get(8..)?,
         3 => d.get(4..)?,
         _ => return None,
     };
-    (hw == 1 && addr.len() == 6).then(|| mac_text(addr))
+    if hw != 1 {
+        return None;
+    }
+    addr.try_into().ok().map(Mac)
 }
 
 /// Vendor class: enterprise number, then length-prefixed strings; kept as the strings.
@@ -203,12 +240,12 @@ mod tests {
     fn discover_with_hostname_and_params() {
         let ev = parse(&fixtures::dhcp_discover()).expect("parses");
         assert_eq!(ev.ip_version, 4);
-        assert_eq!(ev.message_type.as_deref(), Some("DISCOVER"));
-        assert_eq!(ev.client_mac.as_deref(), Some("d8:f1:5b:aa:bb:cc"));
+        assert_eq!(ev.message_type.as_ref().map(ToString::to_string).as_deref(), Some("DISCOVER"));
+        assert_eq!(ev.client_mac.as_ref().map(ToString::to_string).as_deref(), Some("d8:f1:5b:aa:bb:cc"));
         assert_eq!(ev.hostname.as_deref(), Some("HS105"));
         assert_eq!(ev.vendor_class.as_deref(), Some("udhcp 1.19.4"));
-        assert_eq!(ev.requested_ip.as_deref(), Some("192.168.77.23"));
-        assert_eq!(ev.param_list.as_deref(), Some("1,3,6,15,119,252"));
+        assert_eq!(ev.requested_ip.as_ref().map(ToString::to_string).as_deref(), Some("192.168.77.23"));
+        assert_eq!(ev.param_list.as_ref().map(ToString::to_string).as_deref(), Some("1,3,6,15,119,252"));
         assert!(!ev.truncated);
     }
 
@@ -216,11 +253,11 @@ mod tests {
     fn solicit_v6() {
         let ev = parse(&fixtures::dhcpv6_solicit()).expect("parses");
         assert_eq!(ev.ip_version, 6);
-        assert_eq!(ev.message_type.as_deref(), Some("SOLICIT"));
-        assert_eq!(ev.client_mac.as_deref(), Some("d8:f1:5b:aa:bb:cc"));
+        assert_eq!(ev.message_type.as_ref().map(ToString::to_string).as_deref(), Some("SOLICIT"));
+        assert_eq!(ev.client_mac.as_ref().map(ToString::to_string).as_deref(), Some("d8:f1:5b:aa:bb:cc"));
         assert_eq!(ev.hostname.as_deref(), Some("cam-livingroom"));
         assert_eq!(ev.vendor_class.as_deref(), Some("ezviz-cam"));
-        assert_eq!(ev.param_list.as_deref(), Some("23,24,39"));
+        assert_eq!(ev.param_list.as_ref().map(ToString::to_string).as_deref(), Some("23,24,39"));
     }
 
     #[test]
@@ -236,7 +273,7 @@ mod tests {
 
     #[test]
     fn duid_types() {
-        assert_eq!(duid_mac(&[0, 3, 0, 1, 1, 2, 3, 4, 5, 6]).as_deref(), Some("01:02:03:04:05:06"));
+        assert_eq!(duid_mac(&[0, 3, 0, 1, 1, 2, 3, 4, 5, 6]).map(|m| m.to_string()).as_deref(), Some("01:02:03:04:05:06"));
         assert_eq!(duid_mac(&[0, 3, 0, 6, 1, 2, 3, 4, 5, 6]), None); // not Ethernet
         assert_eq!(duid_mac(&[0, 2, 0, 0, 0, 9, 1, 2]), None); // DUID-EN
     }

@@ -1,6 +1,6 @@
 //! DNS and mDNS messages (one wire format). Own reader; why, see the module doc of `proto`.
 
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use serde::Serialize;
 
@@ -30,7 +30,7 @@ pub struct DnsEvent {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub qname: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub qtype: Option<String>,
+    pub qtype: Option<RecordType>,
     /// mDNS QU bit of the first question (asks for a unicast answer).
     #[serde(skip_serializing_if = "is_false")]
     pub unicast_response: bool,
@@ -52,13 +52,96 @@ pub struct DnsEvent {
 pub struct DnsRecord {
     pub name: String,
     #[serde(rename = "type")]
-    pub rtype: String,
-    pub data: String,
+    pub rtype: RecordType,
+    pub data: RecordData,
     pub ttl: u32,
     /// mDNS: the top bit of the class asks caches to drop older records.
     #[serde(skip_serializing_if = "is_false")]
     pub cache_flush: bool,
 }
+
+/// A record type by its number; its name (`A`, `TYPE99`) is text made when serialised.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RecordType(pub u16);
+
+impl RecordType {
+    pub const A: Self = Self(1);
+    pub const NS: Self = Self(2);
+    pub const CNAME: Self = Self(5);
+    pub const PTR: Self = Self(12);
+    pub const MX: Self = Self(15);
+    pub const TXT: Self = Self(16);
+    pub const AAAA: Self = Self(28);
+    pub const SRV: Self = Self(33);
+    /// EDNS: transport metadata, not a record.
+    pub const OPT: Self = Self(41);
+
+    pub const fn name(self) -> Option<&'static str> {
+        Some(match self.0 {
+            1 => "A",
+            2 => "NS",
+            5 => "CNAME",
+            6 => "SOA",
+            12 => "PTR",
+            13 => "HINFO",
+            15 => "MX",
+            16 => "TXT",
+            28 => "AAAA",
+            33 => "SRV",
+            41 => "OPT",
+            47 => "NSEC",
+            64 => "SVCB",
+            65 => "HTTPS",
+            255 => "ANY",
+            _ => return None,
+        })
+    }
+}
+
+impl std::fmt::Display for RecordType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.name() {
+            Some(n) => f.write_str(n),
+            None => write!(f, "TYPE{}", self.0),
+        }
+    }
+}
+
+/// What a record says, decoded for the types that name hosts and addresses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecordData {
+    /// A and AAAA.
+    Addr(IpAddr),
+    /// NS, CNAME and PTR.
+    Name(String),
+    Mx { preference: u16, exchange: String },
+    Srv { priority: u16, weight: u16, port: u16, target: String },
+    /// The character-strings of a TXT record (lossy UTF-8).
+    Txt(Vec<String>),
+    /// Any other type: its length and first bytes (RFC 3597's generic form).
+    Other { len: usize, head: Vec<u8> },
+}
+
+/// Bytes of an undecoded record kept (and shown in hex).
+const GENERIC_HEAD: usize = 64;
+
+impl std::fmt::Display for RecordData {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RecordData::Addr(a) => write!(f, "{a}"),
+            RecordData::Name(n) => f.write_str(n),
+            RecordData::Mx { preference, exchange } => write!(f, "{preference} {exchange}"),
+            RecordData::Srv { priority, weight, port, target } => write!(f, "{priority} {weight} {port} {target}"),
+            RecordData::Txt(strings) => f.write_str(&strings.join(" ")),
+            RecordData::Other { len, head } => {
+                write!(f, "\\# {len} ")?;
+                head.iter().try_for_each(|b| write!(f, "{b:02x}"))
+            }
+        }
+    }
+}
+
+crate::serialize_as_text!(RecordType, RecordData);
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
 pub struct TxtFlags {
@@ -122,7 +205,7 @@ fn read_sections(msg: &[u8], ev: &mut DnsEvent) -> R<()> {
         pos = next + 4;
         if ev.questions_parsed == 0 {
             ev.qname = Some(name.clone());
-            ev.qtype = Some(type_name(qtype));
+            ev.qtype = Some(RecordType(qtype));
             ev.unicast_response = qclass & 0x8000 != 0;
         }
         ev.questions_parsed += 1;
@@ -136,18 +219,15 @@ fn read_sections(msg: &[u8], ev: &mut DnsEvent) -> R<()> {
             ev.answers_parsed += 1;
         }
         let Some(Read { record: rec, rdata }) = rec else { continue };
-        if rec.rtype == "TXT" {
+        if rec.rtype == RecordType::TXT {
             for s in split_txt(msg.get(rdata).ok_or(Stop::Cut)?)? {
                 ev.txt_flags.push(txt_flags(s));
                 ev.txt.push(String::from_utf8_lossy(s).into_owned());
             }
         }
         add_name(&mut ev.names, rec.name.clone());
-        if matches!(rec.rtype.as_str(), "PTR" | "CNAME" | "NS") {
-            add_name(&mut ev.names, rec.data.clone());
-        }
-        if let Some(target) = rec.data.rsplit(' ').next().filter(|_| rec.rtype == "SRV") {
-            add_name(&mut ev.names, target.to_owned());
+        if let RecordData::Name(target) | RecordData::Srv { target, .. } = &rec.data {
+            add_name(&mut ev.names, target.clone());
         }
         ev.records.push(rec);
     }
@@ -170,29 +250,28 @@ fn read_record(msg: &[u8], pos: usize) -> R<(Option<Read>, usize)> {
     let start = next + 10;
     let end = start + rdlen;
     let rdata = msg.get(start..end).ok_or(Stop::Cut)?;
-    if rtype == 41 {
+    let rtype = RecordType(rtype);
+    if rtype == RecordType::OPT {
         return Ok((None, end));
     }
     let data = match rtype {
-        1 => Ipv4Addr::from(<[u8; 4]>::try_from(rdata).map_err(|_| Stop::Bad("A record not 4 bytes"))?).to_string(),
-        28 => Ipv6Addr::from(<[u8; 16]>::try_from(rdata).map_err(|_| Stop::Bad("AAAA record not 16 bytes"))?)
-            .to_string(),
-        2 | 5 | 12 => rdata_name(msg, start, end)?,
-        15 => {
-            let pref = be_u16(rdata, 0).ok_or(Stop::Bad("short MX"))?;
-            format!("{pref} {}", rdata_name(msg, start + 2, end)?)
+        RecordType::A => RecordData::Addr(Ipv4Addr::from(<[u8; 4]>::try_from(rdata).map_err(|_| Stop::Bad("A record not 4 bytes"))?).into()),
+        RecordType::AAAA => {
+            RecordData::Addr(Ipv6Addr::from(<[u8; 16]>::try_from(rdata).map_err(|_| Stop::Bad("AAAA record not 16 bytes"))?).into())
         }
-        33 => {
+        RecordType::NS | RecordType::CNAME | RecordType::PTR => RecordData::Name(rdata_name(msg, start, end)?),
+        RecordType::MX => {
+            let preference = be_u16(rdata, 0).ok_or(Stop::Bad("short MX"))?;
+            RecordData::Mx { preference, exchange: rdata_name(msg, start + 2, end)? }
+        }
+        RecordType::SRV => {
             let f = |at| be_u16(rdata, at).ok_or(Stop::Bad("short SRV"));
-            format!("{} {} {} {}", f(0)?, f(2)?, f(4)?, rdata_name(msg, start + 6, end)?)
+            RecordData::Srv { priority: f(0)?, weight: f(2)?, port: f(4)?, target: rdata_name(msg, start + 6, end)? }
         }
-        16 => {
-            let strings = split_txt(rdata)?;
-            strings.iter().map(|s| String::from_utf8_lossy(s)).collect::<Vec<_>>().join(" ")
-        }
-        _ => generic(rdata),
+        RecordType::TXT => RecordData::Txt(split_txt(rdata)?.iter().map(|s| String::from_utf8_lossy(s).into_owned()).collect()),
+        _ => RecordData::Other { len: rdata.len(), head: rdata[..rdata.len().min(GENERIC_HEAD)].to_vec() },
     };
-    let record = DnsRecord { name, rtype: type_name(rtype), data, ttl, cache_flush: class & 0x8000 != 0 };
+    let record = DnsRecord { name, rtype, data, ttl, cache_flush: class & 0x8000 != 0 };
     Ok((Some(Read { record, rdata: start..end }), end))
 }
 
@@ -214,12 +293,6 @@ fn split_txt(mut rdata: &[u8]) -> R<Vec<&[u8]>> {
         rdata = rest.get(usize::from(len)..).unwrap_or_default();
     }
     Ok(out)
-}
-
-/// RFC 3597 text for types we do not decode, hex capped at 64 bytes.
-fn generic(rdata: &[u8]) -> String {
-    let hex: String = rdata.iter().take(64).map(|b| format!("{b:02x}")).collect();
-    format!("\\# {} {hex}", rdata.len())
 }
 
 /// Reads a possibly compressed name at `pos`; returns it and the offset after it in place.
@@ -292,28 +365,6 @@ fn add_name(names: &mut Vec<String>, name: String) {
     }
 }
 
-pub fn type_name(t: u16) -> String {
-    let s = match t {
-        1 => "A",
-        2 => "NS",
-        5 => "CNAME",
-        6 => "SOA",
-        12 => "PTR",
-        13 => "HINFO",
-        15 => "MX",
-        16 => "TXT",
-        28 => "AAAA",
-        33 => "SRV",
-        41 => "OPT",
-        47 => "NSEC",
-        64 => "SVCB",
-        65 => "HTTPS",
-        255 => "ANY",
-        _ => return format!("TYPE{t}"),
-    };
-    s.to_owned()
-}
-
 fn txt_flags(s: &[u8]) -> TxtFlags {
     TxtFlags { long: s.len() > LONG_TXT, base64_like: base64_like(s) }
 }
@@ -350,14 +401,14 @@ mod tests {
         assert_eq!((ev.questions, ev.answers, ev.additional), (0, 3, 1));
         assert_eq!(ev.answers_parsed, 3);
         let inst = "eWeLink_1000ac354c._ewelink._tcp.local";
-        let types: Vec<_> = ev.records.iter().map(|r| (r.rtype.as_str(), r.name.as_str())).collect();
+        let types: Vec<_> = ev.records.iter().map(|r| (r.rtype.to_string(), r.name.as_str())).collect();
         assert_eq!(
             types,
-            [("PTR", "_ewelink._tcp.local"), ("SRV", inst), ("TXT", inst), ("A", "eWeLink_1000ac354c.local")]
+            [("PTR".to_owned(), "_ewelink._tcp.local"), ("SRV".to_owned(), inst), ("TXT".to_owned(), inst), ("A".to_owned(), "eWeLink_1000ac354c.local")]
         );
-        assert_eq!(ev.records.first().map(|r| r.data.as_str()), Some(inst));
-        assert_eq!(ev.records.get(1).map(|r| r.data.as_str()), Some("0 0 8081 eWeLink_1000ac354c.local"));
-        assert_eq!(ev.records.get(3).map(|r| r.data.as_str()), Some("192.168.2.154"));
+        assert_eq!(ev.records.first().map(|r| r.data.to_string()).as_deref(), Some(inst));
+        assert_eq!(ev.records.get(1).map(|r| r.data.to_string()).as_deref(), Some("0 0 8081 eWeLink_1000ac354c.local"));
+        assert_eq!(ev.records.get(3).map(|r| &r.data), Some(&RecordData::Addr("192.168.2.154".parse().expect("an address"))));
         assert!(ev.records.get(1).is_some_and(|r| r.cache_flush));
         assert!(ev.names.contains(&"eWeLink_1000ac354c.local".to_owned()));
         assert_eq!(ev.txt.len(), 4);
@@ -372,11 +423,11 @@ mod tests {
         let ev = parse(&fixtures::dns_cname_chain(), false).expect("parses");
         assert!(ev.response && !ev.unsolicited);
         assert_eq!(ev.qname.as_deref(), Some("time.example.com"));
-        assert_eq!(ev.qtype.as_deref(), Some("A"));
-        let recs: Vec<_> = ev.records.iter().map(|r| (r.rtype.as_str(), r.data.as_str())).collect();
+        assert_eq!(ev.qtype, Some(RecordType::A));
+        let recs: Vec<_> = ev.records.iter().map(|r| (r.rtype.to_string(), r.data.to_string())).collect();
         assert_eq!(
             recs,
-            [("CNAME", "pool.ntp.example.net"), ("CNAME", "eu.pool.ntp.example.net"), ("A", "203.0.113.7")]
+            [("CNAME", "pool.ntp.example.net"), ("CNAME", "eu.pool.ntp.example.net"), ("A", "203.0.113.7")].map(|(t, d)| (t.to_owned(), d.to_owned()))
         );
         assert_eq!(ev.names.len(), 3);
         // Same message over TCP, with its length prefix and a second message behind it.
@@ -391,7 +442,7 @@ mod tests {
         let mut m = header(0, 1, 0);
         m.extend(b"\x05_hap_\x04_tcp\x05local\x00\x00\x63\x80\x01");
         let ev = parse(&m, false).expect("parses");
-        assert_eq!((ev.qname.as_deref(), ev.qtype.as_deref()), (Some("_hap_._tcp.local"), Some("TYPE99")));
+        assert_eq!((ev.qname.as_deref(), ev.qtype.map(|t| t.to_string()).as_deref()), (Some("_hap_._tcp.local"), Some("TYPE99")));
         assert!(ev.unicast_response && !ev.response && !ev.unsolicited);
     }
 

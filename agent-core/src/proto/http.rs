@@ -13,7 +13,7 @@ const METHODS: [&[u8]; 9] =
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct HttpEvent {
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub method: Option<String>,
+    pub method: Option<Method>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub uri: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -34,6 +34,61 @@ pub struct HttpEvent {
     #[serde(skip_serializing_if = "is_false")]
     pub truncated: bool,
 }
+
+/// A request method: the standard ones by name, any other token as it was sent.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Method {
+    Get,
+    Post,
+    Put,
+    Head,
+    Delete,
+    Options,
+    Patch,
+    Connect,
+    Trace,
+    Other(String),
+}
+
+impl Method {
+    pub fn from_token(token: &str) -> Self {
+        match token {
+            "GET" => Method::Get,
+            "POST" => Method::Post,
+            "PUT" => Method::Put,
+            "HEAD" => Method::Head,
+            "DELETE" => Method::Delete,
+            "OPTIONS" => Method::Options,
+            "PATCH" => Method::Patch,
+            "CONNECT" => Method::Connect,
+            "TRACE" => Method::Trace,
+            other => Method::Other(other.to_owned()),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            Method::Get => "GET",
+            Method::Post => "POST",
+            Method::Put => "PUT",
+            Method::Head => "HEAD",
+            Method::Delete => "DELETE",
+            Method::Options => "OPTIONS",
+            Method::Patch => "PATCH",
+            Method::Connect => "CONNECT",
+            Method::Trace => "TRACE",
+            Method::Other(token) => token,
+        }
+    }
+}
+
+impl std::fmt::Display for Method {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+crate::serialize_as_text!(Method);
 
 /// The start line of a head.
 #[derive(Debug, Clone, PartialEq)]
@@ -71,7 +126,7 @@ pub fn parse(payload: &[u8]) -> Result<HttpEvent, ParseError> {
     let owned = |n: &str| head.get(n).map(str::to_owned);
     match &head.start {
         StartLine::Request { method, uri } => {
-            ev.method = Some(method.clone());
+            ev.method = Some(Method::from_token(method));
             ev.uri = uri.clone();
             ev.host = owned("host");
             ev.user_agent = owned("user-agent");
@@ -175,7 +230,7 @@ mod tests {
     #[test]
     fn get_with_range() {
         let ev = parse(&fixtures::http_get_range()).expect("parses");
-        assert_eq!(ev.method.as_deref(), Some("GET"));
+        assert_eq!(ev.method, Some(Method::Get));
         assert_eq!(ev.uri.as_deref(), Some("/firmware/cam-5.3.0.bin"));
         assert_eq!(ev.host.as_deref(), Some("198.51.100.20:8080"));
         assert_eq!(ev.user_agent.as_deref(), Some("EZVIZ-OTA/1.0"));
@@ -203,7 +258,7 @@ mod tests {
         assert_eq!(ev.range, None);
         // Cut inside the request line.
         let ev = parse(b"GET /firmware/cam-5").expect("parses");
-        assert_eq!((ev.method.as_deref(), ev.uri.as_deref(), ev.truncated), (Some("GET"), None, true));
+        assert_eq!((ev.method.as_ref().map(Method::as_str), ev.uri.as_deref(), ev.truncated), (Some("GET"), None, true));
         let ev = parse(b"GET /rootdesc.xml HTT").expect("parses");
         assert_eq!(ev.uri.as_deref(), Some("/rootdesc.xml"));
         let ev = parse(b"HTTP/1.1 206 Parti").expect("parses");

@@ -130,9 +130,6 @@ pub(crate) fn be_u32(b: &[u8], at: usize) -> Option<u32> {
     Some(u32::from_be_bytes(a))
 }
 
-pub(crate) fn mac_text(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect::<Vec<_>>().join(":")
-}
 
 #[cfg(test)]
 mod tests {

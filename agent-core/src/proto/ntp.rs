@@ -6,11 +6,11 @@ use serde::Serialize;
 
 use super::{ParseError, is_false};
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct NtpEvent {
     pub version: u8,
-    /// 0-7: 3 client, 4 server, 5 broadcast, 6 control, 7 private.
-    pub mode: u8,
+    /// Serialised as its number, 1-7 (0 is reserved and not NTP).
+    pub mode: Mode,
     /// Absent for control and private modes, whose second byte means something else.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stratum: Option<u8>,
@@ -22,14 +22,52 @@ pub struct NtpEvent {
     pub truncated: bool,
 }
 
+/// The association mode of the header's first byte.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    SymmetricActive = 1,
+    SymmetricPassive = 2,
+    Client = 3,
+    Server = 4,
+    Broadcast = 5,
+    Control = 6,
+    Private = 7,
+}
+
+impl Mode {
+    const fn from_bits(m: u8) -> Option<Self> {
+        Some(match m {
+            1 => Mode::SymmetricActive,
+            2 => Mode::SymmetricPassive,
+            3 => Mode::Client,
+            4 => Mode::Server,
+            5 => Mode::Broadcast,
+            6 => Mode::Control,
+            7 => Mode::Private,
+            _ => return None,
+        })
+    }
+
+    /// Modes whose header carries stratum and reference (not control or private messages).
+    const fn carries_time(self) -> bool {
+        (self as u8) <= Mode::Broadcast as u8
+    }
+}
+
+impl Serialize for Mode {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u8(*self as u8)
+    }
+}
+
 impl NtpEvent {
     pub fn is_client(&self) -> bool {
-        self.mode == 3
+        self.mode == Mode::Client
     }
 
     /// A server answer or a broadcast: this peer hands out time.
     pub fn is_server(&self) -> bool {
-        matches!(self.mode, 4 | 5)
+        matches!(self.mode, Mode::Server | Mode::Broadcast)
     }
 }
 
@@ -38,14 +76,13 @@ const HEADER: usize = 48;
 pub fn parse(payload: &[u8]) -> Result<NtpEvent, ParseError> {
     let first = *payload.first().ok_or(ParseError::TooShort)?;
     let version = (first >> 3) & 0x7;
-    let mode = first & 0x7;
     if !(1..=4).contains(&version) {
         return Err(ParseError::NotProtocol("NTP version not 1-4"));
     }
-    if mode == 0 {
+    let Some(mode) = Mode::from_bits(first & 0x7) else {
         return Err(ParseError::NotProtocol("NTP mode 0 is reserved"));
-    }
-    let data_modes = mode <= 5;
+    };
+    let data_modes = mode.carries_time();
     let stratum = payload.get(1).copied().filter(|_| data_modes);
     let ref_id = match (stratum, payload.get(12..16)) {
         (Some(s), Some(id)) if id != [0; 4] => Some(ref_id_text(s, id)),
@@ -76,10 +113,10 @@ mod tests {
     #[test]
     fn client_and_server() {
         let c = parse(&fixtures::ntp_client()).expect("parses");
-        assert_eq!((c.version, c.mode, c.stratum, c.ref_id.as_deref()), (4, 3, Some(0), None));
+        assert_eq!((c.version, c.mode as u8, c.stratum, c.ref_id.as_deref()), (4, 3, Some(0), None));
         assert!(c.is_client() && !c.is_server() && !c.truncated);
         let s = parse(&fixtures::ntp_server()).expect("parses");
-        assert_eq!((s.version, s.mode, s.stratum), (4, 4, Some(2)));
+        assert_eq!((s.version, s.mode as u8, s.stratum), (4, 4, Some(2)));
         assert_eq!(s.ref_id.as_deref(), Some("192.0.2.123"));
         assert!(s.is_server());
     }
@@ -100,7 +137,7 @@ mod tests {
     #[test]
     fn control_mode_and_garbage() {
         let ev = parse(&[0x16, 0x02, 0, 1]).expect("mode 6 control");
-        assert_eq!((ev.mode, ev.stratum, ev.truncated), (6, None, false));
+        assert_eq!((ev.mode as u8, ev.stratum, ev.truncated), (6, None, false));
         assert!(parse(&[]).is_err());
         assert!(parse(&[0x00]).is_err()); // version 0
         assert!(parse(&[0x38]).is_err()); // version 7

@@ -5,10 +5,10 @@ use serde::Serialize;
 use super::http::{self, StartLine};
 use super::{ParseError, is_false};
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SsdpEvent {
     /// "M-SEARCH", "NOTIFY" or "RESPONSE".
-    pub method: String,
+    pub method: SsdpMethod,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub st: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -46,14 +46,44 @@ pub fn looks_like_ssdp(payload: &[u8]) -> bool {
         })
 }
 
+/// What an SSDP message is: discovery, an announcement, or the answer to a discovery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SsdpMethod {
+    MSearch,
+    Notify,
+    Response,
+    /// Another request method on an SSDP message, upper-cased.
+    Other(String),
+}
+
+impl std::fmt::Display for SsdpMethod {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SsdpMethod::MSearch => "M-SEARCH",
+            SsdpMethod::Notify => "NOTIFY",
+            SsdpMethod::Response => "RESPONSE",
+            SsdpMethod::Other(m) => m,
+        })
+    }
+}
+
+crate::serialize_as_text!(SsdpMethod);
+
 pub fn parse(payload: &[u8]) -> Result<SsdpEvent, ParseError> {
     if !looks_like_ssdp(payload) {
         return Err(ParseError::NotProtocol("no M-SEARCH, NOTIFY or SSDP response"));
     }
     let head = http::parse_head(payload)?;
     let (method, status) = match head.start {
-        StartLine::Request { ref method, .. } => (method.to_ascii_uppercase(), None),
-        StartLine::Response { status } => ("RESPONSE".to_owned(), status),
+        StartLine::Request { ref method, .. } => (
+            match method.to_ascii_uppercase().as_str() {
+                "M-SEARCH" => SsdpMethod::MSearch,
+                "NOTIFY" => SsdpMethod::Notify,
+                other => SsdpMethod::Other(other.to_owned()),
+            },
+            None,
+        ),
+        StartLine::Response { status } => (SsdpMethod::Response, status),
     };
     let owned = |n: &str| head.get(n).map(str::to_owned);
     Ok(SsdpEvent {
@@ -79,7 +109,7 @@ mod tests {
     #[test]
     fn m_search_from_the_talk() {
         let ev = parse(&fixtures::ssdp_msearch()).expect("parses");
-        assert_eq!(ev.method, "M-SEARCH");
+        assert_eq!(ev.method, SsdpMethod::MSearch);
         assert_eq!(ev.st.as_deref(), Some("urn:schemas-upnp-org:device:InternetGatewayDevice:1"));
         assert_eq!(ev.mx, Some(2));
         assert_eq!(ev.user_agent.as_deref(), Some("Linux/3.10 UPnP/1.0 EZVIZ/1.0"));
@@ -89,12 +119,12 @@ mod tests {
     #[test]
     fn notify_and_response() {
         let ev = parse(&fixtures::ssdp_notify()).expect("parses");
-        assert_eq!(ev.method, "NOTIFY");
+        assert_eq!(ev.method, SsdpMethod::Notify);
         assert_eq!(ev.nt.as_deref(), Some("upnp:rootdevice"));
         assert_eq!(ev.nts.as_deref(), Some("ssdp:alive"));
         assert_eq!(ev.usn.as_deref(), Some("uuid:2fac1234-31f8-11b4-a222-08002b34c003::upnp:rootdevice"));
         let ev = parse(&fixtures::ssdp_response()).expect("parses");
-        assert_eq!(ev.method, "RESPONSE");
+        assert_eq!(ev.method, SsdpMethod::Response);
         assert_eq!(ev.status, Some(200));
         assert_eq!(ev.location.as_deref(), Some("http://192.168.2.44:8815/rootdesc.xml"));
         assert_eq!(ev.server.as_deref(), Some("Linux/4.9 UPnP/1.1 MiniUPnPd/2.1"));
@@ -104,7 +134,7 @@ mod tests {
     #[test]
     fn headers_are_case_insensitive() {
         let ev = parse(b"m-search * HTTP/1.1\r\nsT: ssdp:all\r\nMx:3\r\n\r\n").expect("parses");
-        assert_eq!((ev.method.as_str(), ev.st.as_deref(), ev.mx), ("M-SEARCH", Some("ssdp:all"), Some(3)));
+        assert_eq!((ev.method.to_string().as_str(), ev.st.as_deref(), ev.mx), ("M-SEARCH", Some("ssdp:all"), Some(3)));
     }
 
     #[test]

@@ -91,11 +91,11 @@ mod tests {
     fn event(i: u64) -> Event {
         Event {
             ts: i as f64,
-            kind: "flow",
-            src_mac: "02:00:00:00:00:01".into(),
+            kind: iotwatch_core::proto::Kind::Flow,
+            src_mac: iotwatch_core::mac::Mac([2, 0, 0, 0, 0, 1]),
             src_ip: None,
             src_port: None,
-            dst_mac: "02:00:00:00:00:02".into(),
+            dst_mac: iotwatch_core::mac::Mac([2, 0, 0, 0, 0, 2]),
             dst_ip: None,
             dst_port: None,
             fields: EventFields::Flow(FlowEvent { transport: "udp", payload_bytes: i, payload_class: "binary", printable_ratio: 0.0 }),
