@@ -33,6 +33,16 @@ pub fn decode(record: &[u8]) -> Option<(SampleHeader, &[u8])> {
     Some((h, data))
 }
 
+/// The ring record [`decode`] reads: `h` then the frame's bytes (tests make samples with it).
+#[cfg(test)]
+pub(crate) fn encode(h: &SampleHeader, frame: &[u8]) -> Vec<u8> {
+    let mut out = vec![0u8; size_of::<SampleHeader>()];
+    // SAFETY: writing a plain-data header into a buffer of its size.
+    unsafe { std::ptr::write_unaligned(out.as_mut_ptr().cast(), *h) };
+    out.extend_from_slice(frame);
+    out
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Event {
     pub ts: f64,
@@ -136,10 +146,9 @@ mod tests {
 
     fn record(kind: SampleKind, key: ConvKey, frame: &[u8], payload_off: u16) -> Vec<u8> {
         let h = SampleHeader { ts_ns: 1_620_000_000_000_000_000, ifindex: 3, wire_len: frame.len() as u32, cap_len: frame.len() as u32, payload_off, kind: kind as u8, direction: 0, key, _pad: [0; 4] };
-        let mut out = vec![0u8; size_of::<SampleHeader>() + SAMPLE_MAX];
-        // SAFETY: writing a plain-data header into a buffer large enough for it.
-        unsafe { std::ptr::write_unaligned(out.as_mut_ptr().cast(), h) };
-        out[size_of::<SampleHeader>()..size_of::<SampleHeader>() + frame.len()].copy_from_slice(frame);
+        let mut out = encode(&h, frame);
+        // The ring hands over whole reserved records: padding after the captured bytes.
+        out.resize(size_of::<SampleHeader>() + SAMPLE_MAX, 0);
         out
     }
 

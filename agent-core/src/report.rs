@@ -268,3 +268,138 @@ pub fn build(p: &View<'_>, capture: Option<Capture>, clock: Clock) -> Report {
         agent,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::IpAddr;
+
+    use agent_common::{ConvKey, DeviceCounters, Stat, ip_version, sample::SampleHeader};
+
+    use super::*;
+    use crate::{
+        events::{EventStore, encode},
+        ledger::{Delta, Ledger},
+        oui::Oui,
+        proto::{Kind, fixtures},
+        scope::ScopeClassifier,
+        snapshot::{SampleCounts, Snapshot},
+    };
+
+    /// The client of the DHCP fixture.
+    const CAMERA: [u8; 6] = [0xd8, 0xf1, 0x5b, 0xaa, 0xbb, 0xcc];
+    const HUB: [u8; 6] = [0x02, 0x77, 0, 0, 0, 0x14];
+    const GATEWAY: [u8; 6] = [0x02, 0x77, 0, 0, 0, 0x01];
+    const SSDP_GROUP: [u8; 6] = [0x01, 0x00, 0x5e, 0x7f, 0xff, 0xfa];
+    const T0: u64 = 1_620_261_673_000_000_000;
+
+    fn key(src_mac: [u8; 6], dst_mac: [u8; 6], src: &str, dst: &str, proto: u8, sport: u16, dport: u16) -> ConvKey {
+        let mut k = ConvKey { src_mac, dst_mac, ip_version: ip_version::V4, proto, src_port: sport, dst_port: dport, ether_type: 0x0800, ..ConvKey::default() };
+        let (IpAddr::V4(s), IpAddr::V4(d)) = (src.parse().expect("IPv4"), dst.parse().expect("IPv4")) else { panic!("IPv4 only") };
+        k.src_ip[..4].copy_from_slice(&s.octets());
+        k.dst_ip[..4].copy_from_slice(&d.octets());
+        k
+    }
+
+    fn delta(key: ConvKey, packets: u64, bytes: u64, first_s: u64) -> Delta {
+        Delta { key, packets, bytes, first_seen_ns: T0 + first_s * 1_000_000_000, last_seen_ns: T0 + (first_s + 9) * 1_000_000_000 }
+    }
+
+    /// A sample of `payload` behind 42 bytes of (unread) headers, as the ring hands it over.
+    fn sample(kind: Kind, key: ConvKey, payload: &[u8], at_s: u64) -> Vec<u8> {
+        let mut frame = vec![0u8; 42];
+        frame.extend_from_slice(payload);
+        let len = frame.len() as u32;
+        let h = SampleHeader { ts_ns: T0 + at_s * 1_000_000_000, ifindex: 3, wire_len: len, cap_len: len, payload_off: 42, kind: kind as u8, direction: 0, key, _pad: [0; 4] };
+        encode(&h, &frame)
+    }
+
+    /// Everything an agent holds after a little traffic: a camera that discovers with SSDP,
+    /// resolves and talks to the cloud and asks for time; a hub; the gateway.
+    fn state() -> (Ledger, Snapshot, Oui, ScopeClassifier, EventStore, SampleCounts) {
+        let scopes = ScopeClassifier::new(vec!["192.168.77.0/24".parse().expect("prefix")]);
+        let cloud = key(CAMERA, GATEWAY, "192.168.77.151", "203.0.113.7", 6, 40_000, 443);
+        let reply = key(GATEWAY, CAMERA, "203.0.113.7", "192.168.77.151", 6, 443, 40_000);
+        let ntp = key(CAMERA, GATEWAY, "192.168.77.151", "198.51.100.5", 17, 40_001, 123);
+        let ssdp = key(CAMERA, SSDP_GROUP, "192.168.77.151", "239.255.255.250", 17, 58_002, 1900);
+        let lan = key(HUB, CAMERA, "192.168.77.20", "192.168.77.151", 6, 50_000, 8815);
+        let mut ledger = Ledger::default();
+        for d in [delta(cloud, 10, 4_000, 2), delta(reply, 8, 9_000, 3), delta(ntp, 2, 180, 1), delta(ssdp, 1, 167, 0), delta(lan, 3, 300, 4)] {
+            ledger.apply(&d, &scopes);
+        }
+        let counters = |tx_packets, tx_bytes, rx_packets, rx_bytes| DeviceCounters { tx_packets, tx_bytes, rx_packets, rx_bytes };
+        let mut stats = vec![0; Stat::ALL.len()];
+        stats[Stat::Frames as usize] = 24;
+        stats[Stat::Ipv4 as usize] = 24;
+        let last = Snapshot {
+            macs: vec![
+                (Mac(CAMERA), counters(13, 4_347, 11, 9_300)),
+                (Mac(HUB), counters(3, 300, 0, 0)),
+                (Mac(GATEWAY), counters(8, 9_000, 12, 4_180)),
+                (Mac(SSDP_GROUP), counters(0, 0, 1, 167)),
+            ],
+            stats,
+            conversation_entries: 5,
+            mac_entries: 4,
+            evictions: 1,
+            ..Snapshot::default()
+        };
+        let oui = Oui::parse("D8-F1-5B   (hex)\t\tExample Cameras Ltd.\n");
+        let mut events = EventStore::default();
+        let dns_reply = key(GATEWAY, CAMERA, "192.168.77.1", "192.168.77.151", 17, 53, 40_002);
+        let dhcp = key(CAMERA, [0xff; 6], "0.0.0.0", "255.255.255.255", 17, 68, 67);
+        for record in [
+            sample(Kind::Ssdp, ssdp, &fixtures::ssdp_msearch(), 0),
+            sample(Kind::Dhcp, dhcp, &fixtures::dhcp_discover(), 0),
+            sample(Kind::Dns, dns_reply, &fixtures::dns_cname_chain(), 1),
+            sample(Kind::Ntp, ntp, &fixtures::ntp_client(), 1),
+            sample(Kind::Ntp, ntp, &[0x20], 2), // mode 0: not NTP
+        ] {
+            events.handle(&record, Clock::Epoch);
+        }
+        let mut counts = SampleCounts::default();
+        counts[Kind::Ssdp as usize] = [1, 0, 0];
+        counts[Kind::Ntp as usize] = [2, 1, 3];
+        (ledger, last, oui, scopes, events, counts)
+    }
+
+    fn snapshot_path() -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("snapshots/report.json")
+    }
+
+    /// The whole report, schema iotwatch.report/v1, from hand-made state: its field names and
+    /// shapes are fixed by `agent-core/snapshots/report.json` (rewrite it with
+    /// `UPDATE_SNAPSHOTS=1 cargo test -p iotwatch-core report` after a deliberate change, and
+    /// review the diff: the schema is extended, never renamed).
+    #[test]
+    fn the_report_matches_its_snapshot() {
+        let (ledger, last, oui, scopes, events, counts) = state();
+        let view = View { ledger: &ledger, last: &last, oui: &oui, scopes: &scopes, events: &events, sample_counts: &counts, event_log_errors: 2 };
+        let report = build(&view, Some(Capture { packets: 24, wire_bytes: 13_647, ..Capture::default() }), Clock::Epoch);
+        let json = serde_json::to_string_pretty(&report).expect("serialises") + "\n";
+        if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
+            std::fs::create_dir_all(snapshot_path().parent().expect("dir")).expect("mkdir");
+            std::fs::write(snapshot_path(), &json).expect("write snapshot");
+        }
+        let want = std::fs::read_to_string(snapshot_path()).expect("agent-core/snapshots/report.json");
+        assert_eq!(json, want, "the report changed: see the test's doc comment");
+    }
+
+    /// What the snapshot holds, said in words: facts a reader of the report relies on.
+    #[test]
+    fn the_report_says_who_talked_to_whom() {
+        let (ledger, last, oui, scopes, events, counts) = state();
+        let view = View { ledger: &ledger, last: &last, oui: &oui, scopes: &scopes, events: &events, sample_counts: &counts, event_log_errors: 0 };
+        let r = build(&view, None, Clock::Epoch);
+        let camera = r.devices.iter().find(|d| d.mac == Mac(CAMERA)).expect("the camera is a device");
+        assert_eq!(camera.vendor.as_deref(), Some("Example Cameras Ltd."));
+        assert_eq!(camera.names, ["HS105"], "its DHCP hostname");
+        let cloud = camera.peers.iter().find(|p| p.ip.to_string() == "203.0.113.7").expect("the cloud peer");
+        assert_eq!((cloud.scope, cloud.first_direction, cloud.bytes), (Scope::Internet, FirstDirection::Outbound, 13_000));
+        assert_eq!(camera.ntp_servers, ["198.51.100.5"]);
+        assert_eq!(r.macs.len(), 4, "every MAC, multicast destinations included");
+        assert_eq!(r.agent.samples_dropped, 1);
+        assert_eq!(r.agent.parse_errors, 1, "the NTP sample in mode 0");
+        assert_eq!(r.events.len(), 4);
+        assert_eq!(cloud.names, ["eu.pool.ntp.example.net", "time.example.com"], "the name it asked for and the CNAME's end");
+    }
+}

@@ -34,7 +34,7 @@ pub mod ssdp;
 pub mod tls;
 
 #[cfg(test)]
-mod fixtures;
+pub(crate) mod fixtures;
 
 /// The event kinds of the report (`events[].kind`): the kernel's sample kinds, one list.
 pub use agent_common::sample::SampleKind as Kind;
@@ -198,6 +198,72 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The README documents each kind's fields by their serialised names: every name it lists
+    /// is a key of some event of that kind (a fixture, whole or cut). A parenthesised list after
+    /// a field names its members when the field holds objects (`records`), else its values.
+    #[test]
+    fn the_readme_names_the_serialised_fields() {
+        use std::collections::{BTreeMap, BTreeSet};
+        use serde_json::Value;
+        /// Keys, and the keys whose values are objects (or arrays of them).
+        fn keys(v: &Value, out: &mut (BTreeSet<String>, BTreeSet<String>)) {
+            match v {
+                Value::Object(m) => m.iter().for_each(|(k, v)| {
+                    out.0.insert(k.clone());
+                    if v.is_object() || v.as_array().is_some_and(|a| a.iter().any(Value::is_object)) {
+                        out.1.insert(k.clone());
+                    }
+                    keys(v, out);
+                }),
+                Value::Array(a) => a.iter().for_each(|v| keys(v, out)),
+                _ => {}
+            }
+        }
+        let mut seen: BTreeMap<&str, (BTreeSet<String>, BTreeSet<String>)> = BTreeMap::new();
+        for (kind, name, bytes) in fixtures::all() {
+            for n in 0..=bytes.len() {
+                if let Ok(ev) = parse(kind, bytes.get(..n).unwrap_or_default(), name.contains("tcp")) {
+                    // mDNS and DNS share one parser and one set of fields.
+                    let family = if kind == Kind::Mdns { Kind::Dns } else { kind };
+                    keys(&serde_json::to_value(&ev).expect("serialises"), seen.entry(family.name()).or_default());
+                }
+            }
+        }
+        let readme = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md")).expect("README.md");
+        let section = readme.split("Fields by kind").nth(1).expect("the README lists the fields by kind");
+        let section = section.split("\n\n").next().unwrap_or_default();
+        let mut checked = 0;
+        for item in section.split("\n- ").skip(1).take_while(|i| !i.starts_with("every kind")) {
+            let (kinds, fields) = item.split_once(':').expect("- `kind`: fields");
+            // (field, the backticked words in the parentheses after it)
+            let mut listed: Vec<(String, Vec<String>)> = Vec::new();
+            let mut depth = 0;
+            for (i, part) in fields.split('`').enumerate() {
+                if i % 2 == 1 {
+                    match (depth, listed.last_mut()) {
+                        (0, _) => listed.push((part.to_owned(), Vec::new())),
+                        (_, Some((_, inner))) => inner.push(part.to_owned()),
+                        (_, None) => {}
+                    }
+                } else {
+                    depth += part.matches('(').count() as i32 - part.matches(')').count() as i32;
+                }
+            }
+            for kind in kinds.split(',').map(|k| k.trim().trim_matches('`')) {
+                let family = if kind == "mdns" { "dns" } else { kind };
+                let (have, containers) = seen.get(family).unwrap_or_else(|| panic!("README kind {kind} has no fixture"));
+                for (field, inner) in &listed {
+                    let members = if containers.contains(field) { inner.as_slice() } else { &[] };
+                    for f in std::iter::once(field).chain(members) {
+                        assert!(have.contains(f), "README names `{f}` for {kind}, which no {kind} event has: {have:?}");
+                        checked += 1;
+                    }
+                }
+            }
+        }
+        assert!(checked > 40, "only {checked} README fields checked: did the section move?");
     }
 
     /// The kernel's classifier (agent-common, the same code the eBPF program runs) picks, from
