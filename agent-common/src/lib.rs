@@ -9,6 +9,7 @@ pub mod classify;
 pub mod maps;
 pub mod sample;
 pub mod stats;
+pub mod wire;
 
 pub use maps::*;
 pub use stats::Stat;

@@ -6,7 +6,10 @@ use std::{
     net::IpAddr,
 };
 
-use agent_common::sample::{SampleHeader, SampleKind};
+use agent_common::{
+    sample::{SampleHeader, SampleKind},
+    wire::ip_proto,
+};
 use serde::Serialize;
 
 use crate::{
@@ -75,9 +78,9 @@ fn kind_of(h: &SampleHeader) -> SampleKind {
 pub fn event(h: &SampleHeader, data: &[u8], clock: Clock) -> Result<Event, (SampleKind, proto::ParseError)> {
     let kind = kind_of(h);
     let payload = data.get(usize::from(h.payload_off)..).unwrap_or(&[]);
-    let fields = proto::parse(kind, payload, h.key.proto == 6).map_err(|e| (kind, e))?;
+    let fields = proto::parse(kind, payload, h.key.proto == ip_proto::TCP).map_err(|e| (kind, e))?;
     let ips = conv_ips(&h.key);
-    let ports = matches!(h.key.proto, 6 | 17);
+    let ports = matches!(h.key.proto, ip_proto::TCP | ip_proto::UDP);
     Ok(Event {
         ts: clock.seconds(h.ts_ns),
         kind,

@@ -8,7 +8,10 @@ use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
 };
 
-use agent_common::{ConvKey, ip_version};
+use agent_common::{
+    ConvKey, ip_version,
+    wire::{ether_type, ip_proto},
+};
 
 use crate::{
     mac::Mac,
@@ -52,8 +55,8 @@ pub enum Transport {
 impl Transport {
     pub const fn from_proto(proto: u8) -> Option<Self> {
         match proto {
-            6 => Some(Transport::Tcp),
-            17 => Some(Transport::Udp),
+            ip_proto::TCP => Some(Transport::Tcp),
+            ip_proto::UDP => Some(Transport::Udp),
             _ => None,
         }
     }
@@ -182,14 +185,14 @@ pub struct Ledger {
 /// Name of an IP protocol for the report.
 pub fn protocol_name(key: &ConvKey) -> &'static str {
     if key.ip_version == ip_version::NONE {
-        return if key.ether_type == 0x0806 { "arp" } else { "non_ip" };
+        return if key.ether_type == ether_type::ARP { "arp" } else { "non_ip" };
     }
     match key.proto {
-        1 => "icmp",
-        2 => "igmp",
-        6 => "tcp",
-        17 => "udp",
-        58 => "icmpv6",
+        ip_proto::ICMP => "icmp",
+        ip_proto::IGMP => "igmp",
+        ip_proto::TCP => "tcp",
+        ip_proto::UDP => "udp",
+        ip_proto::ICMPV6 => "icmpv6",
         _ => "other_ip",
     }
 }

@@ -9,9 +9,13 @@ mod packet;
 mod parse;
 mod sample;
 
-use agent_common::{REPLAY_MODE, ReplayMeta, sample::direction};
+use agent_common::{
+    REPLAY_MODE, ReplayMeta,
+    sample::direction,
+    wire::verdict::{TC_PASS, XDP_PASS},
+};
 use aya_ebpf::{
-    bindings::{TC_ACT_UNSPEC, xdp_action::XDP_PASS},
+    bindings::{TC_ACT_UNSPEC, xdp_action},
     helpers::bpf_ktime_get_ns,
     macros::{classifier, xdp},
     programs::{TcContext, XdpContext},
@@ -69,7 +73,7 @@ pub fn iotwatch_tc(ctx: TcContext) -> i32 {
         }
     };
     account(&ctx, &meta);
-    TC_ACT_UNSPEC
+    TC_PASS
 }
 
 /// XDP program, for ports whose driver has native XDP (`--attach xdp`). Sees one wire frame at a
@@ -93,6 +97,9 @@ pub fn iotwatch_xdp(ctx: XdpContext) -> u32 {
     account(&ctx, &meta);
     XDP_PASS
 }
+
+// The contract's verdicts are the kernel's.
+const _: () = assert!(TC_PASS == TC_ACT_UNSPEC && XDP_PASS == xdp_action::XDP_PASS);
 
 #[cfg(not(test))]
 #[panic_handler]

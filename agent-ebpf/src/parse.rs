@@ -2,7 +2,10 @@
 //! and UDP ports. What is cut short or lies is counted and not guessed: a frame keeps the fields
 //! read before the problem and nothing after it.
 
-use agent_common::{ConvKey, MAX_IPV6_EXT_HEADERS, MAX_VLAN_DEPTH, Stat, ip_version};
+use agent_common::{
+    ConvKey, MAX_IPV6_EXT_HEADERS, MAX_VLAN_DEPTH, Stat, ip_version,
+    wire::{ether_type, ip_proto},
+};
 use network_types::{
     eth::EthHdr,
     ip::{Ipv4Hdr, Ipv6Hdr},
@@ -12,19 +15,6 @@ use network_types::{
 
 use crate::{maps::bump, packet::Packet};
 
-const ETH_P_IPV4: u16 = 0x0800;
-const ETH_P_IPV6: u16 = 0x86dd;
-const ETH_P_ARP: u16 = 0x0806;
-const ETH_P_8021Q: u16 = 0x8100;
-const ETH_P_8021AD: u16 = 0x88a8;
-
-const IPPROTO_TCP: u8 = 6;
-const IPPROTO_UDP: u8 = 17;
-const IPV6_HOP_BY_HOP: u8 = 0;
-const IPV6_ROUTING: u8 = 43;
-const IPV6_FRAGMENT: u8 = 44;
-const IPV6_AH: u8 = 51;
-const IPV6_DEST_OPTS: u8 = 60;
 
 pub struct Frame {
     pub key: ConvKey,
@@ -36,7 +26,7 @@ pub struct Frame {
 
 #[inline(always)]
 const fn is_vlan(ether_type: u16) -> bool {
-    ether_type == ETH_P_8021Q || ether_type == ETH_P_8021AD
+    ether_type == ether_type::VLAN || ether_type == ether_type::QINQ
 }
 
 /// Fills `f`; false for a runt shorter than an Ethernet header: nothing can be attributed.
@@ -73,9 +63,9 @@ pub fn parse<P: Packet>(p: &P, outer_tag_in_meta: bool, f: &mut Frame) -> bool {
     f.key.ether_type = ether_type;
     f.header_len = off as u64;
     match ether_type {
-        ETH_P_IPV4 => parse_ipv4(p, off, f),
-        ETH_P_IPV6 => parse_ipv6(p, off, f),
-        ETH_P_ARP => bump(Stat::Arp, 1),
+        ether_type::IPV4 => parse_ipv4(p, off, f),
+        ether_type::IPV6 => parse_ipv6(p, off, f),
+        ether_type::ARP => bump(Stat::Arp, 1),
         t if is_vlan(t) => bump(Stat::VlanTooDeep, 1),
         _ => bump(Stat::OtherEthertype, 1),
     }
@@ -137,7 +127,7 @@ fn parse_ipv6<P: Packet>(p: &P, off: usize, f: &mut Frame) {
     let mut off = off + Ipv6Hdr::LEN;
     let mut walked = false;
     for _ in 0..MAX_IPV6_EXT_HEADERS {
-        if !matches!(next, IPV6_HOP_BY_HOP | IPV6_ROUTING | IPV6_FRAGMENT | IPV6_AH | IPV6_DEST_OPTS) {
+        if !matches!(next, ip_proto::IPV6_HOP_BY_HOP | ip_proto::IPV6_ROUTING | ip_proto::IPV6_FRAGMENT | ip_proto::IPV6_AH | ip_proto::IPV6_DEST_OPTS) {
             break;
         }
         walked = true;
@@ -151,11 +141,11 @@ fn parse_ipv6<P: Packet>(p: &P, off: usize, f: &mut Frame) {
         let this = next;
         next = h[0];
         off += match this {
-            IPV6_FRAGMENT => 8,
-            IPV6_AH => (usize::from(h[1]) + 2) * 4,
+            ip_proto::IPV6_FRAGMENT => 8,
+            ip_proto::IPV6_AH => (usize::from(h[1]) + 2) * 4,
             _ => (usize::from(h[1]) + 1) * 8,
         };
-        if this == IPV6_FRAGMENT {
+        if this == ip_proto::IPV6_FRAGMENT {
             bump(Stat::Fragments, 1);
             if u16::from_be_bytes([h[2], h[3]]) & 0xfff8 != 0 {
                 bump(Stat::FragmentsNonFirst, 1);
@@ -169,7 +159,7 @@ fn parse_ipv6<P: Packet>(p: &P, off: usize, f: &mut Frame) {
         bump(Stat::Ipv6ExtHeaders, 1);
     }
     f.key.proto = next;
-    if matches!(next, IPV6_HOP_BY_HOP | IPV6_ROUTING | IPV6_FRAGMENT | IPV6_AH | IPV6_DEST_OPTS) {
+    if matches!(next, ip_proto::IPV6_HOP_BY_HOP | ip_proto::IPV6_ROUTING | ip_proto::IPV6_FRAGMENT | ip_proto::IPV6_AH | ip_proto::IPV6_DEST_OPTS) {
         bump(Stat::Ipv6ExtTooDeep, 1);
         return;
     }
@@ -181,7 +171,7 @@ fn parse_ipv6<P: Packet>(p: &P, off: usize, f: &mut Frame) {
 #[inline(always)]
 fn parse_l4<P: Packet>(p: &P, off: usize, f: &mut Frame) {
     f.header_len = off as u64;
-    if f.key.proto != IPPROTO_TCP && f.key.proto != IPPROTO_UDP {
+    if f.key.proto != ip_proto::TCP && f.key.proto != ip_proto::UDP {
         return;
     }
     let Some(ports) = p.load::<[u8; 4]>(off) else {
@@ -190,7 +180,7 @@ fn parse_l4<P: Packet>(p: &P, off: usize, f: &mut Frame) {
     };
     f.key.src_port = u16::from_be_bytes([ports[0], ports[1]]);
     f.key.dst_port = u16::from_be_bytes([ports[2], ports[3]]);
-    if f.key.proto == IPPROTO_TCP {
+    if f.key.proto == ip_proto::TCP {
         match p.load::<TcpHdr>(off) {
             Some(tcp) if tcp.doff() >= 5 => {
                 f.payload_off = off + usize::from(tcp.doff()) * 4;

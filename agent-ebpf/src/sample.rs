@@ -5,8 +5,10 @@
 use agent_common::{
     ConvCounters, MacKey,
     sample::{
-        PEEK, Peek, SAMPLE_MAX, Sample, SampleHeader, SampleKind, TokenBucket, classify_tcp, classify_udp, outcome,
+        DEFAULT_BURST, DEFAULT_FIRST_PACKETS, DEFAULT_RATE, PEEK, Peek, SAMPLE_MAX, Sample, SampleHeader, SampleKind,
+        TokenBucket, classify_tcp, classify_udp, outcome,
     },
+    wire::ip_proto,
 };
 use aya_ebpf::bindings::{BPF_NOEXIST, BPF_RB_NO_WAKEUP};
 
@@ -22,12 +24,12 @@ use crate::{
 static SAMPLE_SNAPLEN: u32 = SAMPLE_MAX as u32;
 /// Flow samples per conversation: its first packets with payload; set at load.
 #[unsafe(no_mangle)]
-static SAMPLE_FIRST_PACKETS: u32 = 2;
+static SAMPLE_FIRST_PACKETS: u32 = DEFAULT_FIRST_PACKETS;
 /// Samples per second per source and CPU (0 = unlimited), and the burst; set at load.
 #[unsafe(no_mangle)]
-static SAMPLE_RATE: u32 = 20;
+static SAMPLE_RATE: u32 = DEFAULT_RATE;
 #[unsafe(no_mangle)]
-static SAMPLE_BURST: u32 = 200;
+static SAMPLE_BURST: u32 = DEFAULT_BURST;
 
 #[inline(always)]
 fn global(g: &u32) -> u32 {
@@ -46,8 +48,8 @@ fn classify<P: Packet>(p: &P, f: &Frame, has_payload: bool) -> Option<SampleKind
         None => Peek::EMPTY,
     };
     match f.key.proto {
-        17 => classify_udp(f.key.src_port, f.key.dst_port, peek),
-        6 => classify_tcp(f.key.src_port, f.key.dst_port, peek),
+        ip_proto::UDP => classify_udp(f.key.src_port, f.key.dst_port, peek),
+        ip_proto::TCP => classify_tcp(f.key.src_port, f.key.dst_port, peek),
         _ => None,
     }
 }

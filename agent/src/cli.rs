@@ -190,4 +190,15 @@ mod tests {
         assert_eq!(run.listen.port(), 9477);
         assert!(Cli::try_parse_from(["iotwatch", "run", "--bridge", "br0", "--lan.prefix", "nonsense"]).is_err());
     }
+
+    /// The flags `run` and `replay` share have one definition and one default.
+    #[test]
+    fn run_and_replay_share_their_defaults() {
+        let Command::Run(run) = Cli::try_parse_from(["iotwatch", "run", "--bridge", "br0"]).unwrap().command else { panic!("run") };
+        let Command::Replay(replay) = Cli::try_parse_from(["iotwatch", "replay", "x.pcap"]).unwrap().command else { panic!("replay") };
+        assert_eq!(format!("{:?}", run.maps), format!("{:?}", replay.maps));
+        assert_eq!(format!("{:?}", run.enrich), format!("{:?}", replay.enrich));
+        assert_eq!(format!("{:?}", run.sampling), format!("{:?}", replay.sampling));
+        assert_eq!(run.maps.load_options(&run.sampling, false).sampling, crate::kernel::load::SampleOptions::default());
+    }
 }

@@ -23,6 +23,7 @@ use std::{
 
 use anyhow::Context as _;
 
+use agent_common::wire::verdict;
 use iotwatch_core::{
     capture::{self, CaptureError, Format, Packet, linktype},
     clock::Clock,
@@ -38,8 +39,6 @@ use crate::{
 
 /// Largest `wire_len` a socket-buffer test run accepts.
 const MAX_SKB_WIRE_LEN: u32 = 65535;
-const TC_ACT_UNSPEC: i32 = -1;
-const XDP_PASS: u32 = 2;
 
 /// The LAN when the user names none: replaying a capture, the bridge's subnets are unknown, so
 /// the private and unique-local ranges stand in for them (said in the report's `lan_prefixes`).
@@ -92,12 +91,12 @@ impl Replayer {
             .then(|| run_tc(&self.ebpf, &TcInput { data, wire_len, gso_segs: 1, tstamp_ns: p.ts_ns }))
             .and_then(Result::ok);
         match tc {
-            Some(TC_ACT_UNSPEC) => {}
+            Some(verdict::TC_PASS) => {}
             Some(other) => anyhow::bail!("the TC program returned {other}, not TC_ACT_UNSPEC: a bug, please report it"),
             None => {
                 let ret = run_xdp_replay(&self.ebpf, data, wire_len, p.ts_ns)
                     .with_context(|| format!("frame at byte {}: neither program could be run on it", p.offset))?;
-                anyhow::ensure!(ret == XDP_PASS, "the XDP program returned {ret}, not XDP_PASS: a bug, please report it");
+                anyhow::ensure!(ret == verdict::XDP_PASS, "the XDP program returned {ret}, not XDP_PASS: a bug, please report it");
             }
         }
         // The reader keeps up with the ring: nothing is lost however fast the replay runs.

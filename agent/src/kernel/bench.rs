@@ -3,6 +3,7 @@
 //! minimal two-lookup per-MAC counter). Only ratios within one run mean anything: one run
 //! varies by 10-20% on this kind of machine.
 
+use agent_common::wire::{ether_type, ip_proto};
 use anyhow::Context as _;
 use aya::{
     Ebpf, EbpfLoader,
@@ -27,15 +28,15 @@ fn packet_mix() -> Vec<(&'static str, u32, Vec<u8>)> {
         f[16..18].copy_from_slice(&total.to_be_bytes());
     };
     let tcp = |payload: usize| {
-        let mut f = eth(0x0800);
-        ipv4(&mut f, 6, 32 + payload);
+        let mut f = eth(ether_type::IPV4);
+        ipv4(&mut f, ip_proto::TCP, 32 + payload);
         f.extend_from_slice(&[0xc3, 0x50, 0x01, 0xbb, 0, 0, 0, 1, 0, 0, 0, 1, 0x80, 0x10, 0xff, 0xff, 0, 0, 0, 0]);
         f.resize(f.len() + 12 + payload, 0x5a);
         f
     };
     let udp = |dport: u16, payload: usize| {
-        let mut f = eth(0x0800);
-        ipv4(&mut f, 17, 8 + payload);
+        let mut f = eth(ether_type::IPV4);
+        ipv4(&mut f, ip_proto::UDP, 8 + payload);
         f.extend_from_slice(&[0xd0, 0x00]);
         f.extend_from_slice(&dport.to_be_bytes());
         f.extend_from_slice(&((8 + payload) as u16).to_be_bytes());
@@ -44,7 +45,7 @@ fn packet_mix() -> Vec<(&'static str, u32, Vec<u8>)> {
         f
     };
     let mdns6 = {
-        let mut f = eth(0x86dd);
+        let mut f = eth(ether_type::IPV6);
         f.extend_from_slice(&[0x60, 0, 0, 0, 0x01, 0xfc, 17, 255]);
         f.extend_from_slice(&[0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0x77, 0, 0xff, 0xfe, 0, 0, 0x11]);
         f.extend_from_slice(&[0xff, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xfb]);
@@ -59,7 +60,7 @@ fn packet_mix() -> Vec<(&'static str, u32, Vec<u8>)> {
         f.extend_from_slice(&u[12..]);
         f
     };
-    let mut arp = eth(0x0806);
+    let mut arp = eth(ether_type::ARP);
     arp.resize(42, 0);
     vec![
         ("tcp_ack_66", 35, tcp(0)),

@@ -1,0 +1,34 @@
+//! The numbers of the wire formats the program parses and the agent reads back, and the
+//! verdicts the programs return: one definition each, for both sides.
+
+/// Ethernet's type field (and the VLAN tags' inner type).
+pub mod ether_type {
+    pub const IPV4: u16 = 0x0800;
+    pub const IPV6: u16 = 0x86dd;
+    pub const ARP: u16 = 0x0806;
+    /// 802.1Q VLAN tag.
+    pub const VLAN: u16 = 0x8100;
+    /// 802.1ad service tag (QinQ's outer tag).
+    pub const QINQ: u16 = 0x88a8;
+}
+
+/// IP protocol numbers, and the IPv6 extension headers that come before the transport.
+pub mod ip_proto {
+    pub const ICMP: u8 = 1;
+    pub const IGMP: u8 = 2;
+    pub const TCP: u8 = 6;
+    pub const UDP: u8 = 17;
+    pub const ICMPV6: u8 = 58;
+    pub const IPV6_HOP_BY_HOP: u8 = 0;
+    pub const IPV6_ROUTING: u8 = 43;
+    pub const IPV6_FRAGMENT: u8 = 44;
+    pub const IPV6_AH: u8 = 51;
+    pub const IPV6_DEST_OPTS: u8 = 60;
+}
+
+/// What the programs return: always "pass". For TC that is TC_ACT_UNSPEC (tcx's TCX_NEXT), never
+/// TC_ACT_OK, which would end the chain and skip other users' filters on the port.
+pub mod verdict {
+    pub const TC_PASS: i32 = -1;
+    pub const XDP_PASS: u32 = 2;
+}
