@@ -12,7 +12,6 @@
 mod pcap;
 mod pcapng;
 
-use std::fmt;
 use std::io::{self, Chain, Cursor, Read};
 use std::path::Path;
 
@@ -47,7 +46,9 @@ pub struct Packet {
     pub data: Vec<u8>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Input a capture reader could not read, and where; `fatal` when nothing more will be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("at byte {offset}: {message}")]
 pub struct CaptureError {
     pub offset: u64,
     pub message: String,
@@ -71,14 +72,6 @@ impl CaptureError {
         }
     }
 }
-
-impl fmt::Display for CaptureError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "at byte {}: {}", self.offset, self.message)
-    }
-}
-
-impl std::error::Error for CaptureError {}
 
 /// The input with the magic bytes put back in front, and the current byte offset.
 struct Src<R> {

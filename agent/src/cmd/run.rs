@@ -137,7 +137,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut attacher = Attacher::new(&args.bridge, args.attach);
     if let Err(e) = attacher.attach_all(&mut ebpf) {
         attacher.detach_all(&mut ebpf);
-        return Err(e);
+        return Err(e.into());
     }
     let limits = Limits {
         max_devices: args.max_devices,

@@ -9,18 +9,20 @@
 
 use std::{collections::BTreeMap, io};
 
-use anyhow::{Context as _, bail};
 use aya::{
     Ebpf,
     programs::{
-        SchedClassifier, TcAttachType, Xdp, XdpMode,
+        ProgramError, SchedClassifier, TcAttachType, Xdp, XdpMode,
         tc::{SchedClassifierLinkId, TcError, qdisc_add_clsact, qdisc_detach_program},
         xdp::XdpLinkId,
     },
     util::KernelVersion,
 };
 
-use crate::{kernel::load::{TC_PROGRAM, XDP_PROGRAM, program}, kernel::netif};
+use crate::kernel::{
+    load::{LoadError, TC_PROGRAM, XDP_PROGRAM, program},
+    netif,
+};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum AttachMode {
@@ -74,6 +76,27 @@ fn os_error(err: &(dyn std::error::Error + 'static)) -> Option<i32> {
     None
 }
 
+/// Why a hook could not be attached; a caller can fall back on the kind (for example from
+/// native XDP to TC), and each message says what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum AttachError {
+    #[error("reading the ports of bridge {bridge} (did it go away?)")]
+    Ports { bridge: String, source: io::Error },
+    #[error(
+        "port {iface} already has an XDP program attached (another tool, or an iotwatch still running): \
+         use `--attach tc` (the default, coexists with other programs), or remove it with `ip link set dev {iface} xdp off`"
+    )]
+    XdpBusy { iface: String },
+    #[error("the driver of port {iface} has no native XDP: use `--attach tc` (the default) or `--attach xdp-skb`")]
+    NoNativeXdp { iface: String },
+    #[error("attaching TC {} to {iface} failed: the kernel needs tcx (>= 6.6) or clsact support (CONFIG_NET_CLS_BPF, CONFIG_NET_SCH_INGRESS)", hook.as_str())]
+    Tc { iface: String, hook: Hook, source: ProgramError },
+    #[error("attaching XDP to {iface} failed")]
+    Xdp { iface: String, source: ProgramError },
+    #[error(transparent)]
+    Load(#[from] LoadError),
+}
+
 /// clsact filters (kernels below 6.6), unlike tcx and XDP links, outlive the process that added
 /// them: an agent killed with SIGKILL leaves its filter, and the next one would stack a second
 /// (every frame counted by both, one of them into maps nobody reads). Filters carry the program's
@@ -98,7 +121,7 @@ impl Attacher {
 
     /// Egress of the bridge plus every current port. Fails on the first error, detaching nothing
     /// that was attached before it (the caller drops everything by dropping the `Ebpf`).
-    pub fn attach_all(&mut self, ebpf: &mut Ebpf) -> anyhow::Result<()> {
+    pub fn attach_all(&mut self, ebpf: &mut Ebpf) -> Result<(), AttachError> {
         let bridge = self.bridge.clone();
         self.attach_one(ebpf, &bridge, Hook::TcEgress)?;
         self.sync_ports(ebpf)?;
@@ -107,9 +130,8 @@ impl Attacher {
 
     /// Attaches to ports that joined the bridge and forgets ports that left it; returns what
     /// changed as (interface, joined).
-    pub fn sync_ports(&mut self, ebpf: &mut Ebpf) -> anyhow::Result<Vec<(String, bool)>> {
-        let ports = netif::bridge_ports(&self.bridge)
-            .with_context(|| format!("reading the ports of bridge {} (did it go away?)", self.bridge))?;
+    pub fn sync_ports(&mut self, ebpf: &mut Ebpf) -> Result<Vec<(String, bool)>, AttachError> {
+        let ports = netif::bridge_ports(&self.bridge).map_err(|source| AttachError::Ports { bridge: self.bridge.clone(), source })?;
         let mut changes = Vec::new();
         let gone: Vec<String> =
             self.links.keys().filter(|i| **i != self.bridge && !ports.contains(i)).cloned().collect();
@@ -130,7 +152,7 @@ impl Attacher {
         Ok(changes)
     }
 
-    fn attach_one(&mut self, ebpf: &mut Ebpf, iface: &str, hook: Hook) -> anyhow::Result<()> {
+    fn attach_one(&mut self, ebpf: &mut Ebpf, iface: &str, hook: Hook) -> Result<(), AttachError> {
         let link = match hook {
             Hook::TcIngress | Hook::TcEgress => {
                 let below_tcx = KernelVersion::current().map(|v| v < KernelVersion::new(6, 6, 0)).unwrap_or(false);
@@ -141,9 +163,7 @@ impl Attacher {
                     remove_stale_filters(iface, attach_type);
                 }
                 let tc: &mut SchedClassifier = program(ebpf, TC_PROGRAM)?;
-                let id = tc.attach(iface, attach_type).with_context(|| {
-                    format!("attaching TC {} to {iface} failed: the kernel needs tcx (>= 6.6) or clsact support (CONFIG_NET_CLS_BPF, CONFIG_NET_SCH_INGRESS)", hook.as_str())
-                })?;
+                let id = tc.attach(iface, attach_type).map_err(|source| AttachError::Tc { iface: iface.to_owned(), hook, source })?;
                 Link::Tc(id)
             }
             Hook::Xdp => {
@@ -151,18 +171,13 @@ impl Attacher {
                 let xdp: &mut Xdp = program(ebpf, XDP_PROGRAM)?;
                 match xdp.attach(iface, mode) {
                     Ok(id) => Link::Xdp(id),
-                    Err(e) => {
-                        let errno = os_error(&e);
-                        if matches!(errno, Some(libc::EEXIST) | Some(libc::EBUSY)) {
-                            bail!(
-                                "port {iface} already has an XDP program attached (another tool, or an iotwatch still running): \
-                                 use `--attach tc` (the default, coexists with other programs), or remove it with `ip link set dev {iface} xdp off`"
-                            );
-                        }
-                        if mode == XdpMode::Driver && matches!(errno, Some(libc::EOPNOTSUPP) | Some(libc::EINVAL)) {
-                            bail!("the driver of port {iface} has no native XDP: use `--attach tc` (the default) or `--attach xdp-skb`");
-                        }
-                        return Err(anyhow::Error::new(e).context(format!("attaching XDP to {iface} failed")));
+                    Err(source) => {
+                        let iface = iface.to_owned();
+                        return Err(match os_error(&source) {
+                            Some(libc::EEXIST | libc::EBUSY) => AttachError::XdpBusy { iface },
+                            Some(libc::EOPNOTSUPP | libc::EINVAL) if mode == XdpMode::Driver => AttachError::NoNativeXdp { iface },
+                            _ => AttachError::Xdp { iface, source },
+                        });
                     }
                 }
             }
@@ -176,12 +191,13 @@ impl Attacher {
         let Some((hook, link)) = self.links.remove(iface) else { return };
         // A port deleted outright took its link with it; detaching then fails harmlessly.
         let result = match link {
-            Link::Tc(id) => program::<SchedClassifier>(ebpf, TC_PROGRAM).and_then(|p| Ok(p.detach(id)?)),
-            Link::Xdp(id) => program::<Xdp>(ebpf, XDP_PROGRAM).and_then(|p| Ok(p.detach(id)?)),
+            Link::Tc(id) => program::<SchedClassifier>(ebpf, TC_PROGRAM).map(|p| p.detach(id)),
+            Link::Xdp(id) => program::<Xdp>(ebpf, XDP_PROGRAM).map(|p| p.detach(id)),
         };
         match result {
-            Ok(()) => tracing::info!(interface = iface, hook = hook.as_str(), "detached"),
-            Err(e) => tracing::debug!(interface = iface, "detach: {e:#} (interface probably gone)"),
+            Ok(Ok(())) => tracing::info!(interface = iface, hook = hook.as_str(), "detached"),
+            Ok(Err(e)) => tracing::debug!(interface = iface, "detach: {e} (interface probably gone)"),
+            Err(e) => tracing::debug!(interface = iface, "detach: {e}"),
         }
     }
 

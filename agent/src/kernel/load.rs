@@ -6,7 +6,6 @@ use agent_common::{
 };
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context as _, bail};
 use aya::{
     Ebpf, EbpfLoader,
     programs::{ProgramError, SchedClassifier, Xdp},
@@ -70,20 +69,49 @@ fn page_size() -> u32 {
     if n > 0 { n as u32 } else { 4096 }
 }
 
+/// Why the programs could not be loaded; each says what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("this iotwatch was built with AYA_BUILD_SKIP=1 and carries no eBPF programs: rebuild without it")]
+    NotEmbedded,
+    /// A load option out of range; the message names the flag.
+    #[error("{0}")]
+    Option(String),
+    #[error("loading the eBPF object failed (needs root or CAP_BPF + CAP_NET_ADMIN, and a kernel with BPF enabled)")]
+    Object(#[source] aya::EbpfError),
+    #[error("program {0} missing from the eBPF object")]
+    Missing(String),
+    #[error("program {name} has an unexpected type")]
+    WrongType { name: String, source: ProgramError },
+    #[error("loading program {program} was not permitted ({source}): run as root, or with CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON")]
+    NotPermitted { program: &'static str, source: std::io::Error },
+    /// The kernel's verifier refused a program: a bug of ours for that kernel.
+    #[error(
+        "the verifier of Linux {kernel} refused program {program} ({reason}): this is a bug in iotwatch for this kernel; \
+         report it with the verifier's log, {kept}"
+    )]
+    Refused { program: &'static str, kernel: String, reason: String, kept: String },
+    #[error("loading program {program} failed")]
+    Program { program: &'static str, source: ProgramError },
+}
+
 /// Loads (but does not attach) both programs.
-pub fn load(opts: &LoadOptions) -> anyhow::Result<Ebpf> {
+pub fn load(opts: &LoadOptions) -> Result<Ebpf, LoadError> {
     if OBJECT.is_empty() {
-        bail!("this iotwatch was built with AYA_BUILD_SKIP=1 and carries no eBPF programs: rebuild without it");
+        return Err(LoadError::NotEmbedded);
     }
     if opts.max_macs == 0 || opts.max_conversations == 0 {
-        bail!("map sizes must be at least 1 (--bpf.max-macs, --bpf.max-conversations)");
+        return Err(LoadError::Option("map sizes must be at least 1 (--bpf.max-macs, --bpf.max-conversations)".into()));
     }
     let s = &opts.sampling;
     if !s.ring_bytes.is_power_of_two() || !s.ring_bytes.is_multiple_of(page_size()) {
-        bail!("--bpf.ring-bytes must be a power of two and a multiple of the page size ({}), e.g. 4194304", page_size());
+        return Err(LoadError::Option(format!(
+            "--bpf.ring-bytes must be a power of two and a multiple of the page size ({}), e.g. 4194304",
+            page_size()
+        )));
     }
     if s.snaplen == 0 || s.snaplen > SAMPLE_MAX as u32 {
-        bail!("--sample.snaplen must be between 1 and {SAMPLE_MAX}");
+        return Err(LoadError::Option(format!("--sample.snaplen must be between 1 and {SAMPLE_MAX}")));
     }
     raise_memlock_limit();
     let replay = if opts.replay { REPLAY_MODE } else { 0 };
@@ -100,7 +128,7 @@ pub fn load(opts: &LoadOptions) -> anyhow::Result<Ebpf> {
         .override_global(GLOBAL_RATE, &s.rate, true)
         .override_global(GLOBAL_BURST, &s.burst, true)
         .load(OBJECT)
-        .context("loading the eBPF object failed (needs root or CAP_BPF + CAP_NET_ADMIN, and a kernel with BPF enabled)")?;
+        .map_err(LoadError::Object)?;
     let tc: &mut SchedClassifier = program(&mut ebpf, TC_PROGRAM)?;
     verified(TC_PROGRAM, tc.load())?;
     let tc_work = tc.info().ok().and_then(|i| i.verified_instruction_count());
@@ -121,27 +149,39 @@ pub fn load(opts: &LoadOptions) -> anyhow::Result<Ebpf> {
 
 /// Turns a program's load result into one line a user can act on. A refusal keeps the
 /// verifier's log in a file, named in the message, instead of dumping it on the terminal.
-fn verified(name: &str, loaded: Result<(), ProgramError>) -> anyhow::Result<()> {
-    let (io_error, log) = match loaded {
-        Ok(()) => return Ok(()),
-        Err(ProgramError::LoadError { io_error, verifier_log }) => (io_error, verifier_log.to_string()),
-        Err(e) => return Err(anyhow::Error::new(e).context(format!("loading program {name} failed"))),
-    };
-    if log.trim().is_empty() && matches!(io_error.raw_os_error(), Some(libc::EPERM | libc::EACCES)) {
-        bail!("loading program {name} was not permitted ({io_error}): run as root, or with CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON");
+fn verified(program: &'static str, loaded: Result<(), ProgramError>) -> Result<(), LoadError> {
+    match loaded {
+        Ok(()) => Ok(()),
+        Err(ProgramError::LoadError { io_error, verifier_log }) => Err(refused(program, io_error, &verifier_log.to_string())),
+        Err(source) => Err(LoadError::Program { program, source }),
     }
-    let file = log_dir().join(format!("iotwatch-verifier-{name}.log"));
-    let kept = std::fs::write(&file, &log).map(|()| file.display().to_string()).unwrap_or_else(|e| format!("nowhere ({}: {e})", file.display()));
-    bail!("{}", refusal(name, &kernel_release(), verifier_gist(&log), &io_error, &kept))
 }
 
-/// The one line of a refusal: which program, which kernel, the verifier's reason, what to do.
-fn refusal(name: &str, kernel: &str, gist: Option<&str>, io_error: &std::io::Error, kept: &str) -> String {
-    let why = gist.map_or_else(|| io_error.to_string(), str::to_owned);
-    format!(
-        "the verifier of Linux {kernel} refused program {name} ({why}): this is a bug in iotwatch for this kernel; \
-         report it with the verifier's log, kept in {kept}"
-    )
+/// A program the kernel would not load: missing privilege when there is no verifier log, else
+/// the verifier's refusal.
+fn refused(program: &'static str, io_error: std::io::Error, log: &str) -> LoadError {
+    if log.trim().is_empty() && matches!(io_error.raw_os_error(), Some(libc::EPERM | libc::EACCES)) {
+        return LoadError::NotPermitted { program, source: io_error };
+    }
+    let reason = verifier_gist(log).map_or_else(|| io_error.to_string(), str::to_owned);
+    LoadError::Refused { program, kernel: kernel_release(), reason, kept: keep_log(program, log) }
+}
+
+/// Writes the verifier's log where the service keeps state (else the temporary directory);
+/// says where, or why nowhere. A file left by another user is not overwritten: the log goes
+/// to one named after this process.
+fn keep_log(program: &str, log: &str) -> String {
+    let dir = std::env::var_os("STATE_DIRECTORY").map(PathBuf::from).filter(|d| d.is_dir()).unwrap_or_else(std::env::temp_dir);
+    let first = dir.join(format!("iotwatch-verifier-{program}.log"));
+    let second = dir.join(format!("iotwatch-verifier-{program}-{}.log", std::process::id()));
+    let mut why = String::new();
+    for file in [first, second] {
+        match std::fs::write(&file, log) {
+            Ok(()) => return format!("kept in {}", file.display()),
+            Err(e) => why = format!("{}: {e}", file.display()),
+        }
+    }
+    format!("which could not be kept ({why}); run with --log.level debug to see it")
 }
 
 /// The verifier's reason: the last line of its log before the closing statistics.
@@ -150,25 +190,17 @@ fn verifier_gist(log: &str) -> Option<&str> {
     log.lines().map(str::trim).rfind(|l| !l.is_empty() && !STATS.iter().any(|s| l.starts_with(s)))
 }
 
-/// Where refusal logs go: systemd's state directory for the service, else the temporary one.
-fn log_dir() -> PathBuf {
-    std::env::var_os("STATE_DIRECTORY")
-        .map(PathBuf::from)
-        .filter(|d| d.is_dir())
-        .unwrap_or_else(std::env::temp_dir)
-}
-
 fn kernel_release() -> String {
     std::fs::read_to_string(Path::new("/proc/sys/kernel/osrelease")).map_or_else(|_| "(unknown)".to_owned(), |r| r.trim().to_owned())
 }
 
 /// A loaded program by name and type.
-pub fn program<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> anyhow::Result<&'a mut T>
+pub fn program<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T, LoadError>
 where
     &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
 {
-    let p = ebpf.program_mut(name).with_context(|| format!("program {name} missing from the eBPF object"))?;
-    p.try_into().with_context(|| format!("program {name} has an unexpected type"))
+    let p = ebpf.program_mut(name).ok_or_else(|| LoadError::Missing(name.to_owned()))?;
+    p.try_into().map_err(|source| LoadError::WrongType { name: name.to_owned(), source })
 }
 
 /// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; later ones ignore it.
@@ -200,13 +232,24 @@ processed 18796 insns (limit 1000000) max_states_per_insn 11 total_states 834 pe
     fn a_refusal_is_one_line_with_the_reason_and_the_log_file() {
         assert_eq!(verifier_gist(LOG_61), Some("R4 !read_ok"));
         assert_eq!(verifier_gist(""), None);
+        let kept = keep_log("iotwatch_test_program", LOG_61);
+        let file = kept.strip_prefix("kept in ").expect("the log was kept");
+        assert_eq!(std::fs::read_to_string(file).expect("the kept log"), LOG_61);
+        std::fs::remove_file(file).expect("remove the test's log");
         let e = std::io::Error::from_raw_os_error(libc::EACCES);
-        let line = refusal(TC_PROGRAM, "6.1.0-57-amd64", verifier_gist(LOG_61), &e, "/var/lib/iotwatch/iotwatch-verifier-iotwatch_tc.log");
+        let err = refused(TC_PROGRAM, e, LOG_61);
+        let line = err.to_string();
+        assert!(matches!(err, LoadError::Refused { .. }), "{err:?}");
         assert!(!line.contains('\n'), "{line}");
-        for part in ["Linux 6.1.0-57-amd64", "iotwatch_tc", "R4 !read_ok", "report it", "/var/lib/iotwatch/iotwatch-verifier-iotwatch_tc.log"] {
+        for part in ["Linux ", "iotwatch_tc", "R4 !read_ok", "report it", "kept in ", "iotwatch-verifier-iotwatch_tc"] {
             assert!(line.contains(part), "{part} missing from: {line}");
         }
-        // Without a log, the system call's error is the reason.
-        assert!(refusal(XDP_PROGRAM, "6.1", None, &e, "f").contains("Permission denied"));
+        if let LoadError::Refused { kept, .. } = err {
+            let _ = std::fs::remove_file(kept.trim_start_matches("kept in "));
+        }
+        // Without a log, EACCES is missing privilege, not a refusal.
+        let e = std::io::Error::from_raw_os_error(libc::EACCES);
+        let err = refused(XDP_PROGRAM, e, "");
+        assert!(matches!(err, LoadError::NotPermitted { .. }) && err.to_string().contains("CAP_BPF"), "{err}");
     }
 }
