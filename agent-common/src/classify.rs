@@ -4,11 +4,7 @@
 /// segment after the first, a copy of the headers each segment repeats.
 #[inline(always)]
 pub const fn wire_bytes(buffer_len: u64, segments: u64, repeated_header_len: u64) -> u64 {
-    if segments <= 1 {
-        buffer_len
-    } else {
-        buffer_len + (segments - 1) * repeated_header_len
-    }
+    if segments <= 1 { buffer_len } else { buffer_len + (segments - 1) * repeated_header_len }
 }
 
 /// Broadcast `ff:ff:ff:ff:ff:ff`.

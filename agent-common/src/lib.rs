@@ -5,6 +5,18 @@
 //! Types are `#[repr(C)]` with explicit padding so that they are plain old data on both sides.
 #![cfg_attr(not(any(test, feature = "user")), no_std)]
 
+/// `aya::Pod` for the contract's map keys and values, so userspace can read them from maps.
+#[cfg(feature = "user")]
+macro_rules! pod {
+    ($($t:ty),* $(,)?) => {$(
+        // SAFETY: every contract type is #[repr(C)] with integer fields and explicit padding
+        // only (its size is asserted beside it), so any bit pattern is a valid value.
+        unsafe impl aya::Pod for $t {}
+    )*};
+}
+#[cfg(feature = "user")]
+pub(crate) use pod;
+
 pub mod classify;
 pub mod maps;
 pub mod sample;

@@ -118,15 +118,7 @@ const _: () = assert!(core::mem::size_of::<ConvKey>() == 52);
 const _: () = assert!(core::mem::size_of::<ConvCounters>() == 40);
 
 #[cfg(feature = "user")]
-mod pod {
-    // SAFETY: all are #[repr(C)] with only integer fields and no implicit padding (sizes
-    // asserted above), so any bit pattern is valid.
-    unsafe impl aya::Pod for super::MacKey {}
-    unsafe impl aya::Pod for super::DeviceCounters {}
-    unsafe impl aya::Pod for super::ConvKey {}
-    unsafe impl aya::Pod for super::ConvCounters {}
-    unsafe impl aya::Pod for super::ReplayMeta {}
-}
+crate::pod!(MacKey, DeviceCounters, ConvKey, ConvCounters, ReplayMeta);
 
 #[cfg(test)]
 mod tests {

@@ -140,11 +140,7 @@ const _: () = assert!(core::mem::size_of::<SampleHeader>() == 80);
 const _: () = assert!(core::mem::size_of::<Sample>() == 80 + SAMPLE_MAX);
 
 #[cfg(feature = "user")]
-mod pod {
-    // SAFETY: repr(C), integer fields and explicit padding only (sizes asserted above).
-    unsafe impl aya::Pod for super::SampleHeader {}
-    unsafe impl aya::Pod for super::TokenBucket {}
-}
+crate::pod!(SampleHeader, TokenBucket);
 
 /// Bytes of payload the content checks look at.
 pub const PEEK: usize = 12;
@@ -367,7 +363,8 @@ mod tests {
         // Every byte of a 12-byte prefix counts, the tail word included.
         assert_eq!(classify_udp(40000, 40001, peek(b"HTTP/1.1 404 Not Found")), None);
         assert!(peek(b"HTTP/1.0 200").starts(HTTP_RESPONSE));
-        let inputs: [&[u8]; 6] = [b"GET / HTTP/1.1", b"GET/", b"POST /x", b"HTTP/1.1 200 OK", b"M-SEARCH * H", b"NOTIFY * HTTP"];
+        let inputs: [&[u8]; 6] =
+            [b"GET / HTTP/1.1", b"GET/", b"POST /x", b"HTTP/1.1 200 OK", b"M-SEARCH * H", b"NOTIFY * HTTP"];
         for input in inputs {
             for text in [&b"GET "[..], b"POST ", b"HTTP/1.1 200", b"M-SEARCH", b"NOTIFY *"] {
                 assert_eq!(peek(input).starts(Prefix::new(text)), input.starts_with(text), "{input:?} {text:?}");

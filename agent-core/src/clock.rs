@@ -44,7 +44,8 @@ mod tests {
     fn program_time_maps_to_the_epoch() {
         assert_eq!(Clock::Epoch.seconds(1_620_000_000_500_000_000), 1_620_000_000.5);
         let now = Clock::Live.seconds(monotonic_ns());
-        let wall = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("after 1970").as_secs_f64();
+        let wall =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("after 1970").as_secs_f64();
         assert!((now - wall).abs() < 5.0, "live clock {now} against wall {wall}");
     }
 }

@@ -148,7 +148,17 @@ mod tests {
     use super::*;
 
     fn record(kind: SampleKind, key: ConvKey, frame: &[u8], payload_off: u16) -> Vec<u8> {
-        let h = SampleHeader { ts_ns: 1_620_000_000_000_000_000, ifindex: 3, wire_len: frame.len() as u32, cap_len: frame.len() as u32, payload_off, kind: kind as u8, direction: 0, key, _pad: [0; 4] };
+        let h = SampleHeader {
+            ts_ns: 1_620_000_000_000_000_000,
+            ifindex: 3,
+            wire_len: frame.len() as u32,
+            cap_len: frame.len() as u32,
+            payload_off,
+            kind: kind as u8,
+            direction: 0,
+            key,
+            _pad: [0; 4],
+        };
         let mut out = encode(&h, frame);
         // The ring hands over whole reserved records: padding after the captured bytes.
         out.resize(size_of::<SampleHeader>() + SAMPLE_MAX, 0);
@@ -156,7 +166,16 @@ mod tests {
     }
 
     fn key(proto: u8, sport: u16, dport: u16) -> ConvKey {
-        let mut k = ConvKey { src_mac: [0x80, 0x9f, 0x9b, 0x45, 0xa3, 0x28], dst_mac: [1, 0, 0x5e, 0x7f, 0xff, 0xfa], ip_version: ip_version::V4, proto, src_port: sport, dst_port: dport, ether_type: 0x0800, ..ConvKey::default() };
+        let mut k = ConvKey {
+            src_mac: [0x80, 0x9f, 0x9b, 0x45, 0xa3, 0x28],
+            dst_mac: [1, 0, 0x5e, 0x7f, 0xff, 0xfa],
+            ip_version: ip_version::V4,
+            proto,
+            src_port: sport,
+            dst_port: dport,
+            ether_type: 0x0800,
+            ..ConvKey::default()
+        };
         k.src_ip[..4].copy_from_slice(&[192, 168, 2, 151]);
         k.dst_ip[..4].copy_from_slice(&[239, 255, 255, 250]);
         k
@@ -168,7 +187,10 @@ mod tests {
         let mut frame = vec![0u8; 42];
         frame.extend_from_slice(payload);
         let mut store = EventStore::default();
-        let ev = store.handle(&record(SampleKind::Ssdp, key(17, 58002, 1900), &frame, 42), Clock::Epoch).expect("event").clone();
+        let ev = store
+            .handle(&record(SampleKind::Ssdp, key(17, 58002, 1900), &frame, 42), Clock::Epoch)
+            .expect("event")
+            .clone();
         let json = serde_json::to_value(&ev).unwrap();
         assert_eq!(json["kind"], "ssdp");
         assert_eq!(json["method"], "M-SEARCH");

@@ -277,7 +277,16 @@ mod tests {
     const GW: [u8; 6] = [2, 0x77, 0, 0, 0, 0x01];
 
     fn v4(src_mac: [u8; 6], dst_mac: [u8; 6], src: [u8; 4], dst: [u8; 4], proto: u8, dport: u16) -> ConvKey {
-        let mut k = ConvKey { src_mac, dst_mac, ip_version: ip_version::V4, proto, dst_port: dport, src_port: 40000, ether_type: 0x0800, ..ConvKey::default() };
+        let mut k = ConvKey {
+            src_mac,
+            dst_mac,
+            ip_version: ip_version::V4,
+            proto,
+            dst_port: dport,
+            src_port: 40000,
+            ether_type: 0x0800,
+            ..ConvKey::default()
+        };
         k.src_ip[..4].copy_from_slice(&src);
         k.dst_ip[..4].copy_from_slice(&dst);
         k

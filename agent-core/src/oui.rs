@@ -20,7 +20,10 @@ impl Oui {
         match fs::read(path) {
             Ok(bytes) => Self::parse(&String::from_utf8_lossy(&bytes)),
             Err(e) => {
-                tracing::warn!("no vendor names: cannot read {} ({e}); install ieee-data or pass --enrich.oui-file", path.display());
+                tracing::warn!(
+                    "no vendor names: cannot read {} ({e}); install ieee-data or pass --enrich.oui-file",
+                    path.display()
+                );
                 Self::default()
             }
         }

@@ -3,9 +3,8 @@
 
 use std::{collections::BTreeMap, net::IpAddr};
 
-use serde::Serialize;
-
 use agent_common::sample::{SampleKind, outcome};
+use serde::Serialize;
 
 use crate::{
     clock::Clock,
@@ -163,7 +162,13 @@ pub fn build(p: &View<'_>, capture: Option<Capture>, clock: Clock) -> Report {
         .last
         .macs
         .iter()
-        .map(|(mac, c)| MacRow { mac: *mac, tx_packets: c.tx_packets, tx_bytes: c.tx_bytes, rx_packets: c.rx_packets, rx_bytes: c.rx_bytes })
+        .map(|(mac, c)| MacRow {
+            mac: *mac,
+            tx_packets: c.tx_packets,
+            tx_bytes: c.tx_bytes,
+            rx_packets: c.rx_packets,
+            rx_bytes: c.rx_bytes,
+        })
         .collect();
     macs.sort_by_key(|m| m.mac);
     let ips = p
@@ -179,7 +184,12 @@ pub fn build(p: &View<'_>, capture: Option<Capture>, clock: Clock) -> Report {
             rx_bytes: t.rx.bytes,
         })
         .collect();
-    let ports = p.ledger.ports().iter().map(|((proto, port), t)| PortRow { proto: *proto, port: *port, packets: t.packets, bytes: t.bytes }).collect();
+    let ports = p
+        .ledger
+        .ports()
+        .iter()
+        .map(|((proto, port), t)| PortRow { proto: *proto, port: *port, packets: t.packets, bytes: t.bytes })
+        .collect();
 
     let mut devices: Vec<DeviceRow> = p
         .ledger
@@ -210,7 +220,11 @@ pub fn build(p: &View<'_>, capture: Option<Capture>, clock: Clock) -> Report {
                 })
                 .collect();
             peers.sort_by(|a, b| b.bytes.cmp(&a.bytes).then_with(|| a.ip.cmp(&b.ip)));
-            let mut ports: Vec<PortRow> = d.ports.iter().map(|((proto, port), t)| PortRow { proto: *proto, port: *port, packets: t.packets, bytes: t.bytes }).collect();
+            let mut ports: Vec<PortRow> = d
+                .ports
+                .iter()
+                .map(|((proto, port), t)| PortRow { proto: *proto, port: *port, packets: t.packets, bytes: t.bytes })
+                .collect();
             ports.sort_by(|a, b| b.bytes.cmp(&a.bytes).then_with(|| a.port.cmp(&b.port)));
             DeviceRow {
                 mac: *mac,
@@ -224,14 +238,22 @@ pub fn build(p: &View<'_>, capture: Option<Capture>, clock: Clock) -> Report {
                 scopes: scopes.into_iter().map(|(s, (t, r))| (s, txrx_row(t, r))).collect(),
                 peers,
                 ports,
-                ntp_servers: p.events.ntp_servers.get(mac).map(|s| s.iter().map(ToString::to_string).collect()).unwrap_or_default(),
+                ntp_servers: p
+                    .events
+                    .ntp_servers
+                    .get(mac)
+                    .map(|s| s.iter().map(ToString::to_string).collect())
+                    .unwrap_or_default(),
                 protocols: d.protocols.iter().map(|(k, v)| (*k, txrx_row(v.tx, v.rx))).collect(),
             }
         })
         .collect();
     devices.sort_by(|a, b| (b.tx_bytes + b.rx_bytes).cmp(&(a.tx_bytes + a.rx_bytes)).then_with(|| a.mac.cmp(&b.mac)));
 
-    let bpf = agent_common::Stat::ALL.iter().map(|s| (s.name(), p.last.stats.get(*s as usize).copied().unwrap_or(0))).collect();
+    let bpf = agent_common::Stat::ALL
+        .iter()
+        .map(|s| (s.name(), p.last.stats.get(*s as usize).copied().unwrap_or(0)))
+        .collect();
     let total = |o: usize| p.sample_counts.iter().map(|row| row[o]).sum::<u64>();
     let samples_by_kind = SampleKind::ALL
         .iter()
@@ -293,15 +315,32 @@ mod tests {
     const T0: u64 = 1_620_261_673_000_000_000;
 
     fn key(src_mac: [u8; 6], dst_mac: [u8; 6], src: &str, dst: &str, proto: u8, sport: u16, dport: u16) -> ConvKey {
-        let mut k = ConvKey { src_mac, dst_mac, ip_version: ip_version::V4, proto, src_port: sport, dst_port: dport, ether_type: 0x0800, ..ConvKey::default() };
-        let (IpAddr::V4(s), IpAddr::V4(d)) = (src.parse().expect("IPv4"), dst.parse().expect("IPv4")) else { panic!("IPv4 only") };
+        let mut k = ConvKey {
+            src_mac,
+            dst_mac,
+            ip_version: ip_version::V4,
+            proto,
+            src_port: sport,
+            dst_port: dport,
+            ether_type: 0x0800,
+            ..ConvKey::default()
+        };
+        let (IpAddr::V4(s), IpAddr::V4(d)) = (src.parse().expect("IPv4"), dst.parse().expect("IPv4")) else {
+            panic!("IPv4 only")
+        };
         k.src_ip[..4].copy_from_slice(&s.octets());
         k.dst_ip[..4].copy_from_slice(&d.octets());
         k
     }
 
     fn delta(key: ConvKey, packets: u64, bytes: u64, first_s: u64) -> Delta {
-        Delta { key, packets, bytes, first_seen_ns: T0 + first_s * 1_000_000_000, last_seen_ns: T0 + (first_s + 9) * 1_000_000_000 }
+        Delta {
+            key,
+            packets,
+            bytes,
+            first_seen_ns: T0 + first_s * 1_000_000_000,
+            last_seen_ns: T0 + (first_s + 9) * 1_000_000_000,
+        }
     }
 
     /// A sample of `payload` behind 42 bytes of (unread) headers, as the ring hands it over.
@@ -309,7 +348,17 @@ mod tests {
         let mut frame = vec![0u8; 42];
         frame.extend_from_slice(payload);
         let len = frame.len() as u32;
-        let h = SampleHeader { ts_ns: T0 + at_s * 1_000_000_000, ifindex: 3, wire_len: len, cap_len: len, payload_off: 42, kind: kind as u8, direction: 0, key, _pad: [0; 4] };
+        let h = SampleHeader {
+            ts_ns: T0 + at_s * 1_000_000_000,
+            ifindex: 3,
+            wire_len: len,
+            cap_len: len,
+            payload_off: 42,
+            kind: kind as u8,
+            direction: 0,
+            key,
+            _pad: [0; 4],
+        };
         encode(&h, &frame)
     }
 
@@ -323,10 +372,17 @@ mod tests {
         let ssdp = key(CAMERA, SSDP_GROUP, "192.168.77.151", "239.255.255.250", 17, 58_002, 1900);
         let lan = key(HUB, CAMERA, "192.168.77.20", "192.168.77.151", 6, 50_000, 8815);
         let mut ledger = Ledger::default();
-        for d in [delta(cloud, 10, 4_000, 2), delta(reply, 8, 9_000, 3), delta(ntp, 2, 180, 1), delta(ssdp, 1, 167, 0), delta(lan, 3, 300, 4)] {
+        for d in [
+            delta(cloud, 10, 4_000, 2),
+            delta(reply, 8, 9_000, 3),
+            delta(ntp, 2, 180, 1),
+            delta(ssdp, 1, 167, 0),
+            delta(lan, 3, 300, 4),
+        ] {
             ledger.apply(&d, &scopes);
         }
-        let counters = |tx_packets, tx_bytes, rx_packets, rx_bytes| DeviceCounters { tx_packets, tx_bytes, rx_packets, rx_bytes };
+        let counters =
+            |tx_packets, tx_bytes, rx_packets, rx_bytes| DeviceCounters { tx_packets, tx_bytes, rx_packets, rx_bytes };
         let mut stats = vec![0; Stat::ALL.len()];
         stats[Stat::Frames as usize] = 24;
         stats[Stat::Ipv4 as usize] = 24;
@@ -373,8 +429,17 @@ mod tests {
     #[test]
     fn the_report_matches_its_snapshot() {
         let (ledger, last, oui, scopes, events, counts) = state();
-        let view = View { ledger: &ledger, last: &last, oui: &oui, scopes: &scopes, events: &events, sample_counts: &counts, event_log_errors: 2 };
-        let report = build(&view, Some(Capture { packets: 24, wire_bytes: 13_647, ..Capture::default() }), Clock::Epoch);
+        let view = View {
+            ledger: &ledger,
+            last: &last,
+            oui: &oui,
+            scopes: &scopes,
+            events: &events,
+            sample_counts: &counts,
+            event_log_errors: 2,
+        };
+        let report =
+            build(&view, Some(Capture { packets: 24, wire_bytes: 13_647, ..Capture::default() }), Clock::Epoch);
         let json = serde_json::to_string_pretty(&report).expect("serialises") + "\n";
         if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
             std::fs::create_dir_all(snapshot_path().parent().expect("dir")).expect("mkdir");
@@ -388,18 +453,33 @@ mod tests {
     #[test]
     fn the_report_says_who_talked_to_whom() {
         let (ledger, last, oui, scopes, events, counts) = state();
-        let view = View { ledger: &ledger, last: &last, oui: &oui, scopes: &scopes, events: &events, sample_counts: &counts, event_log_errors: 0 };
+        let view = View {
+            ledger: &ledger,
+            last: &last,
+            oui: &oui,
+            scopes: &scopes,
+            events: &events,
+            sample_counts: &counts,
+            event_log_errors: 0,
+        };
         let r = build(&view, None, Clock::Epoch);
         let camera = r.devices.iter().find(|d| d.mac == Mac(CAMERA)).expect("the camera is a device");
         assert_eq!(camera.vendor.as_deref(), Some("Example Cameras Ltd."));
         assert_eq!(camera.names, ["HS105"], "its DHCP hostname");
         let cloud = camera.peers.iter().find(|p| p.ip.to_string() == "203.0.113.7").expect("the cloud peer");
-        assert_eq!((cloud.scope, cloud.first_direction, cloud.bytes), (Scope::Internet, FirstDirection::Outbound, 13_000));
+        assert_eq!(
+            (cloud.scope, cloud.first_direction, cloud.bytes),
+            (Scope::Internet, FirstDirection::Outbound, 13_000)
+        );
         assert_eq!(camera.ntp_servers, ["198.51.100.5"]);
         assert_eq!(r.macs.len(), 4, "every MAC, multicast destinations included");
         assert_eq!(r.agent.samples_dropped, 1);
         assert_eq!(r.agent.parse_errors, 1, "the NTP sample in mode 0");
         assert_eq!(r.events.len(), 4);
-        assert_eq!(cloud.names, ["eu.pool.ntp.example.net", "time.example.com"], "the name it asked for and the CNAME's end");
+        assert_eq!(
+            cloud.names,
+            ["eu.pool.ntp.example.net", "time.example.com"],
+            "the name it asked for and the CNAME's end"
+        );
     }
 }

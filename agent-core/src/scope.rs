@@ -47,7 +47,8 @@ pub struct Prefix {
 impl FromStr for Prefix {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (addr, len) = s.split_once('/').ok_or_else(|| format!("{s:?}: expected ADDRESS/LENGTH, e.g. 192.168.1.0/24"))?;
+        let (addr, len) =
+            s.split_once('/').ok_or_else(|| format!("{s:?}: expected ADDRESS/LENGTH, e.g. 192.168.1.0/24"))?;
         let addr: IpAddr = addr.parse().map_err(|e| format!("{s:?}: {e}"))?;
         let len: u8 = len.parse().map_err(|e| format!("{s:?}: bad prefix length: {e}"))?;
         let max = if addr.is_ipv4() { 32 } else { 128 };

@@ -67,7 +67,13 @@ pub fn diff(prev: &mut HashMap<ConvKey, Totals>, current: &[(ConvKey, ConvTotals
             (now.packets, now.bytes)
         };
         if packets > 0 || bytes > 0 {
-            deltas.push(Delta { key: *key, packets, bytes, first_seen_ns: seen.first_seen_ns, last_seen_ns: seen.last_seen_ns });
+            deltas.push(Delta {
+                key: *key,
+                packets,
+                bytes,
+                first_seen_ns: seen.first_seen_ns,
+                last_seen_ns: seen.last_seen_ns,
+            });
         }
         next.insert(*key, *now);
     }
@@ -116,7 +122,13 @@ mod tests {
 
     #[test]
     fn per_cpu_sums_take_the_earliest_first_and_latest_last_seen() {
-        let v = |packets, first, last| ConvCounters { packets, bytes: packets * 10, first_seen_ns: first, last_seen_ns: last, flow_samples: 0 };
+        let v = |packets, first, last| ConvCounters {
+            packets,
+            bytes: packets * 10,
+            first_seen_ns: first,
+            last_seen_ns: last,
+            flow_samples: 0,
+        };
         let s = sum_conv(&[v(1, 50, 60), v(0, 0, 0), v(2, 40, 45)]);
         assert_eq!(s, ConvTotals { totals: Totals { packets: 3, bytes: 30 }, first_seen_ns: 40, last_seen_ns: 60 });
     }

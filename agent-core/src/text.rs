@@ -53,10 +53,24 @@ pub fn render(r: &Report) -> String {
             (Some(f), Some(l)) => format!(", {} .. {} UTC ({:.1} h)", utc(f), utc(l), (l - f) / 3600.0),
             _ => String::new(),
         };
-        let _ = writeln!(out, "{} file(s), {} frames, {} on the wire{span}", c.files.len(), c.packets, human_bytes(c.wire_bytes));
+        let _ = writeln!(
+            out,
+            "{} file(s), {} frames, {} on the wire{span}",
+            c.files.len(),
+            c.packets,
+            human_bytes(c.wire_bytes)
+        );
     }
-    let _ = writeln!(out, "LAN: {}\n", if r.lan_prefixes.is_empty() { "(none)".to_owned() } else { r.lan_prefixes.join(", ") });
-    let _ = writeln!(out, "{:<17}  {:<22} {:>20}  {:>20}  {:<30} {:<30} TOP PORTS", "DEVICE", "VENDOR / NAME", "SENT", "RECEIVED", "LAN PEERS", "INTERNET PEERS");
+    let _ = writeln!(
+        out,
+        "LAN: {}\n",
+        if r.lan_prefixes.is_empty() { "(none)".to_owned() } else { r.lan_prefixes.join(", ") }
+    );
+    let _ = writeln!(
+        out,
+        "{:<17}  {:<22} {:>20}  {:>20}  {:<30} {:<30} TOP PORTS",
+        "DEVICE", "VENDOR / NAME", "SENT", "RECEIVED", "LAN PEERS", "INTERNET PEERS"
+    );
     for d in &r.devices {
         let who = d.names.first().cloned().or_else(|| d.vendor.clone()).unwrap_or_else(|| "-".to_owned());
         let who: String = who.chars().take(22).collect();
@@ -74,14 +88,26 @@ pub fn render(r: &Report) -> String {
         );
     }
     let (tx, bytes): (u64, u64) = r.macs.iter().fold((0, 0), |(p, b), m| (p + m.tx_packets, b + m.tx_bytes));
-    let internet: u64 = r.devices.iter().filter_map(|d| d.scopes.get(Scope::Internet.as_str())).map(|s| s.tx_bytes).sum();
-    let _ = writeln!(out, "\nTOTAL  {} devices, {tx} frames, {}; {} sent to the Internet", r.devices.len(), human_bytes(bytes), human_bytes(internet));
+    let internet: u64 =
+        r.devices.iter().filter_map(|d| d.scopes.get(Scope::Internet.as_str())).map(|s| s.tx_bytes).sum();
+    let _ = writeln!(
+        out,
+        "\nTOTAL  {} devices, {tx} frames, {}; {} sent to the Internet",
+        r.devices.len(),
+        human_bytes(bytes),
+        human_bytes(internet)
+    );
     if let Some(c) = &r.capture {
         if c.truncated_frames > 0 {
-            let _ = writeln!(out, "       {} frames were cut short by the capture; counted at their original length", c.truncated_frames);
+            let _ = writeln!(
+                out,
+                "       {} frames were cut short by the capture; counted at their original length",
+                c.truncated_frames
+            );
         }
         if c.skipped_frames > 0 {
-            let kinds: Vec<String> = c.skipped_link_types.iter().map(|(k, n)| format!("{n} of link type {k}")).collect();
+            let kinds: Vec<String> =
+                c.skipped_link_types.iter().map(|(k, n)| format!("{n} of link type {k}")).collect();
             let _ = writeln!(out, "       SKIPPED {} frames not replayed: {}", c.skipped_frames, kinds.join(", "));
         }
         for i in &c.invalid {

@@ -1,7 +1,13 @@
 //! The plain view of the agent's state that the outputs read (metrics, report): borrowed parts
 //! of the pipeline, or of a test's hand-made fixtures.
 
-use crate::{events::EventStore, ledger::Ledger, oui::Oui, scope::ScopeClassifier, snapshot::{SampleCounts, Snapshot}};
+use crate::{
+    events::EventStore,
+    ledger::Ledger,
+    oui::Oui,
+    scope::ScopeClassifier,
+    snapshot::{SampleCounts, Snapshot},
+};
 
 pub struct View<'a> {
     pub ledger: &'a Ledger,

@@ -93,7 +93,15 @@ pub fn iotwatch_xdp(ctx: XdpContext) -> u32 {
         // SAFETY: helper without arguments.
         (len, unsafe { bpf_ktime_get_ns() })
     };
-    let meta = Meta { len: wire_len, data_len: len, ifindex, direction: direction::INGRESS, segments: 1, outer_tag_in_meta: false, now_ns };
+    let meta = Meta {
+        len: wire_len,
+        data_len: len,
+        ifindex,
+        direction: direction::INGRESS,
+        segments: 1,
+        outer_tag_in_meta: false,
+        now_ns,
+    };
     account(&ctx, &meta);
     XDP_PASS
 }

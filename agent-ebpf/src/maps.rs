@@ -5,15 +5,15 @@ use agent_common::{
     sample::{DEFAULT_RATE_LIMIT_SOURCES, DEFAULT_RING_BYTES, SAMPLE_STATS_LEN, TokenBucket},
     stats::STATS_LEN,
 };
-use crate::parse::Frame;
 use aya_ebpf::{
     macros::map,
     maps::{LruPerCpuHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 
+use crate::parse::Frame;
+
 #[map]
-pub static DEVICE_STATS: PerCpuHashMap<MacKey, DeviceCounters> =
-    PerCpuHashMap::with_max_entries(DEFAULT_MAX_MACS, 0);
+pub static DEVICE_STATS: PerCpuHashMap<MacKey, DeviceCounters> = PerCpuHashMap::with_max_entries(DEFAULT_MAX_MACS, 0);
 
 #[map]
 pub static CONVERSATIONS: LruPerCpuHashMap<ConvKey, ConvCounters> =

@@ -15,7 +15,6 @@ use network_types::{
 
 use crate::{maps::bump, packet::Packet};
 
-
 pub struct Frame {
     pub key: ConvKey,
     /// Bytes of headers (from the Ethernet header through L4) that every GSO segment repeats.
@@ -127,7 +126,14 @@ fn parse_ipv6<P: Packet>(p: &P, off: usize, f: &mut Frame) {
     let mut off = off + Ipv6Hdr::LEN;
     let mut walked = false;
     for _ in 0..MAX_IPV6_EXT_HEADERS {
-        if !matches!(next, ip_proto::IPV6_HOP_BY_HOP | ip_proto::IPV6_ROUTING | ip_proto::IPV6_FRAGMENT | ip_proto::IPV6_AH | ip_proto::IPV6_DEST_OPTS) {
+        if !matches!(
+            next,
+            ip_proto::IPV6_HOP_BY_HOP
+                | ip_proto::IPV6_ROUTING
+                | ip_proto::IPV6_FRAGMENT
+                | ip_proto::IPV6_AH
+                | ip_proto::IPV6_DEST_OPTS
+        ) {
             break;
         }
         walked = true;
@@ -159,7 +165,14 @@ fn parse_ipv6<P: Packet>(p: &P, off: usize, f: &mut Frame) {
         bump(Stat::Ipv6ExtHeaders, 1);
     }
     f.key.proto = next;
-    if matches!(next, ip_proto::IPV6_HOP_BY_HOP | ip_proto::IPV6_ROUTING | ip_proto::IPV6_FRAGMENT | ip_proto::IPV6_AH | ip_proto::IPV6_DEST_OPTS) {
+    if matches!(
+        next,
+        ip_proto::IPV6_HOP_BY_HOP
+            | ip_proto::IPV6_ROUTING
+            | ip_proto::IPV6_FRAGMENT
+            | ip_proto::IPV6_AH
+            | ip_proto::IPV6_DEST_OPTS
+    ) {
         bump(Stat::Ipv6ExtTooDeep, 1);
         return;
     }

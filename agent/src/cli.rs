@@ -3,7 +3,6 @@
 use std::{net::SocketAddr, path::PathBuf};
 
 use clap::{Args, Parser, Subcommand};
-
 use iotwatch_core::{oui::DEFAULT_OUI_FILE, scope::Prefix};
 
 use crate::kernel::{
@@ -16,7 +15,11 @@ use crate::kernel::{
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9477";
 
 #[derive(Debug, Parser)]
-#[command(name = "iotwatch", version, about = "See what the devices on a home network really do: eBPF traffic accounting on a Linux bridge, for Prometheus")]
+#[command(
+    name = "iotwatch",
+    version,
+    about = "See what the devices on a home network really do: eBPF traffic accounting on a Linux bridge, for Prometheus"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -78,7 +81,13 @@ pub struct SampleArgs {
 
 impl SampleArgs {
     pub fn options(&self) -> SampleOptions {
-        SampleOptions { ring_bytes: self.ring_bytes, snaplen: self.snaplen, first_packets: self.first_packets, rate: self.rate, burst: self.burst }
+        SampleOptions {
+            ring_bytes: self.ring_bytes,
+            snaplen: self.snaplen,
+            first_packets: self.first_packets,
+            rate: self.rate,
+            burst: self.burst,
+        }
     }
 }
 
@@ -112,7 +121,12 @@ pub struct EnrichArgs {
 impl MapArgs {
     /// How to load the programs: live, or for frames replayed with BPF_PROG_TEST_RUN.
     pub fn load_options(&self, sampling: &SampleArgs, replay: bool) -> LoadOptions {
-        LoadOptions { max_macs: self.max_macs, max_conversations: self.max_conversations, replay, sampling: sampling.options() }
+        LoadOptions {
+            max_macs: self.max_macs,
+            max_conversations: self.max_conversations,
+            replay,
+            sampling: sampling.options(),
+        }
     }
 }
 
@@ -182,7 +196,19 @@ mod tests {
     #[test]
     fn cli_is_consistent_and_parses_dotted_flags() {
         Cli::command().debug_assert();
-        let cli = Cli::try_parse_from(["iotwatch", "run", "--bridge", "br0", "--lan.prefix", "10.0.0.0/8", "--web.listen-address", "0.0.0.0:9477", "--attach", "xdp-skb"]).unwrap();
+        let cli = Cli::try_parse_from([
+            "iotwatch",
+            "run",
+            "--bridge",
+            "br0",
+            "--lan.prefix",
+            "10.0.0.0/8",
+            "--web.listen-address",
+            "0.0.0.0:9477",
+            "--attach",
+            "xdp-skb",
+        ])
+        .unwrap();
         let Command::Run(run) = cli.command else { panic!("parsed as run") };
         assert_eq!(run.bridge, "br0");
         assert_eq!(run.attach, AttachMode::XdpSkb);
@@ -194,8 +220,12 @@ mod tests {
     /// The flags `run` and `replay` share have one definition and one default.
     #[test]
     fn run_and_replay_share_their_defaults() {
-        let Command::Run(run) = Cli::try_parse_from(["iotwatch", "run", "--bridge", "br0"]).unwrap().command else { panic!("run") };
-        let Command::Replay(replay) = Cli::try_parse_from(["iotwatch", "replay", "x.pcap"]).unwrap().command else { panic!("replay") };
+        let Command::Run(run) = Cli::try_parse_from(["iotwatch", "run", "--bridge", "br0"]).unwrap().command else {
+            panic!("run")
+        };
+        let Command::Replay(replay) = Cli::try_parse_from(["iotwatch", "replay", "x.pcap"]).unwrap().command else {
+            panic!("replay")
+        };
         assert_eq!(format!("{:?}", run.maps), format!("{:?}", replay.maps));
         assert_eq!(format!("{:?}", run.enrich), format!("{:?}", replay.enrich));
         assert_eq!(format!("{:?}", run.sampling), format!("{:?}", replay.sampling));

@@ -14,7 +14,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let filter = EnvFilter::try_new(&cli.log_level).unwrap_or_else(|_| EnvFilter::new("info"));
     // Colour only for a person at a terminal: not into journald, files or pipes.
-    tracing_subscriber::fmt().with_env_filter(filter).with_ansi(std::io::stderr().is_terminal()).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -36,7 +40,8 @@ fn main() -> ExitCode {
             };
         }
         Command::MetricNames => {
-            let limits = metrics::Limits { max_devices: 1, top_ports: 1, map_capacity_macs: 1, map_capacity_conversations: 1 };
+            let limits =
+                metrics::Limits { max_devices: 1, top_ports: 1, map_capacity_macs: 1, map_capacity_conversations: 1 };
             metrics::Metrics::new(limits).names().iter().for_each(|n| println!("{n}"));
             Ok(())
         }
@@ -65,7 +70,8 @@ fn replay(args: &ReplayArgs) -> ExitCode {
         let secs = start.elapsed().as_secs_f64();
         eprintln!("replayed {frames} frames in {secs:.3} s: {:.0} frames/s", frames as f64 / secs);
     }
-    let format = args.format.unwrap_or(if std::io::stdout().is_terminal() { ReportFormat::Text } else { ReportFormat::Json });
+    let format =
+        args.format.unwrap_or(if std::io::stdout().is_terminal() { ReportFormat::Text } else { ReportFormat::Json });
     match format {
         ReportFormat::Text => print!("{}", text::render(&outcome.report)),
         ReportFormat::Json => match serde_json::to_string_pretty(&outcome.report) {

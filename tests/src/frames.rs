@@ -80,7 +80,15 @@ pub fn tcp(f: &mut Vec<u8>, sport: u16, dport: u16, options: usize, payload: &[u
 }
 
 /// Ethernet + IPv4 + UDP with `payload` bytes.
-pub fn udp4(src_mac: [u8; 6], dst_mac: [u8; 6], src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, payload: usize) -> Vec<u8> {
+pub fn udp4(
+    src_mac: [u8; 6],
+    dst_mac: [u8; 6],
+    src: [u8; 4],
+    dst: [u8; 4],
+    sport: u16,
+    dport: u16,
+    payload: usize,
+) -> Vec<u8> {
     let mut f = eth(dst_mac, src_mac, ETH_IPV4);
     Ipv4::new(src, dst, 17).push(&mut f, 8 + payload);
     udp(&mut f, sport, dport, &vec![0xab; payload]);

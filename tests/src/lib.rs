@@ -8,7 +8,8 @@ use std::path::PathBuf;
 
 /// The agent binary under test: `cargo xtask test` builds it and passes its path.
 pub fn agent_bin() -> PathBuf {
-    let p = std::env::var_os("IOTWATCH_BIN").map_or_else(|| xtask::workspace_root().join("target/release/iotwatch"), PathBuf::from);
+    let p = std::env::var_os("IOTWATCH_BIN")
+        .map_or_else(|| xtask::workspace_root().join("target/release/iotwatch"), PathBuf::from);
     assert!(p.exists(), "{} missing: run the privileged tests through `cargo xtask test`", p.display());
     p
 }

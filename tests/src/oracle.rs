@@ -38,7 +38,11 @@ fn check(what: &str, out: &Output) {
 
 /// Writes the test captures into `dir` (see make_captures.py for the list).
 pub fn make_captures(dir: &Path) {
-    let out = Command::new(PYTHON).arg(captures_dir().join("make_captures.py")).arg(dir).output().expect("run make_captures.py");
+    let out = Command::new(PYTHON)
+        .arg(captures_dir().join("make_captures.py"))
+        .arg(dir)
+        .output()
+        .expect("run make_captures.py");
     check("make_captures.py", &out);
 }
 
@@ -112,7 +116,8 @@ fn add4(t: &mut Table<4>, key: &str, tx: bool, bytes: u64) {
 impl Oracle {
     /// Adds one frame, given tshark's fields in the order of [`FIELDS`].
     fn frame(&mut self, f: &[&str]) {
-        let num = |i: usize| f[i].parse::<u64>().unwrap_or_else(|_| panic!("field {} is not a number: {f:?}", FIELDS[i]));
+        let num =
+            |i: usize| f[i].parse::<u64>().unwrap_or_else(|_| panic!("field {} is not a number: {f:?}", FIELDS[i]));
         let (len, cap) = (num(1), num(2));
         self.packets += 1;
         self.wire_bytes += len;
@@ -131,7 +136,9 @@ impl Oracle {
         add4(&mut self.macs, f[4], false, len);
 
         // The outermost IP header, behind Ethernet and VLAN tags only.
-        let Some(ip_at) = protos.iter().position(|p| !matches!(*p, "eth" | "ethertype" | "vlan" | "ieee8021ad")) else { return };
+        let Some(ip_at) = protos.iter().position(|p| !matches!(*p, "eth" | "ethertype" | "vlan" | "ieee8021ad")) else {
+            return;
+        };
         let tags = protos[..ip_at].iter().filter(|p| matches!(**p, "vlan" | "ieee8021ad")).count() as u64;
         if tags > MAX_VLAN_TAGS as u64 {
             return;
@@ -172,7 +179,9 @@ impl Oracle {
     /// Sections as report lines (see report_lines.py), sorted.
     pub fn lines(&self, section: &str) -> Vec<String> {
         let mut v: Vec<String> = match section {
-            "mac" => self.macs.iter().map(|(k, c)| format!("mac\t{k}\t{}\t{}\t{}\t{}", c[0], c[1], c[2], c[3])).collect(),
+            "mac" => {
+                self.macs.iter().map(|(k, c)| format!("mac\t{k}\t{}\t{}\t{}\t{}", c[0], c[1], c[2], c[3])).collect()
+            }
             "ip" => self.ips.iter().map(|(k, c)| format!("ip\t{k}\t{}\t{}\t{}\t{}", c[0], c[1], c[2], c[3])).collect(),
             "port" => self.ports.iter().map(|(k, c)| format!("port\t{k}\t{}\t{}", c[0], c[1])).collect(),
             _ => panic!("no section {section}"),
@@ -194,7 +203,17 @@ pub fn tshark(files: &[PathBuf]) -> Oracle {
         // header malformed and shows no port, unless `ipv6.tso_support` is on (it is off by
         // default, unlike `ip.tso_support` for IPv4's total length 0). The program reads the
         // header that is there, so the oracle turns it on.
-        cmd.args(["-n", "-o", "ip.defragment:FALSE", "-o", "ipv6.defragment:FALSE", "-o", "ip.tso_support:TRUE", "-o", "ipv6.tso_support:TRUE"]);
+        cmd.args([
+            "-n",
+            "-o",
+            "ip.defragment:FALSE",
+            "-o",
+            "ipv6.defragment:FALSE",
+            "-o",
+            "ip.tso_support:TRUE",
+            "-o",
+            "ipv6.tso_support:TRUE",
+        ]);
         cmd.args(["-o", "tcp.desegment_tcp_streams:FALSE", "-T", "fields", "-E", "occurrence=f", "-E", "separator=/t"]);
         for f in FIELDS {
             cmd.args(["-e", f]);
@@ -220,7 +239,12 @@ pub struct Replay {
 
 /// `iotwatch replay ARGS...` in `dir`.
 pub fn replay(dir: &Path, args: &[&str]) -> Replay {
-    let out = Command::new(crate::agent_bin()).arg("replay").args(args).current_dir(dir).output().expect("run iotwatch replay");
+    let out = Command::new(crate::agent_bin())
+        .arg("replay")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run iotwatch replay");
     Replay {
         code: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -265,7 +289,11 @@ pub fn section(lines: &[String], name: &str) -> Vec<String> {
 
 /// The scope of an IP in the report's lines.
 pub fn ip_scope(lines: &[String], ip: &str) -> Option<String> {
-    lines.iter().map(|l| l.split('\t').collect::<Vec<_>>()).find(|f| f[0] == "ip" && f[1] == ip).map(|f| f[2].to_owned())
+    lines
+        .iter()
+        .map(|l| l.split('\t').collect::<Vec<_>>())
+        .find(|f| f[0] == "ip" && f[1] == ip)
+        .map(|f| f[2].to_owned())
 }
 
 /// Line-by-line difference of two sorted lists, `-` for expected only, `+` for got only.
@@ -298,5 +326,13 @@ pub fn capture_totals(lines: &[String]) -> CaptureTotals {
     let f: Vec<&str> = line.split('\t').collect();
     let n = |i: usize| f[i].parse::<u64>().expect("number");
     let ts = |i: usize| (f[i] != "-").then(|| f[i].parse::<f64>().expect("timestamp"));
-    CaptureTotals { packets: n(1), wire_bytes: n(2), captured_bytes: n(3), truncated_frames: n(4), first_ts: ts(5), last_ts: ts(6), skipped_frames: n(7) }
+    CaptureTotals {
+        packets: n(1),
+        wire_bytes: n(2),
+        captured_bytes: n(3),
+        truncated_frames: n(4),
+        first_ts: ts(5),
+        last_ts: ts(6),
+        skipped_frames: n(7),
+    }
 }

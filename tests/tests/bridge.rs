@@ -20,7 +20,8 @@ use iotwatch_tests::{
 use xtask::{HomeLab, LabOptions, Sample, agent::Agent, metrics::scrape};
 
 fn quiet_lab(prefix: &str, devices: usize) -> HomeLab {
-    let lab = HomeLab::create(LabOptions { prefix: prefix.into(), devices, ipv6: false, static_neighbors: true }).expect("create the lab");
+    let lab = HomeLab::create(LabOptions { prefix: prefix.into(), devices, ipv6: false, static_neighbors: true })
+        .expect("create the lab");
     // Interfaces coming up send IGMP reports for a second or two; let that pass.
     std::thread::sleep(Duration::from_secs(3));
     lab
@@ -30,7 +31,8 @@ fn start_agent(lab: &HomeLab, attach: &str, port: u16, extra: &[&str]) -> Agent 
     let listen = format!("127.0.0.1:{port}");
     let log = std::env::temp_dir().join(format!("iotwatch-test-{port}.log"));
     let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-    let mut agent = Agent::spawn(&agent_bin(), &lab.bridge, attach, &listen, &extra, Some(&log)).expect("start the agent");
+    let mut agent =
+        Agent::spawn(&agent_bin(), &lab.bridge, attach, &listen, &extra, Some(&log)).expect("start the agent");
     agent.wait_ready(Duration::from_secs(20)).expect("agent ready");
     agent
 }
@@ -137,7 +139,8 @@ fn exact_counts(prefix: &str, attach: &str, http_port: u16) {
     assert_eq!(report["schema"], "iotwatch.report/v1");
     assert!(report["capture"].is_null(), "no capture section live");
     for (mac, counts) in &want {
-        let row = report["macs"].as_array().unwrap().iter().find(|m| m["mac"] == mac.as_str()).expect("MAC in the report");
+        let row =
+            report["macs"].as_array().unwrap().iter().find(|m| m["mac"] == mac.as_str()).expect("MAC in the report");
         let got = Counts {
             tx_packets: row["tx_packets"].as_u64().unwrap(),
             tx_bytes: row["tx_bytes"].as_u64().unwrap(),
@@ -162,10 +165,18 @@ fn exact_counts(prefix: &str, attach: &str, http_port: u16) {
     // Per-port: A's UDP to port 5000, exactly the 7 datagrams.
     let udp_5000 = frames
         .iter()
-        .filter(|f| f.src() == mac_bytes(&a.mac) && f.data[12..14] == [8, 0] && f.data[23] == 17 && f.data[36..38] == 5000u16.to_be_bytes())
+        .filter(|f| {
+            f.src() == mac_bytes(&a.mac)
+                && f.data[12..14] == [8, 0]
+                && f.data[23] == 17
+                && f.data[36..38] == 5000u16.to_be_bytes()
+        })
         .count() as u64;
     assert_eq!(udp_5000, 7);
-    assert_eq!(sum(&samples, "iotwatch_device_port_packets_total", &[("mac", &a.mac), ("proto", "udp"), ("port", "5000")]), 7);
+    assert_eq!(
+        sum(&samples, "iotwatch_device_port_packets_total", &[("mac", &a.mac), ("proto", "udp"), ("port", "5000")]),
+        7
+    );
     // Scopes: all of it stayed in the LAN.
     assert_eq!(sum(&samples, "iotwatch_device_packets_total", &[("scope", "internet")]), 0);
     let _ = a_ip;
@@ -226,11 +237,16 @@ fn gso_counts_wire_segments_not_buffers() {
         "import socket\ns=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(('{}', 5201)); s.listen(1)\nc,_=s.accept()\nn=0\nwhile True:\n  d=c.recv(65536)\n  if not d: break\n  n+=len(d)\nc.close(); print(n)",
         b.ip
     );
-    let srv = lab.exec(&b.ns, &["/usr/bin/python3", "-c", &server]).stdout(std::process::Stdio::piped()).spawn().expect("server");
+    let srv = lab
+        .exec(&b.ns, &["/usr/bin/python3", "-c", &server])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("server");
     std::thread::sleep(Duration::from_millis(500));
     let before = (snmp_tcp_out_segs(&lab, &a.ns), snmp_tcp_out_segs(&lab, &b.ns));
     let dump = Tcpdump::start(&a.port, "in", capture_file("iwt4-a"));
-    let client = format!("import socket\nc=socket.create_connection(('{}', 5201))\nc.sendall(b'z'*4000000)\nc.close()", b.ip);
+    let client =
+        format!("import socket\nc=socket.create_connection(('{}', 5201))\nc.sendall(b'z'*4000000)\nc.close()", b.ip);
     ns(&lab, &a.ns, &["/usr/bin/python3", "-c", &client]);
     let out = srv.wait_with_output().expect("server done");
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "4000000");
@@ -299,7 +315,11 @@ for i in range(6):
     }
     assert_eq!(sum(&samples, "iotwatch_bpf_events_total", &[("event", "vlan")]), 12);
     assert_eq!(sum(&samples, "iotwatch_bpf_events_total", &[("event", "vlan_stacked")]), 6);
-    assert_eq!(sum(&samples, "iotwatch_device_port_packets_total", &[("mac", &a.mac), ("proto", "udp"), ("port", "7")]), 12, "ports read behind the tags");
+    assert_eq!(
+        sum(&samples, "iotwatch_device_port_packets_total", &[("mac", &a.mac), ("proto", "udp"), ("port", "7")]),
+        12,
+        "ports read behind the tags"
+    );
 }
 
 fn attached(samples: &[Sample]) -> Vec<(String, String)> {

@@ -66,8 +66,7 @@ impl Event {
         self.s("kind").unwrap_or("")
     }
     fn records(&self) -> Vec<(String, String, String)> {
-        self.v
-            ["records"]
+        self.v["records"]
             .items()
             .iter()
             .map(|r| {
@@ -88,17 +87,16 @@ fn read_events(path: &Path) -> Vec<Event> {
     complete
         .lines()
         .filter(|l| !l.trim().is_empty())
-        .map(|l| Event { line: l.to_owned(), v: serde_json::from_str(l).unwrap_or_else(|e| panic!("event log line is not JSON ({e}): {l}")) })
+        .map(|l| Event {
+            line: l.to_owned(),
+            v: serde_json::from_str(l).unwrap_or_else(|e| panic!("event log line is not JSON ({e}): {l}")),
+        })
         .collect()
 }
 
 fn show(events: &[Event], kinds: &[&str]) -> String {
     let lines: Vec<&str> = events.iter().filter(|e| kinds.contains(&e.kind())).map(|e| e.line.as_str()).collect();
-    if lines.is_empty() {
-        format!("(no {kinds:?} events; {} events in all)", events.len())
-    } else {
-        lines.join("\n")
-    }
+    if lines.is_empty() { format!("(no {kinds:?} events; {} events in all)", events.len()) } else { lines.join("\n") }
 }
 
 /// A named predicate on one event.
@@ -168,7 +166,8 @@ impl Drop for TempDir {
 }
 
 fn lab(prefix: &str, ipv6: bool) -> HomeLab {
-    let lab = HomeLab::create(LabOptions { prefix: prefix.into(), devices: 2, ipv6, static_neighbors: false }).expect("create the lab");
+    let lab = HomeLab::create(LabOptions { prefix: prefix.into(), devices: 2, ipv6, static_neighbors: false })
+        .expect("create the lab");
     // Interfaces coming up send IGMP/ND for a moment; let that pass before the agent starts.
     std::thread::sleep(Duration::from_secs(2));
     lab
@@ -180,7 +179,8 @@ fn start_agent(lab: &HomeLab, dir: &TempDir, port: u16) -> (Agent, PathBuf) {
     let listen = format!("127.0.0.1:{port}");
     let extra = ["--events".to_owned(), events.display().to_string(), "--sample.rate".to_owned(), "0".to_owned()];
     let log = dir.path("agent.log");
-    let mut agent = Agent::spawn(&agent_bin(), &lab.bridge, "tc", &listen, &extra, Some(&log)).expect("start the agent");
+    let mut agent =
+        Agent::spawn(&agent_bin(), &lab.bridge, "tc", &listen, &extra, Some(&log)).expect("start the agent");
     agent.wait_ready(Duration::from_secs(20)).expect("agent ready");
     (agent, events)
 }
@@ -262,13 +262,22 @@ fn wait_listening(lab: &HomeLab, ns: &str, proto: &str, port: u16, daemon: &mut 
         if !String::from_utf8_lossy(&out.stdout).trim().is_empty() {
             return;
         }
-        assert!(Instant::now() < end, "{} does not listen on {proto} port {port} after 10 s; its output:\n{}", daemon.name, daemon.output());
+        assert!(
+            Instant::now() < end,
+            "{} does not listen on {proto} port {port} after 10 s; its output:\n{}",
+            daemon.name,
+            daemon.output()
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
 
 fn sum(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
-    samples.iter().filter(|s| s.name == name && labels.iter().all(|(k, v)| s.label(k) == Some(v))).map(|s| s.value).sum()
+    samples
+        .iter()
+        .filter(|s| s.name == name && labels.iter().all(|(k, v)| s.label(k) == Some(v)))
+        .map(|s| s.value)
+        .sum()
 }
 
 /// /metrics counts events of each (mac, kind) and no sample was dropped.
@@ -293,8 +302,7 @@ fn report(agent: &Agent) -> (Json, String) {
 }
 
 fn device<'a>(report: &'a Json, mac: &str) -> &'a Json {
-    report
-        ["devices"]
+    report["devices"]
         .items()
         .iter()
         .find(|d| d["mac"].as_str() == Some(mac))
@@ -351,14 +359,37 @@ fn nginx_http_with_range() {
     let listen = format!("{}:8815", d2.ip);
     let conf = dir.config("nginx.conf", "nginx.conf", &[("@LISTEN@", &listen)]);
     let (agent, events) = start_agent(&lab, &dir, 19481);
-    let mut nginx = Daemon::spawn(&lab, &d2.ns, &dir, "nginx", &["nginx", "-p", &dir.text(""), "-c", &conf, "-e", &dir.text("nginx-error.log")]);
+    let mut nginx = Daemon::spawn(
+        &lab,
+        &d2.ns,
+        &dir,
+        "nginx",
+        &["nginx", "-p", &dir.text(""), "-c", &conf, "-e", &dir.text("nginx-error.log")],
+    );
     wait_listening(&lab, &d2.ns, "-t", 8815, &mut nginx);
 
     let base = format!("http://{listen}");
-    let body = run(&lab, &d1.ns, 10, &["curl", "-sS", "--fail", "-A", "iwd-camera/2.0", &format!("{base}/rootdesc.xml")]);
+    let body =
+        run(&lab, &d1.ns, 10, &["curl", "-sS", "--fail", "-A", "iwd-camera/2.0", &format!("{base}/rootdesc.xml")]);
     assert_eq!(body, desc, "nginx served the description");
     let part = dir.path("part.bin");
-    run(&lab, &d1.ns, 10, &["curl", "-sS", "--fail", "-A", "iwd-camera/2.0", "-r", "0-4095", "-o", &part.display().to_string(), &format!("{base}/fw/camera-2.1.bin")]);
+    run(
+        &lab,
+        &d1.ns,
+        10,
+        &[
+            "curl",
+            "-sS",
+            "--fail",
+            "-A",
+            "iwd-camera/2.0",
+            "-r",
+            "0-4095",
+            "-o",
+            &part.display().to_string(),
+            &format!("{base}/fw/camera-2.1.bin"),
+        ],
+    );
     assert_eq!(fs::read(&part).expect("part"), fw[..4096], "nginx served the range");
 
     let (a, b) = (d1.mac.as_str(), d2.mac.as_str());
@@ -387,8 +418,12 @@ fn nginx_http_with_range() {
         Duration::from_secs(15),
         &["http"],
         &[
-            ("GET /rootdesc.xml from device 1 (host, user_agent, no range)", &|e| desc_req(e) && e.s("range").is_none()),
-            ("GET /fw/camera-2.1.bin with range \"bytes=0-4095\"", &|e| fw_req(e) && same(e.s("range"), "bytes=0-4095")),
+            ("GET /rootdesc.xml from device 1 (host, user_agent, no range)", &|e| {
+                desc_req(e) && e.s("range").is_none()
+            }),
+            ("GET /fw/camera-2.1.bin with range \"bytes=0-4095\"", &|e| {
+                fw_req(e) && same(e.s("range"), "bytes=0-4095")
+            }),
             ("200 response from device 2 with content_type text/xml and content_length", &|e| {
                 e.kind() == "http"
                     && same(e.s("src_mac"), b)
@@ -410,8 +445,18 @@ fn nginx_http_with_range() {
     );
     // Exactly two requests and two responses on port 8815.
     let http: Vec<&Event> = events.iter().filter(|e| e.kind() == "http").collect();
-    assert_eq!(http.iter().filter(|e| e.s("method").is_some()).count(), 2, "two requests:\n{}", show(&events, &["http"]));
-    assert_eq!(http.iter().filter(|e| e.n("status").is_some()).count(), 2, "two responses:\n{}", show(&events, &["http"]));
+    assert_eq!(
+        http.iter().filter(|e| e.s("method").is_some()).count(),
+        2,
+        "two requests:\n{}",
+        show(&events, &["http"])
+    );
+    assert_eq!(
+        http.iter().filter(|e| e.n("status").is_some()).count(),
+        2,
+        "two responses:\n{}",
+        show(&events, &["http"])
+    );
     check_metrics(&agent, &[(a, "http"), (b, "http")]);
     nginx.check_alive();
 }
@@ -455,10 +500,39 @@ fn dnsmasq_dhcp_and_dns() {
 
     // busybox udhcpc: DISCOVER, REQUEST with hostname camera1; -s /bin/true keeps the lab's
     // address (the lease is not applied).
-    run(&lab, &d1.ns, 20, &["busybox", "udhcpc", "-i", "eth0", "-x", "hostname:camera1", "-n", "-q", "-t", "3", "-T", "2", "-s", "/bin/true"]);
+    run(
+        &lab,
+        &d1.ns,
+        20,
+        &[
+            "busybox",
+            "udhcpc",
+            "-i",
+            "eth0",
+            "-x",
+            "hostname:camera1",
+            "-n",
+            "-q",
+            "-t",
+            "3",
+            "-T",
+            "2",
+            "-s",
+            "/bin/true",
+        ],
+    );
     let leases = fs::read_to_string(dir.path("dnsmasq.leases")).unwrap_or_default();
-    assert!(leases.contains(&d1.mac) && leases.contains("camera1"), "dnsmasq leased to camera1: {leases:?}\n{}", dnsmasq.output());
-    let answer = run(&lab, &d1.ns, 10, &["dig", "+short", "+tries=1", "+time=3", &format!("@{}", gw.ip), "cloud.example.test", "A"]);
+    assert!(
+        leases.contains(&d1.mac) && leases.contains("camera1"),
+        "dnsmasq leased to camera1: {leases:?}\n{}",
+        dnsmasq.output()
+    );
+    let answer = run(
+        &lab,
+        &d1.ns,
+        10,
+        &["dig", "+short", "+tries=1", "+time=3", &format!("@{}", gw.ip), "cloud.example.test", "A"],
+    );
     assert_eq!(answer.trim(), "203.0.113.10", "dnsmasq answered the host record");
     run(&lab, &d1.ns, 10, &["ping", "-c", "2", "-i", "0.2", "-W", "2", "203.0.113.10"]);
 
@@ -485,10 +559,16 @@ fn dnsmasq_dhcp_and_dns() {
             ("dhcp DISCOVER from device 1 with client_mac and hostname camera1", &discover),
             ("dhcp REQUEST from device 1 with client_mac and hostname camera1", &request),
             ("dhcp OFFER from the gateway to device 1's client_mac", &|e| {
-                e.kind() == "dhcp" && same(e.s("src_mac"), gwmac) && same(e.s("message_type"), "OFFER") && same(e.s("client_mac"), a)
+                e.kind() == "dhcp"
+                    && same(e.s("src_mac"), gwmac)
+                    && same(e.s("message_type"), "OFFER")
+                    && same(e.s("client_mac"), a)
             }),
             ("dhcp ACK from the gateway to device 1's client_mac", &|e| {
-                e.kind() == "dhcp" && same(e.s("src_mac"), gwmac) && same(e.s("message_type"), "ACK") && same(e.s("client_mac"), a)
+                e.kind() == "dhcp"
+                    && same(e.s("src_mac"), gwmac)
+                    && same(e.s("message_type"), "ACK")
+                    && same(e.s("client_mac"), a)
             }),
             ("dns query from device 1 for cloud.example.test A", &|e| {
                 e.kind() == "dns"
@@ -515,8 +595,7 @@ fn dnsmasq_dhcp_and_dns() {
     wait_report(&agent, "device 1 named camera1 and its peer 203.0.113.10 named cloud.example.test", |r| {
         let dev = device(r, a);
         dev.strs("names").contains(&"camera1")
-            && dev
-                ["peers"]
+            && dev["peers"]
                 .items()
                 .iter()
                 .any(|p| p["ip"].as_str() == Some("203.0.113.10") && p.strs("names").contains(&"cloud.example.test"))
@@ -573,7 +652,8 @@ fn chrony_ntp_client_and_server() {
                 && num_is(e.n("stratum"), 8.0)
         }
     };
-    let (c0, c1, s0, s1) = (client_to(servers[0]), client_to(servers[1]), server_from(servers[0]), server_from(servers[1]));
+    let (c0, c1, s0, s1) =
+        (client_to(servers[0]), client_to(servers[1]), server_from(servers[0]), server_from(servers[1]));
     let events = wait_events(
         &events,
         Duration::from_secs(15),
@@ -611,7 +691,10 @@ fn mosquitto_mqtt_connect_and_publish() {
     let (d1, d2) = (lab.devices[0].clone(), lab.devices[1].clone());
     let dir = TempDir::new("iwd4");
     let passwd = dir.text("mosquitto.passwd");
-    let out = Command::new("mosquitto_passwd").args(["-c", "-b", &passwd, "camera", PASSWORD]).output().expect("mosquitto_passwd");
+    let out = Command::new("mosquitto_passwd")
+        .args(["-c", "-b", &passwd, "camera", PASSWORD])
+        .output()
+        .expect("mosquitto_passwd");
     assert!(out.status.success(), "mosquitto_passwd: {}", String::from_utf8_lossy(&out.stderr));
     let bip = d2.ip.to_string();
     let conf = dir.config("mosquitto.conf", "mosquitto.conf", &[("@LISTEN_IP@", &bip)]);
@@ -620,7 +703,23 @@ fn mosquitto_mqtt_connect_and_publish() {
     wait_listening(&lab, &d2.ns, "-t", 1883, &mut broker);
 
     let pubargs = |id: &'static str, topic: &'static str, msg: &'static str| {
-        vec!["mosquitto_pub", "-h", bip.as_str(), "-p", "1883", "-V", "mqttv311", "-q", "0", "-i", id, "-t", topic, "-m", msg]
+        vec![
+            "mosquitto_pub",
+            "-h",
+            bip.as_str(),
+            "-p",
+            "1883",
+            "-V",
+            "mqttv311",
+            "-q",
+            "0",
+            "-i",
+            id,
+            "-t",
+            topic,
+            "-m",
+            msg,
+        ]
     };
     run(&lab, &d1.ns, 10, &pubargs("iwd-anon", "home/iwd/temperature", "21.5"));
     let mut with_creds = pubargs("iwd-auth", "home/iwd/door", "open!");
@@ -628,7 +727,9 @@ fn mosquitto_mqtt_connect_and_publish() {
     run(&lab, &d1.ns, 10, &with_creds);
 
     let a = d1.mac.as_str();
-    let from_a = |e: &Event, t: &str| e.kind() == "mqtt" && same(e.s("src_mac"), a) && num_is(e.n("dst_port"), 1883.0) && same(e.s("packet_type"), t);
+    let from_a = |e: &Event, t: &str| {
+        e.kind() == "mqtt" && same(e.s("src_mac"), a) && num_is(e.n("dst_port"), 1883.0) && same(e.s("packet_type"), t)
+    };
     let events_path = events.clone();
     wait_events(
         &events,
@@ -636,10 +737,14 @@ fn mosquitto_mqtt_connect_and_publish() {
         &["mqtt"],
         &[
             ("mqtt CONNECT client_id iwd-anon without credentials", &|e| {
-                from_a(e, "CONNECT") && same(e.s("client_id"), "iwd-anon") && e.v["has_credentials"].as_bool() == Some(false)
+                from_a(e, "CONNECT")
+                    && same(e.s("client_id"), "iwd-anon")
+                    && e.v["has_credentials"].as_bool() == Some(false)
             }),
             ("mqtt CONNECT client_id iwd-auth with credentials", &|e| {
-                from_a(e, "CONNECT") && same(e.s("client_id"), "iwd-auth") && e.v["has_credentials"].as_bool() == Some(true)
+                from_a(e, "CONNECT")
+                    && same(e.s("client_id"), "iwd-auth")
+                    && e.v["has_credentials"].as_bool() == Some(true)
             }),
             ("mqtt PUBLISH topic home/iwd/temperature, 4 payload bytes", &|e| {
                 from_a(e, "PUBLISH") && same(e.s("topic"), "home/iwd/temperature") && num_is(e.n("payload_bytes"), 4.0)
@@ -655,7 +760,10 @@ fn mosquitto_mqtt_connect_and_publish() {
     assert!(!body.contains(PASSWORD), "the MQTT password appears in the report");
     assert!(!agent.stderr_text().contains(PASSWORD), "the MQTT password appears in the agent's output");
     let broker_log = broker.output();
-    assert!(broker_log.contains("iwd-auth") && broker_log.contains("u'camera'"), "mosquitto accepted the user: {broker_log}");
+    assert!(
+        broker_log.contains("iwd-auth") && broker_log.contains("u'camera'"),
+        "mosquitto accepted the user: {broker_log}"
+    );
     check_metrics(&agent, &[(a, "mqtt")]);
     broker.check_alive();
 }
@@ -677,7 +785,11 @@ fn avahi_mdns_announcements() {
     let run_dir = dir.mkdir("run");
     dir.mkdir("run/avahi-daemon");
     let services = dir.mkdir("services");
-    fs::copy(Path::new(env!("CARGO_MANIFEST_DIR")).join("daemons/iwd-camera.service"), dir.path("services/iwd-camera.service")).expect("copy service");
+    fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("daemons/iwd-camera.service"),
+        dir.path("services/iwd-camera.service"),
+    )
+    .expect("copy service");
     let (agent, events) = start_agent(&lab, &dir, 19485);
     // /run/avahi-daemon (pid, socket) and /etc/avahi/services are compiled-in paths: give this
     // instance its own through bind mounts that only its mount namespace sees.
@@ -685,13 +797,20 @@ fn avahi_mdns_announcements() {
         "mount --bind {run_dir} /run && mount --bind {services} /etc/avahi/services && \
          exec avahi-daemon -f {conf} --no-drop-root --no-chroot --no-rlimits --no-proc-title --debug"
     );
-    let mut avahi = Daemon::spawn(&lab, &d2.ns, &dir, "avahi-daemon", &["unshare", "-m", "--propagation", "private", "sh", "-c", &script]);
+    let mut avahi = Daemon::spawn(
+        &lab,
+        &d2.ns,
+        &dir,
+        "avahi-daemon",
+        &["unshare", "-m", "--propagation", "private", "sh", "-c", &script],
+    );
     wait_listening(&lab, &d2.ns, "-u", 5353, &mut avahi);
 
     let b = d2.mac.as_str();
     let bip = d2.ip.to_string();
     let fqdn = format!("{HOST}.local");
-    let unsolicited_from_b = |e: &Event| e.kind() == "mdns" && same(e.s("src_mac"), b) && e.flag("response") && e.flag("unsolicited");
+    let unsolicited_from_b =
+        |e: &Event| e.kind() == "mdns" && same(e.s("src_mac"), b) && e.flag("response") && e.flag("unsolicited");
     let events = wait_events(
         &events,
         Duration::from_secs(15),
@@ -702,20 +821,34 @@ fn avahi_mdns_announcements() {
             }),
             ("unsolicited mdns response from device 2 announcing the _http._tcp service", &|e| {
                 unsolicited_from_b(e)
-                    && e.records().iter().any(|(n, t, d)| n == "_http._tcp.local" && t == "PTR" && d == "IWD Camera._http._tcp.local")
+                    && e.records()
+                        .iter()
+                        .any(|(n, t, d)| n == "_http._tcp.local" && t == "PTR" && d == "IWD Camera._http._tcp.local")
             }),
             ("unsolicited mdns response from device 2 with the service's SRV on iwd-cam5.local", &|e| {
-                unsolicited_from_b(e) && e.records().iter().any(|(n, t, d)| n == "IWD Camera._http._tcp.local" && t == "SRV" && d.ends_with(&fqdn))
+                unsolicited_from_b(e)
+                    && e.records()
+                        .iter()
+                        .any(|(n, t, d)| n == "IWD Camera._http._tcp.local" && t == "SRV" && d.ends_with(&fqdn))
             }),
-            ("the service's TXT model=iwd-cam5", &|e| unsolicited_from_b(e) && e.v.strs("txt").contains(&"model=iwd-cam5")),
+            ("the service's TXT model=iwd-cam5", &|e| {
+                unsolicited_from_b(e) && e.v.strs("txt").contains(&"model=iwd-cam5")
+            }),
             ("mdns probe (query) from device 2 for iwd-cam5.local", &|e| {
-                e.kind() == "mdns" && same(e.s("src_mac"), b) && !e.flag("response") && e.v.strs("names").iter().any(|n| *n == fqdn)
+                e.kind() == "mdns"
+                    && same(e.s("src_mac"), b)
+                    && !e.flag("response")
+                    && e.v.strs("names").iter().any(|n| *n == fqdn)
             }),
         ],
     );
     // Nothing but device 2's probes and announcements: avahi sent no query for other names.
     for e in events.iter().filter(|e| e.kind() == "mdns") {
-        assert!(same(e.s("src_mac"), b) && e.v.strs("names").iter().any(|n| *n == fqdn), "unexpected mdns event: {}", e.line);
+        assert!(
+            same(e.s("src_mac"), b) && e.v.strs("names").iter().any(|n| *n == fqdn),
+            "unexpected mdns event: {}",
+            e.line
+        );
     }
     wait_report(&agent, "device 2 named iwd-cam5.local", |r| device(r, b).strs("names").iter().any(|n| *n == fqdn));
     check_metrics(&agent, &[(b, "mdns")]);
@@ -741,14 +874,24 @@ fn minidlna_ssdp_discovery_and_description() {
     let conf = dir.config("minidlna.conf", "minidlna.conf", &[]);
     let (agent, events) = start_agent(&lab, &dir, 19486);
     // -S: stay in the foreground (as under systemd); -P: our own pid file.
-    let mut minidlna = Daemon::spawn(&lab, &d2.ns, &dir, "minidlna", &["minidlnad", "-S", "-f", &conf, "-P", &dir.text("minidlna.pid")]);
+    let mut minidlna = Daemon::spawn(
+        &lab,
+        &d2.ns,
+        &dir,
+        "minidlna",
+        &["minidlnad", "-S", "-f", &conf, "-P", &dir.text("minidlna.pid")],
+    );
     wait_listening(&lab, &d2.ns, "-t", 8200, &mut minidlna);
     wait_listening(&lab, &d2.ns, "-u", 1900, &mut minidlna);
 
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("daemons/msearch.py").display().to_string();
     let locations = run(&lab, &d1.ns, 15, &["/usr/bin/python3", &script, ST, "3"]);
     let location = format!("http://{}:8200/rootDesc.xml", d2.ip);
-    assert!(locations.lines().any(|l| l == location), "minidlna answered the M-SEARCH with {location}; got {locations:?}\n{}", minidlna.output());
+    assert!(
+        locations.lines().any(|l| l == location),
+        "minidlna answered the M-SEARCH with {location}; got {locations:?}\n{}",
+        minidlna.output()
+    );
     let desc = run(&lab, &d1.ns, 10, &["curl", "-sS", "--fail", "-A", "iwd-cp/1.0", &location]);
     assert!(desc.contains("IWD Media"), "the description names the device: {desc}");
 
@@ -798,7 +941,10 @@ fn minidlna_ssdp_discovery_and_description() {
                     && same(e.s("user_agent"), "iwd-cp/1.0")
             }),
             ("http 200 response from device 2:8200", &|e| {
-                e.kind() == "http" && same(e.s("src_mac"), b) && num_is(e.n("src_port"), 8200.0) && num_is(e.n("status"), 200.0)
+                e.kind() == "http"
+                    && same(e.s("src_mac"), b)
+                    && num_is(e.n("src_port"), 8200.0)
+                    && num_is(e.n("status"), 200.0)
             }),
         ],
     );
@@ -816,7 +962,19 @@ fn openssl_tls_client_hello_with_sni() {
     let dir = TempDir::new("iwd7");
     let (cert, key) = (dir.text("cert.pem"), dir.text("key.pem"));
     let made = std::process::Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1", "-subj", "/CN=cam-cloud.example.test"])
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=cam-cloud.example.test",
+        ])
         .args(["-keyout", &key, "-out", &cert])
         .output()
         .expect("openssl req");
@@ -824,10 +982,31 @@ fn openssl_tls_client_hello_with_sni() {
     let (agent, events) = start_agent(&lab, &dir, 19487);
     // A real TLS server (OpenSSL's) on device 2, a real client (curl) on device 1 that names
     // the server in SNI, as a camera names its cloud.
-    let mut server = Daemon::spawn(&lab, &d2.ns, &dir, "openssl-s_server", &["openssl", "s_server", "-accept", "8443", "-cert", &cert, "-key", &key, "-www", "-quiet"]);
+    let mut server = Daemon::spawn(
+        &lab,
+        &d2.ns,
+        &dir,
+        "openssl-s_server",
+        &["openssl", "s_server", "-accept", "8443", "-cert", &cert, "-key", &key, "-www", "-quiet"],
+    );
     wait_listening(&lab, &d2.ns, "-t", 8443, &mut server);
     let resolve = format!("cam-cloud.example.test:8443:{}", d2.ip);
-    run(&lab, &d1.ns, 10, &["curl", "-sS", "-k", "--fail", "--resolve", &resolve, "-o", "/dev/null", "https://cam-cloud.example.test:8443/"]);
+    run(
+        &lab,
+        &d1.ns,
+        10,
+        &[
+            "curl",
+            "-sS",
+            "-k",
+            "--fail",
+            "--resolve",
+            &resolve,
+            "-o",
+            "/dev/null",
+            "https://cam-cloud.example.test:8443/",
+        ],
+    );
 
     let a = d1.mac.clone();
     let events = wait_events(
@@ -847,6 +1026,9 @@ fn openssl_tls_client_hello_with_sni() {
     // The server's name becomes the peer's name in the report.
     let bip = d2.ip.to_string();
     wait_report(&agent, "the peer named by SNI", |r| {
-        device(r, &a)["peers"].items().iter().any(|p| p["ip"].as_str() == Some(bip.as_str()) && p.strs("names").contains(&"cam-cloud.example.test"))
+        device(r, &a)["peers"]
+            .items()
+            .iter()
+            .any(|p| p["ip"].as_str() == Some(bip.as_str()) && p.strs("names").contains(&"cam-cloud.example.test"))
     });
 }

@@ -88,7 +88,20 @@ fn ipv4_udp_counts_macs_conversation_and_ports() {
     assert_eq!(s.macs.len(), 2);
     let (k, p, b) = only_conversation(&s);
     let (src_ip, dst_ip) = v4key(IP_A, IP_B);
-    assert_eq!(k, ConvKey { src_ip, dst_ip, src_mac: DEV_A, dst_mac: DEV_B, src_port: 40000, dst_port: 1900, ip_version: ip_version::V4, proto: 17, ether_type: 0x0800 });
+    assert_eq!(
+        k,
+        ConvKey {
+            src_ip,
+            dst_ip,
+            src_mac: DEV_A,
+            dst_mac: DEV_B,
+            src_port: 40000,
+            dst_port: 1900,
+            ip_version: ip_version::V4,
+            proto: 17,
+            ether_type: 0x0800
+        }
+    );
     assert_eq!((p, b), (2, 284));
     assert_stats(&s, &[(Stat::Buffers, 2), (Stat::Frames, 2), (Stat::Ipv4, 2), (Stat::ConvInserts, 1)]);
 }
@@ -109,7 +122,10 @@ fn vlan_and_qinq_tags_are_parsed_and_counted_in_the_bytes() {
     assert_eq!((k.src_port, k.dst_port, k.proto, k.ether_type), (50000, 8815, 6, 0x0800));
     assert_eq!((p, b), (1, f.len() as u64));
     assert_eq!(b, 14 + 4 + 20 + 20);
-    assert_stats(&s, &[(Stat::Buffers, 1), (Stat::Frames, 1), (Stat::Vlan, 1), (Stat::Ipv4, 1), (Stat::ConvInserts, 1)]);
+    assert_stats(
+        &s,
+        &[(Stat::Buffers, 1), (Stat::Frames, 1), (Stat::Vlan, 1), (Stat::Ipv4, 1), (Stat::ConvInserts, 1)],
+    );
 
     // QinQ: 802.1ad outer, 802.1Q inner.
     let mut h = Harness::new(false);
@@ -121,7 +137,17 @@ fn vlan_and_qinq_tags_are_parsed_and_counted_in_the_bytes() {
     let (k, _, b) = only_conversation(&s);
     assert_eq!((k.src_port, k.dst_port, k.ip_version), (123, 123, 4));
     assert_eq!(b, f.len() as u64);
-    assert_stats(&s, &[(Stat::Buffers, 1), (Stat::Frames, 1), (Stat::Vlan, 1), (Stat::VlanStacked, 1), (Stat::Ipv4, 1), (Stat::ConvInserts, 1)]);
+    assert_stats(
+        &s,
+        &[
+            (Stat::Buffers, 1),
+            (Stat::Frames, 1),
+            (Stat::Vlan, 1),
+            (Stat::VlanStacked, 1),
+            (Stat::Ipv4, 1),
+            (Stat::ConvInserts, 1),
+        ],
+    );
 
     // Three tags: deeper than the program parses; counted at L2 only.
     let mut h = Harness::new(false);
@@ -134,7 +160,17 @@ fn vlan_and_qinq_tags_are_parsed_and_counted_in_the_bytes() {
     assert_eq!((k.ip_version, k.proto, k.src_port, k.ether_type), (ip_version::NONE, 0, 0, ETH_8021Q));
     assert_eq!((p, b), (1, f.len() as u64));
     assert_eq!(mac_counters(&s, DEV_A).tx_bytes, f.len() as u64);
-    assert_stats(&s, &[(Stat::Buffers, 1), (Stat::Frames, 1), (Stat::Vlan, 1), (Stat::VlanStacked, 1), (Stat::VlanTooDeep, 1), (Stat::ConvInserts, 1)]);
+    assert_stats(
+        &s,
+        &[
+            (Stat::Buffers, 1),
+            (Stat::Frames, 1),
+            (Stat::Vlan, 1),
+            (Stat::VlanStacked, 1),
+            (Stat::VlanTooDeep, 1),
+            (Stat::ConvInserts, 1),
+        ],
+    );
 }
 
 #[test]
@@ -154,7 +190,17 @@ fn ipv4_options_and_fragments() {
     let s = h.poll();
     let (k, _, _) = only_conversation(&s);
     assert_eq!((k.src_port, k.dst_port), (5353, 5353), "first fragment carries the ports");
-    assert_stats(&s, &[(Stat::Buffers, 1), (Stat::Frames, 1), (Stat::Ipv4, 1), (Stat::Ipv4Options, 1), (Stat::Fragments, 1), (Stat::ConvInserts, 1)]);
+    assert_stats(
+        &s,
+        &[
+            (Stat::Buffers, 1),
+            (Stat::Frames, 1),
+            (Stat::Ipv4, 1),
+            (Stat::Ipv4Options, 1),
+            (Stat::Fragments, 1),
+            (Stat::ConvInserts, 1),
+        ],
+    );
 
     // A later fragment: whatever its payload looks like, no ports are read from it.
     let mut h = Harness::new(false);
@@ -168,7 +214,17 @@ fn ipv4_options_and_fragments() {
     let (k, p, b) = only_conversation(&s);
     assert_eq!((k.src_port, k.dst_port, k.proto, k.ip_version), (0, 0, 17, 4));
     assert_eq!((p, b), (1, f.len() as u64));
-    assert_stats(&s, &[(Stat::Buffers, 1), (Stat::Frames, 1), (Stat::Ipv4, 1), (Stat::Fragments, 1), (Stat::FragmentsNonFirst, 1), (Stat::ConvInserts, 1)]);
+    assert_stats(
+        &s,
+        &[
+            (Stat::Buffers, 1),
+            (Stat::Frames, 1),
+            (Stat::Ipv4, 1),
+            (Stat::Fragments, 1),
+            (Stat::FragmentsNonFirst, 1),
+            (Stat::ConvInserts, 1),
+        ],
+    );
 }
 
 #[test]
@@ -189,8 +245,15 @@ fn ipv6_extension_headers_and_fragments() {
     let (k, p, b) = only_conversation(&s);
     assert_eq!((k.src_ip, k.dst_ip, k.ip_version, k.proto, k.src_port, k.dst_port), (src, dst, 6, 17, 5353, 5353));
     assert_eq!((p, b), (1, f.len() as u64));
-    assert_eq!(mac_counters(&s, [0x33, 0x33, 0, 0, 0, 0xfb]).rx_packets, 1, "multicast destinations are their own entries");
-    assert_stats(&s, &[(Stat::Buffers, 1), (Stat::Frames, 1), (Stat::Ipv6, 1), (Stat::Ipv6ExtHeaders, 1), (Stat::ConvInserts, 1)]);
+    assert_eq!(
+        mac_counters(&s, [0x33, 0x33, 0, 0, 0, 0xfb]).rx_packets,
+        1,
+        "multicast destinations are their own entries"
+    );
+    assert_stats(
+        &s,
+        &[(Stat::Buffers, 1), (Stat::Frames, 1), (Stat::Ipv6, 1), (Stat::Ipv6ExtHeaders, 1), (Stat::ConvInserts, 1)],
+    );
 
     // A later IPv6 fragment: no ports.
     let mut h = Harness::new(false);
@@ -202,7 +265,17 @@ fn ipv6_extension_headers_and_fragments() {
     let s = h.poll();
     let (k, _, _) = only_conversation(&s);
     assert_eq!((k.proto, k.src_port, k.dst_port), (17, 0, 0));
-    assert_stats(&s, &[(Stat::Buffers, 1), (Stat::Frames, 1), (Stat::Ipv6, 1), (Stat::Fragments, 1), (Stat::FragmentsNonFirst, 1), (Stat::ConvInserts, 1)]);
+    assert_stats(
+        &s,
+        &[
+            (Stat::Buffers, 1),
+            (Stat::Frames, 1),
+            (Stat::Ipv6, 1),
+            (Stat::Fragments, 1),
+            (Stat::FragmentsNonFirst, 1),
+            (Stat::ConvInserts, 1),
+        ],
+    );
 
     // A chain longer than the program walks: addresses kept, no ports.
     let mut h = Harness::new(false);
@@ -216,7 +289,17 @@ fn ipv6_extension_headers_and_fragments() {
     let s = h.poll();
     let (k, _, _) = only_conversation(&s);
     assert_eq!((k.ip_version, k.proto, k.src_port), (6, 60, 0));
-    assert_stats(&s, &[(Stat::Buffers, 1), (Stat::Frames, 1), (Stat::Ipv6, 1), (Stat::Ipv6ExtHeaders, 1), (Stat::Ipv6ExtTooDeep, 1), (Stat::ConvInserts, 1)]);
+    assert_stats(
+        &s,
+        &[
+            (Stat::Buffers, 1),
+            (Stat::Frames, 1),
+            (Stat::Ipv6, 1),
+            (Stat::Ipv6ExtHeaders, 1),
+            (Stat::Ipv6ExtTooDeep, 1),
+            (Stat::ConvInserts, 1),
+        ],
+    );
 }
 
 #[test]
@@ -236,7 +319,16 @@ fn truncated_and_malformed_headers_count_at_l2_without_guessing() {
     assert_eq!(mac_counters(&s, DEV_A), DeviceCounters { tx_packets: 3, tx_bytes: 42, ..Default::default() });
     let ipv4 = s.deltas.iter().find(|d| d.key.ether_type == ETH_IPV4).expect("runt conversation");
     assert_eq!((ipv4.key.ip_version, ipv4.packets, ipv4.bytes), (ip_version::NONE, 2, 28));
-    assert_stats(&s, &[(Stat::Buffers, 3), (Stat::Frames, 3), (Stat::TruncatedL3, 2), (Stat::OtherEthertype, 1), (Stat::ConvInserts, 2)]);
+    assert_stats(
+        &s,
+        &[
+            (Stat::Buffers, 3),
+            (Stat::Frames, 3),
+            (Stat::TruncatedL3, 2),
+            (Stat::OtherEthertype, 1),
+            (Stat::ConvInserts, 2),
+        ],
+    );
 
     // IPv4 header cut after 10 bytes.
     let mut h = Harness::new(false);
@@ -270,7 +362,10 @@ fn truncated_and_malformed_headers_count_at_l2_without_guessing() {
     let (k, _, _) = only_conversation(&s);
     assert_eq!((k.ip_version, k.proto, k.src_port, k.dst_port), (4, 6, 1234, 80));
     assert_eq!(k.dst_ip[..4], INET);
-    assert_stats(&s, &[(Stat::Buffers, 1), (Stat::Frames, 1), (Stat::Ipv4, 1), (Stat::TruncatedL4, 1), (Stat::ConvInserts, 1)]);
+    assert_stats(
+        &s,
+        &[(Stat::Buffers, 1), (Stat::Frames, 1), (Stat::Ipv4, 1), (Stat::TruncatedL4, 1), (Stat::ConvInserts, 1)],
+    );
 
     // UDP cut after 2 bytes: no ports at all.
     let mut h = Harness::new(false);
@@ -282,7 +377,10 @@ fn truncated_and_malformed_headers_count_at_l2_without_guessing() {
     let s = h.poll();
     let (k, _, _) = only_conversation(&s);
     assert_eq!((k.proto, k.src_port, k.dst_port), (17, 0, 0));
-    assert_stats(&s, &[(Stat::Buffers, 1), (Stat::Frames, 1), (Stat::Ipv4, 1), (Stat::TruncatedL4, 1), (Stat::ConvInserts, 1)]);
+    assert_stats(
+        &s,
+        &[(Stat::Buffers, 1), (Stat::Frames, 1), (Stat::Ipv4, 1), (Stat::TruncatedL4, 1), (Stat::ConvInserts, 1)],
+    );
 
     // A header that lies: version 5, IHL 2.
     let mut h = Harness::new(false);
@@ -313,7 +411,10 @@ fn arp_and_other_ethertypes() {
     types.sort_unstable();
     assert_eq!(types, vec![ETH_ARP, 0x88cc]);
     assert!(s.deltas.iter().all(|d| d.key.ip_version == ip_version::NONE && d.packets == 1));
-    assert_stats(&s, &[(Stat::Buffers, 2), (Stat::Frames, 2), (Stat::Arp, 1), (Stat::OtherEthertype, 1), (Stat::ConvInserts, 2)]);
+    assert_stats(
+        &s,
+        &[(Stat::Buffers, 2), (Stat::Frames, 2), (Stat::Arp, 1), (Stat::OtherEthertype, 1), (Stat::ConvInserts, 2)],
+    );
 }
 
 #[test]
@@ -338,7 +439,10 @@ fn gso_buffers_count_every_wire_segment() {
     assert_eq!(p, 4);
     assert_eq!(b, 2000 + 3 * headers as u64, "buffer bytes plus the headers each later segment repeats");
     assert_eq!(mac_counters(&s, DEV_A).tx_packets, 4);
-    assert_stats(&s, &[(Stat::Buffers, 1), (Stat::Frames, 4), (Stat::GsoBuffers, 1), (Stat::Ipv4, 1), (Stat::ConvInserts, 1)]);
+    assert_stats(
+        &s,
+        &[(Stat::Buffers, 1), (Stat::Frames, 4), (Stat::GsoBuffers, 1), (Stat::Ipv4, 1), (Stat::ConvInserts, 1)],
+    );
 }
 
 #[test]
@@ -350,7 +454,12 @@ fn replay_mode_counts_the_original_length_of_long_and_snapped_frames() {
     // A 9,014-byte jumbo frame, of which a prefix fits a test run.
     let f = udp4(DEV_A, DEV_B, IP_A, IP_B, 7000, 7001, 9014 - 42);
     assert_eq!(f.len(), 9014);
-    h.tc_input(&TcInput { data: &f[..1514], wire_len: 9014, tstamp_ns: 1_600_000_000_000_000_000, ..TcInput::default() });
+    h.tc_input(&TcInput {
+        data: &f[..1514],
+        wire_len: 9014,
+        tstamp_ns: 1_600_000_000_000_000_000,
+        ..TcInput::default()
+    });
     // A frame snapped at 96 bytes of 1,514.
     let g = udp4(DEV_A, DEV_B, IP_A, IP_B, 7000, 7001, 1514 - 42);
     h.tc_input(&TcInput { data: &g[..96], wire_len: 1514, tstamp_ns: 1_600_000_001_000_000_000, ..TcInput::default() });

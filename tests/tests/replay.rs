@@ -51,14 +51,19 @@ fn differences(what: &str, o: &Oracle, lines: &[String]) -> Vec<String> {
     for section in ["mac", "ip", "port"] {
         let (expected, got) = (o.lines(section), oracle::section(lines, section));
         if expected != got {
-            problems.push(format!("{what}: `{section}` rows differ from tshark's (- tshark only, + report only):\n{}", oracle::diff(&expected, &got)));
+            problems.push(format!(
+                "{what}: `{section}` rows differ from tshark's (- tshark only, + report only):\n{}",
+                oracle::diff(&expected, &got)
+            ));
         }
     }
     let t = oracle::capture_totals(lines);
     let expect = (o.packets, o.wire_bytes, o.captured_bytes, o.truncated_frames);
     let got = (t.packets, t.wire_bytes, t.captured_bytes, t.truncated_frames);
     if expect != got {
-        problems.push(format!("{what}: capture (packets, wire_bytes, captured_bytes, truncated_frames): tshark {expect:?}, report {got:?}"));
+        problems.push(format!(
+            "{what}: capture (packets, wire_bytes, captured_bytes, truncated_frames): tshark {expect:?}, report {got:?}"
+        ));
     }
     let near = |ns: Option<i128>, s: Option<f64>| match (ns, s) {
         (Some(ns), Some(s)) => (ns as f64 / 1e9 - s).abs() < 2e-6,
@@ -140,7 +145,11 @@ fn replay_ipv4_options_and_fragments_match_tshark() {
     }
     let (o, _) = check_capture("ipv4-frag", "ipv4_opts_frag.pcap");
     assert_eq!(o.ports.get("udp\t3003").map(|c| c[0]), Some(1), "only the first fragment carries the ports");
-    assert_eq!(o.ports.get("tcp\t3004").map(|c| c[0]), Some(1), "only the first fragment (sent last) carries the ports");
+    assert_eq!(
+        o.ports.get("tcp\t3004").map(|c| c[0]),
+        Some(1),
+        "only the first fragment (sent last) carries the ports"
+    );
 }
 
 #[test]
@@ -245,7 +254,15 @@ fn replay_several_files_sum_up() {
         return;
     }
     let c = Captures::new("several");
-    let names = ["iot_lan.pcap", "vlan.pcap", "two_interfaces.pcapng", "sll.pcap", "time_travel.pcap", "gro.pcap", "big_endian.pcap"];
+    let names = [
+        "iot_lan.pcap",
+        "vlan.pcap",
+        "two_interfaces.pcapng",
+        "sll.pcap",
+        "time_travel.pcap",
+        "gro.pcap",
+        "big_endian.pcap",
+    ];
     let o = c.oracle(&names);
     let (r, lines) = c.replay(&names);
     assert_eq!(r.code, 0, "{}", r.stderr);
@@ -258,7 +275,10 @@ fn replay_several_files_sum_up() {
 /// clean capture with those frames (malformed.txt, written by make_captures.py, says which).
 fn check_malformed(test: &str, name: &str) {
     let c = Captures::new(test);
-    let (_, offset, clean) = oracle::malformed(&c.0).into_iter().find(|m| m.0 == name).unwrap_or_else(|| panic!("{name} not in malformed.txt"));
+    let (_, offset, clean) = oracle::malformed(&c.0)
+        .into_iter()
+        .find(|m| m.0 == name)
+        .unwrap_or_else(|| panic!("{name} not in malformed.txt"));
     let (r, lines) = c.replay(&[name]);
     let what = format!("{name} (invalid at byte {offset})");
     let mut problems = Vec::new();
@@ -273,7 +293,11 @@ fn check_malformed(test: &str, name: &str) {
     if !invalid.iter().any(|l| l.starts_with(&format!("invalid\t{name}\t{offset}\t"))) {
         problems.push(format!("{what}: not in capture.invalid: {invalid:?}"));
     }
-    let errors = lines.iter().find(|l| l.starts_with(&format!("file\t{name}\t"))).and_then(|l| l.split('\t').nth(4)).and_then(|e| e.parse::<u64>().ok());
+    let errors = lines
+        .iter()
+        .find(|l| l.starts_with(&format!("file\t{name}\t")))
+        .and_then(|l| l.split('\t').nth(4))
+        .and_then(|e| e.parse::<u64>().ok());
     if errors.unwrap_or(0) == 0 {
         problems.push(format!("{what}: capture.files[].errors is {errors:?}, expected at least 1"));
     }
@@ -368,7 +392,8 @@ fn replay_text_format_names_every_device_and_totals() {
     }
     let c = Captures::new("text");
     let (_, lines) = c.replay(&["iot_lan.pcap"]);
-    let devices: Vec<String> = oracle::section(&lines, "device").iter().map(|l| l["device\t".len()..].to_owned()).collect();
+    let devices: Vec<String> =
+        oracle::section(&lines, "device").iter().map(|l| l["device\t".len()..].to_owned()).collect();
     assert!(devices.len() >= 5, "{lines:?}");
     let r = oracle::replay(&c.0, &["--format", "text", "iot_lan.pcap"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
@@ -378,4 +403,3 @@ fn replay_text_format_names_every_device_and_totals() {
     assert!(r.stdout.lines().any(|l| l.starts_with("TOTAL")), "no TOTAL line:\n{}", r.stdout);
     assert!(r.stdout.contains("80:9f:9b:45:a3:28"), "{}", r.stdout);
 }
-

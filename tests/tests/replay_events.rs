@@ -13,7 +13,11 @@ fn replay_talk() -> Value {
     let script = xtask::workspace_root().join("tests/captures/make_talk.py");
     let made = Command::new("/usr/bin/python3").arg(&script).arg(&dir).output().expect("python3");
     assert!(made.status.success(), "make_talk.py: {}", String::from_utf8_lossy(&made.stderr));
-    let out = Command::new(agent_bin()).args(["replay", "--format", "json"]).arg(dir.join("talk.pcap")).output().expect("replay");
+    let out = Command::new(agent_bin())
+        .args(["replay", "--format", "json"])
+        .arg(dir.join("talk.pcap"))
+        .output()
+        .expect("replay");
     let _ = std::fs::remove_dir_all(&dir);
     assert!(out.status.success(), "replay failed: {}", String::from_utf8_lossy(&out.stderr));
     serde_json::from_slice(&out.stdout).expect("JSON report")
@@ -40,12 +44,21 @@ fn the_talks_findings_come_out_as_events() {
     // Discovery, the answer from port 3075, and the description fetch: lateral movement.
     let ssdp = events(&r, "ssdp");
     assert_eq!(ssdp.len(), 2);
-    assert_eq!((ssdp[0]["method"].as_str(), ssdp[0]["src_mac"].as_str(), ssdp[0]["st"].as_str()), (Some("M-SEARCH"), Some(CAM), Some("upnp:rootdevice")));
-    assert_eq!((ssdp[1]["method"].as_str(), ssdp[1]["src_port"].as_u64(), ssdp[1]["dst_port"].as_u64()), (Some("RESPONSE"), Some(3075), Some(58002)));
+    assert_eq!(
+        (ssdp[0]["method"].as_str(), ssdp[0]["src_mac"].as_str(), ssdp[0]["st"].as_str()),
+        (Some("M-SEARCH"), Some(CAM), Some("upnp:rootdevice"))
+    );
+    assert_eq!(
+        (ssdp[1]["method"].as_str(), ssdp[1]["src_port"].as_u64(), ssdp[1]["dst_port"].as_u64()),
+        (Some("RESPONSE"), Some(3075), Some(58002))
+    );
     assert_eq!(ssdp[1]["location"], "http://192.168.77.44:8815/rootdesc.xml");
     let http = events(&r, "http");
     assert_eq!(http.len(), 2);
-    assert_eq!((http[0]["method"].as_str(), http[0]["uri"].as_str(), http[0]["dst_port"].as_u64()), (Some("GET"), Some("/rootdesc.xml"), Some(8815)));
+    assert_eq!(
+        (http[0]["method"].as_str(), http[0]["uri"].as_str(), http[0]["dst_port"].as_u64()),
+        (Some("GET"), Some("/rootdesc.xml"), Some(8815))
+    );
     assert_eq!((http[1]["status"].as_u64(), http[1]["content_type"].as_str()), (Some(200), Some("text/xml")));
 
     // NTP fan-out: three client requests, one answer; the device's NTP servers.
@@ -56,16 +69,26 @@ fn the_talks_findings_come_out_as_events() {
 
     // Cleartext to the cloud, told apart from binary.
     let flows = events(&r, "flow");
-    let class_to = |ip: &str| flows.iter().find(|e| e["dst_ip"] == ip).map(|e| e["payload_class"].as_str().unwrap_or_default().to_owned());
+    let class_to = |ip: &str| {
+        flows.iter().find(|e| e["dst_ip"] == ip).map(|e| e["payload_class"].as_str().unwrap_or_default().to_owned())
+    };
     assert_eq!(class_to("198.51.100.60").as_deref(), Some("text"));
     assert_eq!(class_to("203.0.113.84").as_deref(), Some("binary"));
 
     // Names: the DHCP hostname names the camera, DNS and SNI name its cloud peer, mDNS the hub.
     let dhcp = events(&r, "dhcp");
-    assert_eq!((dhcp[0]["hostname"].as_str(), dhcp[0]["client_mac"].as_str(), dhcp[0]["message_type"].as_str()), (Some("e25105525"), Some(CAM), Some("REQUEST")));
+    assert_eq!(
+        (dhcp[0]["hostname"].as_str(), dhcp[0]["client_mac"].as_str(), dhcp[0]["message_type"].as_str()),
+        (Some("e25105525"), Some(CAM), Some("REQUEST"))
+    );
     assert_eq!(dhcp.len(), 2);
     assert_eq!(
-        (dhcp[1]["ip_version"].as_u64(), dhcp[1]["message_type"].as_str(), dhcp[1]["client_mac"].as_str(), dhcp[1]["param_list"].as_str()),
+        (
+            dhcp[1]["ip_version"].as_u64(),
+            dhcp[1]["message_type"].as_str(),
+            dhcp[1]["client_mac"].as_str(),
+            dhcp[1]["param_list"].as_str()
+        ),
         (Some(6), Some("SOLICIT"), Some(CAM), Some("23,24"))
     );
     assert_eq!(device(&r, CAM)["names"], serde_json::json!(["e25105525"]));
@@ -73,8 +96,12 @@ fn the_talks_findings_come_out_as_events() {
     assert_eq!(dns.len(), 2);
     assert_eq!(dns[1]["records"][0]["data"], "203.0.113.80");
     let tls = events(&r, "tls");
-    assert_eq!((tls[0]["sni"].as_str(), tls[0]["versions"][0].as_str()), (Some("dev.cloud.example.com"), Some("TLS1.3")));
-    let cloud = device(&r, CAM)["peers"].as_array().unwrap().iter().find(|p| p["ip"] == "203.0.113.80").expect("cloud peer");
+    assert_eq!(
+        (tls[0]["sni"].as_str(), tls[0]["versions"][0].as_str()),
+        (Some("dev.cloud.example.com"), Some("TLS1.3"))
+    );
+    let cloud =
+        device(&r, CAM)["peers"].as_array().unwrap().iter().find(|p| p["ip"] == "203.0.113.80").expect("cloud peer");
     assert_eq!(cloud["names"], serde_json::json!(["dev.cloud.example.com"]));
     assert_eq!((cloud["scope"].as_str(), cloud["first_direction"].as_str()), (Some("internet"), Some("outbound")));
     let mdns = events(&r, "mdns");
@@ -88,7 +115,15 @@ fn the_talks_findings_come_out_as_events() {
 
     // Nothing lost, nothing unreadable.
     let a = &r["agent"];
-    assert_eq!((a["samples"].as_u64(), a["samples_dropped"].as_u64(), a["samples_suppressed"].as_u64(), a["parse_errors"].as_u64()), (Some(17), Some(0), Some(0), Some(0)));
+    assert_eq!(
+        (
+            a["samples"].as_u64(),
+            a["samples_dropped"].as_u64(),
+            a["samples_suppressed"].as_u64(),
+            a["parse_errors"].as_u64()
+        ),
+        (Some(17), Some(0), Some(0), Some(0))
+    );
     assert_eq!(r["events"].as_array().unwrap().len(), 17);
 }
 

@@ -24,7 +24,12 @@ impl Harness {
     }
 
     fn send(&mut self, frame: &[u8], ts_s: u64) {
-        let input = TcInput { data: &frame[..frame.len().min(3000)], wire_len: frame.len() as u32, tstamp_ns: ts_s * 1_000_000_000, ..TcInput::default() };
+        let input = TcInput {
+            data: &frame[..frame.len().min(3000)],
+            wire_len: frame.len() as u32,
+            tstamp_ns: ts_s * 1_000_000_000,
+            ..TcInput::default()
+        };
         assert_eq!(run_tc(&self.ebpf, &input).expect("test run"), -1);
     }
 
@@ -61,7 +66,8 @@ fn unlimited() -> SampleOptions {
     SampleOptions { rate: 0, ..SampleOptions::default() }
 }
 
-const MSEARCH: &[u8] = b"M-SEARCH * HTTP/1.1\r\nHOST: 239.255.255.250:1900\r\nMAN: \"ssdp:discover\"\r\nMX: 1\r\nST: ssdp:all\r\n\r\n";
+const MSEARCH: &[u8] =
+    b"M-SEARCH * HTTP/1.1\r\nHOST: 239.255.255.250:1900\r\nMAN: \"ssdp:discover\"\r\nMX: 1\r\nST: ssdp:all\r\n\r\n";
 
 #[test]
 fn each_protocol_gives_one_sample_of_its_kind() {
@@ -72,24 +78,44 @@ fn each_protocol_gives_one_sample_of_its_kind() {
     ipv6_header(&mut dhcpv6, v6("fe80::11"), v6("ff02::1:2"), 17, 8 + 4);
     udp(&mut dhcpv6, 546, 547, &[1, 0, 0, 1]);
     let client_hello = [0x16, 0x03, 0x01, 0x00, 0x30, 0x01, 0x00, 0x00, 0x2c, 0x03, 0x03, 0x11, 0x22];
-    let connect = [0x10, 0x10, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04, 0x02, 0x00, 0x3c, 0x00, 0x04, b'c', b'a', b'm', b'1'];
+    let connect =
+        [0x10, 0x10, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04, 0x02, 0x00, 0x3c, 0x00, 0x04, b'c', b'a', b'm', b'1'];
     let mut dns_tcp = vec![0x00, 0x1d];
-    dns_tcp.extend_from_slice(&[0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0, 7, b'e', b'x', b'a', b'm', b'p', b'l', b'e', 3, b'c', b'o', b'm', 0, 0, 1, 0, 1]);
+    dns_tcp.extend_from_slice(&[
+        0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0, 7, b'e', b'x', b'a', b'm', b'p', b'l', b'e', 3, b'c', b'o',
+        b'm', 0, 0, 1, 0, 1,
+    ]);
     let cases: Vec<(&str, Vec<u8>, SampleKind)> = vec![
         ("ssdp m-search", udp_frame(DEV_A, 58002, 1900, MSEARCH), SampleKind::Ssdp),
-        ("ssdp answer from 3075", udp_frame(DEV_A, 3075, 58002, b"HTTP/1.1 200 OK\r\nST: upnp:rootdevice\r\n\r\n"), SampleKind::Ssdp),
+        (
+            "ssdp answer from 3075",
+            udp_frame(DEV_A, 3075, 58002, b"HTTP/1.1 200 OK\r\nST: upnp:rootdevice\r\n\r\n"),
+            SampleKind::Ssdp,
+        ),
         ("mdns", udp_frame(DEV_A, 5353, 5353, &[0, 0, 0x84, 0, 0, 0, 0, 1, 0, 0, 0, 0]), SampleKind::Mdns),
         ("ntp", udp_frame(DEV_A, 40000, 123, &[0x23; 48]), SampleKind::Ntp),
         ("dns", udp_frame(DEV_A, 40001, 53, &dns_tcp[2..]), SampleKind::Dns),
         ("dns over tcp", tcp_frame(40002, 53, &dns_tcp), SampleKind::Dns),
         ("dhcp", udp_frame(DEV_A, 68, 67, &[1; 300]), SampleKind::Dhcp),
         ("dhcpv6", dhcpv6, SampleKind::Dhcp),
-        ("http request on 8815", tcp_frame(43412, 8815, b"GET /rootdesc.xml HTTP/1.1\r\nHost: x\r\n\r\n"), SampleKind::Http),
+        (
+            "http request on 8815",
+            tcp_frame(43412, 8815, b"GET /rootdesc.xml HTTP/1.1\r\nHost: x\r\n\r\n"),
+            SampleKind::Http,
+        ),
         ("http response from 8088", tcp_frame(8088, 16210, b"HTTP/1.1 206 Partial Content\r\n\r\n"), SampleKind::Http),
         ("tls client hello", tcp_frame(50000, 443, &client_hello), SampleKind::Tls),
         ("mqtt connect on 31006", tcp_frame(50001, 31006, &connect), SampleKind::Mqtt),
-        ("mqtt publish on 1883", tcp_frame(50002, 1883, &[0x30, 0x0b, 0x00, 0x04, b't', b'e', b'm', b'p', b'2', b'1', b'.', b'5', b'!']), SampleKind::Mqtt),
-        ("first packet of a conversation", udp_frame(DEV_A, 27091, 6000, &[0x01, 0x02, 0x03, 0x04, 0x05]), SampleKind::Flow),
+        (
+            "mqtt publish on 1883",
+            tcp_frame(50002, 1883, &[0x30, 0x0b, 0x00, 0x04, b't', b'e', b'm', b'p', b'2', b'1', b'.', b'5', b'!']),
+            SampleKind::Mqtt,
+        ),
+        (
+            "first packet of a conversation",
+            udp_frame(DEV_A, 27091, 6000, &[0x01, 0x02, 0x03, 0x04, 0x05]),
+            SampleKind::Flow,
+        ),
     ];
     for (name, frame, kind) in cases {
         let mut h = Harness::new(unlimited());

@@ -40,9 +40,18 @@ impl Agent {
     /// Starts `iotwatch run --bridge BR --attach MODE --web.listen-address LISTEN EXTRA...`.
     /// With `stderr_log`, the agent's stderr goes to that file (shown if it fails);
     /// otherwise it is inherited.
-    pub fn spawn(bin: &Path, bridge: &str, attach: &str, listen: &str, extra: &[String], stderr_log: Option<&Path>) -> Result<Self> {
+    pub fn spawn(
+        bin: &Path,
+        bridge: &str,
+        attach: &str,
+        listen: &str,
+        extra: &[String],
+        stderr_log: Option<&Path>,
+    ) -> Result<Self> {
         let mut c = Command::new(bin);
-        c.args(["run", "--bridge", bridge, "--attach", attach, "--web.listen-address", listen]).args(extra).stdin(Stdio::null());
+        c.args(["run", "--bridge", bridge, "--attach", attach, "--web.listen-address", listen])
+            .args(extra)
+            .stdin(Stdio::null());
         if let Some(log) = stderr_log {
             if let Some(dir) = log.parent() {
                 std::fs::create_dir_all(dir)?;
@@ -52,7 +61,9 @@ impl Agent {
         }
         // SIGINT if xtask dies: the agent then detaches its programs.
         cmd::supervised(&mut c, libc::SIGINT);
-        let child = c.spawn().with_context(|| format!("cannot start {}: build it with `cargo build --release -p iotwatch`", bin.display()))?;
+        let child = c.spawn().with_context(|| {
+            format!("cannot start {}: build it with `cargo build --release -p iotwatch`", bin.display())
+        })?;
         Ok(Self { child: Some(child), listen: listen.to_owned(), stderr_log: stderr_log.map(Path::to_path_buf) })
     }
 
@@ -83,7 +94,11 @@ impl Agent {
             match metrics::http_get(&self.listen, "/metrics", Duration::from_secs(2)) {
                 Ok(_) => return Ok(()),
                 Err(e) if Instant::now() > end => {
-                    bail!("the agent did not answer on {} within {timeout:?}: {e:#}\nits stderr:\n{}", self.metrics_url(), self.stderr_text())
+                    bail!(
+                        "the agent did not answer on {} within {timeout:?}: {e:#}\nits stderr:\n{}",
+                        self.metrics_url(),
+                        self.stderr_text()
+                    )
                 }
                 Err(_) => std::thread::sleep(Duration::from_millis(200)),
             }
@@ -96,7 +111,9 @@ impl Agent {
         match cmd::stop(&mut child, libc::SIGINT, Duration::from_secs(15)) {
             Some(s) if s.success() => Ok(()),
             Some(s) => bail!("the agent exited with {s} on SIGINT; its stderr:\n{}", self.stderr_text()),
-            None => bail!("the agent did not exit within 15 s of SIGINT and was killed: its programs may still be attached (`bpftool link show`)"),
+            None => bail!(
+                "the agent did not exit within 15 s of SIGINT and was killed: its programs may still be attached (`bpftool link show`)"
+            ),
         }
     }
 }

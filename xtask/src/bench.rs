@@ -97,7 +97,8 @@ fn start(obs: Observer, lab: &HomeLab, bin: Option<&PathBuf>, tmp: &std::path::P
             let mut c = cmd::command(&argv[0], &argv[1..]);
             c.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
             cmd::supervised(&mut c, libc::SIGTERM);
-            children.push(c.spawn().with_context(|| format!("cannot start {}: `cargo xtask setup` installs it", argv[0]))?);
+            children
+                .push(c.spawn().with_context(|| format!("cannot start {}: `cargo xtask setup` installs it", argv[0]))?);
         }
         // No readiness signal without parsing their stderr: give them time to open the port.
         std::thread::sleep(Duration::from_millis(1500));
@@ -112,18 +113,31 @@ fn start(obs: Observer, lab: &HomeLab, bin: Option<&PathBuf>, tmp: &std::path::P
         Observer::Bare => Running::None,
         Observer::Agent(mode) => {
             let bin = bin.context("the agent was not built")?;
-            let mut a = Agent::spawn(bin, &lab.bridge, mode, AGENT_LISTEN, &[], Some(&tmp.join(format!("agent-{mode}.log"))))?;
+            let mut a =
+                Agent::spawn(bin, &lab.bridge, mode, AGENT_LISTEN, &[], Some(&tmp.join(format!("agent-{mode}.log"))))?;
             a.wait_ready(Duration::from_secs(30))?;
             Running::Agent(a)
         }
         // To /dev/null: full frames at tens of Gbit/s would fill the disk; the cost measured
         // is the capture (copy to user space), not the file system.
-        Observer::TcpdumpPorts => spawn_all(&|port| ["tcpdump", "-n", "-q", "-i", port, "-w", "/dev/null"].map(String::from).to_vec())?,
+        Observer::TcpdumpPorts => {
+            spawn_all(&|port| ["tcpdump", "-n", "-q", "-i", port, "-w", "/dev/null"].map(String::from).to_vec())?
+        }
         Observer::PmacctPorts => spawn_all(&|port| {
             let pipe = tmp.join(format!("pmacct-{port}.pipe")).to_string_lossy().into_owned();
-            ["pmacctd", "-i", port, "-P", "memory", "-p", &pipe, "-c", "src_mac,dst_mac,src_host,dst_host,proto,src_port,dst_port"]
-                .map(String::from)
-                .to_vec()
+            [
+                "pmacctd",
+                "-i",
+                port,
+                "-P",
+                "memory",
+                "-p",
+                &pipe,
+                "-c",
+                "src_mac,dst_mac,src_host,dst_host,proto,src_port,dst_port",
+            ]
+            .map(String::from)
+            .to_vec()
         })?,
     })
 }
@@ -165,7 +179,12 @@ fn machine() -> Value {
     let kernel = cmd::output(&mut cmd::command("uname", &["-r"])).map(|s| s.trim().to_owned()).unwrap_or_default();
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|t| t.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split_once(':')).map(|(_, m)| m.trim().to_owned()))
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, m)| m.trim().to_owned())
+        })
         .unwrap_or_default();
     let nproc = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
     json!({ "kernel": kernel, "nproc": nproc, "cpu": cpu })
@@ -188,15 +207,19 @@ pub fn merge_summary(key: &str, value: Value) -> Result<PathBuf> {
     }
     doc[key] = value;
     doc["machine"] = machine();
-    std::fs::write(&path, serde_json::to_string_pretty(&doc)? + "\n").with_context(|| format!("cannot write {}", path.display()))?;
+    std::fs::write(&path, serde_json::to_string_pretty(&doc)? + "\n")
+        .with_context(|| format!("cannot write {}", path.display()))?;
     Ok(path)
 }
 
 pub fn bench(args: &BenchArgs) -> Result<()> {
     setup::setup()?;
     signal::install()?;
-    let configs: Vec<Observer> =
-        if args.only.is_empty() { ALL.to_vec() } else { args.only.iter().map(|n| Observer::parse(n)).collect::<Result<_>>()? };
+    let configs: Vec<Observer> = if args.only.is_empty() {
+        ALL.to_vec()
+    } else {
+        args.only.iter().map(|n| Observer::parse(n)).collect::<Result<_>>()?
+    };
     if !configs.contains(&Observer::Bare) {
         bail!("the configurations must include `bare`: every result is a ratio to it");
     }
@@ -206,7 +229,12 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
     let bin = Some(bin);
     let tmp = agent::target_dir().join("bench/tmp");
     std::fs::create_dir_all(&tmp)?;
-    let lab = HomeLab::create(LabOptions { prefix: BENCH_PREFIX.to_owned(), devices: 2, ipv6: false, static_neighbors: false })?;
+    let lab = HomeLab::create(LabOptions {
+        prefix: BENCH_PREFIX.to_owned(),
+        devices: 2,
+        ipv6: false,
+        static_neighbors: false,
+    })?;
     let mut server = lab.exec(&lab.devices[1].ns, &["iperf3", "-s"]);
     // Its stderr would only say "interrupt - the server has terminated" when stopped.
     server.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
@@ -229,7 +257,13 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
                     agent_answers(a)?;
                 }
                 drop(running);
-                println!("bench: round {}/{} {:<14} {:>8.2} Gbit/s", round + 1, args.rounds, configs[i].name(), bps / 1e9);
+                println!(
+                    "bench: round {}/{} {:<14} {:>8.2} Gbit/s",
+                    round + 1,
+                    args.rounds,
+                    configs[i].name(),
+                    bps / 1e9
+                );
                 results[i].push(bps);
             }
         }
@@ -257,11 +291,19 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
 /// baselines measured in the same run; merged into summary.json under "kernel".
 fn kernel(bin: &std::path::Path, repeat: u32) -> Result<()> {
     println!("bench: kernel programs under BPF_PROG_TEST_RUN, {repeat} repetitions per frame and program");
-    let out = cmd::output(&mut cmd::command(&bin.to_string_lossy(), &["bench-kernel", "--repeat", &repeat.to_string()]))?;
+    let out =
+        cmd::output(&mut cmd::command(&bin.to_string_lossy(), &["bench-kernel", "--repeat", &repeat.to_string()]))?;
     let value: Value = serde_json::from_str(&out).context("bench-kernel printed invalid JSON")?;
     let ns = &value["ns_per_packet"];
     println!("\n{:<14} {:>10} {:>10}", "program", "ns/packet", "ratio");
-    for (prog, base) in [("iotwatch_tc", "bare_tc"), ("min_mac_tc", "bare_tc"), ("bare_tc", "bare_tc"), ("iotwatch_xdp", "bare_xdp"), ("min_mac_xdp", "bare_xdp"), ("bare_xdp", "bare_xdp")] {
+    for (prog, base) in [
+        ("iotwatch_tc", "bare_tc"),
+        ("min_mac_tc", "bare_tc"),
+        ("bare_tc", "bare_tc"),
+        ("iotwatch_xdp", "bare_xdp"),
+        ("min_mac_xdp", "bare_xdp"),
+        ("bare_xdp", "bare_xdp"),
+    ] {
         let (a, b) = (ns[prog].as_f64().unwrap_or(f64::NAN), ns[base].as_f64().unwrap_or(f64::NAN));
         println!("{prog:<14} {a:>10.1} {:>9.2}x {base}", a / b);
     }
@@ -274,7 +316,9 @@ fn kernel(bin: &std::path::Path, repeat: u32) -> Result<()> {
 /// IPv6 multicast) from 64 devices to 256 peers, with increasing timestamps.
 pub fn write_bench_pcap(path: &std::path::Path, frames: u32) -> Result<()> {
     use std::io::Write as _;
-    let mut w = std::io::BufWriter::new(std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?);
+    let mut w = std::io::BufWriter::new(
+        std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?,
+    );
     w.write_all(&[0xd4, 0xc3, 0xb2, 0xa1, 2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0, 0, 1, 0, 0, 0])?;
     for i in 0..frames {
         let (dev, peer) = ((i % 64) as u8, (i / 7 % 256) as u8);
@@ -303,7 +347,24 @@ pub fn write_bench_pcap(path: &std::path::Path, frames: u32) -> Result<()> {
                 let total = (20 + l4 + payload) as u16;
                 f.extend_from_slice(&[0x08, 0x00, 0x45, 0]);
                 f.extend_from_slice(&total.to_be_bytes());
-                f.extend_from_slice(&[0, 0, 0x40, 0, 64, proto, 0, 0, 192, 168, 77, 10 + (dev % 200), 203, 0, 113, peer]);
+                f.extend_from_slice(&[
+                    0,
+                    0,
+                    0x40,
+                    0,
+                    64,
+                    proto,
+                    0,
+                    0,
+                    192,
+                    168,
+                    77,
+                    10 + (dev % 200),
+                    203,
+                    0,
+                    113,
+                    peer,
+                ]);
                 f.extend_from_slice(&(40000 + u16::from(dev)).to_be_bytes());
                 f.extend_from_slice(&dport.to_be_bytes());
                 f.resize(f.len() + l4 - 4 + payload, 0);
@@ -330,18 +391,27 @@ fn replay(bin: &std::path::Path, frames: u32) -> Result<()> {
     let path = file.to_string_lossy().into_owned();
     let timed = |c: &mut std::process::Command| -> Result<f64> {
         let t = std::time::Instant::now();
-        let out = c.stdout(Stdio::null()).stderr(Stdio::null()).status().with_context(|| format!("running {}", cmd::display(c)))?;
+        let out = c
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .with_context(|| format!("running {}", cmd::display(c)))?;
         anyhow::ensure!(out.success(), "{} failed: {out}", cmd::display(c));
         Ok(t.elapsed().as_secs_f64())
     };
     let mut ours = Vec::new();
     let mut base = Vec::new();
     for _ in 0..3 {
-        ours.push(frames as f64 / timed(&mut cmd::command(&bin.to_string_lossy(), &["replay", "--format", "json", &path]))?);
+        ours.push(
+            frames as f64 / timed(&mut cmd::command(&bin.to_string_lossy(), &["replay", "--format", "json", &path]))?,
+        );
         base.push(frames as f64 / timed(&mut cmd::command("tcpdump", &["-r", &path, "-w", "/dev/null"]))?);
     }
     let (o, b) = (median(&ours), median(&base));
-    println!("\nbench: replay of {frames} frames: iotwatch {o:.0} frames/s, tcpdump -r {b:.0} frames/s ({:.1}% of reading alone)", 100.0 * o / b);
+    println!(
+        "\nbench: replay of {frames} frames: iotwatch {o:.0} frames/s, tcpdump -r {b:.0} frames/s ({:.1}% of reading alone)",
+        100.0 * o / b
+    );
     let value = json!({ "frames": frames, "iotwatch_replay_fps": o, "tcpdump_read_fps": b, "ratio": o / b, "runs": { "iotwatch": ours, "tcpdump": base } });
     let path = merge_summary("replay", value)?;
     println!("bench: written to {}\n", path.display());
@@ -350,7 +420,9 @@ fn replay(bin: &std::path::Path, frames: u32) -> Result<()> {
 
 /// An agent that died during the run invalidates the round.
 fn agent_answers(a: &Agent) -> Result<()> {
-    crate::metrics::http_get(&a.listen, "/metrics", Duration::from_secs(5)).map(drop).context("the agent stopped answering during the run")
+    crate::metrics::http_get(&a.listen, "/metrics", Duration::from_secs(5))
+        .map(drop)
+        .context("the agent stopped answering during the run")
 }
 
 #[cfg(test)]

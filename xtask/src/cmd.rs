@@ -34,22 +34,14 @@ pub fn output(cmd: &mut Command) -> Result<String> {
         .output()
         .with_context(|| format!("cannot start `{}`: is it installed? (`cargo xtask setup`)", display(cmd)))?;
     if !out.status.success() {
-        bail!(
-            "`{}` failed ({}): {}",
-            display(cmd),
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
+        bail!("`{}` failed ({}): {}", display(cmd), out.status, String::from_utf8_lossy(&out.stderr).trim());
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// Runs to completion with stdout and stderr inherited (streamed to the user).
 pub fn stream(cmd: &mut Command) -> Result<()> {
-    let status = cmd
-        .stdin(Stdio::null())
-        .status()
-        .with_context(|| format!("cannot start `{}`", display(cmd)))?;
+    let status = cmd.stdin(Stdio::null()).status().with_context(|| format!("cannot start `{}`", display(cmd)))?;
     if !status.success() {
         bail!("`{}` failed ({status})", display(cmd));
     }

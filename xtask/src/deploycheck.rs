@@ -31,7 +31,9 @@ pub struct Named {
 
 /// IOTWATCH_ARGS of the defaults file (the uncommented assignment).
 pub fn defaults_args(defaults: &str) -> Option<Vec<String>> {
-    defaults.lines().find_map(|l| Some(unquote(l.trim().strip_prefix("IOTWATCH_ARGS=")?).split_whitespace().map(str::to_owned).collect()))
+    defaults.lines().find_map(|l| {
+        Some(unquote(l.trim().strip_prefix("IOTWATCH_ARGS=")?).split_whitespace().map(str::to_owned).collect())
+    })
 }
 
 fn unquote(s: &str) -> &str {
@@ -46,7 +48,10 @@ pub fn from_defaults(defaults: &str, source: &str) -> Result<Vec<Named>> {
     for (i, l) in defaults.lines().enumerate() {
         let Some(rest) = l.strip_prefix('#').map(str::trim_start) else { continue };
         if let Some(a) = rest.strip_prefix("IOTWATCH_ARGS=") {
-            v.push(Named { source: format!("{source}:{}", i + 1), args: unquote(a).split_whitespace().map(str::to_owned).collect() });
+            v.push(Named {
+                source: format!("{source}:{}", i + 1),
+                args: unquote(a).split_whitespace().map(str::to_owned).collect(),
+            });
         } else if rest.starts_with("--") {
             let example = rest.split("  ").next().unwrap_or(rest);
             let mut args = base.clone();
@@ -60,7 +65,10 @@ pub fn from_defaults(defaults: &str, source: &str) -> Result<Vec<Named>> {
 /// The unit's ExecStart with `$IOTWATCH_ARGS` (or `${IOTWATCH_ARGS}`) replaced by the
 /// defaults' arguments, split as systemd splits an unquoted variable.
 pub fn from_unit(unit: &str, defaults: &[String], source: &str) -> Result<Named> {
-    let exec = unit.lines().find_map(|l| l.trim().strip_prefix("ExecStart=")).with_context(|| format!("{source} has no ExecStart="))?;
+    let exec = unit
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("ExecStart="))
+        .with_context(|| format!("{source} has no ExecStart="))?;
     let mut words = Vec::new();
     for w in exec.split_whitespace() {
         if w == "$IOTWATCH_ARGS" || w == "${IOTWATCH_ARGS}" {
@@ -70,8 +78,12 @@ pub fn from_unit(unit: &str, defaults: &[String], source: &str) -> Result<Named>
         }
     }
     match words.as_slice() {
-        [bin, run, args @ ..] if bin == "/usr/bin/iotwatch" && run == "run" => Ok(Named { source: format!("{source}: ExecStart"), args: args.to_vec() }),
-        _ => bail!("{source}: ExecStart={exec} is not `/usr/bin/iotwatch run ...`, where the package installs the agent"),
+        [bin, run, args @ ..] if bin == "/usr/bin/iotwatch" && run == "run" => {
+            Ok(Named { source: format!("{source}: ExecStart"), args: args.to_vec() })
+        }
+        _ => {
+            bail!("{source}: ExecStart={exec} is not `/usr/bin/iotwatch run ...`, where the package installs the agent")
+        }
     }
 }
 
@@ -91,7 +103,10 @@ pub fn from_markdown(md: &str, source: &str) -> Vec<Named> {
             if rest.contains("...") || rest.split_whitespace().any(|w| w == "--help") {
                 continue; // a placeholder or a request for help, not a configuration
             }
-            v.push(Named { source: format!("{source}:{}", i + 1), args: rest.split_whitespace().map(|w| unquote(w).to_owned()).collect() });
+            v.push(Named {
+                source: format!("{source}:{}", i + 1),
+                args: rest.split_whitespace().map(|w| unquote(w).to_owned()).collect(),
+            });
         }
     }
     v
@@ -102,7 +117,8 @@ pub fn from_markdown(md: &str, source: &str) -> Vec<Named> {
 pub fn dotted_flags(text: &str) -> BTreeSet<String> {
     let mut set = BTreeSet::new();
     for (at, _) in text.match_indices("--") {
-        let name: String = text[at + 2..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '.' || *c == '-').collect();
+        let name: String =
+            text[at + 2..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '.' || *c == '-').collect();
         let name = name.trim_end_matches(['.', '-']);
         if name.contains('.') && name.starts_with(|c: char| c.is_ascii_lowercase()) {
             set.insert(format!("--{name}"));
@@ -114,9 +130,12 @@ pub fn dotted_flags(text: &str) -> BTreeSet<String> {
 /// Path-like words of Markdown: in backticks or a link's target, with a file extension of
 /// ours; absolute ones only under the package's own prefixes.
 pub fn named_paths(md: &str) -> BTreeSet<String> {
-    const EXTENSIONS: &[&str] = &[".md", ".yml", ".yaml", ".json", ".service", ".netdev", ".network", ".conf", ".default", ".deb"];
+    const EXTENSIONS: &[&str] =
+        &[".md", ".yml", ".yaml", ".json", ".service", ".netdev", ".network", ".conf", ".default", ".deb"];
     let mut set = BTreeSet::new();
-    for w in md.split(|c: char| c.is_whitespace() || matches!(c, '`' | '(' | ')' | '[' | ']' | '"' | '\'' | '<' | '>' | ',' | ';' | '=')) {
+    for w in md.split(|c: char| {
+        c.is_whitespace() || matches!(c, '`' | '(' | ')' | '[' | ']' | '"' | '\'' | '<' | '>' | ',' | ';' | '=')
+    }) {
         let w = w.trim_end_matches([':', '.']);
         let ours = EXTENSIONS.iter().any(|e| w.ends_with(e)) || OWN_PREFIXES.iter().any(|p| w.starts_with(p));
         // `.network` alone is a kind of file, not a file.
@@ -129,13 +148,25 @@ pub fn named_paths(md: &str) -> BTreeSet<String> {
 }
 
 /// Paths on the target system that the package owns: named ones must be in it.
-const OWN_PREFIXES: &[&str] = &["/usr/share/iotwatch", "/usr/share/doc/iotwatch", "/etc/default/iotwatch", "/lib/systemd/system/iotwatch", "/usr/bin/iotwatch"];
+const OWN_PREFIXES: &[&str] = &[
+    "/usr/share/iotwatch",
+    "/usr/share/doc/iotwatch",
+    "/etc/default/iotwatch",
+    "/lib/systemd/system/iotwatch",
+    "/usr/bin/iotwatch",
+];
 
 /// Files of the user's system (not ours) that docs name without a directory.
 const SYSTEM_FILES: &[&str] = &["prometheus.yml", "hostapd.conf", "grafana.ini", "web-config.yml"];
 
 /// Checks one named path; `dir` is the Markdown file's directory.
-fn path_exists(p: &str, dir: &Path, root: &Path, installed: &BTreeSet<String>, deploy_files: &BTreeSet<String>) -> bool {
+fn path_exists(
+    p: &str,
+    dir: &Path,
+    root: &Path,
+    installed: &BTreeSet<String>,
+    deploy_files: &BTreeSet<String>,
+) -> bool {
     // A package built by `cargo xtask dist`: named with this version.
     if let Some(name) = p.rsplit('/').next().filter(|n| n.ends_with(".deb")) {
         return dist::Arch::ALL.iter().any(|a| name == format!("iotwatch_{}_{}.deb", dist::VERSION, a.deb()));
@@ -187,7 +218,11 @@ pub fn check(bin: &Path) -> Result<bool> {
     let defaults = fs::read_to_string(&defaults_path)?;
     let mut lines = from_defaults(&defaults, &rel(&defaults_path))?;
     let unit_path = deploy.join("systemd/iotwatch.service");
-    lines.push(from_unit(&fs::read_to_string(&unit_path)?, &defaults_args(&defaults).unwrap_or_default(), &rel(&unit_path))?);
+    lines.push(from_unit(
+        &fs::read_to_string(&unit_path)?,
+        &defaults_args(&defaults).unwrap_or_default(),
+        &rel(&unit_path),
+    )?);
     let mut mds = Vec::new();
     markdown_files(&deploy, &mut mds);
     mds.sort();
@@ -202,7 +237,11 @@ pub fn check(bin: &Path) -> Result<bool> {
         let text = fs::read_to_string(md)?;
         // `iotwatch run $IOTWATCH_ARGS` is the unit's line: expanded as systemd does.
         lines.extend(from_markdown(&text, &rel(md)).into_iter().map(|mut n| {
-            n.args = n.args.into_iter().flat_map(|a| if a == "$IOTWATCH_ARGS" { default_args.clone() } else { vec![a] }).collect();
+            n.args = n
+                .args
+                .into_iter()
+                .flat_map(|a| if a == "$IOTWATCH_ARGS" { default_args.clone() } else { vec![a] })
+                .collect();
             n
         }));
         flags.extend(dotted_flags(&text));
@@ -213,37 +252,62 @@ pub fn check(bin: &Path) -> Result<bool> {
             }
         }
     }
-    for f in ["prometheus/prometheus.example.yml", "grafana/provisioning/dashboards/iotwatch.yaml", "grafana/provisioning/datasources/prometheus.yaml"] {
+    for f in [
+        "prometheus/prometheus.example.yml",
+        "grafana/provisioning/dashboards/iotwatch.yaml",
+        "grafana/provisioning/datasources/prometheus.yaml",
+    ] {
         flags.extend(dotted_flags(&fs::read_to_string(deploy.join(f))?));
     }
 
-    let help = Command::new(bin).args(["run", "--help"]).output().with_context(|| format!("cannot run {}", bin.display()))?;
+    let help =
+        Command::new(bin).args(["run", "--help"]).output().with_context(|| format!("cannot run {}", bin.display()))?;
     let help = String::from_utf8_lossy(&help.stdout);
     for f in &flags {
         if !help.contains(&format!("{f} ")) && !help.contains(&format!("{f}=")) && !help.contains(&format!("{f}\n")) {
             problems.push(format!("deploy/ names {f}, which `iotwatch run --help` does not list"));
         }
     }
-    let probe = Command::new(bin).args(["check-args", "run", "--bridge", "br0"]).output().with_context(|| format!("cannot run {}", bin.display()))?;
+    let probe = Command::new(bin)
+        .args(["check-args", "run", "--bridge", "br0"])
+        .output()
+        .with_context(|| format!("cannot run {}", bin.display()))?;
     let parsed = probe.status.success();
     if !parsed {
-        println!("deploy check: the agent has no `check-args` subcommand yet: the {} command lines were not parsed", lines.len());
+        println!(
+            "deploy check: the agent has no `check-args` subcommand yet: the {} command lines were not parsed",
+            lines.len()
+        );
     }
     for n in &lines {
         println!("  {}: iotwatch run {}", n.source, n.args.join(" "));
     }
     for n in lines.iter().filter(|_| parsed) {
-        let out = Command::new(bin).args(["check-args", "run"]).args(&n.args).output().with_context(|| format!("cannot run {}", bin.display()))?;
+        let out = Command::new(bin)
+            .args(["check-args", "run"])
+            .args(&n.args)
+            .output()
+            .with_context(|| format!("cannot run {}", bin.display()))?;
         if !out.status.success() {
             let err = String::from_utf8_lossy(&out.stderr);
-            problems.push(format!("{}: `iotwatch run {}` is refused: {}", n.source, n.args.join(" "), err.lines().next().unwrap_or("").trim()));
+            problems.push(format!(
+                "{}: `iotwatch run {}` is refused: {}",
+                n.source,
+                n.args.join(" "),
+                err.lines().next().unwrap_or("").trim()
+            ));
         }
     }
     if !problems.is_empty() {
         bail!("deploy/ names what does not exist:\n  {}", problems.join("\n  "));
     }
     let parser = if parsed { "accepted by the agent's parser" } else { "not parsed" };
-    println!("deploy check: {} command lines {parser}; {} dotted flags known; the paths {} documents name exist", lines.len(), flags.len(), mds.len());
+    println!(
+        "deploy check: {} command lines {parser}; {} dotted flags known; the paths {} documents name exist",
+        lines.len(),
+        flags.len(),
+        mds.len()
+    );
     Ok(parsed)
 }
 
@@ -256,7 +320,10 @@ mod tests {
         let d = "# comment\n#   --attach xdp-skb     how to attach\n#   --log.level debug\n#   IOTWATCH_ARGS=\"--bridge br1\"\nIOTWATCH_ARGS=\"--bridge br0\"\n";
         let v = from_defaults(d, "d").expect("has IOTWATCH_ARGS");
         let args: Vec<String> = v.iter().map(|n| n.args.join(" ")).collect();
-        assert_eq!(args, ["--bridge br0", "--bridge br0 --attach xdp-skb", "--bridge br0 --log.level debug", "--bridge br1"]);
+        assert_eq!(
+            args,
+            ["--bridge br0", "--bridge br0 --attach xdp-skb", "--bridge br0 --log.level debug", "--bridge br1"]
+        );
         assert_eq!(v[1].source, "d:2");
         assert!(from_defaults("# nothing\n", "d").is_err());
     }
@@ -266,19 +333,31 @@ mod tests {
         let unit = "[Service]\nExecStart=/usr/bin/iotwatch run $IOTWATCH_ARGS\n";
         let n = from_unit(unit, &["--bridge".to_owned(), "br0".to_owned()], "u").expect("ExecStart");
         assert_eq!(n.args, ["--bridge", "br0"]);
-        assert!(from_unit("ExecStart=/usr/local/bin/iotwatch run\n", &[], "u").is_err(), "not where the package puts it");
+        assert!(
+            from_unit("ExecStart=/usr/local/bin/iotwatch run\n", &[], "u").is_err(),
+            "not where the package puts it"
+        );
     }
 
     #[test]
     fn finds_command_lines_flags_and_paths_in_markdown() {
         let md = "```sh\niotwatch run --bridge br0 --attach tc   # comment\ncargo xtask run --bridge br0\n```\n`iotwatch run ...` is a placeholder, `iotwatch run --help` too.\nUse `iotwatch run --bridge br0 --lan.prefix 10.0.0.0/8` or see [the unit](../systemd/iotwatch.service) and `/usr/share/iotwatch/grafana/`.\n";
         let v = from_markdown(md, "m");
-        assert_eq!(v.iter().map(|n| n.args.join(" ")).collect::<Vec<_>>(), ["--bridge br0 --attach tc", "--bridge br0 --lan.prefix 10.0.0.0/8"]);
+        assert_eq!(
+            v.iter().map(|n| n.args.join(" ")).collect::<Vec<_>>(),
+            ["--bridge br0 --attach tc", "--bridge br0 --lan.prefix 10.0.0.0/8"]
+        );
         assert_eq!(v[1].source, "m:6");
         assert_eq!(dotted_flags(md).into_iter().collect::<Vec<_>>(), ["--lan.prefix"]);
-        assert_eq!(dotted_flags("--web.listen-address=0.0.0.0:9477, --now --x.y."), BTreeSet::from(["--web.listen-address".to_owned(), "--x.y".to_owned()]));
+        assert_eq!(
+            dotted_flags("--web.listen-address=0.0.0.0:9477, --now --x.y."),
+            BTreeSet::from(["--web.listen-address".to_owned(), "--x.y".to_owned()])
+        );
         let paths = named_paths(md);
-        assert!(paths.contains("../systemd/iotwatch.service") && paths.contains("/usr/share/iotwatch/grafana/"), "{paths:?}");
+        assert!(
+            paths.contains("../systemd/iotwatch.service") && paths.contains("/usr/share/iotwatch/grafana/"),
+            "{paths:?}"
+        );
         assert!(!named_paths("http://localhost:9477/metrics or 10.0.0.0/8").iter().any(|p| p.contains("http")));
         assert!(named_paths("wlan0 has no .network file").is_empty());
     }
@@ -298,6 +377,9 @@ mod tests {
         assert!(!path_exists("deploy/nothing.yml", &dir, &root, &installed, &files));
         let deb = format!("./iotwatch_{}_arm64.deb", dist::VERSION);
         assert!(path_exists(&deb, &dir, &root, &installed, &files));
-        assert!(!path_exists("target/dist/iotwatch_0.0.1_arm64.deb", &dir, &root, &installed, &files), "another version");
+        assert!(
+            !path_exists("target/dist/iotwatch_0.0.1_arm64.deb", &dir, &root, &installed, &files),
+            "another version"
+        );
     }
 }

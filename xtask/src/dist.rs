@@ -207,7 +207,8 @@ pub fn package(bin: &Path, arch: Arch, out: &Path) -> Result<PathBuf> {
         let m = fs::metadata(stage.join(p))?;
         size += if m.is_file() { m.len() } else { 0 };
     }
-    let libc = libc_depends(&cmd::output(Command::new("readelf").args(["--dynamic", "--version-info"]).arg(&installed))?)?;
+    let libc =
+        libc_depends(&cmd::output(Command::new("readelf").args(["--dynamic", "--version-info"]).arg(&installed))?)?;
     let control = fs::read_to_string(root.join("deploy/debian/control"))?
         .replace("@VERSION@", VERSION)
         .replace("@ARCH@", arch.deb())
@@ -216,7 +217,15 @@ pub fn package(bin: &Path, arch: Arch, out: &Path) -> Result<PathBuf> {
     fs::write(stage.join("DEBIAN/control"), control)?;
     fs::write(stage.join("DEBIAN/conffiles"), CONFFILES.iter().map(|c| format!("{c}\n")).collect::<String>())?;
     // md5sums lets `dpkg --verify iotwatch` find changed files.
-    let mut c = cmd::command("bash", &["-o", "pipefail", "-c", "find . -type f ! -path './DEBIAN/*' -printf '%P\\0' | sort -z | xargs -0 md5sum > DEBIAN/md5sums"]);
+    let mut c = cmd::command(
+        "bash",
+        &[
+            "-o",
+            "pipefail",
+            "-c",
+            "find . -type f ! -path './DEBIAN/*' -printf '%P\\0' | sort -z | xargs -0 md5sum > DEBIAN/md5sums",
+        ],
+    );
     cmd::output(c.current_dir(&stage))?;
     let deb = out.join(format!("iotwatch_{VERSION}_{}.deb", arch.deb()));
     println!("dist: packing {}", deb.display());
@@ -247,7 +256,8 @@ pub fn libc_depends(readelf: &str) -> Result<String> {
 /// The package holds what REQUIRED names and depends on ieee-data.
 pub fn check_contents(deb: &Path) -> Result<()> {
     let list = cmd::output(cmd::command("dpkg-deb", &["--contents"]).arg(deb))?;
-    let paths: BTreeSet<&str> = list.lines().filter_map(|l| l.split_whitespace().nth(5)).map(|p| p.trim_start_matches("./")).collect();
+    let paths: BTreeSet<&str> =
+        list.lines().filter_map(|l| l.split_whitespace().nth(5)).map(|p| p.trim_start_matches("./")).collect();
     let missing: Vec<&&str> = REQUIRED.iter().filter(|r| !paths.contains(**r)).collect();
     if !missing.is_empty() {
         bail!("{} lacks {missing:?}: see FILES in xtask/src/dist.rs", deb.display());
@@ -272,7 +282,8 @@ exit 0
 "#;
 
 /// Paths dpkg and the systemd helpers may leave after a purge: their own records.
-const BOOKKEEPING: &[&str] = &["var/lib/dpkg/", "var/log/", "var/cache/", "var/lib/systemd/deb-systemd-helper-", "systemctl.log"];
+const BOOKKEEPING: &[&str] =
+    &["var/lib/dpkg/", "var/log/", "var/cache/", "var/lib/systemd/deb-systemd-helper-", "systemctl.log"];
 
 /// Installs, "starts", removes and purges `deb` in a copy of a minimal bookworm root.
 pub fn install_test(deb: &Path) -> Result<()> {
@@ -299,7 +310,13 @@ fn install_steps(deb: &Path, root: &Path) -> Result<()> {
     }
     let before = tree(root)?;
     fs::copy(deb, root.join("tmp/iotwatch.deb"))?;
-    let chroot = |args: &[&str]| cmd::output(cmd::command("chroot", &[root.to_str().context("a UTF-8 path")?]).args(args).env("PATH", "/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"));
+    let chroot = |args: &[&str]| {
+        cmd::output(
+            cmd::command("chroot", &[root.to_str().context("a UTF-8 path")?])
+                .args(args)
+                .env("PATH", "/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"),
+        )
+    };
     let log = || fs::read_to_string(root.join("systemctl.log")).unwrap_or_default();
 
     println!("dist: install test: dpkg -i in {}", root.display());
@@ -309,7 +326,8 @@ fn install_steps(deb: &Path, root: &Path) -> Result<()> {
         bail!("dpkg -i succeeded but iotwatch is not `install ok installed`");
     }
     // The binary runs in a root that has only what the package depends on.
-    let names = chroot(&["/usr/bin/iotwatch", "metric-names"]).context("the installed binary does not run in a plain bookworm root")?;
+    let names = chroot(&["/usr/bin/iotwatch", "metric-names"])
+        .context("the installed binary does not run in a plain bookworm root")?;
     if !names.lines().any(|l| l.starts_with("iotwatch_")) {
         bail!("`iotwatch metric-names` printed no metric name");
     }
@@ -336,7 +354,8 @@ fn install_steps(deb: &Path, root: &Path) -> Result<()> {
     }
     chroot(&["dpkg", "--purge", "iotwatch"])?;
     let after = tree(root)?;
-    let left: Vec<&String> = after.difference(&before).filter(|p| !BOOKKEEPING.iter().any(|b| p.starts_with(b))).collect();
+    let left: Vec<&String> =
+        after.difference(&before).filter(|p| !BOOKKEEPING.iter().any(|b| p.starts_with(b))).collect();
     if !left.is_empty() {
         bail!("dpkg --purge left {left:?}");
     }

@@ -28,11 +28,8 @@ pub const GATEWAY_MAC: &str = "02:77:00:00:00:01";
 pub const GATEWAY_UPLINK_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
 pub const INTERNET_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
 /// Simulated Internet hosts (documentation ranges), on the internet namespace's `lo`.
-pub const INTERNET_HOSTS: [Ipv4Addr; 3] = [
-    Ipv4Addr::new(203, 0, 113, 10),
-    Ipv4Addr::new(198, 51, 100, 10),
-    Ipv4Addr::new(192, 0, 2, 10),
-];
+pub const INTERNET_HOSTS: [Ipv4Addr; 3] =
+    [Ipv4Addr::new(203, 0, 113, 10), Ipv4Addr::new(198, 51, 100, 10), Ipv4Addr::new(192, 0, 2, 10)];
 /// Device indexes run from 1; 10 + index must stay a valid host octet and two hex digits.
 pub const MAX_DEVICE_INDEX: usize = 240;
 
@@ -149,7 +146,13 @@ impl HomeLab {
             bridge,
             bridge_ip: BRIDGE_IP,
             bridge_mac: BRIDGE_MAC.to_owned(),
-            gateway: LabGateway { ns: gw, mac: GATEWAY_MAC.to_owned(), ip: GATEWAY_IP, port: gw_port, uplink_ip: GATEWAY_UPLINK_IP },
+            gateway: LabGateway {
+                ns: gw,
+                mac: GATEWAY_MAC.to_owned(),
+                ip: GATEWAY_IP,
+                port: gw_port,
+                uplink_ip: GATEWAY_UPLINK_IP,
+            },
             internet: LabInternet { ns: inet, ip: INTERNET_IP, hosts: INTERNET_HOSTS.to_vec() },
             devices: Vec::new(),
             options: options.clone(),
@@ -309,10 +312,15 @@ impl HomeLab {
             for (short, long) in FEATURES {
                 if let Err(e) = run(&["-K", &ifname, short, state]) {
                     let fixed = run(&["-k", &ifname])
-                        .map(|k| k.lines().any(|l| l.trim_start().starts_with(&format!("{long}:")) && l.contains("[fixed]")))
+                        .map(|k| {
+                            k.lines().any(|l| l.trim_start().starts_with(&format!("{long}:")) && l.contains("[fixed]"))
+                        })
                         .unwrap_or(false);
                     if !fixed {
-                        failures.push(format!("{}{ifname} {short}: {e:#}", ns.as_ref().map(|n| format!("{n}:")).unwrap_or_default()));
+                        failures.push(format!(
+                            "{}{ifname} {short}: {e:#}",
+                            ns.as_ref().map(|n| format!("{n}:")).unwrap_or_default()
+                        ));
                     }
                 }
             }

@@ -93,8 +93,9 @@ pub fn lab_check() -> Result<()> {
 
     // A panic inside a test-like scope must still remove everything.
     let r = std::panic::catch_unwind(AssertUnwindSafe(|| {
-        let _lab = HomeLab::create(LabOptions { prefix: PREFIX.to_owned(), devices: 2, ipv6: false, static_neighbors: false })
-            .expect("lab");
+        let _lab =
+            HomeLab::create(LabOptions { prefix: PREFIX.to_owned(), devices: 2, ipv6: false, static_neighbors: false })
+                .expect("lab");
         panic!("deliberate panic with the lab alive");
     }));
     ensure!(r.is_err(), "the deliberate panic did not happen");
@@ -105,7 +106,8 @@ pub fn lab_check() -> Result<()> {
     println!("lab-check: teardown on panic left nothing");
 
     // What a SIGKILLed run leaves is swept by the next create.
-    let lab = HomeLab::create(LabOptions { prefix: PREFIX.to_owned(), devices: 1, ipv6: false, static_neighbors: false })?;
+    let lab =
+        HomeLab::create(LabOptions { prefix: PREFIX.to_owned(), devices: 1, ipv6: false, static_neighbors: false })?;
     std::mem::forget(lab);
     ensure!(!leftovers()?.is_empty(), "forgotten lab vanished");
     drop(HomeLab::create(LabOptions { prefix: PREFIX.to_owned(), devices: 1, ipv6: false, static_neighbors: false })?);

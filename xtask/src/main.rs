@@ -107,7 +107,9 @@ fn main() -> Result<()> {
         Cmd::Lab { duration, attach, devices } => {
             run::lab(&run::LabArgs { duration, attach: attach.as_str().to_owned(), devices, extra: Vec::new() })
         }
-        Cmd::Run { bridge: Some(bridge), attach, agent_args, .. } => run::run_on_bridge(&bridge, attach.as_str(), &agent_args),
+        Cmd::Run { bridge: Some(bridge), attach, agent_args, .. } => {
+            run::run_on_bridge(&bridge, attach.as_str(), &agent_args)
+        }
         Cmd::Run { bridge: None, attach, duration, agent_args } => {
             run::lab(&run::LabArgs { duration, attach: attach.as_str().to_owned(), devices: 4, extra: agent_args })
         }
@@ -130,6 +132,8 @@ fn main() -> Result<()> {
             }
             Ok(())
         }
-        Cmd::Bench { rounds, seconds, only, repeat } => bench::bench(&bench::BenchArgs { repeat, rounds, seconds, only }),
+        Cmd::Bench { rounds, seconds, only, repeat } => {
+            bench::bench(&bench::BenchArgs { repeat, rounds, seconds, only })
+        }
     }
 }

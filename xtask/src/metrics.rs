@@ -108,7 +108,8 @@ pub fn http_get(addr: &str, path: &str, timeout: Duration) -> Result<String> {
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw).with_context(|| format!("reading the answer of {addr}{path}"))?;
     let text = String::from_utf8_lossy(&raw);
-    let (head, body) = text.split_once("\r\n\r\n").with_context(|| format!("no HTTP header end in the answer of {addr}{path}"))?;
+    let (head, body) =
+        text.split_once("\r\n\r\n").with_context(|| format!("no HTTP header end in the answer of {addr}{path}"))?;
     let status = head.lines().next().unwrap_or_default();
     if status.split_whitespace().nth(1) != Some("200") {
         bail!("GET http://{addr}{path}: {status}");
@@ -151,7 +152,8 @@ pub fn device_summaries(samples: &[Sample]) -> Vec<DeviceSummary> {
             _ => continue,
         };
         let Some(mac) = s.label("mac") else { continue };
-        let d = by_mac.entry(mac.to_owned()).or_insert_with(|| DeviceSummary { mac: mac.to_owned(), ..Default::default() });
+        let d =
+            by_mac.entry(mac.to_owned()).or_insert_with(|| DeviceSummary { mac: mac.to_owned(), ..Default::default() });
         match (s.label("direction"), bytes) {
             (Some("tx"), false) => d.tx_packets += s.value,
             (Some("rx"), false) => d.rx_packets += s.value,

@@ -68,10 +68,7 @@ pub fn sysctl(ns: Option<&str>, key: &str, value: &str) -> Result<()> {
 
 /// Names of all network namespaces (`ip netns list` prints `name (id: N)`).
 pub fn list_netns() -> Result<Vec<String>> {
-    Ok(ip(&["netns", "list"])?
-        .lines()
-        .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
-        .collect())
+    Ok(ip(&["netns", "list"])?.lines().filter_map(|l| l.split_whitespace().next().map(str::to_owned)).collect())
 }
 
 /// Names of all links in the root namespace (without the `@peer` suffix).

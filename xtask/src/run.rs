@@ -30,8 +30,19 @@ pub fn lab(args: &LabArgs) -> Result<()> {
     setup::setup()?;
     signal::install()?;
     let bin = agent::build_agent()?;
-    let mut lab = HomeLab::create(LabOptions { prefix: LAB_PREFIX.to_owned(), devices: args.devices, ipv6: true, static_neighbors: false })?;
-    println!("lab: bridge {} with {} devices, gateway {}, internet hosts {:?}", lab.bridge, lab.devices.len(), lab.gateway.ip, lab.internet.hosts);
+    let mut lab = HomeLab::create(LabOptions {
+        prefix: LAB_PREFIX.to_owned(),
+        devices: args.devices,
+        ipv6: true,
+        static_neighbors: false,
+    })?;
+    println!(
+        "lab: bridge {} with {} devices, gateway {}, internet hosts {:?}",
+        lab.bridge,
+        lab.devices.len(),
+        lab.gateway.ip,
+        lab.internet.hosts
+    );
     for d in &lab.devices {
         println!("lab:   {:<6} {} {} {} (port {})", traffic::role(d.index), d.ns, d.mac, d.ip, d.port);
     }
@@ -41,7 +52,10 @@ pub fn lab(args: &LabArgs) -> Result<()> {
     let mut agent = Agent::spawn(&bin, &lab.bridge, &args.attach, LISTEN, &args.extra, Some(&log))?;
     agent.wait_ready(Duration::from_secs(30))?;
     println!("lab: metrics at {} (agent log {})", agent.metrics_url(), log.display());
-    println!("lab: {}", duration.map_or("Ctrl-C ends the lab".to_owned(), |d| format!("ends in {} s (or Ctrl-C)", d.as_secs())));
+    println!(
+        "lab: {}",
+        duration.map_or("Ctrl-C ends the lab".to_owned(), |d| format!("ends in {} s (or Ctrl-C)", d.as_secs()))
+    );
 
     let result = watch(&mut lab, &mut agent, &mut traffic, duration);
     // Order: agent first (it detaches from the ports), then traffic, then the lab (drop).

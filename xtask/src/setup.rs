@@ -38,10 +38,16 @@ pub const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     // Depends on seabios, the BIOS that boots -kernel, so --no-install-recommends suffices.
     ("qemu-system-x86", "boots Debian's 6.1 kernel for the BPF verifier of older kernels (cargo xtask vm-test)"),
     ("cpio", "packs the initramfs of cargo xtask vm-test"),
-    ("qemu-system-arm", "qemu-system-aarch64 boots Debian's arm64 kernels, the Pi 4's architecture (cargo xtask vm-test)"),
+    (
+        "qemu-system-arm",
+        "qemu-system-aarch64 boots Debian's arm64 kernels, the Pi 4's architecture (cargo xtask vm-test)",
+    ),
     ("xz-utils", "decompresses the 6.12 kernels' modules for the vm-test initramfs"),
     ("binutils", "readelf finds the libraries each program of the vm-test initramfs needs; strip for dist"),
-    ("gcc-aarch64-linux-gnu", "links the agent for aarch64 (cargo xtask dist --target aarch64-unknown-linux-gnu); strips it"),
+    (
+        "gcc-aarch64-linux-gnu",
+        "links the agent for aarch64 (cargo xtask dist --target aarch64-unknown-linux-gnu); strips it",
+    ),
     ("libc6-dev-arm64-cross", "glibc for that link (only recommended by the cross gcc, so named here)"),
     ("systemd", "systemd-analyze verify checks the unit offline (no running systemd needed)"),
     ("debootstrap", "a throw-away Debian root in which cargo xtask dist --install-test installs the package"),
@@ -84,8 +90,11 @@ fn cargo_fuzz() -> Result<()> {
         return Ok(());
     }
     item(&what, "installing");
-    cmd::stream(cmd::command("cargo", &["install", "cargo-fuzz", "--version", CARGO_FUZZ_VERSION, "--locked"]).env("CARGO_TERM_PROGRESS_WHEN", "never"))
-        .context("cargo install cargo-fuzz failed: is ~/.cargo/bin writable and crates.io reachable?")?;
+    cmd::stream(
+        cmd::command("cargo", &["install", "cargo-fuzz", "--version", CARGO_FUZZ_VERSION, "--locked"])
+            .env("CARGO_TERM_PROGRESS_WHEN", "never"),
+    )
+    .context("cargo install cargo-fuzz failed: is ~/.cargo/bin writable and crates.io reachable?")?;
     item(&what, "installed");
     Ok(())
 }
@@ -109,7 +118,8 @@ fn foreign_architectures() -> Result<()> {
 }
 
 fn rust_targets() -> Result<()> {
-    let installed = cmd::output(Command::new("rustup").args(["target", "list", "--installed"])).context("cannot list the Rust targets: is rustup installed?")?;
+    let installed = cmd::output(Command::new("rustup").args(["target", "list", "--installed"]))
+        .context("cannot list the Rust targets: is rustup installed?")?;
     for t in RUST_TARGETS {
         let what = format!("rust target {t}");
         if installed.lines().any(|l| l.trim() == *t) {
@@ -117,7 +127,8 @@ fn rust_targets() -> Result<()> {
             continue;
         }
         item(&what, "installing");
-        cmd::stream(Command::new("rustup").args(["target", "add", t])).with_context(|| format!("could not add the target: check network access, then `rustup target add {t}`"))?;
+        cmd::stream(Command::new("rustup").args(["target", "add", t]))
+            .with_context(|| format!("could not add the target: check network access, then `rustup target add {t}`"))?;
         item(&what, "installed");
     }
     Ok(())
@@ -154,14 +165,10 @@ fn apt_packages() -> Result<()> {
     // Prometheus server started by dpkg would hold port 9090 for no reason.
     let _policy = PolicyRcD::forbid_service_starts()?;
     let apt_env = [("DEBIAN_FRONTEND", "noninteractive")];
-    cmd::stream(Command::new("apt-get").arg("update").envs(apt_env)).context(
-        "apt-get update failed: check network access to the Debian mirrors and /etc/apt/sources.list",
-    )?;
+    cmd::stream(Command::new("apt-get").arg("update").envs(apt_env))
+        .context("apt-get update failed: check network access to the Debian mirrors and /etc/apt/sources.list")?;
     cmd::stream(
-        Command::new("apt-get")
-            .args(["install", "-y", "--no-install-recommends"])
-            .args(&missing)
-            .envs(apt_env),
+        Command::new("apt-get").args(["install", "-y", "--no-install-recommends"]).args(&missing).envs(apt_env),
     )
     .with_context(|| {
         format!(
@@ -214,15 +221,24 @@ impl Drop for PolicyRcD {
 
 fn rust_src() -> Result<()> {
     const ITEM: &str = "rust-src (nightly)";
-    let installed = cmd::output(Command::new("rustup").args(["component", "list", "--toolchain", "nightly", "--installed"]))
-        .context("cannot list nightly's components: install the nightly toolchain with `rustup toolchain install nightly`")?;
+    let installed = cmd::output(Command::new("rustup").args([
+        "component",
+        "list",
+        "--toolchain",
+        "nightly",
+        "--installed",
+    ]))
+    .context(
+        "cannot list nightly's components: install the nightly toolchain with `rustup toolchain install nightly`",
+    )?;
     if installed.lines().any(|l| l.trim().starts_with("rust-src")) {
         item(ITEM, "present");
         return Ok(());
     }
     item(ITEM, "installing");
-    cmd::stream(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))
-        .context("could not add rust-src: check network access, then `rustup component add rust-src --toolchain nightly`")?;
+    cmd::stream(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"])).context(
+        "could not add rust-src: check network access, then `rustup component add rust-src --toolchain nightly`",
+    )?;
     item(ITEM, "installed");
     Ok(())
 }
@@ -248,7 +264,16 @@ fn bpf_linker() -> Result<()> {
     let path = format!("/usr/lib/llvm-22/bin:{}", std::env::var("PATH").unwrap_or_default());
     cmd::stream(
         Command::new("cargo")
-            .args(["install", "bpf-linker", "--version", BPF_LINKER_VERSION, "--locked", "--no-default-features", "--features", "llvm-22"])
+            .args([
+                "install",
+                "bpf-linker",
+                "--version",
+                BPF_LINKER_VERSION,
+                "--locked",
+                "--no-default-features",
+                "--features",
+                "llvm-22",
+            ])
             .env("PATH", path),
     )
     .context("cargo install bpf-linker failed: is llvm-22-dev installed (see above)? Is ~/.cargo/bin writable?")?;

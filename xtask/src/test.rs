@@ -20,7 +20,8 @@ fn cargo(args: &[&str]) -> Command {
 fn step(name: &str, done: &mut Vec<String>, mut c: Command) -> Result<()> {
     println!("\n==> {name}: {}", cmd::display(&c));
     let t = Instant::now();
-    cmd::stream(&mut c).with_context(|| format!("step `{name}` failed; steps passed before it: {}", done.join(", ")))?;
+    cmd::stream(&mut c)
+        .with_context(|| format!("step `{name}` failed; steps passed before it: {}", done.join(", ")))?;
     done.push(format!("{name} ({:.0} s)", t.elapsed().as_secs_f64()));
     Ok(())
 }
@@ -58,13 +59,29 @@ pub fn test(skip: &[String]) -> Result<()> {
     let mut skipped: Vec<String> = skip.iter().map(|s| format!("{s} (--skip)")).collect();
 
     if run("clippy") {
-        step("clippy (host)", &mut done, cargo(&["clippy", "--workspace", "--exclude", "agent-ebpf", "--all-targets", "--", "-D", "warnings"]))?;
+        step(
+            "clippy (host)",
+            &mut done,
+            cargo(&["clippy", "--workspace", "--exclude", "agent-ebpf", "--all-targets", "--", "-D", "warnings"]),
+        )?;
         // Linted for the target it is built for (cfg(target_arch = "bpf") code included);
         // needs nightly and rust-src, not bpf-linker (clippy does not link).
         step(
             "clippy (eBPF)",
             &mut done,
-            cargo(&["+nightly", "clippy", "-p", "agent-ebpf", "--target", "bpfel-unknown-none", "-Z", "build-std=core", "--", "-D", "warnings"]),
+            cargo(&[
+                "+nightly",
+                "clippy",
+                "-p",
+                "agent-ebpf",
+                "--target",
+                "bpfel-unknown-none",
+                "-Z",
+                "build-std=core",
+                "--",
+                "-D",
+                "warnings",
+            ]),
         )?;
     }
     if run("host") {
@@ -166,7 +183,6 @@ fn fuzz(root: &Path, done: &mut Vec<String>) -> Result<()> {
 }
 
 fn privileged(root: &Path, done: &mut Vec<String>) -> Result<()> {
-
     let bin = agent::build_agent()?;
     done.push("agent release build".to_owned());
     let binaries = privileged_test_binaries()?;
@@ -193,8 +209,13 @@ fn vm_boot(done: &mut Vec<String>) -> Result<()> {
         let name = format!("kernel boot: {k}");
         println!("\n==> {name}: cargo xtask vm-test --kernel {k}");
         let t = Instant::now();
-        let args = vm::VmArgs { bin: None, kernels: vec![(*k).to_owned()], timeout: std::time::Duration::from_secs(vm::DEFAULT_TIMEOUT_S) };
-        vm::vm_test(&args).with_context(|| format!("step `{name}` failed; steps passed before it: {}", done.join(", ")))?;
+        let args = vm::VmArgs {
+            bin: None,
+            kernels: vec![(*k).to_owned()],
+            timeout: std::time::Duration::from_secs(vm::DEFAULT_TIMEOUT_S),
+        };
+        vm::vm_test(&args)
+            .with_context(|| format!("step `{name}` failed; steps passed before it: {}", done.join(", ")))?;
         done.push(format!("{name} ({:.0} s)", t.elapsed().as_secs_f64()));
     }
     Ok(())
@@ -205,7 +226,8 @@ fn vm_boot(done: &mut Vec<String>) -> Result<()> {
 /// starts, stops and purges in a throw-away Debian root.
 fn deploy(done: &mut Vec<String>, skipped: &mut Vec<String>) -> Result<()> {
     let t = Instant::now();
-    let fail = |name: &str, done: &Vec<String>| format!("step `{name}` failed; steps passed before it: {}", done.join(", "));
+    let fail =
+        |name: &str, done: &Vec<String>| format!("step `{name}` failed; steps passed before it: {}", done.join(", "));
     println!("\n==> package: cargo xtask dist");
     let deb = dist::dist(None).with_context(|| fail("package", done))?;
     done.push(format!("package ({:.0} s)", t.elapsed().as_secs_f64()));
@@ -223,7 +245,11 @@ fn deploy(done: &mut Vec<String>, skipped: &mut Vec<String>) -> Result<()> {
     let out = c.output().context("cannot run systemd-analyze: `cargo xtask setup` installs systemd")?;
     let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     if !out.status.success() || !said.trim().is_empty() {
-        bail!("{}: systemd-analyze verify of deploy/systemd/iotwatch.service: {}", fail("systemd-analyze verify", done), said.trim());
+        bail!(
+            "{}: systemd-analyze verify of deploy/systemd/iotwatch.service: {}",
+            fail("systemd-analyze verify", done),
+            said.trim()
+        );
     }
     std::fs::remove_dir_all(&root)?;
     done.push("systemd-analyze verify".to_owned());

@@ -49,7 +49,14 @@ impl Traffic {
         for d in &lab.devices {
             match role(d.index) {
                 "camera" => {
-                    let mut args = vec!["--udp-stream".to_owned(), format!("{}:{SINK_UDP}", lab.internet.hosts[0]), "--rate".into(), "20".into(), "--size".into(), "800".into()];
+                    let mut args = vec![
+                        "--udp-stream".to_owned(),
+                        format!("{}:{SINK_UDP}", lab.internet.hosts[0]),
+                        "--rate".into(),
+                        "20".into(),
+                        "--size".into(),
+                        "800".into(),
+                    ];
                     if let Some(hub) = &hub {
                         args.extend(["--http-get".to_owned(), hub.clone(), "--http-interval".into(), "10".into()]);
                     }
@@ -65,7 +72,16 @@ impl Traffic {
                         lab,
                         "hub",
                         &d.ns,
-                        py(&["--serve-tcp", &HUB_HTTP.to_string(), "--udp-periodic", &target, "--interval", "5", "--ssdp-notify", &location]),
+                        py(&[
+                            "--serve-tcp",
+                            &HUB_HTTP.to_string(),
+                            "--udp-periodic",
+                            &target,
+                            "--interval",
+                            "5",
+                            "--ssdp-notify",
+                            &location,
+                        ]),
                     )?;
                 }
                 _ => {} // idle

@@ -111,11 +111,19 @@ const USERLAND: &[&str] = &[
 ];
 
 /// Programs of the userland packages copied into the guest: (path in the package, in the guest).
-const PROGRAMS: &[(&str, &str)] = &[("bin/ip", "usr/sbin/ip"), ("sbin/tc", "usr/sbin/tc"), ("usr/sbin/bpftool", "usr/sbin/bpftool")];
+const PROGRAMS: &[(&str, &str)] =
+    &[("bin/ip", "usr/sbin/ip"), ("sbin/tc", "usr/sbin/tc"), ("usr/sbin/bpftool", "usr/sbin/bpftool")];
 
 /// Modules the test needs, in load order (bridge needs llc and stp). Built in on most
 /// kernels, modules on Debian's.
-const MODULES: &[&str] = &["net/llc/llc", "net/802/stp", "net/bridge/bridge", "drivers/net/veth", "net/sched/sch_ingress", "net/sched/cls_bpf"];
+const MODULES: &[&str] = &[
+    "net/llc/llc",
+    "net/802/stp",
+    "net/bridge/bridge",
+    "drivers/net/veth",
+    "net/sched/sch_ingress",
+    "net/sched/cls_bpf",
+];
 
 /// Where the package puts the agent; the scripts use $BIN.
 const GUEST_BIN: &str = "/usr/bin/iotwatch";
@@ -137,7 +145,10 @@ pub struct VmArgs {
 
 pub fn kernel_by_name(name: &str) -> Result<&'static Kernel> {
     KERNELS.iter().find(|k| k.name == name).with_context(|| {
-        format!("unknown kernel {name:?}; known: all, {}", KERNELS.iter().map(|k| k.name).collect::<Vec<_>>().join(", "))
+        format!(
+            "unknown kernel {name:?}; known: all, {}",
+            KERNELS.iter().map(|k| k.name).collect::<Vec<_>>().join(", ")
+        )
     })
 }
 
@@ -153,7 +164,10 @@ pub fn kernels_by_names(names: &[String]) -> Result<Vec<&'static Kernel>> {
 pub fn vm_test(args: &VmArgs) -> Result<()> {
     let kernels = kernels_by_names(&args.kernels)?;
     if kernels.is_empty() {
-        bail!("no kernel given: --kernel all or one of {}", KERNELS.iter().map(|k| k.name).collect::<Vec<_>>().join(", "));
+        bail!(
+            "no kernel given: --kernel all or one of {}",
+            KERNELS.iter().map(|k| k.name).collect::<Vec<_>>().join(", ")
+        );
     }
     if args.bin.is_some() && kernels.windows(2).any(|w| w[0].arch != w[1].arch) {
         bail!("--bin is one architecture's binary: give kernels of one architecture with it");
@@ -165,7 +179,10 @@ pub fn vm_test(args: &VmArgs) -> Result<()> {
         let r = boot_kernel(k, args);
         let secs = t.elapsed().as_secs_f64();
         match r {
-            Ok((kver, checks, boot_s)) => lines.push(format!("{:<18} {kver:<30} {checks:>3} checks passed  boot {boot_s:>4.0} s, all {secs:>4.0} s", k.name)),
+            Ok((kver, checks, boot_s)) => lines.push(format!(
+                "{:<18} {kver:<30} {checks:>3} checks passed  boot {boot_s:>4.0} s, all {secs:>4.0} s",
+                k.name
+            )),
             Err(e) => {
                 lines.push(format!("{:<18} FAILED after {secs:.0} s", k.name));
                 failed.push(format!("{e:#}"));
@@ -225,7 +242,10 @@ fn boot_kernel(kernel: &Kernel, args: &VmArgs) -> Result<(String, usize, f64)> {
     }
     let mut why = Vec::new();
     if timed_out {
-        why.push(format!("QEMU did not finish within {} s and was killed (raise --timeout if the guest was only slow)", args.timeout.as_secs()));
+        why.push(format!(
+            "QEMU did not finish within {} s and was killed (raise --timeout if the guest was only slow)",
+            args.timeout.as_secs()
+        ));
     }
     if !v.failed.is_empty() {
         why.push(format!("{} failed: {}", v.failed.len(), v.failed.join("; ")));
@@ -314,7 +334,11 @@ fn download_extract(packages: &[String], arch: Arch, dest: &Path) -> Result<()> 
     // Downloaded, not installed: busybox-static conflicts with the busybox the tests use, and
     // arm64 packages are not for this machine. The sandbox user `_apt` could not write into
     // a directory under root's home.
-    let download = || cmd::output(cmd::command("apt-get", &["-o", "APT::Sandbox::User=root", "download"]).args(&names).current_dir(&dl));
+    let download = || {
+        cmd::output(
+            cmd::command("apt-get", &["-o", "APT::Sandbox::User=root", "download"]).args(&names).current_dir(&dl),
+        )
+    };
     if download().is_err() {
         apt_update()?; // stale package lists name versions the mirror no longer has
         download().context("apt-get download failed: check access to the Debian mirrors; for arm64, `cargo xtask setup` runs `dpkg --add-architecture arm64`")?;
@@ -384,7 +408,9 @@ fn modules_dir(kdir: &Path) -> PathBuf {
 fn modules_version(kdir: &Path) -> Result<String> {
     let dir = modules_dir(kdir);
     fs::read_dir(&dir)
-        .with_context(|| format!("no {} in the extracted kernel package: remove {} to fetch it again", dir.display(), kdir.display()))?
+        .with_context(|| {
+            format!("no {} in the extracted kernel package: remove {} to fetch it again", dir.display(), kdir.display())
+        })?
         .flatten()
         .find_map(|e| e.file_name().to_str().map(str::to_owned))
         .with_context(|| format!("{} is empty: remove {} to fetch it again", dir.display(), kdir.display()))
@@ -393,9 +419,12 @@ fn modules_version(kdir: &Path) -> Result<String> {
 /// The program interpreter and the NEEDED libraries of an ELF file, from
 /// `readelf --program-headers --dynamic` (neither for a static one).
 pub fn elf_deps(readelf: &str) -> (Option<String>, Vec<String>) {
-    let between = |l: &str, start: &str| l.split_once(start).and_then(|(_, r)| r.split_once(']')).map(|(v, _)| v.trim().to_owned());
+    let between = |l: &str, start: &str| {
+        l.split_once(start).and_then(|(_, r)| r.split_once(']')).map(|(v, _)| v.trim().to_owned())
+    };
     let interp = readelf.lines().find_map(|l| between(l, "[Requesting program interpreter:"));
-    let needed = readelf.lines().filter(|l| l.contains("(NEEDED)")).filter_map(|l| between(l, "Shared library: [")).collect();
+    let needed =
+        readelf.lines().filter(|l| l.contains("(NEEDED)")).filter_map(|l| between(l, "Shared library: [")).collect();
     (interp, needed)
 }
 
@@ -416,7 +445,12 @@ fn resolve_in(sysroot: &Path, rel: &Path) -> Option<PathBuf> {
 
 /// Copies into `root` the libraries `elf` needs, and theirs, from `sysroot`.
 fn copy_libraries(elf: &Path, sysroot: &Path, arch: Arch, root: &Path) -> Result<()> {
-    let dirs = [format!("lib/{}", arch.triplet()), format!("usr/lib/{}", arch.triplet()), "lib".to_owned(), "usr/lib".to_owned()];
+    let dirs = [
+        format!("lib/{}", arch.triplet()),
+        format!("usr/lib/{}", arch.triplet()),
+        "lib".to_owned(),
+        "usr/lib".to_owned(),
+    ];
     let mut todo = vec![elf.to_path_buf()];
     while let Some(f) = todo.pop() {
         let out = cmd::output(Command::new("readelf").args(["--program-headers", "--dynamic", "--wide"]).arg(&f))?;
@@ -433,7 +467,8 @@ fn copy_libraries(elf: &Path, sysroot: &Path, arch: Arch, root: &Path) -> Result
             if dest.exists() {
                 continue;
             }
-            let src = resolve_in(sysroot, &rel).with_context(|| format!("{} is not in {}", rel.display(), sysroot.display()))?;
+            let src = resolve_in(sysroot, &rel)
+                .with_context(|| format!("{} is not in {}", rel.display(), sysroot.display()))?;
             copy(&src, &dest)?;
             todo.push(dest);
         }
@@ -471,7 +506,8 @@ fn build_initramfs(kdir: &Path, kver: &str, sysroot: &Path, arch: Arch, deb: &Pa
     copy(&sysroot.join("bin/busybox"), &r.join("bin/busybox"))?;
     copy_libraries(&r.join(GUEST_BIN.trim_start_matches('/')), sysroot, arch, r)?;
     for (from, to) in PROGRAMS {
-        let src = resolve_in(sysroot, Path::new(from)).with_context(|| format!("{from} is not in the userland packages ({})", sysroot.display()))?;
+        let src = resolve_in(sysroot, Path::new(from))
+            .with_context(|| format!("{from} is not in the userland packages ({})", sysroot.display()))?;
         copy(&src, &r.join(to))?;
         copy_libraries(&r.join(to), sysroot, arch, r)?;
     }
@@ -480,11 +516,14 @@ fn build_initramfs(kdir: &Path, kver: &str, sysroot: &Path, arch: Arch, deb: &Pa
     for m in MODULES {
         let name = m.rsplit('/').next().unwrap_or(m);
         let base = mods.join(m);
-        let ko = ["ko", "ko.xz", "ko.zst"]
-            .iter()
-            .map(|e| base.with_extension(e))
-            .find(|p| p.is_file())
-            .with_context(|| format!("module {m} not in {}: built in on this kernel? Then drop it from MODULES for this row", mods.display()))?;
+        let ko = ["ko", "ko.xz", "ko.zst"].iter().map(|e| base.with_extension(e)).find(|p| p.is_file()).with_context(
+            || {
+                format!(
+                    "module {m} not in {}: built in on this kernel? Then drop it from MODULES for this row",
+                    mods.display()
+                )
+            },
+        )?;
         let dest = r.join("modules").join(format!("{name}.ko"));
         // insmod of busybox-static cannot read compressed modules.
         match ko.extension().and_then(|e| e.to_str()) {
@@ -530,7 +569,8 @@ pub const REPLAY_SRC_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0a];
 pub fn replay_capture() -> Vec<u8> {
     fn ipv4(proto: u8, payload: &[u8]) -> Vec<u8> {
         let len = (20 + payload.len()) as u16;
-        let mut ip = vec![0x45, 0, (len >> 8) as u8, len as u8, 0, 1, 0, 0, 64, proto, 0, 0, 192, 168, 77, 10, 192, 168, 77, 20];
+        let mut ip =
+            vec![0x45, 0, (len >> 8) as u8, len as u8, 0, 1, 0, 0, 64, proto, 0, 0, 192, 168, 77, 10, 192, 168, 77, 20];
         ip.extend_from_slice(payload);
         ip
     }
@@ -548,7 +588,8 @@ pub fn replay_capture() -> Vec<u8> {
     // A query for iotwatch.test, type A, from port 40000 to 53.
     let mut dns = vec![0x9c, 0x40, 0, 53, 0, 38, 0, 0, 0x12, 0x34, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];
     dns.extend_from_slice(b"\x08iotwatch\x04test\x00\x00\x01\x00\x01");
-    let mut frames: Vec<Vec<u8>> = (0..REPLAY_PINGS).map(|i| ethernet((i == 3).then_some(77), &ipv4(1, &echo))).collect();
+    let mut frames: Vec<Vec<u8>> =
+        (0..REPLAY_PINGS).map(|i| ethernet((i == 3).then_some(77), &ipv4(1, &echo))).collect();
     frames.push(ethernet(None, &ipv4(17, &dns)));
     // pcap: little-endian, microseconds, snaplen 65535, Ethernet.
     let mut out = Vec::new();
@@ -581,7 +622,8 @@ fn boot(kernel: &Kernel, image: &Path, initrd: &Path, log: &Path, timeout: Durat
         .stderr(fs::File::create(log.with_file_name("qemu.stderr"))?);
     // QEMU dies with xtask (Ctrl-C, kill) instead of running on for minutes.
     cmd::supervised(&mut c, libc::SIGKILL);
-    let mut child = c.spawn().with_context(|| format!("cannot start {}: `cargo xtask setup` installs it", cmd::display(&c)))?;
+    let mut child =
+        c.spawn().with_context(|| format!("cannot start {}: `cargo xtask setup` installs it", cmd::display(&c)))?;
     let stdout = child.stdout.take().context("no stdout pipe")?;
     let mut file = fs::File::create(log).with_context(|| format!("cannot create {}", log.display()))?;
     let reader = std::thread::spawn(move || {
@@ -681,7 +723,10 @@ mod tests {
         }
         assert_eq!((off, frames), (pcap.len(), REPLAY_PINGS + 1));
         let script = AGENT_TEST;
-        assert!(script.contains(&format!("REPLAY_FRAMES={}", REPLAY_PINGS + 1)), "agent-test.sh counts the frames written here");
+        assert!(
+            script.contains(&format!("REPLAY_FRAMES={}", REPLAY_PINGS + 1)),
+            "agent-test.sh counts the frames written here"
+        );
         assert!(script.contains("02:00:00:00:00:0a"), "agent-test.sh names REPLAY_SRC_MAC");
     }
 

@@ -12,8 +12,10 @@
 mod pcap;
 mod pcapng;
 
-use std::io::{self, Chain, Cursor, Read};
-use std::path::Path;
+use std::{
+    io::{self, Chain, Cursor, Read},
+    path::Path,
+};
 
 /// Captured bytes per record accepted; a larger record is invalid.
 pub const MAX_RECORD: usize = 256 * 1024;
@@ -58,18 +60,10 @@ pub struct CaptureError {
 
 impl CaptureError {
     fn fatal(offset: u64, message: impl Into<String>) -> Self {
-        CaptureError {
-            offset,
-            message: message.into(),
-            fatal: true,
-        }
+        CaptureError { offset, message: message.into(), fatal: true }
     }
     fn block(offset: u64, message: impl Into<String>) -> Self {
-        CaptureError {
-            offset,
-            message: message.into(),
-            fatal: false,
-        }
+        CaptureError { offset, message: message.into(), fatal: false }
     }
 }
 
@@ -89,10 +83,7 @@ fn fill(r: &mut impl Read, buf: &mut [u8], pos: u64) -> Result<usize, CaptureErr
             Ok(n) => got += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => {
-                return Err(CaptureError::fatal(
-                    pos + got as u64,
-                    format!("read error: {e}"),
-                ));
+                return Err(CaptureError::fatal(pos + got as u64, format!("read error: {e}")));
             }
         }
     }
@@ -125,10 +116,7 @@ impl<R: Read> Src<R> {
 }
 
 fn truncated(start: u64, what: &str, expected: usize, got: usize) -> CaptureError {
-    CaptureError::fatal(
-        start,
-        format!("truncated {what}: expected {expected} bytes, file ends after {got}"),
-    )
+    CaptureError::fatal(start, format!("truncated {what}: expected {expected} bytes, file ends after {got}"))
 }
 
 /// Fixed-width integers of either byte order, from a slice, without panicking.
@@ -140,27 +128,15 @@ struct Endian {
 impl Endian {
     fn u16(self, b: &[u8], at: usize) -> Option<u16> {
         let a: [u8; 2] = b.get(at..at.checked_add(2)?)?.try_into().ok()?;
-        Some(if self.big {
-            u16::from_be_bytes(a)
-        } else {
-            u16::from_le_bytes(a)
-        })
+        Some(if self.big { u16::from_be_bytes(a) } else { u16::from_le_bytes(a) })
     }
     fn u32(self, b: &[u8], at: usize) -> Option<u32> {
         let a: [u8; 4] = b.get(at..at.checked_add(4)?)?.try_into().ok()?;
-        Some(if self.big {
-            u32::from_be_bytes(a)
-        } else {
-            u32::from_le_bytes(a)
-        })
+        Some(if self.big { u32::from_be_bytes(a) } else { u32::from_le_bytes(a) })
     }
     fn u64(self, b: &[u8], at: usize) -> Option<u64> {
         let a: [u8; 8] = b.get(at..at.checked_add(8)?)?.try_into().ok()?;
-        Some(if self.big {
-            u64::from_be_bytes(a)
-        } else {
-            u64::from_le_bytes(a)
-        })
+        Some(if self.big { u64::from_be_bytes(a) } else { u64::from_le_bytes(a) })
     }
 }
 
@@ -186,18 +162,12 @@ impl<R: Read> CaptureReader<R> {
         }
         let not_capture = || {
             let hex: Vec<String> = magic.iter().take(got).map(|b| format!("{b:02x}")).collect();
-            CaptureError::fatal(
-                0,
-                format!("not a pcap or pcapng file (starts with {})", hex.join(" ")),
-            )
+            CaptureError::fatal(0, format!("not a pcap or pcapng file (starts with {})", hex.join(" ")))
         };
         if got < 4 {
             return Err(not_capture());
         }
-        let mut src = Src {
-            inner: Cursor::new(magic).chain(reader),
-            pos: 0,
-        };
+        let mut src = Src { inner: Cursor::new(magic).chain(reader), pos: 0 };
         let kind = if magic == pcapng::SHB_MAGIC {
             Kind::PcapNg(pcapng::State::default())
         } else if let Some((endian, nanos)) = pcap::magic(magic) {
@@ -205,11 +175,7 @@ impl<R: Read> CaptureReader<R> {
         } else {
             return Err(not_capture());
         };
-        Ok(CaptureReader {
-            src,
-            kind,
-            done: false,
-        })
+        Ok(CaptureReader { src, kind, done: false })
     }
 
     pub fn format(&self) -> Format {

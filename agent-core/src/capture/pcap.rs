@@ -2,8 +2,9 @@
 //! Nothing in a record marks where the next one starts, so a record whose length is
 //! unbelievable or cut short ends the reading (fatal).
 
-use super::{CaptureError, Endian, MAX_RECORD, Packet, Src, truncated};
 use std::io::Read;
+
+use super::{CaptureError, Endian, MAX_RECORD, Packet, Src, truncated};
 
 const HEADER_LEN: usize = 24;
 const RECORD_HEADER_LEN: usize = 16;
@@ -26,26 +27,15 @@ pub(super) struct State {
 }
 
 impl State {
-    pub(super) fn read_header<R: Read>(
-        src: &mut Src<R>,
-        endian: Endian,
-        nanos: bool,
-    ) -> Result<Self, CaptureError> {
+    pub(super) fn read_header<R: Read>(src: &mut Src<R>, endian: Endian, nanos: bool) -> Result<Self, CaptureError> {
         let mut h = [0u8; HEADER_LEN];
         src.read_exact_at(&mut h, 0, 0, HEADER_LEN, "file header")?;
         // The top 4 bits carry the FCS length (and its presence bit): not the link type.
         let linktype = endian.u32(&h, 20).unwrap_or(0) & 0x0fff_ffff;
-        Ok(State {
-            endian,
-            nanos,
-            linktype,
-        })
+        Ok(State { endian, nanos, linktype })
     }
 
-    pub(super) fn next<R: Read>(
-        &mut self,
-        src: &mut Src<R>,
-    ) -> Option<Result<Packet, CaptureError>> {
+    pub(super) fn next<R: Read>(&mut self, src: &mut Src<R>) -> Option<Result<Packet, CaptureError>> {
         let start = src.pos;
         let mut h = [0u8; RECORD_HEADER_LEN];
         match src.read_full(&mut h) {
@@ -64,25 +54,13 @@ impl State {
             return Some(Err(CaptureError::fatal(start, msg)));
         }
         let mut data = vec![0u8; len]; // at most MAX_RECORD, whatever the file says
-        if let Err(e) = src.read_exact_at(
-            &mut data,
-            start,
-            RECORD_HEADER_LEN,
-            RECORD_HEADER_LEN + len,
-            "record",
-        ) {
+        if let Err(e) = src.read_exact_at(&mut data, start, RECORD_HEADER_LEN, RECORD_HEADER_LEN + len, "record") {
             return Some(Err(e));
         }
-        let frac_ns = if self.nanos {
-            u64::from(frac)
-        } else {
-            u64::from(frac) * 1_000
-        };
+        let frac_ns = if self.nanos { u64::from(frac) } else { u64::from(frac) * 1_000 };
         Some(Ok(Packet {
             offset: start,
-            ts_ns: u64::from(sec)
-                .saturating_mul(1_000_000_000)
-                .saturating_add(frac_ns),
+            ts_ns: u64::from(sec).saturating_mul(1_000_000_000).saturating_add(frac_ns),
             linktype: self.linktype,
             interface: 0,
             orig_len: orig.max(incl),

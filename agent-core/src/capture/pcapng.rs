@@ -2,8 +2,9 @@
 //! The length lets us skip any block we do not know, and step over one whose content is
 //! inconsistent (non-fatal); only a length that cannot be true loses the position (fatal).
 
-use super::{CaptureError, Endian, MAX_RECORD, Packet, Src, truncated};
 use std::io::Read;
+
+use super::{CaptureError, Endian, MAX_RECORD, Packet, Src, truncated};
 
 pub(super) const SHB_MAGIC: [u8; 4] = [0x0a, 0x0d, 0x0d, 0x0a];
 const SHB: u32 = 0x0a0d_0d0a;
@@ -39,10 +40,7 @@ pub(super) struct State {
 }
 
 impl State {
-    pub(super) fn next<R: Read>(
-        &mut self,
-        src: &mut Src<R>,
-    ) -> Option<Result<Packet, CaptureError>> {
+    pub(super) fn next<R: Read>(&mut self, src: &mut Src<R>) -> Option<Result<Packet, CaptureError>> {
         loop {
             let start = src.pos;
             match self.read_block(src) {
@@ -79,22 +77,17 @@ impl State {
                 [0x4d, 0x3c, 0x2b, 0x1a] => Endian { big: false },
                 m => {
                     let m = u32::from_be_bytes(m);
-                    return Err(CaptureError::fatal(
-                        start,
-                        format!("bad byte-order magic {m:08x} in section header"),
-                    ));
+                    return Err(CaptureError::fatal(start, format!("bad byte-order magic {m:08x} in section header")));
                 }
             };
         }
         let len = self.endian.u32(&head, 4).unwrap_or(0) as usize;
         if !len.is_multiple_of(4) || !(12..=MAX_BLOCK).contains(&len) {
-            let msg =
-                format!("invalid block length {len} (a multiple of 4 from 12 to {MAX_BLOCK})");
+            let msg = format!("invalid block length {len} (a multiple of 4 from 12 to {MAX_BLOCK})");
             return Err(CaptureError::fatal(start, msg));
         }
         self.buf.clear();
-        self.buf
-            .extend_from_slice(head.get(..have).unwrap_or_default());
+        self.buf.extend_from_slice(head.get(..have).unwrap_or_default());
         self.buf.resize(len, 0);
         let rest = self.buf.get_mut(have..).unwrap_or_default();
         src.read_exact_at(rest, start, have, len, "block")?;
@@ -103,12 +96,7 @@ impl State {
 }
 
 /// One whole block: a packet, nothing (other blocks), or why the block was skipped.
-fn parse(
-    block: &[u8],
-    e: Endian,
-    ifaces: &mut Vec<Interface>,
-    start: u64,
-) -> Result<Option<Packet>, String> {
+fn parse(block: &[u8], e: Endian, ifaces: &mut Vec<Interface>, start: u64) -> Result<Option<Packet>, String> {
     let len = block.len();
     let btype = e.u32(block, 0).unwrap_or(0);
     if btype == SHB {
@@ -116,18 +104,14 @@ fn parse(
     }
     let trailer = e.u32(block, len.saturating_sub(4)).unwrap_or(0);
     if trailer as usize != len {
-        return Err(format!(
-            "block length {len} and trailing length {trailer} differ"
-        ));
+        return Err(format!("block length {len} and trailing length {trailer} differ"));
     }
     let body = block.get(8..len.saturating_sub(4)).unwrap_or_default();
     let u32_at = |at| e.u32(body, at).unwrap_or(0);
     match btype {
         SHB if body.len() < 16 => Err("section header block too short".into()),
         IDB if body.len() < 8 => Err("interface description block too short".into()),
-        IDB if ifaces.len() >= MAX_INTERFACES => {
-            Err(format!("more than {MAX_INTERFACES} interfaces"))
-        }
+        IDB if ifaces.len() >= MAX_INTERFACES => Err(format!("more than {MAX_INTERFACES} interfaces")),
         IDB => {
             let mut iface = Interface {
                 linktype: u32::from(e.u16(body, 0).unwrap_or(0)),
@@ -141,18 +125,12 @@ fn parse(
         }
         EPB | PB if body.len() < 20 => Err("packet block too short".into()),
         EPB | PB => {
-            let id = if btype == PB {
-                u32::from(e.u16(body, 0).unwrap_or(0))
-            } else {
-                u32_at(0)
-            };
+            let id = if btype == PB { u32::from(e.u16(body, 0).unwrap_or(0)) } else { u32_at(0) };
             let ticks = (u64::from(u32_at(4)) << 32) | u64::from(u32_at(8));
             let (cap, orig) = (u32_at(12) as usize, u32_at(16));
             let room = body.len() - 20;
             if cap > room {
-                return Err(format!(
-                    "captured length {cap} overruns the block ({room} bytes of room)"
-                ));
+                return Err(format!("captured length {cap} overruns the block ({room} bytes of room)"));
             }
             let data = body.get(20..20 + cap).unwrap_or_default();
             packet(ifaces, id, Some(ticks), data, orig, start).map(Some)
@@ -176,17 +154,11 @@ fn packet(
     orig: u32,
     start: u64,
 ) -> Result<Packet, String> {
-    let iface = ifaces.get(id as usize).ok_or_else(|| {
-        format!(
-            "packet for undeclared interface {id} ({} declared in this section)",
-            ifaces.len()
-        )
-    })?;
+    let iface = ifaces
+        .get(id as usize)
+        .ok_or_else(|| format!("packet for undeclared interface {id} ({} declared in this section)", ifaces.len()))?;
     if data.len() > MAX_RECORD {
-        return Err(format!(
-            "captured length {} exceeds the limit of {MAX_RECORD} bytes",
-            data.len()
-        ));
+        return Err(format!("captured length {} exceeds the limit of {MAX_RECORD} bytes", data.len()));
     }
     Ok(Packet {
         offset: start,
@@ -238,17 +210,7 @@ fn to_ns(ticks: u64, iface: &Interface) -> u64 {
 
 #[cfg(test)]
 pub(super) fn ticks_to_ns(ticks: u64, tsresol: u8, offset_s: i64) -> u64 {
-    let resolution = if tsresol & 0x80 != 0 {
-        Resolution::Binary(tsresol & 0x7f)
-    } else {
-        Resolution::Decimal(tsresol)
-    };
-    to_ns(
-        ticks,
-        &Interface {
-            linktype: 0,
-            resolution,
-            offset_s,
-        },
-    )
+    let resolution =
+        if tsresol & 0x80 != 0 { Resolution::Binary(tsresol & 0x7f) } else { Resolution::Decimal(tsresol) };
+    to_ns(ticks, &Interface { linktype: 0, resolution, offset_s })
 }

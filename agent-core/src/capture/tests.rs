@@ -25,15 +25,7 @@ fn pcap_header(be: bool, nanos: bool, linktype: u32) -> Vec<u8> {
 }
 
 /// Appends a record; returns its offset. `incl` is written as given (may lie).
-fn pcap_record(
-    out: &mut Vec<u8>,
-    be: bool,
-    sec: u32,
-    frac: u32,
-    incl: u32,
-    orig: u32,
-    data: &[u8],
-) -> u64 {
+fn pcap_record(out: &mut Vec<u8>, be: bool, sec: u32, frac: u32, incl: u32, orig: u32, data: &[u8]) -> u64 {
     let at = out.len() as u64;
     for v in [sec, frac, incl, orig] {
         put32(out, be, v);
@@ -49,10 +41,7 @@ struct Ng {
 
 impl Ng {
     fn new(be: bool) -> Self {
-        let mut ng = Ng {
-            be,
-            out: Vec::new(),
-        };
+        let mut ng = Ng { be, out: Vec::new() };
         ng.shb();
         ng
     }
@@ -93,13 +82,7 @@ impl Ng {
     }
     fn epb(&mut self, iface: u32, ticks: u64, data: &[u8], orig: u32) -> u64 {
         let mut b = Vec::new();
-        for v in [
-            iface,
-            (ticks >> 32) as u32,
-            ticks as u32,
-            data.len() as u32,
-            orig,
-        ] {
+        for v in [iface, (ticks >> 32) as u32, ticks as u32, data.len() as u32, orig] {
             put32(&mut b, self.be, v);
         }
         b.extend_from_slice(data);
@@ -139,24 +122,9 @@ fn err(item: &Result<Packet, CaptureError>) -> &CaptureError {
     item.as_ref().expect_err("an error")
 }
 
-fn assert_packet(
-    p: &Packet,
-    offset: u64,
-    ts_ns: u64,
-    linktype: u32,
-    interface: u32,
-    orig_len: u32,
-    data: &[u8],
-) {
+fn assert_packet(p: &Packet, offset: u64, ts_ns: u64, linktype: u32, interface: u32, orig_len: u32, data: &[u8]) {
     assert_eq!(
-        (
-            p.offset,
-            p.ts_ns,
-            p.linktype,
-            p.interface,
-            p.orig_len,
-            p.data.as_slice()
-        ),
+        (p.offset, p.ts_ns, p.linktype, p.interface, p.orig_len, p.data.as_slice()),
         (offset, ts_ns, linktype, interface, orig_len, data)
     );
 }
@@ -179,15 +147,7 @@ fn pcap_both_byte_orders_and_units() {
             assert_eq!(items.len(), 2, "be={be} nanos={nanos}");
             let ts = T * 1_000_000_000 + if nanos { 123_456_789 } else { 123_456_000 };
             assert_packet(ok(&items[0]), 24, ts, 1, 0, 60, &[1, 2, 3, 4]);
-            assert_packet(
-                ok(&items[1]),
-                44,
-                (T + 1) * 1_000_000_000,
-                1,
-                0,
-                3,
-                &[5, 6, 7],
-            );
+            assert_packet(ok(&items[1]), 44, (T + 1) * 1_000_000_000, 1, 0, 3, &[5, 6, 7]);
         }
     }
 }
@@ -198,15 +158,7 @@ fn pcap_linktype_masks_fcs_bits_and_fixes_short_orig_len() {
     pcap_record(&mut f, false, 1, 2, 5, 2, b"hello"); // orig_len 2 < incl_len 5
     let (_, items) = read_all(&f);
     assert_eq!(items.len(), 1);
-    assert_packet(
-        ok(&items[0]),
-        24,
-        1_000_002_000,
-        linktype::LINUX_SLL,
-        0,
-        5,
-        b"hello",
-    );
+    assert_packet(ok(&items[0]), 24, 1_000_002_000, linktype::LINUX_SLL, 0, 5, b"hello");
 }
 
 #[test]
@@ -238,10 +190,7 @@ fn pcap_truncated_in_record_data() {
     assert_eq!(ok(&items[0]).data, [1, 2]);
     let e = err(&items[1]);
     assert_eq!(e.offset, cut);
-    assert_eq!(
-        e.message,
-        "truncated record: expected 116 bytes, file ends after 46"
-    );
+    assert_eq!(e.message, "truncated record: expected 116 bytes, file ends after 46");
     assert!(e.fatal);
 }
 
@@ -265,13 +214,7 @@ fn pcap_truncated_in_record_header() {
 fn pcap_truncated_file_header_fails_new() {
     let f = pcap_header(false, false, 1);
     let e = CaptureReader::new(&f[..20]).err().expect("error");
-    assert_eq!(
-        e,
-        CaptureError::fatal(
-            0,
-            "truncated file header: expected 24 bytes, file ends after 20"
-        )
-    );
+    assert_eq!(e, CaptureError::fatal(0, "truncated file header: expected 24 bytes, file ends after 20"));
 }
 
 #[test]
@@ -285,21 +228,10 @@ fn pcap_huge_incl_len_is_fatal_without_allocating() {
     assert_eq!(ok(&items[0]).data, [7]);
     let e = err(&items[1]);
     assert_eq!((e.offset, e.fatal), (bad, true));
-    assert_eq!(
-        e.message,
-        "record length 4294967295 exceeds the limit of 262144 bytes"
-    );
+    assert_eq!(e.message, "record length 4294967295 exceeds the limit of 262144 bytes");
     // One byte over the limit is refused too; exactly the limit is read.
     let mut f = pcap_header(false, false, 1);
-    pcap_record(
-        &mut f,
-        false,
-        0,
-        0,
-        MAX_RECORD as u32,
-        0,
-        &vec![1; MAX_RECORD],
-    );
+    pcap_record(&mut f, false, 0, 0, MAX_RECORD as u32, 0, &vec![1; MAX_RECORD]);
     pcap_record(&mut f, false, 0, 0, MAX_RECORD as u32 + 1, 0, &[]);
     let (_, items) = read_all(&f);
     assert_eq!(ok(&items[0]).data.len(), MAX_RECORD);
@@ -315,10 +247,7 @@ fn pcapng_interfaces_blocks_and_sections() {
         ng.idb(linktype::ETHERNET as u16, &[]); // default 10^-6
         let tsoffset = 100i64.to_be_bytes();
         let tsoffset = if be { tsoffset } else { 100i64.to_le_bytes() };
-        ng.idb(
-            linktype::LINUX_SLL2 as u16,
-            &[(2, b"eth1"), (9, &[9]), (14, &tsoffset)],
-        );
+        ng.idb(linktype::LINUX_SLL2 as u16, &[(2, b"eth1"), (9, &[9]), (14, &tsoffset)]);
         let a = ng.epb(0, T * 1_000_000 + 5, &[0xaa; 14], 1514);
         ng.block(4, &[0; 8]); // name resolution: skipped
         ng.block(0x4000_0bad, &[1, 2, 3]); // unknown: skipped
@@ -335,41 +264,14 @@ fn pcapng_interfaces_blocks_and_sections() {
         let (format, items) = read_all(&ng.out);
         assert_eq!(format, Format::PcapNg);
         assert_eq!(items.len(), 6, "be={be}");
-        assert_packet(
-            ok(&items[0]),
-            a,
-            T * 1_000_000_000 + 5_000,
-            1,
-            0,
-            1514,
-            &[0xaa; 14],
-        );
-        assert_packet(
-            ok(&items[1]),
-            b,
-            (T + 100) * 1_000_000_000 + 7,
-            276,
-            1,
-            3,
-            &[0xbb; 3],
-        );
+        assert_packet(ok(&items[0]), a, T * 1_000_000_000 + 5_000, 1, 0, 1514, &[0xaa; 14]);
+        assert_packet(ok(&items[1]), b, (T + 100) * 1_000_000_000 + 7, 276, 1, 3, &[0xbb; 3]);
         // The SPB has no timestamp; its data are min(orig_len, what the block holds).
-        assert_packet(
-            ok(&items[2]),
-            c,
-            0,
-            1,
-            0,
-            100,
-            &[0xcc, 0xcc, 0xcc, 0xcc, 0xcc, 0, 0, 0],
-        );
+        assert_packet(ok(&items[2]), c, 0, 1, 0, 100, &[0xcc, 0xcc, 0xcc, 0xcc, 0xcc, 0, 0, 0]);
         assert_packet(ok(&items[3]), d, 100_000_000_042, 276, 1, 1, &[0xdd]);
         let err4 = err(&items[4]);
         assert_eq!(err4.offset, stale);
-        assert_eq!(
-            err4.message,
-            "packet for undeclared interface 1 (0 declared in this section)"
-        );
+        assert_eq!(err4.message, "packet for undeclared interface 1 (0 declared in this section)");
         assert!(!err4.fatal);
         assert_packet(ok(&items[5]), e, 3_500_000_000, 113, 0, 2, &[0xee; 2]);
     }
@@ -415,10 +317,7 @@ fn pcapng_insane_block_length_is_fatal() {
         assert_eq!(ok(&items[0]).offset, good);
         let e = err(&items[1]);
         assert_eq!((e.offset, e.fatal), (bad, true));
-        let msg = format!(
-            "invalid block length {bad_len} (a multiple of 4 from 12 to {})",
-            MAX_RECORD + 4096
-        );
+        let msg = format!("invalid block length {bad_len} (a multiple of 4 from 12 to {})", MAX_RECORD + 4096);
         assert_eq!(e.message, msg);
     }
 }
@@ -435,11 +334,7 @@ fn pcapng_trailing_length_mismatch_skips_one_block() {
     assert_eq!(items.len(), 2);
     assert_eq!(
         err(&items[0]),
-        &CaptureError {
-            offset: bad,
-            message: "block length 36 and trailing length 100 differ".into(),
-            fatal: false
-        }
+        &CaptureError { offset: bad, message: "block length 36 and trailing length 100 differ".into(), fatal: false }
     );
     assert_packet(ok(&items[1]), good, 2_000, 1, 0, 1, &[5]);
 }
@@ -455,30 +350,11 @@ fn pcapng_packet_before_any_interface_or_undeclared() {
     let (_, items) = read_all(&ng.out);
     assert_eq!(items.len(), 4);
     let expect = |item: &Result<Packet, CaptureError>, offset, msg: &str| {
-        assert_eq!(
-            err(item),
-            &CaptureError {
-                offset,
-                message: msg.into(),
-                fatal: false
-            }
-        );
+        assert_eq!(err(item), &CaptureError { offset, message: msg.into(), fatal: false });
     };
-    expect(
-        &items[0],
-        before,
-        "packet for undeclared interface 0 (0 declared in this section)",
-    );
-    expect(
-        &items[1],
-        spb,
-        "packet for undeclared interface 0 (0 declared in this section)",
-    );
-    expect(
-        &items[2],
-        undeclared,
-        "packet for undeclared interface 7 (1 declared in this section)",
-    );
+    expect(&items[0], before, "packet for undeclared interface 0 (0 declared in this section)");
+    expect(&items[1], spb, "packet for undeclared interface 0 (0 declared in this section)");
+    expect(&items[2], undeclared, "packet for undeclared interface 7 (1 declared in this section)");
     assert_eq!(ok(&items[3]).offset, good);
 }
 
@@ -498,19 +374,11 @@ fn pcapng_inconsistent_content_is_skipped() {
     let bad_opt = ng.idb(113, &[(9, &[6, 6])]);
     let good = ng.epb(1, 0, &[3], 1);
     let (_, items) = read_all(&ng.out);
-    let errs: Vec<_> = items
-        .iter()
-        .take(3)
-        .map(|i| (err(i).offset, err(i).message.as_str(), err(i).fatal))
-        .collect();
+    let errs: Vec<_> = items.iter().take(3).map(|i| (err(i).offset, err(i).message.as_str(), err(i).fatal)).collect();
     assert_eq!(
         errs,
         [
-            (
-                overrun,
-                "captured length 1000 overruns the block (8 bytes of room)",
-                false
-            ),
+            (overrun, "captured length 1000 overruns the block (8 bytes of room)", false),
             (short, "packet block too short", false),
             (bad_opt, "interface option 9 has a bad length 2", false),
         ]
@@ -527,20 +395,14 @@ fn pcapng_truncated_block_and_bad_byte_order() {
     let f = &ng.out[..ng.out.len() - 10];
     let (_, items) = read_all(f);
     assert_eq!(items.len(), 1);
-    assert_eq!(
-        err(&items[0]).message,
-        "truncated block: expected 72 bytes, file ends after 62"
-    );
+    assert_eq!(err(&items[0]).message, "truncated block: expected 72 bytes, file ends after 62");
     assert_eq!(err(&items[0]).offset, cut);
 
     let mut f = Ng::new(false).out;
     f[8..12].copy_from_slice(&[1, 2, 3, 4]);
     let (_, items) = read_all(&f);
     assert_eq!(items.len(), 1);
-    assert_eq!(
-        err(&items[0]),
-        &CaptureError::fatal(0, "bad byte-order magic 01020304 in section header")
-    );
+    assert_eq!(err(&items[0]), &CaptureError::fatal(0, "bad byte-order magic 01020304 in section header"));
 }
 
 // ---- recognition, I/O ----
@@ -548,17 +410,9 @@ fn pcapng_truncated_block_and_bad_byte_order() {
 #[test]
 fn not_a_capture() {
     let e = CaptureReader::new(&b"GIF89a..."[..]).err().expect("error");
-    assert_eq!(
-        e,
-        CaptureError::fatal(0, "not a pcap or pcapng file (starts with 47 49 46 38)")
-    );
-    assert_eq!(
-        e.to_string(),
-        "at byte 0: not a pcap or pcapng file (starts with 47 49 46 38)"
-    );
-    let e = CaptureReader::new(&[0xd4u8, 0xc3][..])
-        .err()
-        .expect("error");
+    assert_eq!(e, CaptureError::fatal(0, "not a pcap or pcapng file (starts with 47 49 46 38)"));
+    assert_eq!(e.to_string(), "at byte 0: not a pcap or pcapng file (starts with 47 49 46 38)");
+    let e = CaptureReader::new(&[0xd4u8, 0xc3][..]).err().expect("error");
     assert_eq!(e.message, "not a pcap or pcapng file (starts with d4 c3)");
     let e = CaptureReader::new(&[][..]).err().expect("error");
     assert_eq!(e, CaptureError::fatal(0, "empty file"));
@@ -597,34 +451,16 @@ fn short_reads_interruptions_and_io_errors() {
     ng.idb(1, &[]);
     ng.epb(0, 1, &[1; 33], 33);
     let second = ng.epb(0, 2, &[2; 7], 7);
-    let whole: Vec<_> = read_all(&ng.out)
-        .1
-        .into_iter()
-        .map(|r| ok(&r).data.clone())
-        .collect();
-    let trickled = CaptureReader::new(Trickle {
-        bytes: &ng.out,
-        interrupt: false,
-        fail_at: None,
-        pos: 0,
-    })
-    .unwrap();
+    let whole: Vec<_> = read_all(&ng.out).1.into_iter().map(|r| ok(&r).data.clone()).collect();
+    let trickled = CaptureReader::new(Trickle { bytes: &ng.out, interrupt: false, fail_at: None, pos: 0 }).unwrap();
     let trickled: Vec<_> = trickled.map(|r| ok(&r).data.clone()).collect();
     assert_eq!(whole, trickled);
 
     let fail_at = second as usize + 10;
-    let reader = Trickle {
-        bytes: &ng.out,
-        interrupt: false,
-        fail_at: Some(fail_at),
-        pos: 0,
-    };
+    let reader = Trickle { bytes: &ng.out, interrupt: false, fail_at: Some(fail_at), pos: 0 };
     let items: Vec<_> = CaptureReader::new(reader).unwrap().collect();
     assert_eq!(items.len(), 2);
-    assert_eq!(
-        err(&items[1]),
-        &CaptureError::fatal(fail_at as u64, "read error: disk on fire")
-    );
+    assert_eq!(err(&items[1]), &CaptureError::fatal(fail_at as u64, "read error: disk on fire"));
 }
 
 #[test]
@@ -665,15 +501,7 @@ fn seed_files() -> Vec<Vec<u8>> {
     for be in [false, true] {
         let mut f = pcap_header(be, be, 1);
         for i in 0..5u8 {
-            pcap_record(
-                &mut f,
-                be,
-                i.into(),
-                0,
-                u32::from(i) * 3,
-                60,
-                &vec![i; usize::from(i) * 3],
-            );
+            pcap_record(&mut f, be, i.into(), 0, u32::from(i) * 3, 60, &vec![i; usize::from(i) * 3]);
         }
         files.push(f);
         let mut ng = Ng::new(be);
@@ -693,16 +521,7 @@ fn seed_files() -> Vec<Vec<u8>> {
 
 #[test]
 fn mutated_files_never_panic_and_terminate() {
-    const INTERESTING: [u32; 8] = [
-        0,
-        1,
-        4,
-        12,
-        0x7fff_ffff,
-        0x8000_0000,
-        u32::MAX,
-        MAX_RECORD as u32 + 1,
-    ];
+    const INTERESTING: [u32; 8] = [0, 1, 4, 12, 0x7fff_ffff, 0x8000_0000, u32::MAX, MAX_RECORD as u32 + 1];
     let seeds = seed_files();
     let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
     let (mut packets, mut errors) = (0usize, 0usize);
@@ -755,10 +574,7 @@ fn mutated_files_never_panic_and_terminate() {
         }
     }
     // The mutations must exercise both outcomes, or the test proves little.
-    assert!(
-        packets > 1000 && errors > 1000,
-        "packets {packets}, errors {errors}"
-    );
+    assert!(packets > 1000 && errors > 1000, "packets {packets}, errors {errors}");
 }
 
 /// The fuzz target's seed corpus (fuzz/corpus/capture) reads to its end on stable, in CI.

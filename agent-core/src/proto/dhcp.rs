@@ -39,8 +39,19 @@ impl MessageType {
     pub fn name(self) -> Option<&'static str> {
         const V4: [&str; 8] = ["DISCOVER", "OFFER", "REQUEST", "DECLINE", "ACK", "NAK", "RELEASE", "INFORM"];
         const V6: [&str; 13] = [
-            "SOLICIT", "ADVERTISE", "REQUEST", "CONFIRM", "RENEW", "REBIND", "REPLY", "RELEASE", "DECLINE",
-            "RECONFIGURE", "INFORMATION-REQUEST", "RELAY-FORW", "RELAY-REPL",
+            "SOLICIT",
+            "ADVERTISE",
+            "REQUEST",
+            "CONFIRM",
+            "RENEW",
+            "REBIND",
+            "REPLY",
+            "RELEASE",
+            "DECLINE",
+            "RECONFIGURE",
+            "INFORMATION-REQUEST",
+            "RELAY-FORW",
+            "RELAY-REPL",
         ];
         let (names, t): (&[&str], u8) = match self {
             MessageType::V4(t) => (&V4, t),
@@ -233,8 +244,7 @@ fn fqdn(mut d: &[u8]) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::fixtures;
-    use super::*;
+    use super::{super::fixtures, *};
 
     #[test]
     fn discover_with_hostname_and_params() {
@@ -273,7 +283,10 @@ mod tests {
 
     #[test]
     fn duid_types() {
-        assert_eq!(duid_mac(&[0, 3, 0, 1, 1, 2, 3, 4, 5, 6]).map(|m| m.to_string()).as_deref(), Some("01:02:03:04:05:06"));
+        assert_eq!(
+            duid_mac(&[0, 3, 0, 1, 1, 2, 3, 4, 5, 6]).map(|m| m.to_string()).as_deref(),
+            Some("01:02:03:04:05:06")
+        );
         assert_eq!(duid_mac(&[0, 3, 0, 6, 1, 2, 3, 4, 5, 6]), None); // not Ethernet
         assert_eq!(duid_mac(&[0, 2, 0, 0, 0, 9, 1, 2]), None); // DUID-EN
     }

@@ -114,12 +114,23 @@ pub enum RecordData {
     Addr(IpAddr),
     /// NS, CNAME and PTR.
     Name(String),
-    Mx { preference: u16, exchange: String },
-    Srv { priority: u16, weight: u16, port: u16, target: String },
+    Mx {
+        preference: u16,
+        exchange: String,
+    },
+    Srv {
+        priority: u16,
+        weight: u16,
+        port: u16,
+        target: String,
+    },
     /// The character-strings of a TXT record (lossy UTF-8).
     Txt(Vec<String>),
     /// Any other type: its length and first bytes (RFC 3597's generic form).
-    Other { len: usize, head: Vec<u8> },
+    Other {
+        len: usize,
+        head: Vec<u8>,
+    },
 }
 
 /// Bytes of an undecoded record kept (and shown in hex).
@@ -255,10 +266,12 @@ fn read_record(msg: &[u8], pos: usize) -> R<(Option<Read>, usize)> {
         return Ok((None, end));
     }
     let data = match rtype {
-        RecordType::A => RecordData::Addr(Ipv4Addr::from(<[u8; 4]>::try_from(rdata).map_err(|_| Stop::Bad("A record not 4 bytes"))?).into()),
-        RecordType::AAAA => {
-            RecordData::Addr(Ipv6Addr::from(<[u8; 16]>::try_from(rdata).map_err(|_| Stop::Bad("AAAA record not 16 bytes"))?).into())
-        }
+        RecordType::A => RecordData::Addr(
+            Ipv4Addr::from(<[u8; 4]>::try_from(rdata).map_err(|_| Stop::Bad("A record not 4 bytes"))?).into(),
+        ),
+        RecordType::AAAA => RecordData::Addr(
+            Ipv6Addr::from(<[u8; 16]>::try_from(rdata).map_err(|_| Stop::Bad("AAAA record not 16 bytes"))?).into(),
+        ),
         RecordType::NS | RecordType::CNAME | RecordType::PTR => RecordData::Name(rdata_name(msg, start, end)?),
         RecordType::MX => {
             let preference = be_u16(rdata, 0).ok_or(Stop::Bad("short MX"))?;
@@ -268,7 +281,9 @@ fn read_record(msg: &[u8], pos: usize) -> R<(Option<Read>, usize)> {
             let f = |at| be_u16(rdata, at).ok_or(Stop::Bad("short SRV"));
             RecordData::Srv { priority: f(0)?, weight: f(2)?, port: f(4)?, target: rdata_name(msg, start + 6, end)? }
         }
-        RecordType::TXT => RecordData::Txt(split_txt(rdata)?.iter().map(|s| String::from_utf8_lossy(s).into_owned()).collect()),
+        RecordType::TXT => {
+            RecordData::Txt(split_txt(rdata)?.iter().map(|s| String::from_utf8_lossy(s).into_owned()).collect())
+        }
         _ => RecordData::Other { len: rdata.len(), head: rdata[..rdata.len().min(GENERIC_HEAD)].to_vec() },
     };
     let record = DnsRecord { name, rtype, data, ttl, cache_flush: class & 0x8000 != 0 };
@@ -383,8 +398,7 @@ pub fn base64_like(s: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::super::fixtures;
-    use super::*;
+    use super::{super::fixtures, *};
 
     fn header(flags: u16, qd: u16, an: u16) -> Vec<u8> {
         let mut m = vec![0x12, 0x34];
@@ -404,11 +418,19 @@ mod tests {
         let types: Vec<_> = ev.records.iter().map(|r| (r.rtype.to_string(), r.name.as_str())).collect();
         assert_eq!(
             types,
-            [("PTR".to_owned(), "_ewelink._tcp.local"), ("SRV".to_owned(), inst), ("TXT".to_owned(), inst), ("A".to_owned(), "eWeLink_1000ac354c.local")]
+            [
+                ("PTR".to_owned(), "_ewelink._tcp.local"),
+                ("SRV".to_owned(), inst),
+                ("TXT".to_owned(), inst),
+                ("A".to_owned(), "eWeLink_1000ac354c.local")
+            ]
         );
         assert_eq!(ev.records.first().map(|r| r.data.to_string()).as_deref(), Some(inst));
         assert_eq!(ev.records.get(1).map(|r| r.data.to_string()).as_deref(), Some("0 0 8081 eWeLink_1000ac354c.local"));
-        assert_eq!(ev.records.get(3).map(|r| &r.data), Some(&RecordData::Addr("192.168.2.154".parse().expect("an address"))));
+        assert_eq!(
+            ev.records.get(3).map(|r| &r.data),
+            Some(&RecordData::Addr("192.168.2.154".parse().expect("an address")))
+        );
         assert!(ev.records.get(1).is_some_and(|r| r.cache_flush));
         assert!(ev.names.contains(&"eWeLink_1000ac354c.local".to_owned()));
         assert_eq!(ev.txt.len(), 4);
@@ -427,7 +449,8 @@ mod tests {
         let recs: Vec<_> = ev.records.iter().map(|r| (r.rtype.to_string(), r.data.to_string())).collect();
         assert_eq!(
             recs,
-            [("CNAME", "pool.ntp.example.net"), ("CNAME", "eu.pool.ntp.example.net"), ("A", "203.0.113.7")].map(|(t, d)| (t.to_owned(), d.to_owned()))
+            [("CNAME", "pool.ntp.example.net"), ("CNAME", "eu.pool.ntp.example.net"), ("A", "203.0.113.7")]
+                .map(|(t, d)| (t.to_owned(), d.to_owned()))
         );
         assert_eq!(ev.names.len(), 3);
         // Same message over TCP, with its length prefix and a second message behind it.
@@ -442,7 +465,10 @@ mod tests {
         let mut m = header(0, 1, 0);
         m.extend(b"\x05_hap_\x04_tcp\x05local\x00\x00\x63\x80\x01");
         let ev = parse(&m, false).expect("parses");
-        assert_eq!((ev.qname.as_deref(), ev.qtype.map(|t| t.to_string()).as_deref()), (Some("_hap_._tcp.local"), Some("TYPE99")));
+        assert_eq!(
+            (ev.qname.as_deref(), ev.qtype.map(|t| t.to_string()).as_deref()),
+            (Some("_hap_._tcp.local"), Some("TYPE99"))
+        );
         assert!(ev.unicast_response && !ev.response && !ev.unsolicited);
     }
 

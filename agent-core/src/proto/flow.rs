@@ -41,7 +41,8 @@ pub fn printable_ratio(payload: &[u8]) -> f64 {
     if payload.is_empty() {
         return 0.0;
     }
-    let printable = payload.iter().filter(|&&b| (0x20..0x7f).contains(&b) || matches!(b, b'\t' | b'\r' | b'\n')).count();
+    let printable =
+        payload.iter().filter(|&&b| (0x20..0x7f).contains(&b) || matches!(b, b'\t' | b'\r' | b'\n')).count();
     printable as f64 / payload.len() as f64
 }
 
@@ -53,8 +54,7 @@ fn looks_like_tls_record(p: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::super::fixtures;
-    use super::*;
+    use super::{super::fixtures, *};
 
     #[test]
     fn classes() {

@@ -224,8 +224,7 @@ fn http_error(e: httparse::Error) -> &'static str {
 
 #[cfg(test)]
 mod tests {
-    use super::super::fixtures;
-    use super::*;
+    use super::{super::fixtures, *};
 
     #[test]
     fn get_with_range() {
@@ -258,7 +257,10 @@ mod tests {
         assert_eq!(ev.range, None);
         // Cut inside the request line.
         let ev = parse(b"GET /firmware/cam-5").expect("parses");
-        assert_eq!((ev.method.as_ref().map(Method::as_str), ev.uri.as_deref(), ev.truncated), (Some("GET"), None, true));
+        assert_eq!(
+            (ev.method.as_ref().map(Method::as_str), ev.uri.as_deref(), ev.truncated),
+            (Some("GET"), None, true)
+        );
         let ev = parse(b"GET /rootdesc.xml HTT").expect("parses");
         assert_eq!(ev.uri.as_deref(), Some("/rootdesc.xml"));
         let ev = parse(b"HTTP/1.1 206 Parti").expect("parses");

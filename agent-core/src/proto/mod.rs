@@ -130,7 +130,6 @@ pub(crate) fn be_u32(b: &[u8], at: usize) -> Option<u32> {
     Some(u32::from_be_bytes(a))
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -206,6 +205,7 @@ mod tests {
     #[test]
     fn the_readme_names_the_serialised_fields() {
         use std::collections::{BTreeMap, BTreeSet};
+
         use serde_json::Value;
         /// Keys, and the keys whose values are objects (or arrays of them).
         fn keys(v: &Value, out: &mut (BTreeSet<String>, BTreeSet<String>)) {
@@ -231,7 +231,8 @@ mod tests {
                 }
             }
         }
-        let readme = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md")).expect("README.md");
+        let readme = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"))
+            .expect("README.md");
         let section = readme.split("Fields by kind").nth(1).expect("the README lists the fields by kind");
         let section = section.split("\n\n").next().unwrap_or_default();
         let mut checked = 0;
@@ -253,7 +254,8 @@ mod tests {
             }
             for kind in kinds.split(',').map(|k| k.trim().trim_matches('`')) {
                 let family = if kind == "mdns" { "dns" } else { kind };
-                let (have, containers) = seen.get(family).unwrap_or_else(|| panic!("README kind {kind} has no fixture"));
+                let (have, containers) =
+                    seen.get(family).unwrap_or_else(|| panic!("README kind {kind} has no fixture"));
                 for (field, inner) in &listed {
                     let members = if containers.contains(field) { inner.as_slice() } else { &[] };
                     for f in std::iter::once(field).chain(members) {

@@ -37,8 +37,22 @@ const PUBLISH: u8 = 3;
 
 fn type_name(t: u8) -> &'static str {
     const NAMES: [&str; 16] = [
-        "RESERVED", "CONNECT", "CONNACK", "PUBLISH", "PUBACK", "PUBREC", "PUBREL", "PUBCOMP", "SUBSCRIBE",
-        "SUBACK", "UNSUBSCRIBE", "UNSUBACK", "PINGREQ", "PINGRESP", "DISCONNECT", "AUTH",
+        "RESERVED",
+        "CONNECT",
+        "CONNACK",
+        "PUBLISH",
+        "PUBACK",
+        "PUBREC",
+        "PUBREL",
+        "PUBCOMP",
+        "SUBSCRIBE",
+        "SUBACK",
+        "UNSUBSCRIBE",
+        "UNSUBACK",
+        "PINGREQ",
+        "PINGRESP",
+        "DISCONNECT",
+        "AUTH",
     ];
     NAMES.get(usize::from(t)).copied().unwrap_or("RESERVED")
 }
@@ -153,8 +167,7 @@ fn publish(p: &[u8], at: usize, first: u8, len: u32, ev: &mut MqttEvent) -> Resu
 
 #[cfg(test)]
 mod tests {
-    use super::super::fixtures;
-    use super::*;
+    use super::{super::fixtures, *};
 
     #[test]
     fn connect_with_and_without_credentials() {
@@ -200,7 +213,8 @@ mod tests {
 
     #[test]
     fn every_prefix_is_safe() {
-        for full in [fixtures::mqtt_connect_credentials(), fixtures::mqtt_connect_anonymous(), fixtures::mqtt_publish()] {
+        for full in [fixtures::mqtt_connect_credentials(), fixtures::mqtt_connect_anonymous(), fixtures::mqtt_publish()]
+        {
             for n in 0..full.len() {
                 if let Ok(ev) = parse(full.get(..n).unwrap_or_default()) {
                     assert!(ev.truncated, "prefix {n}");

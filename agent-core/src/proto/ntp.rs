@@ -107,8 +107,7 @@ fn ref_id_text(stratum: u8, id: &[u8]) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::super::fixtures;
-    use super::*;
+    use super::{super::fixtures, *};
 
     #[test]
     fn client_and_server() {

@@ -2,8 +2,11 @@
 
 use serde::Serialize;
 
-use super::http::{self, StartLine};
-use super::{ParseError, is_false};
+use super::{
+    ParseError,
+    http::{self, StartLine},
+    is_false,
+};
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SsdpEvent {
@@ -103,8 +106,7 @@ pub fn parse(payload: &[u8]) -> Result<SsdpEvent, ParseError> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::fixtures;
-    use super::*;
+    use super::{super::fixtures, *};
 
     #[test]
     fn m_search_from_the_talk() {

@@ -189,8 +189,7 @@ impl<'a> Reader<'a> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::fixtures;
-    use super::*;
+    use super::{super::fixtures, *};
 
     #[test]
     fn tls13_client_hello() {

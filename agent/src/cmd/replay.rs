@@ -21,9 +21,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::Context as _;
-
 use agent_common::wire::verdict;
+use anyhow::Context as _;
 use iotwatch_core::{
     capture::{self, CaptureError, Format, Packet, linktype},
     clock::Clock,
@@ -81,7 +80,11 @@ impl Replayer {
         }
         if p.linktype != linktype::ETHERNET || p.data.len() < 14 {
             c.skipped_frames += 1;
-            let key = if p.linktype == linktype::ETHERNET { "1 (shorter than an Ethernet header)".to_owned() } else { p.linktype.to_string() };
+            let key = if p.linktype == linktype::ETHERNET {
+                "1 (shorter than an Ethernet header)".to_owned()
+            } else {
+                p.linktype.to_string()
+            };
             *c.skipped_link_types.entry(key).or_default() += 1;
             return Ok(None);
         }
@@ -96,7 +99,10 @@ impl Replayer {
             None => {
                 let ret = run_xdp_replay(&self.ebpf, data, wire_len, p.ts_ns)
                     .with_context(|| format!("frame at byte {}: neither program could be run on it", p.offset))?;
-                anyhow::ensure!(ret == verdict::XDP_PASS, "the XDP program returned {ret}, not XDP_PASS: a bug, please report it");
+                anyhow::ensure!(
+                    ret == verdict::XDP_PASS,
+                    "the XDP program returned {ret}, not XDP_PASS: a bug, please report it"
+                );
             }
         }
         // The reader keeps up with the ring: nothing is lost however fast the replay runs.
@@ -138,7 +144,12 @@ impl Progress {
             self.last = Instant::now();
             let pct = (offset as f64 / size as f64 * 100.0).min(100.0);
             let filled = (pct / 5.0) as usize;
-            eprint!("\r{} [{}{}] {pct:5.1}% {packets} frames", file.display(), "#".repeat(filled), " ".repeat(20 - filled.min(20)));
+            eprint!(
+                "\r{} [{}{}] {pct:5.1}% {packets} frames",
+                file.display(),
+                "#".repeat(filled),
+                " ".repeat(20 - filled.min(20))
+            );
         }
     }
 
@@ -201,9 +212,16 @@ pub fn run(args: &ReplayArgs) -> anyhow::Result<Outcome> {
                     };
                     if let Some(e) = error {
                         progress.done();
-                        eprintln!("iotwatch: {name}: {e}{}", if e.fatal { "; the rest of this file is skipped" } else { "; skipped" });
+                        eprintln!(
+                            "iotwatch: {name}: {e}{}",
+                            if e.fatal { "; the rest of this file is skipped" } else { "; skipped" }
+                        );
                         summary.errors += 1;
-                        r.capture.invalid.push(InvalidInput { file: name.clone(), offset: e.offset, message: e.message.clone() });
+                        r.capture.invalid.push(InvalidInput {
+                            file: name.clone(),
+                            offset: e.offset,
+                            message: e.message.clone(),
+                        });
                         if e.fatal {
                             break;
                         }

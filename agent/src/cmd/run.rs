@@ -6,13 +6,12 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
-use tokio::signal::unix::{SignalKind, signal};
-
 use iotwatch_core::{
     clock::{self, Clock},
     report::Report,
     scope::{Prefix, ScopeClassifier},
 };
+use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
     cli::RunArgs,
@@ -100,7 +99,9 @@ fn kernel_features() -> anyhow::Result<()> {
     let floor = aya::util::KernelVersion::new(5, 18, 0);
     match aya::util::KernelVersion::current() {
         // bpf_xdp_load_bytes (5.18) is the newest helper the programs call; ring buffers are 5.8.
-        Ok(v) if v < floor => bail!("kernel {v} is older than 5.18, which iotwatch needs (BPF ring buffer, bpf_xdp_load_bytes): use a newer kernel"),
+        Ok(v) if v < floor => bail!(
+            "kernel {v} is older than 5.18, which iotwatch needs (BPF ring buffer, bpf_xdp_load_bytes): use a newer kernel"
+        ),
         Ok(_) => {}
         Err(e) => tracing::warn!("cannot read the kernel's version ({e}); going on"),
     }
@@ -110,7 +111,9 @@ fn kernel_features() -> anyhow::Result<()> {
     // Without the JIT the programs run interpreted: correct, several times slower.
     match std::fs::read_to_string("/proc/sys/net/core/bpf_jit_enable").map(|s| s.trim().to_owned()) {
         Ok(v) if v != "0" => {}
-        _ => tracing::warn!("the BPF JIT is off or missing (/proc/sys/net/core/bpf_jit_enable): programs run interpreted, much slower; `sysctl net.core.bpf_jit_enable=1`"),
+        _ => tracing::warn!(
+            "the BPF JIT is off or missing (/proc/sys/net/core/bpf_jit_enable): programs run interpreted, much slower; `sysctl net.core.bpf_jit_enable=1`"
+        ),
     }
     Ok(())
 }
@@ -188,9 +191,9 @@ async fn serve_until_signal(
     attacher: &mut Attacher,
     ebpf: &mut aya::Ebpf,
 ) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("cannot listen on {} (in use? choose another with --web.listen-address)", args.listen))?;
+    let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| {
+        format!("cannot listen on {} (in use? choose another with --web.listen-address)", args.listen)
+    })?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let mut server = tokio::spawn(web::serve(listener, agent.clone(), async {
         let _ = stop_rx.await;

@@ -131,7 +131,8 @@ impl Attacher {
     /// Attaches to ports that joined the bridge and forgets ports that left it; returns what
     /// changed as (interface, joined).
     pub fn sync_ports(&mut self, ebpf: &mut Ebpf) -> Result<Vec<(String, bool)>, AttachError> {
-        let ports = netif::bridge_ports(&self.bridge).map_err(|source| AttachError::Ports { bridge: self.bridge.clone(), source })?;
+        let ports = netif::bridge_ports(&self.bridge)
+            .map_err(|source| AttachError::Ports { bridge: self.bridge.clone(), source })?;
         let mut changes = Vec::new();
         let gone: Vec<String> =
             self.links.keys().filter(|i| **i != self.bridge && !ports.contains(i)).cloned().collect();
@@ -163,7 +164,11 @@ impl Attacher {
                     remove_stale_filters(iface, attach_type);
                 }
                 let tc: &mut SchedClassifier = program(ebpf, TC_PROGRAM)?;
-                let id = tc.attach(iface, attach_type).map_err(|source| AttachError::Tc { iface: iface.to_owned(), hook, source })?;
+                let id = tc.attach(iface, attach_type).map_err(|source| AttachError::Tc {
+                    iface: iface.to_owned(),
+                    hook,
+                    source,
+                })?;
                 Link::Tc(id)
             }
             Hook::Xdp => {
@@ -175,7 +180,9 @@ impl Attacher {
                         let iface = iface.to_owned();
                         return Err(match os_error(&source) {
                             Some(libc::EEXIST | libc::EBUSY) => AttachError::XdpBusy { iface },
-                            Some(libc::EOPNOTSUPP | libc::EINVAL) if mode == XdpMode::Driver => AttachError::NoNativeXdp { iface },
+                            Some(libc::EOPNOTSUPP | libc::EINVAL) if mode == XdpMode::Driver => {
+                                AttachError::NoNativeXdp { iface }
+                            }
                             _ => AttachError::Xdp { iface, source },
                         });
                     }

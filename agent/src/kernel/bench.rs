@@ -117,9 +117,13 @@ pub fn run(repeat: u32) -> anyhow::Result<Value> {
         for (w, v) in weighted.iter_mut().zip(t) {
             *w += v * f64::from(*share) / 100.0;
         }
-        per_frame.insert((*name).to_owned(), json!(names.iter().zip(t).map(|(n, v)| (n.to_string(), json!(v))).collect::<serde_json::Map<_, _>>()));
+        per_frame.insert(
+            (*name).to_owned(),
+            json!(names.iter().zip(t).map(|(n, v)| (n.to_string(), json!(v))).collect::<serde_json::Map<_, _>>()),
+        );
     }
-    let ns: serde_json::Map<String, Value> = names.iter().zip(weighted).map(|(n, v)| (n.to_string(), json!((v * 10.0).round() / 10.0))).collect();
+    let ns: serde_json::Map<String, Value> =
+        names.iter().zip(weighted).map(|(n, v)| (n.to_string(), json!((v * 10.0).round() / 10.0))).collect();
     let ratio = |a: usize, b: usize| json!((weighted[a] / weighted[b] * 100.0).round() / 100.0);
     Ok(json!({
         "repeat": repeat,

@@ -12,7 +12,6 @@ use aya::{
     Ebpf,
     maps::{MapData, PerCpuArray, PerCpuHashMap},
 };
-
 use iotwatch_core::{
     ledger::Totals,
     mac::Mac,
@@ -27,7 +26,8 @@ pub struct Maps {
 
 impl Maps {
     pub fn take(ebpf: &mut Ebpf) -> anyhow::Result<Self> {
-        let mut take = |name: &str| ebpf.take_map(name).with_context(|| format!("map {name} missing from the eBPF object"));
+        let mut take =
+            |name: &str| ebpf.take_map(name).with_context(|| format!("map {name} missing from the eBPF object"));
         Ok(Self {
             devices: take(DEVICE_STATS)?.try_into().context(DEVICE_STATS)?,
             conversations: take(CONVERSATIONS)?.try_into().context(CONVERSATIONS)?,
@@ -106,4 +106,3 @@ impl Collector {
         })
     }
 }
-

@@ -1,11 +1,11 @@
 //! Loading the eBPF object built by build.rs, with map sizes and globals set at load.
 
+use std::path::{Path, PathBuf};
+
 use agent_common::{
     CONVERSATIONS, DEVICE_STATS, GLOBAL_REPLAY, REPLAY_MODE,
     sample::{self, GLOBAL_BURST, GLOBAL_FIRST_PACKETS, GLOBAL_RATE, GLOBAL_SNAPLEN, SAMPLE_MAX, SAMPLES},
 };
-use std::path::{Path, PathBuf};
-
 use aya::{
     Ebpf, EbpfLoader,
     programs::{ProgramError, SchedClassifier, Xdp},
@@ -83,7 +83,9 @@ pub enum LoadError {
     Missing(String),
     #[error("program {name} has an unexpected type")]
     WrongType { name: String, source: ProgramError },
-    #[error("loading program {program} was not permitted ({source}): run as root, or with CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON")]
+    #[error(
+        "loading program {program} was not permitted ({source}): run as root, or with CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON"
+    )]
     NotPermitted { program: &'static str, source: std::io::Error },
     /// The kernel's verifier refused a program: a bug of ours for that kernel.
     #[error(
@@ -152,7 +154,9 @@ pub fn load(opts: &LoadOptions) -> Result<Ebpf, LoadError> {
 fn verified(program: &'static str, loaded: Result<(), ProgramError>) -> Result<(), LoadError> {
     match loaded {
         Ok(()) => Ok(()),
-        Err(ProgramError::LoadError { io_error, verifier_log }) => Err(refused(program, io_error, &verifier_log.to_string())),
+        Err(ProgramError::LoadError { io_error, verifier_log }) => {
+            Err(refused(program, io_error, &verifier_log.to_string()))
+        }
         Err(source) => Err(LoadError::Program { program, source }),
     }
 }
@@ -171,7 +175,10 @@ fn refused(program: &'static str, io_error: std::io::Error, log: &str) -> LoadEr
 /// says where, or why nowhere. A file left by another user is not overwritten: the log goes
 /// to one named after this process.
 fn keep_log(program: &str, log: &str) -> String {
-    let dir = std::env::var_os("STATE_DIRECTORY").map(PathBuf::from).filter(|d| d.is_dir()).unwrap_or_else(std::env::temp_dir);
+    let dir = std::env::var_os("STATE_DIRECTORY")
+        .map(PathBuf::from)
+        .filter(|d| d.is_dir())
+        .unwrap_or_else(std::env::temp_dir);
     let first = dir.join(format!("iotwatch-verifier-{program}.log"));
     let second = dir.join(format!("iotwatch-verifier-{program}-{}.log", std::process::id()));
     let mut why = String::new();
@@ -191,7 +198,8 @@ fn verifier_gist(log: &str) -> Option<&str> {
 }
 
 fn kernel_release() -> String {
-    std::fs::read_to_string(Path::new("/proc/sys/kernel/osrelease")).map_or_else(|_| "(unknown)".to_owned(), |r| r.trim().to_owned())
+    std::fs::read_to_string(Path::new("/proc/sys/kernel/osrelease"))
+        .map_or_else(|_| "(unknown)".to_owned(), |r| r.trim().to_owned())
 }
 
 /// A loaded program by name and type.

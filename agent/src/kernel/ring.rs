@@ -3,12 +3,12 @@
 use std::os::fd::{AsFd as _, OwnedFd};
 
 use agent_common::sample::{KINDS, SAMPLE_STATS, SAMPLES, outcome};
-use iotwatch_core::snapshot::SampleCounts;
 use anyhow::Context as _;
 use aya::{
     Ebpf,
     maps::{MapData, PerCpuArray, RingBuf},
 };
+use iotwatch_core::snapshot::SampleCounts;
 
 pub struct Samples {
     ring: RingBuf<MapData>,
@@ -18,7 +18,8 @@ pub struct Samples {
 impl Samples {
     pub fn take(ebpf: &mut Ebpf) -> anyhow::Result<Self> {
         let ring = ebpf.take_map(SAMPLES).context("map SAMPLES missing")?.try_into().context(SAMPLES)?;
-        let stats = ebpf.take_map(SAMPLE_STATS).context("map SAMPLE_STATS missing")?.try_into().context(SAMPLE_STATS)?;
+        let stats =
+            ebpf.take_map(SAMPLE_STATS).context("map SAMPLE_STATS missing")?.try_into().context(SAMPLE_STATS)?;
         Ok(Self { ring, stats })
     }
 
@@ -41,7 +42,8 @@ impl Samples {
         let mut out = [[0u64; outcome::OUTCOMES]; KINDS];
         for (k, row) in out.iter_mut().enumerate() {
             for (o, cell) in row.iter_mut().enumerate() {
-                let values = self.stats.get(&((k * outcome::OUTCOMES + o) as u32), 0).context("reading SAMPLE_STATS")?;
+                let values =
+                    self.stats.get(&((k * outcome::OUTCOMES + o) as u32), 0).context("reading SAMPLE_STATS")?;
                 *cell = values.iter().sum();
             }
         }

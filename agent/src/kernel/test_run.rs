@@ -89,9 +89,8 @@ pub fn run_tc(ebpf: &Ebpf, input: &TcInput<'_>) -> anyhow::Result<i32> {
         ..SkBuffCtx::default()
     };
     // SAFETY: SkBuffCtx is repr(C) plain data; viewing it as bytes is sound.
-    let ctx_bytes = unsafe {
-        std::slice::from_raw_parts((&raw const ctx).cast::<u8>(), std::mem::size_of::<SkBuffCtx>())
-    };
+    let ctx_bytes =
+        unsafe { std::slice::from_raw_parts((&raw const ctx).cast::<u8>(), std::mem::size_of::<SkBuffCtx>()) };
     let result = prog
         .test_run(TestRunOptions { data_in: Some(input.data), ctx_in: Some(ctx_bytes), ..TestRunOptions::default() })
         .with_context(|| format!("BPF_PROG_TEST_RUN of the TC program on {} bytes", input.data.len()))?;
@@ -100,7 +99,11 @@ pub fn run_tc(ebpf: &Ebpf, input: &TcInput<'_>) -> anyhow::Result<i32> {
 
 /// Runs the XDP program `repeat` times on `data`; returns its return code and the mean time.
 pub fn run_xdp(ebpf: &Ebpf, data: &[u8], repeat: u32) -> anyhow::Result<(u32, std::time::Duration)> {
-    let prog: &Xdp = ebpf.program(XDP_PROGRAM).context("XDP program missing")?.try_into().context("XDP program has an unexpected type")?;
+    let prog: &Xdp = ebpf
+        .program(XDP_PROGRAM)
+        .context("XDP program missing")?
+        .try_into()
+        .context("XDP program has an unexpected type")?;
     let result = prog
         .test_run(TestRunOptions { data_in: Some(data), repeat, ..TestRunOptions::default() })
         .with_context(|| format!("BPF_PROG_TEST_RUN of the XDP program on {} bytes", data.len()))?;
@@ -122,11 +125,17 @@ struct XdpMdCtx {
 
 /// Runs the XDP program once in replay mode with a [`ReplayMeta`] as XDP metadata.
 pub fn run_xdp_replay(ebpf: &Ebpf, data: &[u8], wire_len: u32, tstamp_ns: u64) -> anyhow::Result<u32> {
-    let prog: &Xdp = ebpf.program(XDP_PROGRAM).context("XDP program missing")?.try_into().context("XDP program has an unexpected type")?;
+    let prog: &Xdp = ebpf
+        .program(XDP_PROGRAM)
+        .context("XDP program missing")?
+        .try_into()
+        .context("XDP program has an unexpected type")?;
     let meta = ReplayMeta { wire_len, _pad: 0, tstamp_ns };
     let mut input = Vec::with_capacity(size_of::<ReplayMeta>() + data.len());
     // SAFETY: ReplayMeta is repr(C) plain data without padding.
-    input.extend_from_slice(unsafe { std::slice::from_raw_parts((&raw const meta).cast::<u8>(), size_of::<ReplayMeta>()) });
+    input.extend_from_slice(unsafe {
+        std::slice::from_raw_parts((&raw const meta).cast::<u8>(), size_of::<ReplayMeta>())
+    });
     input.extend_from_slice(data);
     let ctx = XdpMdCtx { data: size_of::<ReplayMeta>() as u32, data_end: input.len() as u32, ..XdpMdCtx::default() };
     // SAFETY: XdpMdCtx is repr(C) plain data.

@@ -4,12 +4,11 @@
 
 use std::{
     fs::{self, File, OpenOptions},
-    io::{self, Write},
+    io::{self, Write as _},
     path::PathBuf,
 };
 
 use anyhow::Context as _;
-
 use iotwatch_core::events::Event;
 
 enum Target {
@@ -32,11 +31,9 @@ impl EventLog {
             (Target::Stdout(io::stdout()), 0)
         } else {
             let path = PathBuf::from(spec);
-            let file = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&path)
-                .with_context(|| format!("cannot open the event log {} (check the directory exists and is writable)", path.display()))?;
+            let file = OpenOptions::new().create(true).append(true).open(&path).with_context(|| {
+                format!("cannot open the event log {} (check the directory exists and is writable)", path.display())
+            })?;
             let written = file.metadata().map(|m| m.len()).unwrap_or(0);
             (Target::File { path, file }, written)
         };
@@ -85,8 +82,9 @@ impl EventLog {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use iotwatch_core::proto::{EventFields, flow::FlowEvent};
+
+    use super::*;
 
     fn event(i: u64) -> Event {
         Event {
@@ -98,7 +96,12 @@ mod tests {
             dst_mac: iotwatch_core::mac::Mac([2, 0, 0, 0, 0, 2]),
             dst_ip: None,
             dst_port: None,
-            fields: EventFields::Flow(FlowEvent { transport: "udp", payload_bytes: i, payload_class: "binary", printable_ratio: 0.0 }),
+            fields: EventFields::Flow(FlowEvent {
+                transport: "udp",
+                payload_bytes: i,
+                payload_class: "binary",
+                printable_ratio: 0.0,
+            }),
         }
     }
 

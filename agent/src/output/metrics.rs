@@ -10,10 +10,13 @@ use agent_common::{
     CONVERSATIONS, DEVICE_STATS, Stat,
     sample::{SampleKind, outcome},
 };
+use iotwatch_core::{
+    labels::{LabelBudget, OTHER, sanitize},
+    ledger::{Direction, Totals, Transport},
+    mac::Mac,
+    view::View,
+};
 use prometheus::{Encoder as _, Gauge, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
-
-use iotwatch_core::{labels::{LabelBudget, OTHER, sanitize}, ledger::{Direction, Totals, Transport}, mac::Mac};
-use iotwatch_core::view::View;
 
 use crate::kernel::attach::Hook;
 
@@ -74,27 +77,146 @@ impl Metrics {
         let names = &mut Vec::new();
         let counters = |name: &str, help: &str, labels: &[&str]| IntCounterVec::new(Opts::new(name, help), labels);
         let gauges = |name: &str, help: &str, labels: &[&str]| IntGaugeVec::new(Opts::new(name, help), labels);
-        let build = register!(r, names, gauges("iotwatch_build_info", "Build of the running agent.", &["version", "aya"]));
+        let build =
+            register!(r, names, gauges("iotwatch_build_info", "Build of the running agent.", &["version", "aya"]));
         build.with_label_values(&[env!("CARGO_PKG_VERSION"), "0.14.0"]).set(1);
         let m = Self {
-            device_packets: register!(r, names, counters("iotwatch_device_packets_total", "Wire frames a device sent (tx) or received (rx), by the scope of its peer.", &["mac", "direction", "scope"])),
-            device_bytes: register!(r, names, counters("iotwatch_device_bytes_total", "Wire bytes a device sent (tx) or received (rx), by the scope of its peer.", &["mac", "direction", "scope"])),
-            mac_packets: register!(r, names, counters("iotwatch_mac_packets_total", "Exact per-MAC wire frames from the kernel's never-evicting map (tx: source MAC, rx: destination MAC, group MACs included).", &["mac", "direction"])),
-            mac_bytes: register!(r, names, counters("iotwatch_mac_bytes_total", "Exact per-MAC wire bytes, see iotwatch_mac_packets_total.", &["mac", "direction"])),
-            port_packets: register!(r, names, counters("iotwatch_device_port_packets_total", "Wire frames a device sent, by transport and destination port (top ports per device, the rest as port=\"other\").", &["mac", "proto", "port"])),
-            port_bytes: register!(r, names, counters("iotwatch_device_port_bytes_total", "Wire bytes a device sent, by transport and destination port.", &["mac", "proto", "port"])),
-            device_info: register!(r, names, gauges("iotwatch_device_info", "A device (unicast MAC seen on the bridge), its IEEE vendor and the name it gave itself (DHCP hostname, mDNS host name).", &["mac", "vendor", "name"])),
-            bpf_events: register!(r, names, counters("iotwatch_bpf_events_total", "The kernel program's own statistics: frames, parse outcomes, map update failures.", &["event"])),
+            device_packets: register!(
+                r,
+                names,
+                counters(
+                    "iotwatch_device_packets_total",
+                    "Wire frames a device sent (tx) or received (rx), by the scope of its peer.",
+                    &["mac", "direction", "scope"]
+                )
+            ),
+            device_bytes: register!(
+                r,
+                names,
+                counters(
+                    "iotwatch_device_bytes_total",
+                    "Wire bytes a device sent (tx) or received (rx), by the scope of its peer.",
+                    &["mac", "direction", "scope"]
+                )
+            ),
+            mac_packets: register!(
+                r,
+                names,
+                counters(
+                    "iotwatch_mac_packets_total",
+                    "Exact per-MAC wire frames from the kernel's never-evicting map (tx: source MAC, rx: destination MAC, group MACs included).",
+                    &["mac", "direction"]
+                )
+            ),
+            mac_bytes: register!(
+                r,
+                names,
+                counters(
+                    "iotwatch_mac_bytes_total",
+                    "Exact per-MAC wire bytes, see iotwatch_mac_packets_total.",
+                    &["mac", "direction"]
+                )
+            ),
+            port_packets: register!(
+                r,
+                names,
+                counters(
+                    "iotwatch_device_port_packets_total",
+                    "Wire frames a device sent, by transport and destination port (top ports per device, the rest as port=\"other\").",
+                    &["mac", "proto", "port"]
+                )
+            ),
+            port_bytes: register!(
+                r,
+                names,
+                counters(
+                    "iotwatch_device_port_bytes_total",
+                    "Wire bytes a device sent, by transport and destination port.",
+                    &["mac", "proto", "port"]
+                )
+            ),
+            device_info: register!(
+                r,
+                names,
+                gauges(
+                    "iotwatch_device_info",
+                    "A device (unicast MAC seen on the bridge), its IEEE vendor and the name it gave itself (DHCP hostname, mDNS host name).",
+                    &["mac", "vendor", "name"]
+                )
+            ),
+            bpf_events: register!(
+                r,
+                names,
+                counters(
+                    "iotwatch_bpf_events_total",
+                    "The kernel program's own statistics: frames, parse outcomes, map update failures.",
+                    &["event"]
+                )
+            ),
             map_entries: register!(r, names, gauges("iotwatch_bpf_map_entries", "Entries in a BPF map.", &["map"])),
             map_capacity: register!(r, names, gauges("iotwatch_bpf_map_capacity", "Capacity of a BPF map.", &["map"])),
-            evictions: register!(r, names, IntCounter::new("iotwatch_bpf_conversation_evictions_total", "Conversations evicted from the LRU map before the agent aged them out (their latest counts are lost).")),
-            overflow: register!(r, names, counters("iotwatch_label_overflow_total", "Distinct label values folded into \"other\" because of a cardinality cap.", &["label"])),
-            attached: register!(r, names, gauges("iotwatch_attached_interfaces", "Interfaces the program is attached to, by hook.", &["interface", "hook"])),
-            events: register!(r, names, counters("iotwatch_events_total", "Protocol events (parsed header samples) a device sent, by kind.", &["mac", "kind"])),
-            samples: register!(r, names, counters("iotwatch_samples_total", "Header samples by kind and outcome: sent to userspace, dropped (ring buffer full), suppressed (per-source rate limit).", &["kind", "outcome"])),
-            parse_errors: register!(r, names, counters("iotwatch_sample_parse_errors_total", "Samples no parser could read.", &["kind"])),
-            event_log_errors: register!(r, names, IntCounter::new("iotwatch_event_log_errors_total", "Events that could not be written to the event log.")),
-            scrape_duration: register!(r, names, Gauge::new("iotwatch_scrape_duration_seconds", "Time the last refresh of the maps took.")),
+            evictions: register!(
+                r,
+                names,
+                IntCounter::new(
+                    "iotwatch_bpf_conversation_evictions_total",
+                    "Conversations evicted from the LRU map before the agent aged them out (their latest counts are lost)."
+                )
+            ),
+            overflow: register!(
+                r,
+                names,
+                counters(
+                    "iotwatch_label_overflow_total",
+                    "Distinct label values folded into \"other\" because of a cardinality cap.",
+                    &["label"]
+                )
+            ),
+            attached: register!(
+                r,
+                names,
+                gauges(
+                    "iotwatch_attached_interfaces",
+                    "Interfaces the program is attached to, by hook.",
+                    &["interface", "hook"]
+                )
+            ),
+            events: register!(
+                r,
+                names,
+                counters(
+                    "iotwatch_events_total",
+                    "Protocol events (parsed header samples) a device sent, by kind.",
+                    &["mac", "kind"]
+                )
+            ),
+            samples: register!(
+                r,
+                names,
+                counters(
+                    "iotwatch_samples_total",
+                    "Header samples by kind and outcome: sent to userspace, dropped (ring buffer full), suppressed (per-source rate limit).",
+                    &["kind", "outcome"]
+                )
+            ),
+            parse_errors: register!(
+                r,
+                names,
+                counters("iotwatch_sample_parse_errors_total", "Samples no parser could read.", &["kind"])
+            ),
+            event_log_errors: register!(
+                r,
+                names,
+                IntCounter::new(
+                    "iotwatch_event_log_errors_total",
+                    "Events that could not be written to the event log."
+                )
+            ),
+            scrape_duration: register!(
+                r,
+                names,
+                Gauge::new("iotwatch_scrape_duration_seconds", "Time the last refresh of the maps took.")
+            ),
             registry: r,
             names: std::mem::take(names),
             limits,
@@ -184,7 +306,10 @@ impl Metrics {
             for (o, name) in outcome::NAMES.iter().enumerate() {
                 raise(&self.samples.with_label_values(&[kind.name(), name]), p.sample_counts[kind as usize][o]);
             }
-            raise(&self.parse_errors.with_label_values(&[kind.name()]), p.events.parse_errors.get(&kind).copied().unwrap_or(0));
+            raise(
+                &self.parse_errors.with_label_values(&[kind.name()]),
+                p.events.parse_errors.get(&kind).copied().unwrap_or(0),
+            );
         }
         raise(&self.event_log_errors, p.event_log_errors);
         self.attached.reset();
@@ -210,7 +335,6 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use agent_common::{ConvKey, DeviceCounters, ip_version};
-
     use iotwatch_core::{
         events::EventStore,
         ledger::{Delta, Ledger},
@@ -221,7 +345,14 @@ mod tests {
 
     use super::*;
 
-    fn view<'a>(ledger: &'a Ledger, last: &'a Snapshot, oui: &'a Oui, scopes: &'a ScopeClassifier, events: &'a EventStore, counts: &'a SampleCounts) -> View<'a> {
+    fn view<'a>(
+        ledger: &'a Ledger,
+        last: &'a Snapshot,
+        oui: &'a Oui,
+        scopes: &'a ScopeClassifier,
+        events: &'a EventStore,
+        counts: &'a SampleCounts,
+    ) -> View<'a> {
         View { ledger, last, oui, scopes, events, sample_counts: counts, event_log_errors: 0 }
     }
 
@@ -230,7 +361,14 @@ mod tests {
     }
 
     fn delta(src: u8, dport: u16, bytes: u64) -> Delta {
-        let mut key = ConvKey { src_mac: [2, 0, 0, 0, 0, src], dst_mac: [2, 0, 0, 0, 0, 1], ip_version: ip_version::V4, proto: 17, dst_port: dport, ..ConvKey::default() };
+        let mut key = ConvKey {
+            src_mac: [2, 0, 0, 0, 0, src],
+            dst_mac: [2, 0, 0, 0, 0, 1],
+            ip_version: ip_version::V4,
+            proto: 17,
+            dst_port: dport,
+            ..ConvKey::default()
+        };
         key.src_ip[..4].copy_from_slice(&[192, 168, 77, src]);
         key.dst_ip[..4].copy_from_slice(&[203, 0, 113, 10]);
         Delta { key, packets: 1, bytes, first_seen_ns: 1, last_seen_ns: 1 }
@@ -248,7 +386,10 @@ mod tests {
             ledger.apply(&delta(src, port, bytes), &scopes);
         }
         let snap = Snapshot {
-            macs: vec![(Mac([2, 0, 0, 0, 0, 10]), DeviceCounters { tx_packets: 3, tx_bytes: 1600, ..Default::default() })],
+            macs: vec![(
+                Mac([2, 0, 0, 0, 0, 10]),
+                DeviceCounters { tx_packets: 3, tx_bytes: 1600, ..Default::default() },
+            )],
             stats: vec![7; Stat::ALL.len()],
             ..Snapshot::default()
         };
@@ -258,28 +399,64 @@ mod tests {
         counts[SampleKind::Ssdp as usize][outcome::SUPPRESSED] = 3;
         m.sync(&view(&ledger, &snap, &oui, &scopes, &events, &counts), &[("p1".into(), Hook::TcIngress)], 0.01);
         let text = m.render();
-        assert!(line(&text, r#"iotwatch_device_bytes_total{direction="tx",mac="02:00:00:00:00:0a",scope="internet"} 1600"#).is_some(), "{text}");
-        assert!(line(&text, r#"iotwatch_device_bytes_total{direction="rx",mac="02:00:00:00:00:01",scope="lan"} 1650"#).is_some(), "{text}");
-        assert!(line(&text, r#"iotwatch_device_bytes_total{direction="tx",mac="other",scope="internet"} 50"#).is_some(), "{text}");
-        assert!(line(&text, r#"iotwatch_device_port_bytes_total{mac="02:00:00:00:00:0a",port="53",proto="udp"} 1000"#).is_some(), "{text}");
-        assert!(line(&text, r#"iotwatch_device_port_bytes_total{mac="02:00:00:00:00:0a",port="123",proto="udp"} 500"#).is_some(), "{text}");
-        assert!(line(&text, r#"iotwatch_device_port_bytes_total{mac="02:00:00:00:00:0a",port="other",proto="udp"} 100"#).is_some(), "{text}");
+        assert!(
+            line(&text, r#"iotwatch_device_bytes_total{direction="tx",mac="02:00:00:00:00:0a",scope="internet"} 1600"#)
+                .is_some(),
+            "{text}"
+        );
+        assert!(
+            line(&text, r#"iotwatch_device_bytes_total{direction="rx",mac="02:00:00:00:00:01",scope="lan"} 1650"#)
+                .is_some(),
+            "{text}"
+        );
+        assert!(
+            line(&text, r#"iotwatch_device_bytes_total{direction="tx",mac="other",scope="internet"} 50"#).is_some(),
+            "{text}"
+        );
+        assert!(
+            line(&text, r#"iotwatch_device_port_bytes_total{mac="02:00:00:00:00:0a",port="53",proto="udp"} 1000"#)
+                .is_some(),
+            "{text}"
+        );
+        assert!(
+            line(&text, r#"iotwatch_device_port_bytes_total{mac="02:00:00:00:00:0a",port="123",proto="udp"} 500"#)
+                .is_some(),
+            "{text}"
+        );
+        assert!(
+            line(&text, r#"iotwatch_device_port_bytes_total{mac="02:00:00:00:00:0a",port="other",proto="udp"} 100"#)
+                .is_some(),
+            "{text}"
+        );
         assert!(line(&text, r#"iotwatch_label_overflow_total{label="device"} 1"#).is_some(), "{text}");
         assert!(line(&text, r#"iotwatch_label_overflow_total{label="port"} 1"#).is_some(), "{text}");
         assert!(line(&text, r#"iotwatch_bpf_events_total{event="frames"} 7"#).is_some(), "{text}");
         assert!(line(&text, r#"iotwatch_attached_interfaces{hook="tc_ingress",interface="p1"} 1"#).is_some(), "{text}");
         assert!(line(&text, r#"iotwatch_bpf_map_capacity{map="CONVERSATIONS"} 64"#).is_some(), "{text}");
-        assert!(line(&text, r#"iotwatch_mac_bytes_total{direction="tx",mac="02:00:00:00:00:0a"} 1600"#).is_some(), "{text}");
+        assert!(
+            line(&text, r#"iotwatch_mac_bytes_total{direction="tx",mac="02:00:00:00:00:0a"} 1600"#).is_some(),
+            "{text}"
+        );
         assert!(line(&text, r#"iotwatch_samples_total{kind="ssdp",outcome="suppressed"} 3"#).is_some(), "{text}");
-        assert!(line(&text, r#"iotwatch_samples_total{kind="mqtt",outcome="dropped"} 0"#).is_some(), "every loss is exported from the start: {text}");
+        assert!(
+            line(&text, r#"iotwatch_samples_total{kind="mqtt",outcome="dropped"} 0"#).is_some(),
+            "every loss is exported from the start: {text}"
+        );
 
         // More traffic later: counters rise to the new totals, the folded device stays folded.
         ledger.apply(&delta(11, 80, 50), &scopes);
         ledger.apply(&delta(10, 443, 900), &scopes);
         m.sync(&view(&ledger, &snap, &oui, &scopes, &events, &counts), &[], 0.01);
         let text = m.render();
-        assert!(line(&text, r#"iotwatch_device_bytes_total{direction="tx",mac="other",scope="internet"} 100"#).is_some(), "{text}");
-        assert!(line(&text, r#"iotwatch_device_port_bytes_total{mac="02:00:00:00:00:0a",port="other",proto="udp"} 1000"#).is_some(), "{text}");
+        assert!(
+            line(&text, r#"iotwatch_device_bytes_total{direction="tx",mac="other",scope="internet"} 100"#).is_some(),
+            "{text}"
+        );
+        assert!(
+            line(&text, r#"iotwatch_device_port_bytes_total{mac="02:00:00:00:00:0a",port="other",proto="udp"} 1000"#)
+                .is_some(),
+            "{text}"
+        );
         assert!(line(&text, "iotwatch_attached_interfaces{").is_none(), "detached interfaces disappear");
     }
 }

@@ -1,14 +1,14 @@
 //! HTTP: a landing page, /metrics and /api/v1/report, from whatever state serves them.
 
+use std::sync::Arc;
+
 use axum::{
     Router,
     extract::State,
     http::{StatusCode, header},
-    response::{Html, IntoResponse, Response},
+    response::{Html, IntoResponse as _, Response},
     routing::get,
 };
-
-use std::sync::Arc;
 
 /// What the endpoints serve, each read fresh for every request. The calls may block (they read
 /// the kernel's maps): they run off the async workers.
@@ -21,7 +21,11 @@ pub trait Source: Send + Sync + 'static {
 
 type Shared = Arc<dyn Source>;
 
-pub async fn serve(listener: tokio::net::TcpListener, agent: Shared, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    agent: Shared,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let app = Router::new()
         .route("/", get(landing))
         .route("/metrics", get(metrics))
@@ -45,7 +49,9 @@ async fn metrics(State(agent): State<Shared>) -> Response {
     let result = tokio::task::spawn_blocking(move || agent.metrics()).await;
     match result {
         Ok(Ok(text)) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response(),
-        Ok(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, format!("reading the BPF maps failed: {e:#}\n")).into_response(),
+        Ok(Err(e)) => {
+            (StatusCode::INTERNAL_SERVER_ERROR, format!("reading the BPF maps failed: {e:#}\n")).into_response()
+        }
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("internal error: {e}\n")).into_response(),
     }
 }
@@ -54,7 +60,9 @@ async fn report(State(agent): State<Shared>) -> Response {
     let result = tokio::task::spawn_blocking(move || agent.report_json()).await;
     match result {
         Ok(Ok(json)) => ([(header::CONTENT_TYPE, "application/json")], json).into_response(),
-        Ok(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, format!("building the report failed: {e:#}\n")).into_response(),
+        Ok(Err(e)) => {
+            (StatusCode::INTERNAL_SERVER_ERROR, format!("building the report failed: {e:#}\n")).into_response()
+        }
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("internal error: {e}\n")).into_response(),
     }
 }
