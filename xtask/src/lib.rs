@@ -14,6 +14,7 @@ pub mod netns;
 pub mod run;
 pub mod setup;
 pub mod signal;
+pub mod structure;
 pub mod test;
 pub mod traffic;
 pub mod vm;

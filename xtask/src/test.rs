@@ -9,7 +9,7 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 
-use crate::{agent, cmd, deploycheck, dist, setup, vm, workspace_root};
+use crate::{agent, cmd, deploycheck, dist, setup, structure, vm, workspace_root};
 
 fn cargo(args: &[&str]) -> Command {
     let mut c = Command::new("cargo");
@@ -83,6 +83,18 @@ pub fn test(skip: &[String]) -> Result<()> {
                 "warnings",
             ]),
         )?;
+    }
+    if run("clippy") {
+        // Nightly rustfmt: rustfmt.toml uses aya's unstable import options.
+        step("format", &mut done, cargo(&["+nightly", "fmt", "--all", "--", "--check"]))?;
+        let mut fuzz_fmt = cargo(&["+nightly", "fmt", "--", "--check"]);
+        fuzz_fmt.current_dir(root.join("fuzz"));
+        step("format (fuzz)", &mut done, fuzz_fmt)?;
+        structure::core_is_pure(&root)?;
+        for src in ["agent/src", "agent-core/src", "xtask/src"] {
+            structure::no_import_cycle(&root.join(src))?;
+        }
+        done.push("core free of kernel and runtime crates; no import cycle".to_owned());
     }
     if run("host") {
         step("host tests", &mut done, cargo(&["test"]))?;
