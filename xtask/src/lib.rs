@@ -16,6 +16,7 @@ pub mod setup;
 pub mod signal;
 pub mod structure;
 pub mod test;
+pub mod tmp;
 pub mod traffic;
 pub mod vm;
 

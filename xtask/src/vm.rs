@@ -21,6 +21,7 @@ use anyhow::{Context as _, Result, bail};
 use crate::{
     agent, cmd,
     dist::{self, Arch},
+    tmp::TempDir,
 };
 
 /// A kernel to boot: a Debian kernel package, booted with the userland and the agent package
@@ -476,15 +477,6 @@ fn copy_libraries(elf: &Path, sysroot: &Path, arch: Arch, root: &Path) -> Result
     Ok(())
 }
 
-/// Removes a directory when dropped.
-struct TempDir(PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
-
 fn copy(from: &Path, to: &Path) -> Result<()> {
     if let Some(d) = to.parent() {
         fs::create_dir_all(d)?;
@@ -495,9 +487,8 @@ fn copy(from: &Path, to: &Path) -> Result<()> {
 }
 
 fn build_initramfs(kdir: &Path, kver: &str, sysroot: &Path, arch: Arch, deb: &Path, out: &Path) -> Result<()> {
-    let root = TempDir(std::env::temp_dir().join(format!("iotwatch-vm-{}", std::process::id())));
-    let r = &root.0;
-    let _ = fs::remove_dir_all(r);
+    let root = TempDir::new("iotwatch-vm")?;
+    let r = root.path();
     for d in ["bin", "sbin", "usr/bin", "usr/sbin", "proc", "sys", "dev", "run", "tmp", "etc", "modules", "var/run"] {
         fs::create_dir_all(r.join(d)).with_context(|| format!("cannot create {}", r.join(d).display()))?;
     }
