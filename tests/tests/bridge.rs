@@ -6,16 +6,15 @@
 
 use std::{
     collections::BTreeMap,
-    path::PathBuf,
     process::Command,
     time::{Duration, Instant},
 };
 
 use aya::programs::{SchedClassifier, TcAttachType};
 use iotwatch_tests::{
-    agent_bin,
+    TempDir, agent_bin,
     capture::{Frame, Tcpdump},
-    privileged,
+    privileged_test, temp_dir,
 };
 use xtask::{HomeLab, LabOptions, Sample, agent::Agent, metrics::scrape};
 
@@ -27,9 +26,10 @@ fn quiet_lab(prefix: &str, devices: usize) -> HomeLab {
     lab
 }
 
-fn start_agent(lab: &HomeLab, attach: &str, port: u16, extra: &[&str]) -> Agent {
+/// The agent on the lab's bridge; its stderr goes to `<dir>/agent-<port>.log`.
+fn start_agent(lab: &HomeLab, dir: &TempDir, attach: &str, port: u16, extra: &[&str]) -> Agent {
     let listen = format!("127.0.0.1:{port}");
-    let log = std::env::temp_dir().join(format!("iotwatch-test-{port}.log"));
+    let log = dir.join(format!("agent-{port}.log"));
     let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
     let mut agent =
         Agent::spawn(&agent_bin(), &lab.bridge, attach, &listen, &extra, Some(&log)).expect("start the agent");
@@ -101,22 +101,19 @@ fn exported(samples: &[Sample], mac: &str) -> (Counts, Counts) {
     (exact, by_scope)
 }
 
-fn capture_file(name: &str) -> PathBuf {
-    std::env::temp_dir().join(format!("iotwatch-test-{}-{name}.pcap", std::process::id()))
-}
-
 /// Port to port, device to host and host to device, counted against tcpdump on every port
 /// (ingress) and on the bridge (egress: what the host sends), with offloads off so that one
 /// socket buffer is one wire frame.
 fn exact_counts(prefix: &str, attach: &str, http_port: u16) {
+    let dir = temp_dir(&format!("iotwatch-bridge-{prefix}"));
     let lab = quiet_lab(prefix, 2);
     lab.set_offloads(false).expect("offloads off");
     let (a, b) = (&lab.devices[0], &lab.devices[1]);
-    let mut agent = start_agent(&lab, attach, http_port, &[]);
+    let mut agent = start_agent(&lab, &dir, attach, http_port, &[]);
 
-    let mut dumps = vec![Tcpdump::start(&lab.bridge, "out", capture_file(&format!("{prefix}-br")))];
+    let mut dumps = vec![Tcpdump::start(&lab.bridge, "out", dir.join("br.pcap"))];
     for port in [&a.port, &b.port, &lab.gateway.port] {
-        dumps.push(Tcpdump::start(port, "in", capture_file(&format!("{prefix}-{port}"))));
+        dumps.push(Tcpdump::start(port, "in", dir.join(format!("{port}.pcap"))));
     }
     let (a_ip, b_ip, host_ip) = (a.ip.to_string(), b.ip.to_string(), lab.bridge_ip.to_string());
     ns(&lab, &a.ns, &["ping", "-c", "5", "-i", "0.2", "-s", "200", &b_ip]); // port to port
@@ -187,23 +184,20 @@ fn mac_bytes(text: &str) -> [u8; 6] {
     v.try_into().expect("six bytes")
 }
 
-#[test]
-fn exact_counts_with_tc() {
-    if privileged("exact_counts_with_tc") {
+privileged_test! {
+    fn exact_counts_with_tc() {
         exact_counts("iwt1", "tc", 19471);
     }
 }
 
-#[test]
-fn exact_counts_with_xdp_skb_mode() {
-    if privileged("exact_counts_with_xdp_skb_mode") {
+privileged_test! {
+    fn exact_counts_with_xdp_skb_mode() {
         exact_counts("iwt2", "xdp-skb", 19472);
     }
 }
 
-#[test]
-fn exact_counts_with_native_xdp() {
-    if privileged("exact_counts_with_native_xdp") {
+privileged_test! {
+    fn exact_counts_with_native_xdp() {
         exact_counts("iwt3", "xdp", 19473);
     }
 }
@@ -222,73 +216,72 @@ fn snmp_tcp_out_segs(lab: &HomeLab, ns: &str) -> u64 {
     field("OutSegs") + field("RetransSegs")
 }
 
-/// With GSO/GRO on, one socket buffer carries many segments: the program must count each wire
-/// frame. Reference: the sender's own segment count (TcpOutSegs of each namespace).
-#[test]
-fn gso_counts_wire_segments_not_buffers() {
-    if !privileged("gso_counts_wire_segments_not_buffers") {
-        return;
-    }
-    let lab = quiet_lab("iwt4", 2);
-    lab.set_offloads(true).expect("offloads on");
-    let (a, b) = (&lab.devices[0], &lab.devices[1]);
-    let mut agent = start_agent(&lab, "tc", 19474, &[]);
-    let server = format!(
-        "import socket\ns=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(('{}', 5201)); s.listen(1)\nc,_=s.accept()\nn=0\nwhile True:\n  d=c.recv(65536)\n  if not d: break\n  n+=len(d)\nc.close(); print(n)",
-        b.ip
-    );
-    let srv = lab
-        .exec(&b.ns, &["/usr/bin/python3", "-c", &server])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("server");
-    std::thread::sleep(Duration::from_millis(500));
-    let before = (snmp_tcp_out_segs(&lab, &a.ns), snmp_tcp_out_segs(&lab, &b.ns));
-    let dump = Tcpdump::start(&a.port, "in", capture_file("iwt4-a"));
-    let client =
-        format!("import socket\nc=socket.create_connection(('{}', 5201))\nc.sendall(b'z'*4000000)\nc.close()", b.ip);
-    ns(&lab, &a.ns, &["/usr/bin/python3", "-c", &client]);
-    let out = srv.wait_with_output().expect("server done");
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "4000000");
-    std::thread::sleep(Duration::from_millis(500));
-    let after = (snmp_tcp_out_segs(&lab, &a.ns), snmp_tcp_out_segs(&lab, &b.ns));
-    let frames = dump.finish();
-    let samples = scrape(&agent.listen).expect("scrape");
-    agent.stop().expect("stop");
+privileged_test! {
+    /// With GSO/GRO on, one socket buffer carries many segments: the program must count each wire
+    /// frame. Reference: the sender's own segment count (TcpOutSegs of each namespace).
+    fn gso_counts_wire_segments_not_buffers() {
+        let dir = temp_dir("iotwatch-bridge-iwt4");
+        let lab = quiet_lab("iwt4", 2);
+        lab.set_offloads(true).expect("offloads on");
+        let (a, b) = (&lab.devices[0], &lab.devices[1]);
+        let mut agent = start_agent(&lab, &dir, "tc", 19474, &[]);
+        let server = format!(
+            "import socket\ns=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(('{}', 5201)); s.listen(1)\nc,_=s.accept()\nn=0\nwhile True:\n  d=c.recv(65536)\n  if not d: break\n  n+=len(d)\nc.close(); print(n)",
+            b.ip
+        );
+        let srv = lab
+            .exec(&b.ns, &["/usr/bin/python3", "-c", &server])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("server");
+        std::thread::sleep(Duration::from_millis(500));
+        let before = (snmp_tcp_out_segs(&lab, &a.ns), snmp_tcp_out_segs(&lab, &b.ns));
+        let dump = Tcpdump::start(&a.port, "in", dir.join("a.pcap"));
+        let client = format!(
+            "import socket\nc=socket.create_connection(('{}', 5201))\nc.sendall(b'z'*4000000)\nc.close()",
+            b.ip
+        );
+        ns(&lab, &a.ns, &["/usr/bin/python3", "-c", &client]);
+        let out = srv.wait_with_output().expect("server done");
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "4000000");
+        std::thread::sleep(Duration::from_millis(500));
+        let after = (snmp_tcp_out_segs(&lab, &a.ns), snmp_tcp_out_segs(&lab, &b.ns));
+        let frames = dump.finish();
+        let samples = scrape(&agent.listen).expect("scrape");
+        agent.stop().expect("stop");
 
-    let (a_segs, b_segs) = (after.0 - before.0, after.1 - before.1);
-    let captured: u64 = frames.iter().map(|f| u64::from(f.orig_len)).sum();
-    eprintln!("segments {a_segs}, buffers on the port {}, captured bytes {captured}", frames.len());
-    let (exact, by_scope) = exported(&samples, &a.mac);
-    assert_eq!(exact.tx_packets, a_segs, "A's frames = the segments A's TCP sent");
-    assert_eq!(exact.rx_packets, b_segs, "A received the segments B's TCP sent");
-    assert_eq!(by_scope, exact);
-    // The buffers tcpdump saw on A's port were fewer than the segments: GSO really happened.
-    let buffers = frames.len() as u64;
-    assert!(buffers < a_segs, "expected aggregated buffers: {buffers} buffers for {a_segs} segments");
-    assert!(sum(&samples, "iotwatch_bpf_events_total", &[("event", "gso_buffers")]) > 0);
-    // Wire bytes: each buffer's length plus, per extra segment, the 66 bytes of headers each
-    // segment repeats (Ethernet 14 + IPv4 20 + TCP 32 with timestamps).
-    assert_eq!(exact.tx_bytes, captured + (a_segs - buffers) * 66);
+        let (a_segs, b_segs) = (after.0 - before.0, after.1 - before.1);
+        let captured: u64 = frames.iter().map(|f| u64::from(f.orig_len)).sum();
+        eprintln!("segments {a_segs}, buffers on the port {}, captured bytes {captured}", frames.len());
+        let (exact, by_scope) = exported(&samples, &a.mac);
+        assert_eq!(exact.tx_packets, a_segs, "A's frames = the segments A's TCP sent");
+        assert_eq!(exact.rx_packets, b_segs, "A received the segments B's TCP sent");
+        assert_eq!(by_scope, exact);
+        // The buffers tcpdump saw on A's port were fewer than the segments: GSO really happened.
+        let buffers = frames.len() as u64;
+        assert!(buffers < a_segs, "expected aggregated buffers: {buffers} buffers for {a_segs} segments");
+        assert!(sum(&samples, "iotwatch_bpf_events_total", &[("event", "gso_buffers")]) > 0);
+        // Wire bytes: each buffer's length plus, per extra segment, the 66 bytes of headers each
+        // segment repeats (Ethernet 14 + IPv4 20 + TCP 32 with timestamps).
+        assert_eq!(exact.tx_bytes, captured + (a_segs - buffers) * 66);
+    }
 }
 
-/// Tagged traffic over the bridge: live, TC reads the outer tag from socket-buffer metadata and
-/// must add its 4 bytes; tcpdump shows the tag, so the lengths must match exactly. The frames are
-/// sent raw (AF_PACKET) so the test needs no 8021q module.
-#[test]
-fn vlan_tagged_traffic_counts_the_tag() {
-    if !privileged("vlan_tagged_traffic_counts_the_tag") {
-        return;
-    }
-    let lab = quiet_lab("iwt5", 2);
-    lab.set_offloads(false).expect("offloads off");
-    let (a, b) = (&lab.devices[0], &lab.devices[1]);
-    let mut agent = start_agent(&lab, "tc", 19475, &[]);
-    let dump = Tcpdump::start(&a.port, "in", capture_file("iwt5-a"));
-    // 6 frames with one 802.1Q tag (54 bytes), 6 with an 802.1ad tag over an 802.1Q tag (QinQ,
-    // 58 bytes), each an IPv4/UDP datagram from A to B (veth does not pad short frames).
-    let send = format!(
-        r#"import socket, struct
+privileged_test! {
+    /// Tagged traffic over the bridge: live, TC reads the outer tag from socket-buffer metadata and
+    /// must add its 4 bytes; tcpdump shows the tag, so the lengths must match exactly. The frames are
+    /// sent raw (AF_PACKET) so the test needs no 8021q module.
+    fn vlan_tagged_traffic_counts_the_tag() {
+        let dir = temp_dir("iotwatch-bridge-iwt5");
+        let lab = quiet_lab("iwt5", 2);
+        lab.set_offloads(false).expect("offloads off");
+        let (a, b) = (&lab.devices[0], &lab.devices[1]);
+        let mut agent = start_agent(&lab, &dir, "tc", 19475, &[]);
+        let dump = Tcpdump::start(&a.port, "in", dir.join("a.pcap"));
+        // 6 frames with one 802.1Q tag (54 bytes), 6 with an 802.1ad tag over an 802.1Q tag (QinQ,
+        // 58 bytes), each an IPv4/UDP datagram from A to B (veth does not pad short frames).
+        let send = format!(
+            r#"import socket, struct
 s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW); s.bind(("eth0", 0))
 dst, src = bytes.fromhex("{}"), bytes.fromhex("{}")
 ip = bytes([0x45,0,0,36, 0,1,0,0, 64,17,0,0, 192,168,77,11, 192,168,77,12])
@@ -297,29 +290,30 @@ for i in range(6):
     s.send(dst + src + b"\x81\x00" + struct.pack("!H", 10) + b"\x08\x00" + ip + udp)
     s.send(dst + src + b"\x88\xa8" + struct.pack("!H", 100) + b"\x81\x00" + struct.pack("!H", 10) + b"\x08\x00" + ip + udp)
 "#,
-        b.mac.replace(':', ""),
-        a.mac.replace(':', "")
-    );
-    ns(&lab, &a.ns, &["/usr/bin/python3", "-c", &send]);
-    std::thread::sleep(Duration::from_millis(500));
-    let frames = dump.finish();
-    let samples = scrape(&agent.listen).expect("scrape");
-    agent.stop().expect("stop");
-    let single = frames.iter().filter(|f| f.data[12..14] == [0x81, 0x00]).count();
-    let qinq = frames.iter().filter(|f| f.data[12..14] == [0x88, 0xa8]).count();
-    assert_eq!((single, qinq, frames.len()), (6, 6, 12), "tcpdump shows every frame with its tags");
-    let len_of = |tpid: [u8; 2]| frames.iter().filter(|f| f.data[12..14] == tpid).map(|f| f.orig_len).max();
-    assert_eq!((len_of([0x81, 0x00]), len_of([0x88, 0xa8])), (Some(54), Some(58)), "lengths include the tags");
-    for (mac, counts) in reference(&frames) {
-        assert_eq!(exported(&samples, &mac).0, counts, "tagged counts of {mac}");
+            b.mac.replace(':', ""),
+            a.mac.replace(':', "")
+        );
+        ns(&lab, &a.ns, &["/usr/bin/python3", "-c", &send]);
+        std::thread::sleep(Duration::from_millis(500));
+        let frames = dump.finish();
+        let samples = scrape(&agent.listen).expect("scrape");
+        agent.stop().expect("stop");
+        let single = frames.iter().filter(|f| f.data[12..14] == [0x81, 0x00]).count();
+        let qinq = frames.iter().filter(|f| f.data[12..14] == [0x88, 0xa8]).count();
+        assert_eq!((single, qinq, frames.len()), (6, 6, 12), "tcpdump shows every frame with its tags");
+        let len_of = |tpid: [u8; 2]| frames.iter().filter(|f| f.data[12..14] == tpid).map(|f| f.orig_len).max();
+        assert_eq!((len_of([0x81, 0x00]), len_of([0x88, 0xa8])), (Some(54), Some(58)), "lengths include the tags");
+        for (mac, counts) in reference(&frames) {
+            assert_eq!(exported(&samples, &mac).0, counts, "tagged counts of {mac}");
+        }
+        assert_eq!(sum(&samples, "iotwatch_bpf_events_total", &[("event", "vlan")]), 12);
+        assert_eq!(sum(&samples, "iotwatch_bpf_events_total", &[("event", "vlan_stacked")]), 6);
+        assert_eq!(
+            sum(&samples, "iotwatch_device_port_packets_total", &[("mac", &a.mac), ("proto", "udp"), ("port", "7")]),
+            12,
+            "ports read behind the tags"
+        );
     }
-    assert_eq!(sum(&samples, "iotwatch_bpf_events_total", &[("event", "vlan")]), 12);
-    assert_eq!(sum(&samples, "iotwatch_bpf_events_total", &[("event", "vlan_stacked")]), 6);
-    assert_eq!(
-        sum(&samples, "iotwatch_device_port_packets_total", &[("mac", &a.mac), ("proto", "udp"), ("port", "7")]),
-        12,
-        "ports read behind the tags"
-    );
 }
 
 fn attached(samples: &[Sample]) -> Vec<(String, String)> {
@@ -340,32 +334,31 @@ fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
     }
 }
 
-#[test]
-fn ports_joining_and_leaving_are_followed() {
-    if !privileged("ports_joining_and_leaving_are_followed") {
-        return;
+privileged_test! {
+    fn ports_joining_and_leaving_are_followed() {
+        let dir = temp_dir("iotwatch-bridge-iwt6");
+        let mut lab = quiet_lab("iwt6", 1);
+        let mut agent = start_agent(&lab, &dir, "tc", 19476, &["--bpf.poll-interval", "1"]);
+        let first = lab.devices[0].clone();
+        let initial = attached(&scrape(&agent.listen).expect("scrape"));
+        assert!(initial.contains(&(first.port.clone(), "tc_ingress".into())), "{initial:?}");
+        assert!(initial.contains(&(lab.bridge.clone(), "tc_egress".into())), "{initial:?}");
+
+        let new = lab.add_device().expect("add a device").clone();
+        wait_for("the new port to be attached", Duration::from_secs(10), || {
+            attached(&scrape(&agent.listen).expect("scrape")).contains(&(new.port.clone(), "tc_ingress".into()))
+        });
+        ns(&lab, &new.ns, &["ping", "-c", "3", "-i", "0.2", &first.ip.to_string()]);
+        let samples = scrape(&agent.listen).expect("scrape");
+        assert_eq!(exported(&samples, &new.mac).0.tx_packets, 3, "the new device's pings were counted");
+
+        lab.remove_device(new.index).expect("remove the device");
+        wait_for("the removed port to be forgotten", Duration::from_secs(10), || {
+            !attached(&scrape(&agent.listen).expect("scrape")).iter().any(|(i, _)| *i == new.port)
+        });
+        agent.check_alive().expect("the agent survives a port going away");
+        agent.stop().expect("stop");
     }
-    let mut lab = quiet_lab("iwt6", 1);
-    let mut agent = start_agent(&lab, "tc", 19476, &["--bpf.poll-interval", "1"]);
-    let first = lab.devices[0].clone();
-    let initial = attached(&scrape(&agent.listen).expect("scrape"));
-    assert!(initial.contains(&(first.port.clone(), "tc_ingress".into())), "{initial:?}");
-    assert!(initial.contains(&(lab.bridge.clone(), "tc_egress".into())), "{initial:?}");
-
-    let new = lab.add_device().expect("add a device").clone();
-    wait_for("the new port to be attached", Duration::from_secs(10), || {
-        attached(&scrape(&agent.listen).expect("scrape")).contains(&(new.port.clone(), "tc_ingress".into()))
-    });
-    ns(&lab, &new.ns, &["ping", "-c", "3", "-i", "0.2", &first.ip.to_string()]);
-    let samples = scrape(&agent.listen).expect("scrape");
-    assert_eq!(exported(&samples, &new.mac).0.tx_packets, 3, "the new device's pings were counted");
-
-    lab.remove_device(new.index).expect("remove the device");
-    wait_for("the removed port to be forgotten", Duration::from_secs(10), || {
-        !attached(&scrape(&agent.listen).expect("scrape")).iter().any(|(i, _)| *i == new.port)
-    });
-    agent.check_alive().expect("the agent survives a port going away");
-    agent.stop().expect("stop");
 }
 
 /// Programs attached to the lab's interfaces, as the kernel reports them: tcx programs on
@@ -383,52 +376,50 @@ fn lab_links(lab: &HomeLab) -> usize {
     n
 }
 
-#[test]
-fn killed_agent_leaves_nothing_attached_and_restarts() {
-    if !privileged("killed_agent_leaves_nothing_attached_and_restarts") {
-        return;
-    }
-    let lab = quiet_lab("iwt7", 2);
-    assert_eq!(lab_links(&lab), 0);
-    for attach in ["tc", "xdp-skb"] {
-        let mut agent = start_agent(&lab, attach, 19477, &[]);
-        assert_eq!(lab_links(&lab), 4, "{attach}: bridge egress + 3 ports");
-        // SIGKILL: no chance to detach; the links die with the process's file descriptors.
-        let pid = root(&["pgrep", "-f", "iotwatch run --bridge iwt7br"]);
-        for p in pid.split_whitespace() {
-            root(&["kill", "-9", p]);
+privileged_test! {
+    fn killed_agent_leaves_nothing_attached_and_restarts() {
+        let dir = temp_dir("iotwatch-bridge-iwt7");
+        let lab = quiet_lab("iwt7", 2);
+        assert_eq!(lab_links(&lab), 0);
+        for attach in ["tc", "xdp-skb"] {
+            let mut agent = start_agent(&lab, &dir, attach, 19477, &[]);
+            assert_eq!(lab_links(&lab), 4, "{attach}: bridge egress + 3 ports");
+            // SIGKILL: no chance to detach; the links die with the process's file descriptors.
+            let pid = root(&["pgrep", "-f", "iotwatch run --bridge iwt7br"]);
+            for p in pid.split_whitespace() {
+                root(&["kill", "-9", p]);
+            }
+            wait_for("the links to go", Duration::from_secs(10), || lab_links(&lab) == 0);
+            assert!(agent.stop().is_err(), "the agent was killed, not stopped");
+            let mut again = start_agent(&lab, &dir, attach, 19477, &[]);
+            assert_eq!(lab_links(&lab), 4, "{attach}: restarted agent attaches again");
+            again.stop().expect("SIGINT stops it");
+            assert_eq!(lab_links(&lab), 0, "{attach}: SIGINT detaches everything");
         }
-        wait_for("the links to go", Duration::from_secs(10), || lab_links(&lab) == 0);
-        assert!(agent.stop().is_err(), "the agent was killed, not stopped");
-        let mut again = start_agent(&lab, attach, 19477, &[]);
-        assert_eq!(lab_links(&lab), 4, "{attach}: restarted agent attaches again");
-        again.stop().expect("SIGINT stops it");
-        assert_eq!(lab_links(&lab), 0, "{attach}: SIGINT detaches everything");
     }
 }
 
-#[test]
-fn refuses_a_port_held_by_another_xdp_program_and_names_the_way_out() {
-    if !privileged("refuses_a_port_held_by_another_xdp_program") {
-        return;
-    }
-    let lab = quiet_lab("iwt8", 1);
-    let mut first = start_agent(&lab, "xdp-skb", 19478, &[]);
-    let out = Command::new(agent_bin())
-        .args(["run", "--bridge", &lab.bridge, "--attach", "xdp-skb", "--web.listen-address", "127.0.0.1:19479"])
-        .output()
-        .expect("second agent");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
-    assert!(err.contains("already has an XDP program") && err.contains("--attach tc"), "{err}");
-    // The advice works: TC coexists with the first agent's XDP.
-    let mut second = start_agent(&lab, "tc", 19479, &[]);
-    second.stop().expect("stop");
-    first.stop().expect("stop");
-    assert_eq!(lab_links(&lab), 0);
+privileged_test! {
+    fn refuses_a_port_held_by_another_xdp_program_and_names_the_way_out() {
+        let dir = temp_dir("iotwatch-bridge-iwt8");
+        let lab = quiet_lab("iwt8", 1);
+        let mut first = start_agent(&lab, &dir, "xdp-skb", 19478, &[]);
+        let out = Command::new(agent_bin())
+            .args(["run", "--bridge", &lab.bridge, "--attach", "xdp-skb", "--web.listen-address", "127.0.0.1:19479"])
+            .output()
+            .expect("second agent");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success());
+        assert!(err.contains("already has an XDP program") && err.contains("--attach tc"), "{err}");
+        // The advice works: TC coexists with the first agent's XDP.
+        let mut second = start_agent(&lab, &dir, "tc", 19479, &[]);
+        second.stop().expect("stop");
+        first.stop().expect("stop");
+        assert_eq!(lab_links(&lab), 0);
 
-    let out = Command::new(agent_bin()).args(["run", "--bridge", "iwt8nope"]).output().expect("run");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
-    assert!(err.contains("iwt8nope is not a bridge") && err.contains("iwt8br"), "{err}");
+        let out = Command::new(agent_bin()).args(["run", "--bridge", "iwt8nope"]).output().expect("run");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success());
+        assert!(err.contains("iwt8nope is not a bridge") && err.contains("iwt8br"), "{err}");
+    }
 }

@@ -6,19 +6,18 @@
 use std::path::PathBuf;
 
 use iotwatch_tests::{
+    TempDir,
     oracle::{self, Oracle, Replay},
-    privileged,
+    privileged_test, temp_dir,
 };
 
 /// A fresh directory with the captures, removed at the end (also on panic).
-struct Captures(PathBuf);
+struct Captures(TempDir);
 
 impl Captures {
     fn new(test: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("iotwatch-replay-{test}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        oracle::make_captures(&dir);
+        let dir = temp_dir(&format!("iotwatch-replay-{test}"));
+        oracle::make_captures(dir.path());
         Self(dir)
     }
     fn path(&self, name: &str) -> PathBuf {
@@ -32,16 +31,10 @@ impl Captures {
     fn replay(&self, names: &[&str]) -> (Replay, Vec<String>) {
         let mut args = vec!["--format", "json"];
         args.extend_from_slice(names);
-        let r = oracle::replay(&self.0, &args);
+        let r = oracle::replay(self.0.path(), &args);
         assert!(r.code == 0 || r.code == 1, "replay {names:?} failed with exit code {}: {}", r.code, r.stderr);
         let lines = oracle::report_lines(&r.stdout);
         (r, lines)
-    }
-}
-
-impl Drop for Captures {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
@@ -99,175 +92,151 @@ fn check_capture(test: &str, name: &str) -> (Oracle, Vec<String>) {
     (o, lines)
 }
 
-#[test]
-fn replay_iot_lan_matches_tshark() {
-    if !privileged("replay_iot_lan_matches_tshark") {
-        return;
+privileged_test! {
+    fn replay_iot_lan_matches_tshark() {
+        let (o, lines) = check_capture("iot-lan", "iot_lan.pcap");
+        // The ICMP port unreachable quotes a UDP header to port 9999 (the 20 LAN datagrams may use
+        // it too): the quoted one must not count, which the oracle already says; and the SSDP reply
+        // from port 3075 counts by its destination port.
+        assert!(o.ports.contains_key("udp\t1900") && o.ports.contains_key("udp\t50123"), "{:?}", o.ports);
+        // The LAN and the Internet hosts are told apart (default replay LAN: the private ranges).
+        assert_eq!(oracle::ip_scope(&lines, "192.168.77.23").as_deref(), Some("lan"));
+        assert_eq!(oracle::ip_scope(&lines, "203.0.113.10").as_deref(), Some("internet"));
     }
-    let (o, lines) = check_capture("iot-lan", "iot_lan.pcap");
-    // The ICMP port unreachable quotes a UDP header to port 9999 (the 20 LAN datagrams may use
-    // it too): the quoted one must not count, which the oracle already says; and the SSDP reply
-    // from port 3075 counts by its destination port.
-    assert!(o.ports.contains_key("udp\t1900") && o.ports.contains_key("udp\t50123"), "{:?}", o.ports);
-    // The LAN and the Internet hosts are told apart (default replay LAN: the private ranges).
-    assert_eq!(oracle::ip_scope(&lines, "192.168.77.23").as_deref(), Some("lan"));
-    assert_eq!(oracle::ip_scope(&lines, "203.0.113.10").as_deref(), Some("internet"));
 }
 
-#[test]
-fn replay_vlan_and_qinq_match_tshark() {
-    if !privileged("replay_vlan_and_qinq_match_tshark") {
-        return;
+privileged_test! {
+    fn replay_vlan_and_qinq_match_tshark() {
+        let (o, _) = check_capture("vlan", "vlan.pcap");
+        // Three tags are one more than the program walks: the MACs count, the IPs and port do not.
+        assert!(!o.ports.contains_key("udp\t7777"), "the oracle counted a port behind three tags");
+        assert!(o.ports.contains_key("tcp\t8883") && o.ports.contains_key("udp\t5684"), "{:?}", o.ports);
     }
-    let (o, _) = check_capture("vlan", "vlan.pcap");
-    // Three tags are one more than the program walks: the MACs count, the IPs and port do not.
-    assert!(!o.ports.contains_key("udp\t7777"), "the oracle counted a port behind three tags");
-    assert!(o.ports.contains_key("tcp\t8883") && o.ports.contains_key("udp\t5684"), "{:?}", o.ports);
 }
 
-#[test]
-fn replay_ipv6_extension_headers_and_fragments_match_tshark() {
-    if !privileged("replay_ipv6_extension_headers_and_fragments_match_tshark") {
-        return;
+privileged_test! {
+    fn replay_ipv6_extension_headers_and_fragments_match_tshark() {
+        let (o, _) = check_capture("ipv6-ext", "ipv6_ext.pcap");
+        for port in
+            ["udp\t2001", "tcp\t2002", "udp\t2003", "udp\t2004", "udp\t2005", "tcp\t2006", "udp\t2007", "tcp\t22"]
+        {
+            assert!(o.ports.contains_key(port), "oracle misses {port}: {:?}", o.ports);
+        }
+        assert_eq!(o.ports["udp\t2005"][0], 1, "only the first IPv6 fragment carries the ports");
+        assert!(!o.ports.contains_key("udp\t2008"), "seven extension headers: no port");
     }
-    let (o, _) = check_capture("ipv6-ext", "ipv6_ext.pcap");
-    for port in ["udp\t2001", "tcp\t2002", "udp\t2003", "udp\t2004", "udp\t2005", "tcp\t2006", "udp\t2007", "tcp\t22"] {
-        assert!(o.ports.contains_key(port), "oracle misses {port}: {:?}", o.ports);
-    }
-    assert_eq!(o.ports["udp\t2005"][0], 1, "only the first IPv6 fragment carries the ports");
-    assert!(!o.ports.contains_key("udp\t2008"), "seven extension headers: no port");
 }
 
-#[test]
-fn replay_ipv4_options_and_fragments_match_tshark() {
-    if !privileged("replay_ipv4_options_and_fragments_match_tshark") {
-        return;
+privileged_test! {
+    fn replay_ipv4_options_and_fragments_match_tshark() {
+        let (o, _) = check_capture("ipv4-frag", "ipv4_opts_frag.pcap");
+        assert_eq!(o.ports.get("udp\t3003").map(|c| c[0]), Some(1), "only the first fragment carries the ports");
+        assert_eq!(
+            o.ports.get("tcp\t3004").map(|c| c[0]),
+            Some(1),
+            "only the first fragment (sent last) carries the ports"
+        );
     }
-    let (o, _) = check_capture("ipv4-frag", "ipv4_opts_frag.pcap");
-    assert_eq!(o.ports.get("udp\t3003").map(|c| c[0]), Some(1), "only the first fragment carries the ports");
-    assert_eq!(
-        o.ports.get("tcp\t3004").map(|c| c[0]),
-        Some(1),
-        "only the first fragment (sent last) carries the ports"
-    );
 }
 
-#[test]
-fn replay_snaplen_64_matches_tshark() {
-    if !privileged("replay_snaplen_64_matches_tshark") {
-        return;
+privileged_test! {
+    fn replay_snaplen_64_matches_tshark() {
+        let (o, _) = check_capture("snap64", "snaplen64.pcap");
+        assert!(o.truncated_frames >= 10 && o.wire_bytes > o.captured_bytes, "{o:?}");
+        assert!(!o.ips.contains_key("198.51.100.20"), "IPv4 header with options cut at 64: no IP");
+        assert!(o.ports.contains_key("udp\t5004"), "6 bytes of UDP header captured: the port counts");
+        assert!(!o.ports.contains_key("udp\t5000"), "2 bytes of UDP header captured: no port");
     }
-    let (o, _) = check_capture("snap64", "snaplen64.pcap");
-    assert!(o.truncated_frames >= 10 && o.wire_bytes > o.captured_bytes, "{o:?}");
-    assert!(!o.ips.contains_key("198.51.100.20"), "IPv4 header with options cut at 64: no IP");
-    assert!(o.ports.contains_key("udp\t5004"), "6 bytes of UDP header captured: the port counts");
-    assert!(!o.ports.contains_key("udp\t5000"), "2 bytes of UDP header captured: no port");
 }
 
-#[test]
-fn replay_snaplen_96_nanosecond_matches_tshark() {
-    if !privileged("replay_snaplen_96_nanosecond_matches_tshark") {
-        return;
+privileged_test! {
+    fn replay_snaplen_96_nanosecond_matches_tshark() {
+        let (o, _) = check_capture("snap96", "snaplen96.pcap");
+        assert!(o.truncated_frames >= 10, "{o:?}");
+        assert!(o.ips.contains_key("198.51.100.21") && o.ports.contains_key("tcp\t5003"), "{o:?}");
     }
-    let (o, _) = check_capture("snap96", "snaplen96.pcap");
-    assert!(o.truncated_frames >= 10, "{o:?}");
-    assert!(o.ips.contains_key("198.51.100.21") && o.ports.contains_key("tcp\t5003"), "{o:?}");
 }
 
-#[test]
-fn replay_pcapng_two_interfaces_matches_tshark() {
-    if !privileged("replay_pcapng_two_interfaces_matches_tshark") {
-        return;
+privileged_test! {
+    fn replay_pcapng_two_interfaces_matches_tshark() {
+        // Interface 0 counts microseconds, interface 1 nanoseconds: a reader that took either
+        // resolution for both would get first_ts/last_ts (and the order of the frames) wrong.
+        let (o, lines) = check_capture("pcapng", "two_interfaces.pcapng");
+        assert_eq!(o.packets, 24);
+        assert!(lines.iter().any(|l| l == "file\ttwo_interfaces.pcapng\tpcapng\t24\t0"), "{lines:?}");
+        assert_ne!(o.last_ts_ns.unwrap() % 1000, 0, "the last frame (interface 1) has nanoseconds");
     }
-    // Interface 0 counts microseconds, interface 1 nanoseconds: a reader that took either
-    // resolution for both would get first_ts/last_ts (and the order of the frames) wrong.
-    let (o, lines) = check_capture("pcapng", "two_interfaces.pcapng");
-    assert_eq!(o.packets, 24);
-    assert!(lines.iter().any(|l| l == "file\ttwo_interfaces.pcapng\tpcapng\t24\t0"), "{lines:?}");
-    assert_ne!(o.last_ts_ns.unwrap() % 1000, 0, "the last frame (interface 1) has nanoseconds");
 }
 
-#[test]
-fn replay_nanosecond_pcap_matches_tshark() {
-    if !privileged("replay_nanosecond_pcap_matches_tshark") {
-        return;
+privileged_test! {
+    fn replay_nanosecond_pcap_matches_tshark() {
+        let (o, lines) = check_capture("nsec", "nanosecond.pcap");
+        let t = oracle::capture_totals(&lines);
+        // 333 ns apart: microsecond rounding would show in the span.
+        let span = t.last_ts.unwrap() - t.first_ts.unwrap();
+        assert!((span - 11.0 * 333e-9).abs() < 5e-7, "span {span} s, expected {} s", 11.0 * 333e-9);
+        assert_eq!(o.packets, 12);
     }
-    let (o, lines) = check_capture("nsec", "nanosecond.pcap");
-    let t = oracle::capture_totals(&lines);
-    // 333 ns apart: microsecond rounding would show in the span.
-    let span = t.last_ts.unwrap() - t.first_ts.unwrap();
-    assert!((span - 11.0 * 333e-9).abs() < 5e-7, "span {span} s, expected {} s", 11.0 * 333e-9);
-    assert_eq!(o.packets, 12);
 }
 
-#[test]
-fn replay_big_endian_pcap_matches_tshark() {
-    if !privileged("replay_big_endian_pcap_matches_tshark") {
-        return;
+privileged_test! {
+    fn replay_big_endian_pcap_matches_tshark() {
+        check_capture("be", "big_endian.pcap");
     }
-    check_capture("be", "big_endian.pcap");
 }
 
-#[test]
-fn replay_time_going_backwards_reports_min_and_max() {
-    if !privileged("replay_time_going_backwards_reports_min_and_max") {
-        return;
+privileged_test! {
+    fn replay_time_going_backwards_reports_min_and_max() {
+        let (_, lines) = check_capture("time", "time_travel.pcap");
+        let t = oracle::capture_totals(&lines);
+        // make_captures.py: 2001-09-09 .. 2030-03-17, neither the first nor the last frame.
+        assert!((t.first_ts.unwrap() - 1_000_000_000.250_006).abs() < 2e-6, "first_ts {:?}", t.first_ts);
+        assert!((t.last_ts.unwrap() - 1_900_000_000.250_002).abs() < 2e-6, "last_ts {:?}", t.last_ts);
     }
-    let (_, lines) = check_capture("time", "time_travel.pcap");
-    let t = oracle::capture_totals(&lines);
-    // make_captures.py: 2001-09-09 .. 2030-03-17, neither the first nor the last frame.
-    assert!((t.first_ts.unwrap() - 1_000_000_000.250_006).abs() < 2e-6, "first_ts {:?}", t.first_ts);
-    assert!((t.last_ts.unwrap() - 1_900_000_000.250_002).abs() < 2e-6, "last_ts {:?}", t.last_ts);
 }
 
-#[test]
-fn replay_frame_longer_than_64k_matches_tshark() {
-    if !privileged("replay_frame_longer_than_64k_matches_tshark") {
-        return;
+privileged_test! {
+    fn replay_frame_longer_than_64k_matches_tshark() {
+        let (o, _) = check_capture("gro", "gro.pcap");
+        assert_eq!(o.macs["80:9f:9b:45:a3:28"][3], 70_000, "the GRO frame counts at its full length");
+        assert_eq!(o.wire_bytes, 54 + 70_000 + 68_000 + 54);
     }
-    let (o, _) = check_capture("gro", "gro.pcap");
-    assert_eq!(o.macs["80:9f:9b:45:a3:28"][3], 70_000, "the GRO frame counts at its full length");
-    assert_eq!(o.wire_bytes, 54 + 70_000 + 68_000 + 54);
 }
 
-#[test]
-fn replay_linux_cooked_capture_is_skipped_not_invalid() {
-    if !privileged("replay_linux_cooked_capture_is_skipped_not_invalid") {
-        return;
+privileged_test! {
+    fn replay_linux_cooked_capture_is_skipped_not_invalid() {
+        let c = Captures::new("sll");
+        let o = c.oracle(&["sll.pcap"]);
+        let (r, lines) = c.replay(&["sll.pcap"]);
+        assert_eq!(r.code, 0, "an unsupported link type is skipped, not invalid: {}", r.stderr);
+        assert!(lines.contains(&"linktype\t113\t5".to_owned()), "{lines:?}");
+        let t = oracle::capture_totals(&lines);
+        assert_eq!((t.packets, t.skipped_frames, t.wire_bytes), (5, 5, o.wire_bytes), "{lines:?}");
+        for s in ["mac", "ip", "port"] {
+            assert!(oracle::section(&lines, s).is_empty(), "skipped frames must not be counted: {lines:?}");
+        }
+        assert!(!lines.iter().any(|l| l.starts_with("invalid\t")), "{lines:?}");
     }
-    let c = Captures::new("sll");
-    let o = c.oracle(&["sll.pcap"]);
-    let (r, lines) = c.replay(&["sll.pcap"]);
-    assert_eq!(r.code, 0, "an unsupported link type is skipped, not invalid: {}", r.stderr);
-    assert!(lines.contains(&"linktype\t113\t5".to_owned()), "{lines:?}");
-    let t = oracle::capture_totals(&lines);
-    assert_eq!((t.packets, t.skipped_frames, t.wire_bytes), (5, 5, o.wire_bytes), "{lines:?}");
-    for s in ["mac", "ip", "port"] {
-        assert!(oracle::section(&lines, s).is_empty(), "skipped frames must not be counted: {lines:?}");
-    }
-    assert!(!lines.iter().any(|l| l.starts_with("invalid\t")), "{lines:?}");
 }
 
-#[test]
-fn replay_several_files_sum_up() {
-    if !privileged("replay_several_files_sum_up") {
-        return;
+privileged_test! {
+    fn replay_several_files_sum_up() {
+        let c = Captures::new("several");
+        let names = [
+            "iot_lan.pcap",
+            "vlan.pcap",
+            "two_interfaces.pcapng",
+            "sll.pcap",
+            "time_travel.pcap",
+            "gro.pcap",
+            "big_endian.pcap",
+        ];
+        let o = c.oracle(&names);
+        let (r, lines) = c.replay(&names);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        assert_eq!(lines.iter().filter(|l| l.starts_with("file\t")).count(), names.len(), "{lines:?}");
+        assert_matches("several files", &o, &lines);
     }
-    let c = Captures::new("several");
-    let names = [
-        "iot_lan.pcap",
-        "vlan.pcap",
-        "two_interfaces.pcapng",
-        "sll.pcap",
-        "time_travel.pcap",
-        "gro.pcap",
-        "big_endian.pcap",
-    ];
-    let o = c.oracle(&names);
-    let (r, lines) = c.replay(&names);
-    assert_eq!(r.code, 0, "{}", r.stderr);
-    assert_eq!(lines.iter().filter(|l| l.starts_with("file\t")).count(), names.len(), "{lines:?}");
-    assert_matches("several files", &o, &lines);
 }
 
 /// A malformed file: exit 1, the error on stderr with the file and the offset, in the report's
@@ -275,7 +244,7 @@ fn replay_several_files_sum_up() {
 /// clean capture with those frames (malformed.txt, written by make_captures.py, says which).
 fn check_malformed(test: &str, name: &str) {
     let c = Captures::new(test);
-    let (_, offset, clean) = oracle::malformed(&c.0)
+    let (_, offset, clean) = oracle::malformed(c.0.path())
         .into_iter()
         .find(|m| m.0 == name)
         .unwrap_or_else(|| panic!("{name} not in malformed.txt"));
@@ -318,88 +287,72 @@ fn check_malformed(test: &str, name: &str) {
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
 
-#[test]
-fn replay_file_cut_mid_record() {
-    if !privileged("replay_file_cut_mid_record") {
-        return;
+privileged_test! {
+    fn replay_file_cut_mid_record() {
+        check_malformed("cut", "bad_truncated.pcap");
     }
-    check_malformed("cut", "bad_truncated.pcap");
 }
 
-#[test]
-fn replay_record_with_huge_incl_len() {
-    if !privileged("replay_record_with_huge_incl_len") {
-        return;
+privileged_test! {
+    fn replay_record_with_huge_incl_len() {
+        check_malformed("huge", "bad_huge_incl.pcap");
     }
-    check_malformed("huge", "bad_huge_incl.pcap");
 }
 
-/// Fails against the replay of 2026-11-25 (a bug): the zero-length record is put in `capture.invalid`
-/// but not reported on stderr and not counted in `files[].errors` (replay.rs, Replayer::feed).
-#[test]
-fn replay_zero_length_record() {
-    if !privileged("replay_zero_length_record") {
-        return;
+privileged_test! {
+    /// Fails against the replay of 2026-11-25 (a bug): the zero-length record is put in `capture.invalid`
+    /// but not reported on stderr and not counted in `files[].errors` (replay.rs, Replayer::feed).
+    fn replay_zero_length_record() {
+        check_malformed("zero", "bad_zero_len.pcap");
     }
-    check_malformed("zero", "bad_zero_len.pcap");
 }
 
-#[test]
-fn replay_pcapng_with_a_corrupt_block() {
-    if !privileged("replay_pcapng_with_a_corrupt_block") {
-        return;
+privileged_test! {
+    fn replay_pcapng_with_a_corrupt_block() {
+        check_malformed("block", "bad_block.pcapng");
     }
-    check_malformed("block", "bad_block.pcapng");
 }
 
-#[test]
-fn replay_not_a_capture_file() {
-    if !privileged("replay_not_a_capture_file") {
-        return;
+privileged_test! {
+    fn replay_not_a_capture_file() {
+        check_malformed("text", "not_a_capture.txt");
     }
-    check_malformed("text", "not_a_capture.txt");
 }
 
-#[test]
-fn replay_empty_file() {
-    if !privileged("replay_empty_file") {
-        return;
+privileged_test! {
+    fn replay_empty_file() {
+        check_malformed("empty", "empty.pcap");
     }
-    check_malformed("empty", "empty.pcap");
 }
 
-#[test]
-fn replay_not_a_capture_next_to_a_good_file() {
-    if !privileged("replay_not_a_capture_next_to_a_good_file") {
-        return;
+privileged_test! {
+    fn replay_not_a_capture_next_to_a_good_file() {
+        let c = Captures::new("not-capture");
+        let (r, lines) = c.replay(&["not_a_capture.txt", "iot_lan.pcap", "empty.pcap"]);
+        assert_eq!(r.code, 1, "{}", r.stderr);
+        for bad in ["not_a_capture.txt", "empty.pcap"] {
+            let prefix = format!("iotwatch: {bad}: at byte 0: ");
+            assert!(r.stderr.lines().any(|l| l.starts_with(&prefix)), "no {prefix:?} on stderr: {}", r.stderr);
+        }
+        assert_eq!(lines.iter().filter(|l| l.starts_with("invalid\t")).count(), 2, "{lines:?}");
+        // The good file between them is reported in full.
+        assert_matches("iot_lan.pcap next to invalid files", &c.oracle(&["iot_lan.pcap"]), &lines);
     }
-    let c = Captures::new("not-capture");
-    let (r, lines) = c.replay(&["not_a_capture.txt", "iot_lan.pcap", "empty.pcap"]);
-    assert_eq!(r.code, 1, "{}", r.stderr);
-    for bad in ["not_a_capture.txt", "empty.pcap"] {
-        let prefix = format!("iotwatch: {bad}: at byte 0: ");
-        assert!(r.stderr.lines().any(|l| l.starts_with(&prefix)), "no {prefix:?} on stderr: {}", r.stderr);
-    }
-    assert_eq!(lines.iter().filter(|l| l.starts_with("invalid\t")).count(), 2, "{lines:?}");
-    // The good file between them is reported in full.
-    assert_matches("iot_lan.pcap next to invalid files", &c.oracle(&["iot_lan.pcap"]), &lines);
 }
 
-#[test]
-fn replay_text_format_names_every_device_and_totals() {
-    if !privileged("replay_text_format_names_every_device_and_totals") {
-        return;
+privileged_test! {
+    fn replay_text_format_names_every_device_and_totals() {
+        let c = Captures::new("text");
+        let (_, lines) = c.replay(&["iot_lan.pcap"]);
+        let devices: Vec<String> =
+            oracle::section(&lines, "device").iter().map(|l| l["device\t".len()..].to_owned()).collect();
+        assert!(devices.len() >= 5, "{lines:?}");
+        let r = oracle::replay(c.0.path(), &["--format", "text", "iot_lan.pcap"]);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        for mac in &devices {
+            assert!(r.stdout.contains(mac.as_str()), "device {mac} missing from the text report:\n{}", r.stdout);
+        }
+        assert!(r.stdout.lines().any(|l| l.starts_with("TOTAL")), "no TOTAL line:\n{}", r.stdout);
+        assert!(r.stdout.contains("80:9f:9b:45:a3:28"), "{}", r.stdout);
     }
-    let c = Captures::new("text");
-    let (_, lines) = c.replay(&["iot_lan.pcap"]);
-    let devices: Vec<String> =
-        oracle::section(&lines, "device").iter().map(|l| l["device\t".len()..].to_owned()).collect();
-    assert!(devices.len() >= 5, "{lines:?}");
-    let r = oracle::replay(&c.0, &["--format", "text", "iot_lan.pcap"]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
-    for mac in &devices {
-        assert!(r.stdout.contains(mac.as_str()), "device {mac} missing from the text report:\n{}", r.stdout);
-    }
-    assert!(r.stdout.lines().any(|l| l.starts_with("TOTAL")), "no TOTAL line:\n{}", r.stdout);
-    assert!(r.stdout.contains("80:9f:9b:45:a3:28"), "{}", r.stdout);
 }

@@ -1,52 +1,9 @@
 //! Header sampling under BPF_PROG_TEST_RUN: what is sampled, what is not, and that every sample
 //! the program could not hand over is counted (ring full, rate limit).
 
-use agent_common::sample::{SAMPLE_MAX, SampleHeader, SampleKind, outcome};
-use iotwatch::kernel::{
-    load::{self, LoadOptions, SampleOptions},
-    ring::Samples,
-    test_run::{TcInput, run_tc},
-};
-use iotwatch_core::{events::decode, snapshot::SampleCounts};
-use iotwatch_tests::{frames::*, privileged};
-
-struct Harness {
-    ebpf: aya::Ebpf,
-    samples: Samples,
-}
-
-impl Harness {
-    fn new(sampling: SampleOptions) -> Self {
-        // Replay mode: the capture time in the context drives the rate limit.
-        let mut ebpf = load::load(&LoadOptions { replay: true, sampling, ..LoadOptions::default() }).expect("load");
-        let samples = Samples::take(&mut ebpf).expect("ring");
-        Self { ebpf, samples }
-    }
-
-    fn send(&mut self, frame: &[u8], ts_s: u64) {
-        let input = TcInput {
-            data: &frame[..frame.len().min(3000)],
-            wire_len: frame.len() as u32,
-            tstamp_ns: ts_s * 1_000_000_000,
-            ..TcInput::default()
-        };
-        assert_eq!(run_tc(&self.ebpf, &input).expect("test run"), -1);
-    }
-
-    /// (header, captured bytes) of every record waiting in the ring.
-    fn take(&mut self) -> Vec<(SampleHeader, Vec<u8>)> {
-        let mut out = Vec::new();
-        self.samples.drain(|r| {
-            let (h, d) = decode(r).expect("a well-formed record");
-            out.push((h, d.to_vec()));
-        });
-        out
-    }
-
-    fn counts(&self) -> SampleCounts {
-        self.samples.counts().expect("stats")
-    }
-}
+use agent_common::sample::{SAMPLE_MAX, SampleKind, outcome};
+use iotwatch::kernel::load::SampleOptions;
+use iotwatch_tests::{frames::*, harness::Harness, privileged_test};
 
 fn udp_frame(src: [u8; 6], sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
     let mut f = eth(DEV_B, src, ETH_IPV4);
@@ -69,173 +26,168 @@ fn unlimited() -> SampleOptions {
 const MSEARCH: &[u8] =
     b"M-SEARCH * HTTP/1.1\r\nHOST: 239.255.255.250:1900\r\nMAN: \"ssdp:discover\"\r\nMX: 1\r\nST: ssdp:all\r\n\r\n";
 
-#[test]
-fn each_protocol_gives_one_sample_of_its_kind() {
-    if !privileged("each_protocol_gives_one_sample_of_its_kind") {
-        return;
-    }
-    let mut dhcpv6 = eth([0x33, 0x33, 0, 1, 0, 2], DEV_A, ETH_IPV6);
-    ipv6_header(&mut dhcpv6, v6("fe80::11"), v6("ff02::1:2"), 17, 8 + 4);
-    udp(&mut dhcpv6, 546, 547, &[1, 0, 0, 1]);
-    let client_hello = [0x16, 0x03, 0x01, 0x00, 0x30, 0x01, 0x00, 0x00, 0x2c, 0x03, 0x03, 0x11, 0x22];
-    let connect =
-        [0x10, 0x10, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04, 0x02, 0x00, 0x3c, 0x00, 0x04, b'c', b'a', b'm', b'1'];
-    let mut dns_tcp = vec![0x00, 0x1d];
-    dns_tcp.extend_from_slice(&[
-        0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0, 7, b'e', b'x', b'a', b'm', b'p', b'l', b'e', 3, b'c', b'o',
-        b'm', 0, 0, 1, 0, 1,
-    ]);
-    let cases: Vec<(&str, Vec<u8>, SampleKind)> = vec![
-        ("ssdp m-search", udp_frame(DEV_A, 58002, 1900, MSEARCH), SampleKind::Ssdp),
-        (
-            "ssdp answer from 3075",
-            udp_frame(DEV_A, 3075, 58002, b"HTTP/1.1 200 OK\r\nST: upnp:rootdevice\r\n\r\n"),
-            SampleKind::Ssdp,
-        ),
-        ("mdns", udp_frame(DEV_A, 5353, 5353, &[0, 0, 0x84, 0, 0, 0, 0, 1, 0, 0, 0, 0]), SampleKind::Mdns),
-        ("ntp", udp_frame(DEV_A, 40000, 123, &[0x23; 48]), SampleKind::Ntp),
-        ("dns", udp_frame(DEV_A, 40001, 53, &dns_tcp[2..]), SampleKind::Dns),
-        ("dns over tcp", tcp_frame(40002, 53, &dns_tcp), SampleKind::Dns),
-        ("dhcp", udp_frame(DEV_A, 68, 67, &[1; 300]), SampleKind::Dhcp),
-        ("dhcpv6", dhcpv6, SampleKind::Dhcp),
-        (
-            "http request on 8815",
-            tcp_frame(43412, 8815, b"GET /rootdesc.xml HTTP/1.1\r\nHost: x\r\n\r\n"),
-            SampleKind::Http,
-        ),
-        ("http response from 8088", tcp_frame(8088, 16210, b"HTTP/1.1 206 Partial Content\r\n\r\n"), SampleKind::Http),
-        ("tls client hello", tcp_frame(50000, 443, &client_hello), SampleKind::Tls),
-        ("mqtt connect on 31006", tcp_frame(50001, 31006, &connect), SampleKind::Mqtt),
-        (
-            "mqtt publish on 1883",
-            tcp_frame(50002, 1883, &[0x30, 0x0b, 0x00, 0x04, b't', b'e', b'm', b'p', b'2', b'1', b'.', b'5', b'!']),
-            SampleKind::Mqtt,
-        ),
-        (
-            "first packet of a conversation",
-            udp_frame(DEV_A, 27091, 6000, &[0x01, 0x02, 0x03, 0x04, 0x05]),
-            SampleKind::Flow,
-        ),
-    ];
-    for (name, frame, kind) in cases {
-        let mut h = Harness::new(unlimited());
-        h.send(&frame, 1_600_000_000);
-        let got = h.take();
-        assert_eq!(got.len(), 1, "{name}: exactly one sample");
-        let (hdr, data) = &got[0];
-        assert_eq!(SampleKind::from_u8(hdr.kind), Some(kind), "{name}");
-        assert_eq!(data.as_slice(), frame.as_slice(), "{name}: the whole frame, byte for byte");
-        assert_eq!(hdr.wire_len as usize, frame.len());
-        assert_eq!(hdr.ts_ns, 1_600_000_000_000_000_000, "{name}: the capture clock");
-        assert!(usize::from(hdr.payload_off) < frame.len(), "{name}: payload offset inside the frame");
-        let counts = h.counts();
-        assert_eq!(counts[kind as usize][outcome::SENT], 1, "{name}");
-        assert_eq!(counts.iter().flatten().sum::<u64>(), 1, "{name}: nothing else counted");
+privileged_test! {
+    fn each_protocol_gives_one_sample_of_its_kind() {
+        let mut dhcpv6 = eth([0x33, 0x33, 0, 1, 0, 2], DEV_A, ETH_IPV6);
+        ipv6_header(&mut dhcpv6, v6("fe80::11"), v6("ff02::1:2"), 17, 8 + 4);
+        udp(&mut dhcpv6, 546, 547, &[1, 0, 0, 1]);
+        let client_hello = [0x16, 0x03, 0x01, 0x00, 0x30, 0x01, 0x00, 0x00, 0x2c, 0x03, 0x03, 0x11, 0x22];
+        let connect = [
+            0x10, 0x10, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04, 0x02, 0x00, 0x3c, 0x00, 0x04, b'c', b'a', b'm', b'1',
+        ];
+        let mut dns_tcp = vec![0x00, 0x1d];
+        dns_tcp.extend_from_slice(&[
+            0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0, 7, b'e', b'x', b'a', b'm', b'p', b'l', b'e', 3, b'c', b'o',
+            b'm', 0, 0, 1, 0, 1,
+        ]);
+        let cases: Vec<(&str, Vec<u8>, SampleKind)> = vec![
+            ("ssdp m-search", udp_frame(DEV_A, 58002, 1900, MSEARCH), SampleKind::Ssdp),
+            (
+                "ssdp answer from 3075",
+                udp_frame(DEV_A, 3075, 58002, b"HTTP/1.1 200 OK\r\nST: upnp:rootdevice\r\n\r\n"),
+                SampleKind::Ssdp,
+            ),
+            ("mdns", udp_frame(DEV_A, 5353, 5353, &[0, 0, 0x84, 0, 0, 0, 0, 1, 0, 0, 0, 0]), SampleKind::Mdns),
+            ("ntp", udp_frame(DEV_A, 40000, 123, &[0x23; 48]), SampleKind::Ntp),
+            ("dns", udp_frame(DEV_A, 40001, 53, &dns_tcp[2..]), SampleKind::Dns),
+            ("dns over tcp", tcp_frame(40002, 53, &dns_tcp), SampleKind::Dns),
+            ("dhcp", udp_frame(DEV_A, 68, 67, &[1; 300]), SampleKind::Dhcp),
+            ("dhcpv6", dhcpv6, SampleKind::Dhcp),
+            (
+                "http request on 8815",
+                tcp_frame(43412, 8815, b"GET /rootdesc.xml HTTP/1.1\r\nHost: x\r\n\r\n"),
+                SampleKind::Http,
+            ),
+            (
+                "http response from 8088",
+                tcp_frame(8088, 16210, b"HTTP/1.1 206 Partial Content\r\n\r\n"),
+                SampleKind::Http,
+            ),
+            ("tls client hello", tcp_frame(50000, 443, &client_hello), SampleKind::Tls),
+            ("mqtt connect on 31006", tcp_frame(50001, 31006, &connect), SampleKind::Mqtt),
+            (
+                "mqtt publish on 1883",
+                tcp_frame(50002, 1883, &[0x30, 0x0b, 0x00, 0x04, b't', b'e', b'm', b'p', b'2', b'1', b'.', b'5', b'!']),
+                SampleKind::Mqtt,
+            ),
+            (
+                "first packet of a conversation",
+                udp_frame(DEV_A, 27091, 6000, &[0x01, 0x02, 0x03, 0x04, 0x05]),
+                SampleKind::Flow,
+            ),
+        ];
+        for (name, frame, kind) in cases {
+            let mut h = Harness::sampling(unlimited());
+            h.send(&frame, 1_600_000_000);
+            let got = h.take_samples();
+            assert_eq!(got.len(), 1, "{name}: exactly one sample");
+            let (hdr, data) = &got[0];
+            assert_eq!(SampleKind::from_u8(hdr.kind), Some(kind), "{name}");
+            assert_eq!(data.as_slice(), frame.as_slice(), "{name}: the whole frame, byte for byte");
+            assert_eq!(hdr.wire_len as usize, frame.len());
+            assert_eq!(hdr.ts_ns, 1_600_000_000_000_000_000, "{name}: the capture clock");
+            assert!(usize::from(hdr.payload_off) < frame.len(), "{name}: payload offset inside the frame");
+            let counts = h.sample_counts();
+            assert_eq!(counts[kind as usize][outcome::SENT], 1, "{name}");
+            assert_eq!(counts.iter().flatten().sum::<u64>(), 1, "{name}: nothing else counted");
+        }
     }
 }
 
-#[test]
-fn traffic_without_a_protocol_gives_no_sample_beyond_the_first_packets() {
-    if !privileged("traffic_without_a_protocol_gives_no_sample") {
-        return;
+privileged_test! {
+    fn traffic_without_a_protocol_gives_no_sample_beyond_the_first_packets() {
+        let mut h = Harness::sampling(unlimited());
+        // No payload: a pure ACK, and non-TCP/UDP traffic.
+        h.send(&tcp_frame(50000, 443, &[]), 1);
+        h.send(&arp_request(DEV_A, IP_A, IP_B), 1);
+        let mut icmp = eth(DEV_B, DEV_A, ETH_IPV4);
+        Ipv4::new(IP_A, IP_B, 1).push(&mut icmp, 12);
+        icmp.extend_from_slice(&[8, 0, 0, 0, 0, 1, 0, 1, 1, 2, 3, 4]);
+        h.send(&icmp, 1);
+        assert!(h.take_samples().is_empty(), "nothing without a TCP/UDP payload");
+        // A binary stream: its first two packets with payload are sampled as flow, no more.
+        for _ in 0..5 {
+            h.send(&udp_frame(DEV_A, 27091, 6000, &[0xde, 0xad, 0xbe, 0xef, 0, 1, 2, 3, 4, 5, 6, 7, 8]), 2);
+        }
+        // TLS application data after the handshake: not a ClientHello.
+        for _ in 0..4 {
+            h.send(&tcp_frame(50000, 443, &[0x17, 0x03, 0x03, 0x00, 0x20, 1, 2, 3, 4, 5, 6, 7, 8, 9]), 3);
+        }
+        let got = h.take_samples();
+        let kinds: Vec<_> = got.iter().map(|(hdr, _)| SampleKind::from_u8(hdr.kind).unwrap()).collect();
+        assert_eq!(kinds, vec![SampleKind::Flow; 4], "2 per conversation");
+        assert_eq!(h.sample_counts()[SampleKind::Flow as usize][outcome::SENT], 4);
     }
-    let mut h = Harness::new(unlimited());
-    // No payload: a pure ACK, and non-TCP/UDP traffic.
-    h.send(&tcp_frame(50000, 443, &[]), 1);
-    h.send(&arp_request(DEV_A, IP_A, IP_B), 1);
-    let mut icmp = eth(DEV_B, DEV_A, ETH_IPV4);
-    Ipv4::new(IP_A, IP_B, 1).push(&mut icmp, 12);
-    icmp.extend_from_slice(&[8, 0, 0, 0, 0, 1, 0, 1, 1, 2, 3, 4]);
-    h.send(&icmp, 1);
-    assert!(h.take().is_empty(), "nothing without a TCP/UDP payload");
-    // A binary stream: its first two packets with payload are sampled as flow, no more.
-    for _ in 0..5 {
-        h.send(&udp_frame(DEV_A, 27091, 6000, &[0xde, 0xad, 0xbe, 0xef, 0, 1, 2, 3, 4, 5, 6, 7, 8]), 2);
-    }
-    // TLS application data after the handshake: not a ClientHello.
-    for _ in 0..4 {
-        h.send(&tcp_frame(50000, 443, &[0x17, 0x03, 0x03, 0x00, 0x20, 1, 2, 3, 4, 5, 6, 7, 8, 9]), 3);
-    }
-    let got = h.take();
-    let kinds: Vec<_> = got.iter().map(|(hdr, _)| SampleKind::from_u8(hdr.kind).unwrap()).collect();
-    assert_eq!(kinds, vec![SampleKind::Flow; 4], "2 per conversation");
-    assert_eq!(h.counts()[SampleKind::Flow as usize][outcome::SENT], 4);
 }
 
-#[test]
-fn the_rate_limit_follows_the_capture_clock_and_counts_what_it_suppresses() {
-    if !privileged("rate_limit") {
-        return;
+privileged_test! {
+    fn the_rate_limit_follows_the_capture_clock_and_counts_what_it_suppresses() {
+        let mut h = Harness::sampling(SampleOptions { rate: 2, burst: 5, ..SampleOptions::default() });
+        let frame = udp_frame(DEV_A, 58002, 1900, MSEARCH);
+        for _ in 0..20 {
+            h.send(&frame, 100);
+        }
+        assert_eq!(h.take_samples().len(), 5, "the burst");
+        // Another source has its own bucket.
+        let other = udp_frame([2, 0x77, 0, 0, 0, 0x99], 58002, 1900, MSEARCH);
+        h.send(&other, 100);
+        assert_eq!(h.take_samples().len(), 1);
+        // Three seconds later (capture time): 6 refilled, but a bucket holds at most the burst.
+        for _ in 0..10 {
+            h.send(&frame, 103);
+        }
+        assert_eq!(h.take_samples().len(), 5);
+        // One second later: 2 per second.
+        for _ in 0..10 {
+            h.send(&frame, 104);
+        }
+        assert_eq!(h.take_samples().len(), 2);
+        // Time going backwards refills nothing.
+        h.send(&frame, 50);
+        assert!(h.take_samples().is_empty());
+        let c = h.sample_counts()[SampleKind::Ssdp as usize];
+        assert_eq!((c[outcome::SENT], c[outcome::SUPPRESSED], c[outcome::DROPPED]), (5 + 1 + 5 + 2, 15 + 5 + 8 + 1, 0));
     }
-    let mut h = Harness::new(SampleOptions { rate: 2, burst: 5, ..SampleOptions::default() });
-    let frame = udp_frame(DEV_A, 58002, 1900, MSEARCH);
-    for _ in 0..20 {
-        h.send(&frame, 100);
-    }
-    assert_eq!(h.take().len(), 5, "the burst");
-    // Another source has its own bucket.
-    let other = udp_frame([2, 0x77, 0, 0, 0, 0x99], 58002, 1900, MSEARCH);
-    h.send(&other, 100);
-    assert_eq!(h.take().len(), 1);
-    // Three seconds later (capture time): 6 refilled, but a bucket holds at most the burst.
-    for _ in 0..10 {
-        h.send(&frame, 103);
-    }
-    assert_eq!(h.take().len(), 5);
-    // One second later: 2 per second.
-    for _ in 0..10 {
-        h.send(&frame, 104);
-    }
-    assert_eq!(h.take().len(), 2);
-    // Time going backwards refills nothing.
-    h.send(&frame, 50);
-    assert!(h.take().is_empty());
-    let c = h.counts()[SampleKind::Ssdp as usize];
-    assert_eq!((c[outcome::SENT], c[outcome::SUPPRESSED], c[outcome::DROPPED]), (5 + 1 + 5 + 2, 15 + 5 + 8 + 1, 0));
 }
 
-#[test]
-fn a_full_ring_drops_and_counts() {
-    if !privileged("ring_full") {
-        return;
-    }
-    // One page holds two records of 1,616 bytes (plus their 8-byte headers).
-    let mut h = Harness::new(SampleOptions { ring_bytes: 4096, rate: 0, ..SampleOptions::default() });
-    let frame = udp_frame(DEV_A, 40000, 123, &[0x23; 48]);
-    for _ in 0..5 {
+privileged_test! {
+    fn a_full_ring_drops_and_counts() {
+        // One page holds two records of 1,616 bytes (plus their 8-byte headers).
+        let mut h = Harness::sampling(SampleOptions { ring_bytes: 4096, rate: 0, ..SampleOptions::default() });
+        let frame = udp_frame(DEV_A, 40000, 123, &[0x23; 48]);
+        for _ in 0..5 {
+            h.send(&frame, 1);
+        }
+        let c = h.sample_counts()[SampleKind::Ntp as usize];
+        assert_eq!((c[outcome::SENT], c[outcome::DROPPED]), (2, 3));
+        assert_eq!(h.take_samples().len(), 2);
+        // Drained, the ring takes samples again.
         h.send(&frame, 1);
+        assert_eq!(h.take_samples().len(), 1);
     }
-    let c = h.counts()[SampleKind::Ntp as usize];
-    assert_eq!((c[outcome::SENT], c[outcome::DROPPED]), (2, 3));
-    assert_eq!(h.take().len(), 2);
-    // Drained, the ring takes samples again.
-    h.send(&frame, 1);
-    assert_eq!(h.take().len(), 1);
 }
 
-#[test]
-fn prefixes_are_copied_exactly_at_every_awkward_length() {
-    if !privileged("prefix_copy") {
-        return;
-    }
-    let mut h = Harness::new(unlimited());
-    for total in [60usize, 63, 64, 65, 100, 127, 128, 129, 1000, 1535, 1536, 1537, 2000] {
-        let payload: Vec<u8> = (0..total - 42).map(|i| (i * 7 + total) as u8).collect();
-        // Distinct ports: each its own conversation, sampled as its first packet.
-        let frame = udp_frame(DEV_A, 30000 + total as u16, 6000, &payload);
-        assert_eq!(frame.len(), total);
+privileged_test! {
+    fn prefixes_are_copied_exactly_at_every_awkward_length() {
+        let mut h = Harness::sampling(unlimited());
+        for total in [60usize, 63, 64, 65, 100, 127, 128, 129, 1000, 1535, 1536, 1537, 2000] {
+            let payload: Vec<u8> = (0..total - 42).map(|i| (i * 7 + total) as u8).collect();
+            // Distinct ports: each its own conversation, sampled as its first packet.
+            let frame = udp_frame(DEV_A, 30000 + total as u16, 6000, &payload);
+            assert_eq!(frame.len(), total);
+            h.send(&frame, 1);
+            let got = h.take_samples();
+            assert_eq!(got.len(), 1, "{total} bytes");
+            let want = total.min(SAMPLE_MAX);
+            assert_eq!(got[0].1.len(), want, "{total} bytes: captured length");
+            assert_eq!(got[0].1.as_slice(), &frame[..want], "{total} bytes: content");
+        }
+        // A smaller snapshot length.
+        let mut h = Harness::sampling(SampleOptions { snaplen: 100, rate: 0, ..SampleOptions::default() });
+        let frame = udp_frame(DEV_A, 1, 1900, &[b'x'; 500]);
         h.send(&frame, 1);
-        let got = h.take();
-        assert_eq!(got.len(), 1, "{total} bytes");
-        let want = total.min(SAMPLE_MAX);
-        assert_eq!(got[0].1.len(), want, "{total} bytes: captured length");
-        assert_eq!(got[0].1.as_slice(), &frame[..want], "{total} bytes: content");
+        let got = h.take_samples();
+        assert_eq!(got[0].1.as_slice(), &frame[..100]);
+        assert_eq!(got[0].0.wire_len, 542);
     }
-    // A smaller snapshot length.
-    let mut h = Harness::new(SampleOptions { snaplen: 100, rate: 0, ..SampleOptions::default() });
-    let frame = udp_frame(DEV_A, 1, 1900, &[b'x'; 500]);
-    h.send(&frame, 1);
-    let got = h.take();
-    assert_eq!(got[0].1.as_slice(), &frame[..100]);
-    assert_eq!(got[0].0.wire_len, 542);
 }

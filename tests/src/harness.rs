@@ -1,0 +1,99 @@
+//! The programs under BPF_PROG_TEST_RUN: load them with [`LoadOptions`], hand in TC and XDP
+//! frames (every run asserts the verdict is "pass"), then read back what they counted (the maps,
+//! through the agent's collector) and sampled (the ring, decoded, and the sample counters).
+
+use agent_common::{
+    sample::SampleHeader,
+    wire::verdict::{TC_PASS, XDP_PASS},
+};
+use iotwatch::kernel::{
+    collect::{Collector, Maps},
+    load::{self, LoadOptions, SampleOptions},
+    ring::Samples,
+    test_run::{MAX_TEST_RUN_DATA, TcInput, run_tc, run_xdp, run_xdp_replay},
+};
+use iotwatch_core::{
+    events::decode,
+    snapshot::{SampleCounts, Snapshot},
+};
+
+/// Loaded programs with their maps and sample ring taken.
+pub struct Harness {
+    ebpf: aya::Ebpf,
+    collector: Collector,
+    samples: Samples,
+}
+
+impl Harness {
+    pub fn load(options: &LoadOptions) -> Self {
+        let mut ebpf = load::load(options).expect("load the programs");
+        let collector = Collector::new(Maps::take(&mut ebpf).expect("maps"));
+        let samples = Samples::take(&mut ebpf).expect("ring");
+        Self { ebpf, collector, samples }
+    }
+
+    /// Default options, live or replay mode.
+    pub fn new(replay: bool) -> Self {
+        Self::load(&LoadOptions { replay, ..LoadOptions::default() })
+    }
+
+    /// Replay mode (the capture time in the context drives the rate limit) with these sampling
+    /// options.
+    pub fn sampling(sampling: SampleOptions) -> Self {
+        Self::load(&LoadOptions { replay: true, sampling, ..LoadOptions::default() })
+    }
+
+    /// One frame through the TC program.
+    pub fn tc(&mut self, frame: &[u8]) {
+        self.tc_input(&TcInput { data: frame, ..TcInput::default() });
+    }
+
+    pub fn tc_input(&mut self, input: &TcInput<'_>) {
+        assert_eq!(run_tc(&self.ebpf, input).expect("test run"), TC_PASS, "TC must always pass (TC_ACT_UNSPEC)");
+    }
+
+    /// A captured frame through the TC program (replay mode): as much of it as a test run takes,
+    /// its whole length as the wire length, captured at `ts_s` seconds.
+    pub fn send(&mut self, frame: &[u8], ts_s: u64) {
+        self.tc_input(&TcInput {
+            data: &frame[..frame.len().min(MAX_TEST_RUN_DATA)],
+            wire_len: frame.len() as u32,
+            tstamp_ns: ts_s * 1_000_000_000,
+            ..TcInput::default()
+        });
+    }
+
+    /// One frame through the XDP program.
+    pub fn xdp(&mut self, frame: &[u8]) {
+        assert_eq!(run_xdp(&self.ebpf, frame, 1).expect("test run").0, XDP_PASS, "XDP must always pass");
+    }
+
+    /// One frame through the XDP program in replay mode, with its wire length and capture time.
+    pub fn xdp_replay(&mut self, frame: &[u8], wire_len: u32, tstamp_ns: u64) {
+        assert_eq!(
+            run_xdp_replay(&self.ebpf, frame, wire_len, tstamp_ns).expect("test run"),
+            XDP_PASS,
+            "XDP must always pass"
+        );
+    }
+
+    /// Everything counted since the last poll.
+    pub fn poll(&mut self) -> Snapshot {
+        self.collector.poll(None).expect("read maps")
+    }
+
+    /// (header, captured bytes) of every record waiting in the ring.
+    pub fn take_samples(&mut self) -> Vec<(SampleHeader, Vec<u8>)> {
+        let mut out = Vec::new();
+        self.samples.drain(|r| {
+            let (h, d) = decode(r).expect("a well-formed record");
+            out.push((h, d.to_vec()));
+        });
+        out
+    }
+
+    /// Samples sent, suppressed and dropped, per kind.
+    pub fn sample_counts(&self) -> SampleCounts {
+        self.samples.counts().expect("stats")
+    }
+}
