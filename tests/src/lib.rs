@@ -1,7 +1,8 @@
 //! Helpers for the privileged tests: the skip-or-fail gate and the `privileged_test!` macro,
-//! the BPF_PROG_TEST_RUN harness, frame builders, tcpdump, the tshark oracle.
+//! the BPF_PROG_TEST_RUN harness, frame builders, tcpdump, the tshark oracle, the daemon lab.
 
 pub mod capture;
+pub mod daemons;
 pub mod frames;
 pub mod harness;
 pub mod oracle;
