@@ -1,6 +1,8 @@
-//! The independent reference: tcpdump on the bridge ports, and a minimal pcap reader.
+//! The independent reference: tcpdump on the bridge ports, a minimal pcap reader, and the
+//! per-MAC counts of what it captured.
 
 use std::{
+    collections::BTreeMap,
     fs,
     io::{BufRead as _, BufReader},
     path::{Path, PathBuf},
@@ -100,4 +102,36 @@ impl Drop for Tcpdump {
         self.stop();
         let _ = fs::remove_file(&self.file);
     }
+}
+
+pub fn mac_text(m: [u8; 6]) -> String {
+    m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+}
+
+pub fn mac_bytes(text: &str) -> [u8; 6] {
+    let v: Vec<u8> = text.split(':').map(|h| u8::from_str_radix(h, 16).expect("hex")).collect();
+    v.try_into().expect("six bytes")
+}
+
+/// Per-MAC packets and bytes, each way.
+#[derive(Debug, Default, PartialEq, Eq, Clone, Copy)]
+pub struct Counts {
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+}
+
+/// Per-MAC counts from captured frames (tx: source, rx: destination).
+pub fn reference(frames: &[Frame]) -> BTreeMap<String, Counts> {
+    let mut out: BTreeMap<String, Counts> = BTreeMap::new();
+    for f in frames {
+        let tx = out.entry(mac_text(f.src())).or_default();
+        tx.tx_packets += 1;
+        tx.tx_bytes += u64::from(f.orig_len);
+        let rx = out.entry(mac_text(f.dst())).or_default();
+        rx.rx_packets += 1;
+        rx.rx_bytes += u64::from(f.orig_len);
+    }
+    out
 }

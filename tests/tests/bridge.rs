@@ -5,7 +5,6 @@
 //! addresses of design.md) that is removed when the test ends, even on panic.
 
 use std::{
-    collections::BTreeMap,
     process::Command,
     time::{Duration, Instant},
 };
@@ -13,7 +12,7 @@ use std::{
 use aya::programs::{SchedClassifier, TcAttachType};
 use iotwatch_tests::{
     TempDir, agent_bin,
-    capture::{Frame, Tcpdump},
+    capture::{Counts, Frame, Tcpdump, mac_bytes, reference},
     privileged_test, temp_dir,
 };
 use xtask::{HomeLab, LabOptions, Sample, agent::Agent, metrics::scrape};
@@ -48,10 +47,6 @@ fn root(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn mac_text(m: [u8; 6]) -> String {
-    m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
-}
-
 /// Sum of a metric's samples whose labels include all of `labels`.
 fn sum(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> u64 {
     samples
@@ -59,28 +54,6 @@ fn sum(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> u64 {
         .filter(|s| s.name == name && labels.iter().all(|(k, v)| s.label(k) == Some(v)))
         .map(|s| s.value as u64)
         .sum()
-}
-
-#[derive(Debug, Default, PartialEq, Eq, Clone, Copy)]
-struct Counts {
-    tx_packets: u64,
-    tx_bytes: u64,
-    rx_packets: u64,
-    rx_bytes: u64,
-}
-
-/// Per-MAC counts from captured frames (tx: source, rx: destination).
-fn reference(frames: &[Frame]) -> BTreeMap<String, Counts> {
-    let mut out: BTreeMap<String, Counts> = BTreeMap::new();
-    for f in frames {
-        let tx = out.entry(mac_text(f.src())).or_default();
-        tx.tx_packets += 1;
-        tx.tx_bytes += u64::from(f.orig_len);
-        let rx = out.entry(mac_text(f.dst())).or_default();
-        rx.rx_packets += 1;
-        rx.rx_bytes += u64::from(f.orig_len);
-    }
-    out
 }
 
 /// Per-MAC counts as exported, from the exact map and from the scope breakdown.
@@ -177,11 +150,6 @@ fn exact_counts(prefix: &str, attach: &str, http_port: u16) {
     // Scopes: all of it stayed in the LAN.
     assert_eq!(sum(&samples, "iotwatch_device_packets_total", &[("scope", "internet")]), 0);
     let _ = a_ip;
-}
-
-fn mac_bytes(text: &str) -> [u8; 6] {
-    let v: Vec<u8> = text.split(':').map(|h| u8::from_str_radix(h, 16).expect("hex")).collect();
-    v.try_into().expect("six bytes")
 }
 
 privileged_test! {

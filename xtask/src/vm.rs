@@ -687,19 +687,18 @@ mod tests {
 
     #[test]
     fn follows_links_inside_the_sysroot() {
-        let dir = std::env::temp_dir().join(format!("iotwatch-vm-links-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
+        let tmp = TempDir::new("iotwatch-vm-links").expect("temp dir");
+        let dir = tmp.path();
         fs::create_dir_all(dir.join("lib/x86_64-linux-gnu")).expect("mkdir");
         fs::create_dir_all(dir.join("lib64")).expect("mkdir");
         fs::write(dir.join("lib/x86_64-linux-gnu/ld.so"), "x").expect("write");
         std::os::unix::fs::symlink("/lib/x86_64-linux-gnu/ld.so", dir.join("lib64/ld-abs")).expect("symlink");
         std::os::unix::fs::symlink("../lib/x86_64-linux-gnu/ld.so", dir.join("lib64/ld-rel")).expect("symlink");
         for l in ["lib64/ld-abs", "lib64/ld-rel"] {
-            let found = resolve_in(&dir, Path::new(l)).map(|p| fs::canonicalize(p).expect("exists"));
+            let found = resolve_in(dir, Path::new(l)).map(|p| fs::canonicalize(p).expect("exists"));
             assert_eq!(found, Some(fs::canonicalize(dir.join("lib/x86_64-linux-gnu/ld.so")).expect("exists")), "{l}");
         }
-        assert_eq!(resolve_in(&dir, Path::new("lib64/none")), None);
-        fs::remove_dir_all(&dir).expect("cleanup");
+        assert_eq!(resolve_in(dir, Path::new("lib64/none")), None);
     }
 
     #[test]
