@@ -431,10 +431,10 @@ mod tests {
 
     #[test]
     fn bench_pcap_is_a_sequence_of_whole_records() {
-        let path = std::env::temp_dir().join(format!("iotwatch-bench-{}.pcap", std::process::id()));
+        let tmp = crate::tmp::TempDir::new("iotwatch-bench").unwrap();
+        let path = tmp.join("bench.pcap");
         write_bench_pcap(&path, 50).unwrap();
         let bytes = std::fs::read(&path).unwrap();
-        let _ = std::fs::remove_file(&path);
         assert_eq!(bytes[..4], [0xd4, 0xc3, 0xb2, 0xa1]);
         let (mut off, mut n) = (24, 0);
         while off < bytes.len() {

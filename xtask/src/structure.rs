@@ -170,14 +170,14 @@ mod tests {
 
     #[test]
     fn a_cycle_between_files_is_reported() {
-        let dir = std::env::temp_dir().join(format!("iotwatch-structure-{}", std::process::id()));
+        let tmp = crate::tmp::TempDir::new("iotwatch-structure").expect("a temporary directory");
+        let dir = tmp.path();
         std::fs::create_dir_all(dir.join("cmd")).expect("mkdir");
         std::fs::write(dir.join("lib.rs"), "pub mod cmd;\npub mod web;\n").expect("write");
         std::fs::write(dir.join("cmd/mod.rs"), "pub mod run;\n").expect("write");
         std::fs::write(dir.join("cmd/run.rs"), "use crate::web::serve;\n").expect("write");
         std::fs::write(dir.join("web.rs"), "use crate::cmd::run::{Agent, lock};\n").expect("write");
-        let err = no_import_cycle(&dir).expect_err("run <-> web is a cycle");
-        std::fs::remove_dir_all(&dir).expect("clean up");
+        let err = no_import_cycle(dir).expect_err("run <-> web is a cycle");
         assert!(
             err.to_string().contains("cmd::run -> web -> cmd::run")
                 || err.to_string().contains("web -> cmd::run -> web"),
