@@ -93,16 +93,27 @@ fn add_mac(mac: &[u8; 6], tx: bool, packets: u64, bytes: u64) {
     }
 }
 
+/// Adds a frame to this CPU's slot of a conversation. An insert on one CPU creates zeroed slots
+/// on the others: the first frame a CPU counts sets its slot's first-seen time, so that the
+/// earliest over all CPUs is right (a 0 would read as the epoch, or boot time live).
+#[inline(always)]
+fn count_conversation(c: *mut ConvCounters, packets: u64, bytes: u64, now_ns: u64) {
+    // SAFETY: a per-CPU value, see bump_device.
+    unsafe {
+        (*c).packets += packets;
+        (*c).bytes += bytes;
+        if (*c).first_seen_ns == 0 {
+            (*c).first_seen_ns = now_ns;
+        }
+        (*c).last_seen_ns = now_ns;
+    }
+}
+
 /// Counts the frame in its conversation; returns this CPU's entry (for the flow-sample quota).
 #[inline(always)]
 fn add_conversation(key: &ConvKey, packets: u64, bytes: u64, now_ns: u64) -> Option<*mut ConvCounters> {
     if let Some(c) = CONVERSATIONS.get_ptr_mut(key) {
-        // SAFETY: per-CPU value, see bump_device.
-        unsafe {
-            (*c).packets += packets;
-            (*c).bytes += bytes;
-            (*c).last_seen_ns = now_ns;
-        }
+        count_conversation(c, packets, bytes, now_ns);
         return Some(c);
     }
     let fresh = ConvCounters { packets, bytes, first_seen_ns: now_ns, last_seen_ns: now_ns, flow_samples: 0 };
@@ -112,16 +123,10 @@ fn add_conversation(key: &ConvKey, packets: u64, bytes: u64, now_ns: u64) -> Opt
             CONVERSATIONS.get_ptr_mut(key)
         }
         Err(e) if e == -EEXIST => match CONVERSATIONS.get_ptr_mut(key) {
-            // SAFETY: per-CPU value, see bump_device.
-            Some(c) => unsafe {
-                (*c).packets += packets;
-                (*c).bytes += bytes;
-                if (*c).first_seen_ns == 0 {
-                    (*c).first_seen_ns = now_ns;
-                }
-                (*c).last_seen_ns = now_ns;
+            Some(c) => {
+                count_conversation(c, packets, bytes, now_ns);
                 Some(c)
-            },
+            }
             None => {
                 bump(Stat::ConvInsertFailed, 1);
                 None

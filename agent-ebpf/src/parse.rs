@@ -21,6 +21,10 @@ pub struct Frame {
     pub header_len: u64,
     /// Where the TCP/UDP payload starts; 0 when the L4 header is not complete (no payload known).
     pub payload_off: usize,
+    /// Where the IP packet ends by its own header; 0 when unknown (no IP header, or a length of
+    /// 0 as TSO and jumbograms leave it). Bytes past it are Ethernet padding, not payload: a
+    /// 54-byte ACK arrives as 60 bytes.
+    pub ip_end: usize,
 }
 
 #[inline(always)]
@@ -36,6 +40,7 @@ pub fn parse<P: Packet>(p: &P, outer_tag_in_meta: bool, f: &mut Frame) -> bool {
         key: ConvKey { src_mac: eth.src_addr, dst_mac: eth.dst_addr, ..ConvKey::default() },
         header_len: EthHdr::LEN as u64,
         payload_off: 0,
+        ip_end: 0,
     };
     let mut ether_type = u16::from_be(eth.ether_type);
     let mut off = EthHdr::LEN;
@@ -92,6 +97,8 @@ fn parse_ipv4<P: Packet>(p: &P, off: usize, f: &mut Frame) {
         bump(Stat::Ipv4Options, 1);
     }
     f.key.ip_version = ip_version::V4;
+    let total = usize::from(u16::from_be_bytes(ip.tot_len));
+    f.ip_end = if total > 0 { off + total } else { 0 };
     f.key.src_ip[..4].copy_from_slice(&ip.src_addr);
     f.key.dst_ip[..4].copy_from_slice(&ip.dst_addr);
     f.key.proto = ip.proto;
@@ -120,6 +127,8 @@ fn parse_ipv6<P: Packet>(p: &P, off: usize, f: &mut Frame) {
     }
     bump(Stat::Ipv6, 1);
     f.key.ip_version = ip_version::V6;
+    let payload = usize::from(u16::from_be_bytes(ip.payload_len));
+    f.ip_end = if payload > 0 { off + Ipv6Hdr::LEN + payload } else { 0 };
     f.key.src_ip = ip.src_addr;
     f.key.dst_ip = ip.dst_addr;
     let mut next = ip.next_hdr;

@@ -131,18 +131,21 @@ unsafe fn copy_prefix<P: Packet>(p: &P, cap: usize, dst: *mut u8) -> usize {
 
 #[inline(always)]
 pub fn maybe_sample<P: Packet>(p: &P, f: &Frame, m: &Meta, conversation: Option<*mut ConvCounters>) {
-    let has_payload = f.payload_off != 0 && m.data_len > f.payload_off as u64;
+    // Payload is what the IP header says is there (not Ethernet padding), within what the
+    // program can read. Conditions, not a min() of the two ends: a value chosen on two paths
+    // would keep the verifier from merging them.
+    let has_payload =
+        f.payload_off != 0 && m.data_len > f.payload_off as u64 && (f.ip_end == 0 || f.ip_end > f.payload_off);
     let kind = match classify(p, f, has_payload) {
         Some(k) => k,
         None => {
-            // The first packets with payload of every conversation: for cleartext detection.
+            // The first packets with payload of every conversation, for cleartext detection: a
+            // quota per conversation, spent only by samples that reach the ring (below).
             let Some(c) = conversation else { return };
             // SAFETY: per-CPU value, see account.rs.
-            let taken = unsafe { &mut (*c).flow_samples };
-            if !has_payload || *taken >= u64::from(global(&SAMPLE_FIRST_PACKETS)) {
+            if !has_payload || unsafe { (*c).flow_samples } >= u64::from(global(&SAMPLE_FIRST_PACKETS)) {
                 return;
             }
-            *taken += 1;
             SampleKind::Flow
         }
     };
@@ -175,5 +178,11 @@ pub fn maybe_sample<P: Packet>(p: &P, f: &Frame, m: &Meta, conversation: Option<
     }
     // Replay reads the ring right after each frame: waking a reader would only cost time.
     entry.submit(if crate::replay_mode() { u64::from(BPF_RB_NO_WAKEUP) } else { 0 });
+    if kind == SampleKind::Flow
+        && let Some(c) = conversation
+    {
+        // SAFETY: per-CPU value, see account.rs.
+        unsafe { (*c).flow_samples += 1 };
+    }
     bump_sample(base + outcome::SENT);
 }

@@ -191,3 +191,43 @@ privileged_test! {
         assert_eq!(got[0].0.wire_len, 542);
     }
 }
+
+privileged_test! {
+    /// A 54-byte ACK arrives padded to 60 bytes: the 6 bytes of padding are no payload. Neither
+    /// a DNS sample on TCP 53 nor a conversation's first-packet quota may come of it.
+    fn ethernet_padding_is_not_payload() {
+        let mut h = Harness::sampling(unlimited());
+        let padded = |dport: u16| {
+            let mut f = tcp_frame(40_000, dport, &[]);
+            assert_eq!(f.len(), 54);
+            f.resize(60, 0);
+            f
+        };
+        h.send(&padded(53), 100);
+        assert!(h.take_samples().is_empty(), "a padded ACK on port 53 is no DNS message");
+        // A conversation that starts with a padded ACK: its two first packets with payload are
+        // still sampled (the default quota is 2).
+        h.send(&padded(9_000), 101);
+        h.send(&tcp_frame(40_000, 9_000, b"first payload"), 102);
+        h.send(&tcp_frame(40_000, 9_000, b"second payload"), 103);
+        let kinds: Vec<u8> = h.take_samples().iter().map(|(s, _)| s.kind).collect();
+        assert_eq!(kinds, [SampleKind::Flow as u8; 2], "both packets with payload, not the padding");
+    }
+}
+
+privileged_test! {
+    /// A first packet suppressed by the rate limit (or lost to a full ring) was not sampled: it
+    /// must not use up the conversation's quota of first-packet samples.
+    fn flow_samples_are_spent_only_when_sent() {
+        let mut h = Harness::sampling(SampleOptions { rate: 1, burst: 1, ..SampleOptions::default() });
+        // The source's one token goes to a DNS query; the flow's first packet, at the same time,
+        // is suppressed.
+        h.send(&udp_frame(DEV_A, 40_001, 53, &[0x12, 0x34, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 1]), 100);
+        h.send(&tcp_frame(40_000, 9_000, b"first payload"), 100);
+        // Two seconds later a token each: both later packets are still within the quota of 2.
+        h.send(&tcp_frame(40_000, 9_000, b"second payload"), 102);
+        h.send(&tcp_frame(40_000, 9_000, b"third payload"), 104);
+        let flow = h.sample_counts()[SampleKind::Flow as usize];
+        assert_eq!((flow[outcome::SENT], flow[outcome::SUPPRESSED]), (2, 1));
+    }
+}

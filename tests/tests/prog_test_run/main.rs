@@ -40,3 +40,52 @@ fn assert_stats(s: &Snapshot, expected: &[(Stat, u64)]) {
         assert_eq!(stat(s, *st), want, "statistic {}", st.name());
     }
 }
+
+/// Runs `f` with this thread pinned to `cpu`.
+fn on_cpu(cpu: usize, f: impl FnOnce()) {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET and sched_setaffinity only read
+    // and write that local set.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        assert_eq!(libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set), 0, "pin to CPU {cpu}");
+    }
+    f();
+}
+
+privileged_test! {
+    /// A conversation counted on a second CPU: that CPU's slot was created zeroed by the first
+    /// CPU's insert, and must take its own first-seen time, or the earliest over all CPUs reads
+    /// 0 (the epoch in replay, the boot time live).
+    fn first_seen_is_set_on_every_cpu() {
+        assert!(std::thread::available_parallelism().map_or(1, usize::from) >= 2, "needs two CPUs");
+        let mut h = Harness::new(true);
+        let frame = udp4(DEV_A, DEV_B, IP_A, IP_B, 40_000, 9_999, 1);
+        let at = |s: u64| TcInput {
+            data: &frame,
+            wire_len: frame.len() as u32,
+            tstamp_ns: s * 1_000_000_000,
+            ..TcInput::default()
+        };
+        on_cpu(0, || h.tc_input(&at(10)));
+        on_cpu(1, || h.tc_input(&at(20)));
+        let s = h.poll();
+        assert_eq!(s.deltas.len(), 1);
+        let d = s.deltas[0];
+        assert_eq!((d.packets, d.first_seen_ns, d.last_seen_ns), (2, 10_000_000_000, 20_000_000_000));
+    }
+}
+
+privileged_test! {
+    /// Only the programs that will run are loaded: TC alone for `--attach tc`, so that a kernel
+    /// whose verifier refused the XDP program could still run the default mode.
+    fn only_the_programs_that_will_run_are_loaded() {
+        use aya::programs::{SchedClassifier, Xdp};
+        use iotwatch::kernel::load::{self, TC_PROGRAM, XDP_PROGRAM};
+        let mut ebpf = load::load(&LoadOptions { xdp: false, ..LoadOptions::default() }).expect("load");
+        assert!(load::program::<SchedClassifier>(&mut ebpf, TC_PROGRAM).expect("TC").fd().is_ok(), "TC is loaded");
+        assert!(load::program::<Xdp>(&mut ebpf, XDP_PROGRAM).expect("XDP").fd().is_err(), "XDP is not");
+        let mut ebpf = load::load(&LoadOptions::default()).expect("load");
+        assert!(load::program::<Xdp>(&mut ebpf, XDP_PROGRAM).expect("XDP").fd().is_ok(), "XDP when asked for");
+    }
+}
