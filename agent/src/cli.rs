@@ -119,12 +119,14 @@ pub struct EnrichArgs {
 }
 
 impl MapArgs {
-    /// How to load the programs: live, or for frames replayed with BPF_PROG_TEST_RUN.
-    pub fn load_options(&self, sampling: &SampleArgs, replay: bool) -> LoadOptions {
+    /// How to load the programs: live, or for frames replayed with BPF_PROG_TEST_RUN; with the
+    /// XDP program or without.
+    pub fn load_options(&self, sampling: &SampleArgs, replay: bool, xdp: bool) -> LoadOptions {
         LoadOptions {
             max_macs: self.max_macs,
             max_conversations: self.max_conversations,
             replay,
+            xdp,
             sampling: sampling.options(),
         }
     }
@@ -229,6 +231,9 @@ mod tests {
         assert_eq!(format!("{:?}", run.maps), format!("{:?}", replay.maps));
         assert_eq!(format!("{:?}", run.enrich), format!("{:?}", replay.enrich));
         assert_eq!(format!("{:?}", run.sampling), format!("{:?}", replay.sampling));
-        assert_eq!(run.maps.load_options(&run.sampling, false).sampling, crate::kernel::load::SampleOptions::default());
+        assert_eq!(
+            run.maps.load_options(&run.sampling, false, false).sampling,
+            crate::kernel::load::SampleOptions::default()
+        );
     }
 }

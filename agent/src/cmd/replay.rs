@@ -167,7 +167,7 @@ pub fn run(args: &ReplayArgs) -> anyhow::Result<Outcome> {
         args.enrich.lan_prefixes.clone()
     };
     let (pipeline, ebpf) = Pipeline::open(pipeline::Options {
-        load: args.maps.load_options(&args.sampling, true),
+        load: args.maps.load_options(&args.sampling, true, true),
         scopes: ScopeClassifier::new(lan),
         oui_file: args.enrich.oui_file.clone(),
         events: args.sampling.events.clone(),

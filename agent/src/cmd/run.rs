@@ -16,7 +16,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use crate::{
     cli::RunArgs,
     kernel::{
-        attach::{Attacher, Hook},
+        attach::{AttachMode, Attacher, Hook},
         netif,
     },
     output::{
@@ -130,7 +130,7 @@ fn lan_prefixes(bridge: &str, extra: &[Prefix]) -> Vec<Prefix> {
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     preflight(&args)?;
     let (pipeline, mut ebpf) = Pipeline::open(pipeline::Options {
-        load: args.maps.load_options(&args.sampling, false),
+        load: args.maps.load_options(&args.sampling, false, args.attach != AttachMode::Tc),
         scopes: ScopeClassifier::new(lan_prefixes(&args.bridge, &args.enrich.lan_prefixes)),
         oui_file: args.enrich.oui_file.clone(),
         events: args.sampling.events.clone(),

@@ -49,6 +49,10 @@ pub struct LoadOptions {
     pub max_conversations: u32,
     /// BPF_PROG_TEST_RUN replay: the context carries wire length, segments and capture time.
     pub replay: bool,
+    /// Load the XDP program too. The TC program is always loaded (the bridge's egress needs it
+    /// in every mode); XDP only where it will run: `--attach xdp*` and replay (frames a socket
+    /// buffer cannot carry). What is not loaded cannot be refused by the verifier.
+    pub xdp: bool,
     pub sampling: SampleOptions,
 }
 
@@ -58,6 +62,7 @@ impl Default for LoadOptions {
             max_macs: agent_common::DEFAULT_MAX_MACS,
             max_conversations: agent_common::DEFAULT_MAX_CONVERSATIONS,
             replay: false,
+            xdp: true,
             sampling: SampleOptions::default(),
         }
     }
@@ -134,12 +139,15 @@ pub fn load(opts: &LoadOptions) -> Result<Ebpf, LoadError> {
     let tc: &mut SchedClassifier = program(&mut ebpf, TC_PROGRAM)?;
     verified(TC_PROGRAM, tc.load())?;
     let tc_work = tc.info().ok().and_then(|i| i.verified_instruction_count());
-    let xdp: &mut Xdp = program(&mut ebpf, XDP_PROGRAM)?;
-    verified(XDP_PROGRAM, xdp.load())?;
-    let xdp_work = xdp.info().ok().and_then(|i| i.verified_instruction_count());
+    let mut work = vec![(TC_PROGRAM, tc_work)];
+    if opts.xdp {
+        let xdp: &mut Xdp = program(&mut ebpf, XDP_PROGRAM)?;
+        verified(XDP_PROGRAM, xdp.load())?;
+        work.push((XDP_PROGRAM, xdp.info().ok().and_then(|i| i.verified_instruction_count())));
+    }
     // How far each program is from the verifier's limit of 1,000,000 instructions. Replay's
     // output is its report: its log stays quiet unless asked.
-    for (program, work) in [(TC_PROGRAM, tc_work), (XDP_PROGRAM, xdp_work)] {
+    for (program, work) in work {
         if opts.replay {
             tracing::debug!(program, verified_instructions = work, "loaded");
         } else {
