@@ -1,7 +1,10 @@
 //! Turns one parsed buffer into counter updates: per MAC (exact, never evicted) and per
 //! conversation (LRU, inserts counted so that the agent can tell evictions).
 
-use agent_common::{ConvCounters, ConvKey, DeviceCounters, MacKey, Stat, classify::wire_bytes};
+use agent_common::{
+    ConvCounters, ConvKey, DeviceCounters, MacKey, Stat,
+    classify::{segments, wire_bytes},
+};
 use aya_ebpf::bindings::BPF_NOEXIST;
 
 use crate::{
@@ -20,8 +23,10 @@ pub struct Meta {
     pub data_len: u64,
     pub ifindex: u32,
     pub direction: u8,
-    /// Wire frames the buffer stands for (GSO/GRO); 0 means 1.
+    /// Wire frames the buffer stands for (GSO/GRO); 0 when the kernel did not say.
     pub segments: u64,
+    /// The GSO segment size, for buffers that carry it without a count (0: not GSO).
+    pub gso_size: u64,
     /// The outer VLAN tag is in socket-buffer metadata, not in the data (TC): 4 wire bytes more
     /// per frame.
     pub outer_tag_in_meta: bool,
@@ -30,12 +35,7 @@ pub struct Meta {
 
 #[inline(always)]
 pub fn account<P: Packet>(p: &P, m: &Meta) {
-    let segments = if m.segments == 0 { 1 } else { m.segments };
     bump(Stat::Buffers, 1);
-    bump(Stat::Frames, segments);
-    if segments > 1 {
-        bump(Stat::GsoBuffers, 1);
-    }
     // The parsed frame lives in map memory, not on the stack. The verifier tracks what is
     // written to the stack exactly but not what is written to a map, so the paths of every header
     // layout (VLAN depth, IP options, extension headers) merge here instead of each being walked
@@ -48,9 +48,15 @@ pub fn account<P: Packet>(p: &P, m: &Meta) {
     let frame = unsafe { &mut *frame };
     if !parse(p, m.outer_tag_in_meta, frame) {
         bump(Stat::TruncatedL2, 1);
+        bump(Stat::Frames, if m.segments == 0 { 1 } else { m.segments });
         return;
     }
     let frame = &*frame;
+    let segments = segments(m.segments, m.gso_size, m.len, frame.header_len);
+    bump(Stat::Frames, segments);
+    if segments > 1 {
+        bump(Stat::GsoBuffers, 1);
+    }
     let tag_bytes = if m.outer_tag_in_meta { 4 } else { 0 };
     let bytes = wire_bytes(m.len, segments, frame.header_len) + segments * tag_bytes;
     add_mac(&frame.key.src_mac, true, segments, bytes);

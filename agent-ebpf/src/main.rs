@@ -41,9 +41,9 @@ fn replay_mode() -> bool {
 pub fn iotwatch_tc(ctx: TcContext) -> i32 {
     // SAFETY: the context pointer is valid for the whole program run; the verifier rewrites
     // these field reads into reads of the socket buffer.
-    let (gso_segs, vlan_present, wire_len, tstamp, ifindex, ingress_ifindex) = unsafe {
+    let (gso_segs, gso_size, vlan_present, wire_len, tstamp, ifindex, ingress_ifindex) = unsafe {
         let skb = &*ctx.skb.skb;
-        (skb.gso_segs, skb.vlan_present, skb.wire_len, skb.tstamp, skb.ifindex, skb.ingress_ifindex)
+        (skb.gso_segs, skb.gso_size, skb.vlan_present, skb.wire_len, skb.tstamp, skb.ifindex, skb.ingress_ifindex)
     };
     // Frames the host sends have no ingress interface.
     let direction = if ingress_ifindex == 0 { direction::EGRESS } else { direction::INGRESS };
@@ -56,6 +56,7 @@ pub fn iotwatch_tc(ctx: TcContext) -> i32 {
             ifindex,
             direction: direction::INGRESS,
             segments: u64::from(gso_segs),
+            gso_size: u64::from(gso_size),
             outer_tag_in_meta: false,
             now_ns: tstamp,
         }
@@ -66,6 +67,7 @@ pub fn iotwatch_tc(ctx: TcContext) -> i32 {
             ifindex,
             direction,
             segments: u64::from(gso_segs),
+            gso_size: u64::from(gso_size),
             // The kernel moved the outer tag into metadata before TC ingress.
             outer_tag_in_meta: vlan_present != 0,
             // SAFETY: helper without arguments.
@@ -99,6 +101,7 @@ pub fn iotwatch_xdp(ctx: XdpContext) -> u32 {
         ifindex,
         direction: direction::INGRESS,
         segments: 1,
+        gso_size: 0,
         outer_tag_in_meta: false,
         now_ns,
     };

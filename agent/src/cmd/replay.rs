@@ -91,7 +91,7 @@ impl Replayer {
         let data = &p.data[..p.data.len().min(MAX_TEST_RUN_DATA)];
         let wire_len = p.orig_len.max(p.data.len() as u32);
         let tc = (wire_len <= MAX_SKB_WIRE_LEN)
-            .then(|| run_tc(&self.ebpf, &TcInput { data, wire_len, gso_segs: 1, tstamp_ns: p.ts_ns }))
+            .then(|| run_tc(&self.ebpf, &TcInput { data, wire_len, gso_segs: 1, gso_size: 0, tstamp_ns: p.ts_ns }))
             .and_then(Result::ok);
         match tc {
             Some(verdict::TC_PASS) => {}

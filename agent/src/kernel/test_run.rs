@@ -69,8 +69,10 @@ pub struct TcInput<'a> {
     pub data: &'a [u8],
     /// Original length of the frame (replay mode only; 0 = the data's length).
     pub wire_len: u32,
-    /// Wire frames this buffer stands for (GSO); 0 = one.
+    /// Wire frames this buffer stands for (GSO); 0 = not said.
     pub gso_segs: u32,
+    /// GSO segment size (0 = not GSO): with `gso_segs` 0, as tap and virtio-net buffers come.
+    pub gso_size: u32,
     /// Capture time in ns since the epoch (replay mode only).
     pub tstamp_ns: u64,
 }
@@ -85,6 +87,7 @@ pub fn run_tc(ebpf: &Ebpf, input: &TcInput<'_>) -> anyhow::Result<i32> {
     let ctx = SkBuffCtx {
         wire_len: input.wire_len.max(input.data.len() as u32),
         gso_segs: input.gso_segs,
+        gso_size: input.gso_size,
         tstamp: input.tstamp_ns,
         ..SkBuffCtx::default()
     };

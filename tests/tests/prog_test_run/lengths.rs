@@ -30,6 +30,32 @@ privileged_test! {
 }
 
 privileged_test! {
+    /// Buffers from tap, macvtap, virtio-net and AF_PACKET with a vnet header carry a segment
+    /// size but no segment count (`gso_segs` 0): the count comes from the size.
+    fn gso_buffers_with_a_size_and_no_count() {
+        let mut h = Harness::new(true);
+        let mut f = eth(DEV_B, DEV_A, ETH_IPV4);
+        Ipv4::new(IP_A, IP_B, 6).push(&mut f, 32 + 4 * 1448);
+        tcp(&mut f, 5201, 40000, 12, &vec![0x55; 4 * 1448]);
+        let headers = 14 + 20 + 32;
+        // The buffer's length in the context (replay mode reads it there); the data a prefix.
+        h.tc_input(&TcInput {
+            data: &f[..2000],
+            wire_len: f.len() as u32,
+            gso_segs: 0,
+            gso_size: 1448,
+            tstamp_ns: 1_600_000_000_000_000_000,
+        });
+        let s = h.poll();
+        let (_, p, b) = only_conversation(&s);
+        assert_eq!(p, 4, "four segments of 1448 bytes");
+        assert_eq!(b, f.len() as u64 + 3 * headers as u64);
+        assert_eq!(stat(&s, Stat::Frames), 4);
+        assert_eq!(stat(&s, Stat::GsoBuffers), 1);
+    }
+}
+
+privileged_test! {
     fn replay_mode_counts_the_original_length_of_long_and_snapped_frames() {
         let mut h = Harness::new(true);
         // A 9,014-byte jumbo frame, of which a prefix fits a test run.
