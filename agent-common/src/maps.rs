@@ -42,8 +42,9 @@ pub struct ReplayMeta {
 
 const _: () = assert!(core::mem::size_of::<ReplayMeta>() == 16);
 
-/// Maximum number of VLAN tags parsed (802.1Q/802.1ad stacks); deeper stacks are counted.
-pub const MAX_VLAN_DEPTH: usize = 2;
+/// Maximum number of VLAN tags parsed (802.1Q/802.1ad stacks; real captures carry three);
+/// deeper stacks are counted.
+pub const MAX_VLAN_DEPTH: usize = 4;
 /// Maximum number of IPv6 extension headers walked before giving up on the L4 header.
 pub const MAX_IPV6_EXT_HEADERS: usize = 6;
 

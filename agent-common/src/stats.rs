@@ -30,6 +30,8 @@ stats! {
     VlanStacked => "vlan_stacked",
     /// Frames with more tags than the program parses; counted at L2 only.
     VlanTooDeep => "vlan_too_deep",
+    /// PPPoE session frames (IPv4 and IPv6 in them are parsed as without PPPoE).
+    Pppoe => "pppoe",
     Ipv4 => "ipv4",
     Ipv4Options => "ipv4_options",
     Ipv6 => "ipv6",

@@ -10,6 +10,23 @@ pub mod ether_type {
     pub const VLAN: u16 = 0x8100;
     /// 802.1ad service tag (QinQ's outer tag).
     pub const QINQ: u16 = 0x88a8;
+    /// A PPPoE session: 6 bytes of PPPoE header, then PPP's 2-byte protocol.
+    pub const PPPOE_SESSION: u16 = 0x8864;
+}
+
+/// PPP inside a PPPoE session: 6 bytes of PPPoE, then PPP's protocol field, two bytes, or one
+/// when Protocol-Field-Compression left out a zero first byte (RFC 1661: protocol numbers have
+/// an even first byte and an odd last one, so an odd first byte is a compressed field).
+pub mod ppp {
+    pub const IPV4: u16 = 0x0021;
+    pub const IPV6: u16 = 0x0057;
+    pub const PPPOE_LEN: usize = 6;
+
+    /// The protocol and the length of its field, from the two bytes after the PPPoE header.
+    #[inline(always)]
+    pub const fn protocol(b0: u8, b1: u8) -> (u16, usize) {
+        if b0 & 1 == 1 { (b0 as u16, 1) } else { (u16::from_be_bytes([b0, b1]), 2) }
+    }
 }
 
 /// IP protocol numbers, and the IPv6 extension headers that come before the transport.
@@ -31,4 +48,15 @@ pub mod ip_proto {
 pub mod verdict {
     pub const TC_PASS: i32 = -1;
     pub const XDP_PASS: u32 = 2;
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn ppp_protocol_fields_full_and_compressed() {
+        assert_eq!(super::ppp::protocol(0x00, 0x21), (super::ppp::IPV4, 2));
+        assert_eq!(super::ppp::protocol(0x21, 0x45), (super::ppp::IPV4, 1), "compressed: IPv4's header follows");
+        assert_eq!(super::ppp::protocol(0x00, 0x57), (super::ppp::IPV6, 2));
+        assert_eq!(super::ppp::protocol(0xc0, 0x21), (0xc021, 2), "LCP");
+    }
 }

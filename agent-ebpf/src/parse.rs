@@ -4,7 +4,7 @@
 
 use agent_common::{
     ConvKey, MAX_IPV6_EXT_HEADERS, MAX_VLAN_DEPTH, Stat, ip_version,
-    wire::{ether_type, ip_proto},
+    wire::{ether_type, ip_proto, ppp},
 };
 use network_types::{
     eth::EthHdr,
@@ -63,6 +63,23 @@ pub fn parse<P: Packet>(p: &P, outer_tag_in_meta: bool, f: &mut Frame) -> bool {
     }
     if tags > 1 {
         bump(Stat::VlanStacked, 1);
+    }
+    if ether_type == ether_type::PPPOE_SESSION {
+        // PPPoE (a DSL modem's side of a home network): IP behind 8 bytes of PPPoE and PPP.
+        let Some(h) = p.load::<[u8; ppp::PPPOE_LEN + 2]>(off) else {
+            bump(Stat::TruncatedL3, 1);
+            f.key.ether_type = ether_type;
+            f.header_len = off as u64;
+            return true;
+        };
+        bump(Stat::Pppoe, 1);
+        let (protocol, field_len) = ppp::protocol(h[6], h[7]);
+        match protocol {
+            ppp::IPV4 => ether_type = ether_type::IPV4,
+            ppp::IPV6 => ether_type = ether_type::IPV6,
+            _ => {}
+        }
+        off += ppp::PPPOE_LEN + field_len;
     }
     f.key.ether_type = ether_type;
     f.header_len = off as u64;

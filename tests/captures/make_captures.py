@@ -28,6 +28,7 @@ from scapy.layers.inet6 import (  # noqa: E402
     IPv6, IPv6ExtHdrDestOpt, IPv6ExtHdrFragment, IPv6ExtHdrHopByHop, IPv6ExtHdrRouting, ICMPv6EchoRequest,
 )
 from scapy.layers.l2 import ARP, Dot1AD, Dot1Q, Ether  # noqa: E402
+from scapy.layers.ppp import PPP, PPPoE  # noqa: E402
 from scapy.packet import Raw  # noqa: E402
 
 # ---- hosts ----
@@ -226,8 +227,17 @@ def vlan(rng):
     f.add(Ether(src=PLUG[0], dst=ROUTER[0]) / Dot1AD(vlan=100) / Dot1Q(vlan=10) / IP(src=PLUG[1], dst="203.0.113.50") / TCP(sport=50000, dport=8883, flags="S"))
     f.add(Ether(src=ROUTER[0], dst=PLUG[0]) / Dot1AD(vlan=100) / Dot1Q(vlan=10) / IP(src="203.0.113.50", dst=PLUG[1]) / TCP(sport=8883, dport=50000, flags="SA"))
     f.add(Ether(src=PHONE[0], dst=PI[0]) / Dot1Q(vlan=30) / Dot1Q(vlan=31) / IPv6(src=PHONE[2], dst=PI[2]) / UDP(sport=5000, dport=5684) / Raw(bytes(rng.randrange(10, 200))))
-    # Three tags: deeper than the program walks, so only the MACs count
+    # Three and four tags (real captures carry three): walked to the ports
     f.add(Ether(src=PHONE[0], dst=PI[0]) / Dot1AD(vlan=1) / Dot1Q(vlan=2) / Dot1Q(vlan=3) / IP(src=PHONE[1], dst=PI[1]) / UDP(sport=5000, dport=7777) / Raw(b"x" * 30))
+    f.add(Ether(src=PHONE[0], dst=PI[0]) / Dot1AD(vlan=1) / Dot1Q(vlan=2) / Dot1Q(vlan=3) / Dot1Q(vlan=4) / IP(src=PHONE[1], dst=PI[1]) / UDP(sport=5000, dport=7778) / Raw(b"x" * 30))
+    # Five tags: deeper than the program walks, so only the MACs count
+    f.add(Ether(src=PHONE[0], dst=PI[0]) / Dot1AD(vlan=1) / Dot1Q(vlan=2) / Dot1Q(vlan=3) / Dot1Q(vlan=4) / Dot1Q(vlan=5) / IP(src=PHONE[1], dst=PI[1]) / UDP(sport=5000, dport=7779) / Raw(b"x" * 30))
+    # PPPoE sessions (a DSL modem's LAN side): IPv4 in PPP with its protocol field compressed
+    # to one byte (scapy's default, as PFC allows), IPv6 with the full two bytes inside a VLAN
+    # tag, and LCP, which is no IP
+    f.add(Ether(src=ROUTER[0], dst=PI[0]) / PPPoE(sessionid=0x1234) / PPP(proto=0x0021) / IP(src="198.51.100.9", dst=PI[1]) / UDP(sport=53, dport=40053) / Raw(b"d" * 40))
+    f.add(Ether(src=PI[0], dst=ROUTER[0]) / Dot1Q(vlan=7) / PPPoE(sessionid=0x1234) / Raw(b"\x00\x57") / IPv6(src=PI[2], dst="2001:db8:4::7") / TCP(sport=40443, dport=443, flags="S"))
+    f.add(Ether(src=PI[0], dst=ROUTER[0]) / PPPoE(sessionid=0x1234) / PPP(proto=0xc021) / Raw(b"\x09\x01\x00\x08\x00\x00\x00\x01"))
     for i in range(10):
         a, b = rng.sample([CAMERA, PLUG, TV, PHONE, PI], 2)
         tags = Dot1AD(vlan=200) / Dot1Q(vlan=i + 1) if i % 2 else Dot1Q(vlan=i + 1)

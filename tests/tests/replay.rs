@@ -108,8 +108,11 @@ privileged_test! {
 privileged_test! {
     fn replay_vlan_and_qinq_match_tshark() {
         let (o, _) = check_capture("vlan", "vlan.pcap");
-        // Three tags are one more than the program walks: the MACs count, the IPs and port do not.
-        assert!(!o.ports.contains_key("udp\t7777"), "the oracle counted a port behind three tags");
+        // Three and four tags are walked; five are one more than the program walks: the MACs
+        // count, the IPs and the port do not. PPPoE carries IP and ports, in a tag or not.
+        assert!(o.ports.contains_key("udp\t7777") && o.ports.contains_key("udp\t7778"), "{:?}", o.ports);
+        assert!(!o.ports.contains_key("udp\t7779"), "the oracle counted a port behind five tags");
+        assert!(o.ports.contains_key("udp\t40053") && o.ports.contains_key("tcp\t443"), "PPPoE: {:?}", o.ports);
         assert!(o.ports.contains_key("tcp\t8883") && o.ports.contains_key("udp\t5684"), "{:?}", o.ports);
     }
 }

@@ -81,9 +81,32 @@ privileged_test! {
             ],
         );
 
-        // Three tags: deeper than the program parses; counted at L2 only.
+        // Three and four tags (real captures carry three): parsed through to the ports.
+        for tags in [3u16, 4] {
+            let mut h = Harness::new(false);
+            let mut f = eth(DEV_B, DEV_A, ETH_8021AD);
+            for t in 1..tags {
+                f = vlan(f, t, ETH_8021Q);
+            }
+            let mut f = vlan(f, tags, ETH_IPV4);
+            Ipv4::new(IP_A, INET, 17).push(&mut f, 8);
+            udp(&mut f, 1, 2, &[]);
+            h.tc(&f);
+            let s = h.poll();
+            let (k, p, b) = only_conversation(&s);
+            assert_eq!((k.ip_version, k.proto, k.src_port, k.dst_port), (ip_version::V4, 17, 1, 2), "{tags} tags");
+            assert_eq!((p, b), (1, f.len() as u64));
+            assert_eq!(stat(&s, Stat::VlanStacked), 1);
+            assert_eq!(stat(&s, Stat::VlanTooDeep), 0);
+        }
+
+        // Five tags: deeper than the program parses; counted at L2 only.
         let mut h = Harness::new(false);
-        let mut f = vlan(vlan(vlan(eth(DEV_B, DEV_A, ETH_8021AD), 1, ETH_8021Q), 2, ETH_8021Q), 3, ETH_IPV4);
+        let mut f = eth(DEV_B, DEV_A, ETH_8021AD);
+        for t in 1..5 {
+            f = vlan(f, t, ETH_8021Q);
+        }
+        let mut f = vlan(f, 5, ETH_IPV4);
         Ipv4::new(IP_A, INET, 17).push(&mut f, 8);
         udp(&mut f, 1, 2, &[]);
         h.tc(&f);
@@ -103,6 +126,55 @@ privileged_test! {
                 (Stat::ConvInserts, 1),
             ],
         );
+    }
+}
+
+privileged_test! {
+    /// PPPoE sessions (what a DSL modem's LAN side carries): IPv4 and IPv6 behind the 8 bytes of
+    /// PPPoE and PPP, ports and all, also inside a VLAN tag; other PPP protocols count at L2.
+    fn pppoe_sessions_are_parsed_to_ip_and_ports() {
+        let pppoe = |mut f: Vec<u8>, ppp_proto: u16, len: usize| {
+            f.extend_from_slice(&[0x11, 0x00, 0x12, 0x34]);
+            f.extend_from_slice(&((len + 2) as u16).to_be_bytes());
+            f.extend_from_slice(&ppp_proto.to_be_bytes());
+            f
+        };
+        let mut h = Harness::new(false);
+        let mut f = pppoe(eth(DEV_B, DEV_A, 0x8864), 0x0021, 20 + 8);
+        Ipv4::new(IP_A, INET, 17).push(&mut f, 8);
+        udp(&mut f, 40_000, 53, &[]);
+        h.tc(&f);
+        let s = h.poll();
+        let (k, p, b) = only_conversation(&s);
+        assert_eq!(
+            (k.ip_version, k.proto, k.src_port, k.dst_port, k.ether_type),
+            (ip_version::V4, 17, 40_000, 53, ETH_IPV4)
+        );
+        assert_eq!((p, b), (1, f.len() as u64));
+        assert_stats(
+            &s,
+            &[(Stat::Buffers, 1), (Stat::Frames, 1), (Stat::Pppoe, 1), (Stat::Ipv4, 1), (Stat::ConvInserts, 1)],
+        );
+
+        let mut h = Harness::new(false);
+        let mut f = pppoe(vlan(eth(DEV_B, DEV_A, ETH_8021Q), 7, 0x8864), 0x0057, 40 + 8);
+        ipv6_header(&mut f, v6("2001:db8::11"), v6("2001:db8:4::7"), 17, 8);
+        udp(&mut f, 40_001, 443, &[]);
+        h.tc(&f);
+        let s = h.poll();
+        let (k, _, b) = only_conversation(&s);
+        assert_eq!((k.ip_version, k.src_port, k.dst_port), (ip_version::V6, 40_001, 443));
+        assert_eq!(b, f.len() as u64);
+        assert_eq!((stat(&s, Stat::Pppoe), stat(&s, Stat::Vlan), stat(&s, Stat::Ipv6)), (1, 1, 1));
+
+        // LCP (0xc021): a PPPoE frame, counted at L2.
+        let mut h = Harness::new(false);
+        let f = pppoe(eth(DEV_B, DEV_A, 0x8864), 0xc021, 4);
+        h.tc(&f);
+        let s = h.poll();
+        let (k, p, _) = only_conversation(&s);
+        assert_eq!((k.ip_version, p), (ip_version::NONE, 1));
+        assert_eq!((stat(&s, Stat::Pppoe), stat(&s, Stat::OtherEthertype)), (1, 1));
     }
 }
 
