@@ -329,6 +329,28 @@ privileged_test! {
     }
 }
 
+privileged_test! {
+    /// Another user's tcx program that ends the chain (returns TC_ACT_OK), attached before the
+    /// agent starts: the agent attaches first, so it still sees every frame, and the other one
+    /// still runs after it.
+    fn a_program_ending_the_tcx_chain_does_not_hide_frames() {
+        let dir = temp_dir("iotwatch-bridge-iwt9");
+        let lab = quiet_lab("iwt9", 2);
+        lab.set_offloads(false).expect("offloads off");
+        let (a, b) = (&lab.devices[0], &lab.devices[1]);
+        let mut other = iotwatch::kernel::bench::load_baselines().expect("the baseline programs");
+        let tc: &mut aya::programs::SchedClassifier =
+            iotwatch::kernel::load::program(&mut other, "bare_tc").expect("bare_tc");
+        let _link = tc.attach(&a.port, aya::programs::TcAttachType::Ingress).expect("attach bare_tc to a's port");
+        let mut agent = start_agent(&lab, &dir, "tc", 19480, &[]);
+        ns(&lab, &a.ns, &["ping", "-c", "10", "-i", "0.1", &b.ip.to_string()]);
+        let samples = scrape(&agent.listen).expect("scrape");
+        agent.stop().expect("agent stops cleanly");
+        assert_eq!(exported(&samples, &a.mac).0.tx_packets, 10, "a's 10 echo requests, seen past the other program");
+        assert_eq!(exported(&samples, &b.mac).0.tx_packets, 10, "b's 10 replies");
+    }
+}
+
 /// Programs attached to the lab's interfaces, as the kernel reports them: tcx programs on
 /// ingress and egress (bpftool 7.1 cannot map tcx links to interfaces) plus XDP programs.
 fn lab_links(lab: &HomeLab) -> usize {

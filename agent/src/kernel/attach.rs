@@ -12,8 +12,8 @@ use std::{collections::BTreeMap, io};
 use aya::{
     Ebpf,
     programs::{
-        ProgramError, SchedClassifier, TcAttachType, Xdp, XdpMode,
-        tc::{SchedClassifierLinkId, TcError, qdisc_add_clsact, qdisc_detach_program},
+        LinkOrder, ProgramError, SchedClassifier, TcAttachType, Xdp, XdpMode,
+        tc::{NlOptions, SchedClassifierLinkId, TcAttachOptions, TcError, qdisc_add_clsact, qdisc_detach_program},
         xdp::XdpLinkId,
     },
     util::KernelVersion,
@@ -164,7 +164,15 @@ impl Attacher {
                     remove_stale_filters(iface, attach_type);
                 }
                 let tc: &mut SchedClassifier = program(ebpf, TC_PROGRAM)?;
-                let id = tc.attach(iface, attach_type).map_err(|source| AttachError::Tc {
+                // tcx runs its programs in order, and one that ends the chain hides every frame
+                // from those after it: go first. The program returns "next", so the others still
+                // run after it. (clsact, below 6.6, has no such order to ask for.)
+                let options = if below_tcx {
+                    TcAttachOptions::Netlink(NlOptions::default())
+                } else {
+                    TcAttachOptions::TcxOrder(LinkOrder::first())
+                };
+                let id = tc.attach_with_options(iface, attach_type, options).map_err(|source| AttachError::Tc {
                     iface: iface.to_owned(),
                     hook,
                     source,

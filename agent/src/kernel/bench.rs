@@ -85,7 +85,9 @@ fn time_tc(prog: &SchedClassifier, frame: &[u8], repeat: u32) -> anyhow::Result<
     Ok(mean_ns(prog.test_run(TestRunOptions { data_in: Some(frame), repeat, ..TestRunOptions::default() })?))
 }
 
-fn load_baselines() -> anyhow::Result<Ebpf> {
+/// The reference programs of the benchmark (`agent-ebpf/src/bin/baselines.rs`), loaded: also
+/// another user's programs for the tests (`bare_tc` ends a tcx chain).
+pub fn load_baselines() -> anyhow::Result<Ebpf> {
     anyhow::ensure!(!BASELINES.is_empty(), "built with AYA_BUILD_SKIP=1: no baseline programs");
     let mut ebpf = EbpfLoader::new().load(BASELINES).context("loading the baseline programs")?;
     for name in ["bare_xdp", "min_mac_xdp"] {
