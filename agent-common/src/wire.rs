@@ -41,6 +41,12 @@ pub mod ip_proto {
     pub const IPV6_FRAGMENT: u8 = 44;
     pub const IPV6_AH: u8 = 51;
     pub const IPV6_DEST_OPTS: u8 = 60;
+
+    /// An IPv6 extension header the program walks over to reach the transport header.
+    #[inline(always)]
+    pub const fn is_ipv6_extension(next: u8) -> bool {
+        matches!(next, IPV6_HOP_BY_HOP | IPV6_ROUTING | IPV6_FRAGMENT | IPV6_AH | IPV6_DEST_OPTS)
+    }
 }
 
 /// What the programs return: always "pass". For TC that is TC_ACT_UNSPEC (tcx's TCX_NEXT), never

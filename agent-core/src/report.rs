@@ -364,7 +364,31 @@ mod tests {
 
     /// Everything an agent holds after a little traffic: a camera that discovers with SSDP,
     /// resolves and talks to the cloud and asks for time; a hub; the gateway.
-    fn state() -> (Ledger, Snapshot, Oui, ScopeClassifier, EventStore, SampleCounts) {
+    /// The state a [`View`] borrows.
+    struct State {
+        ledger: Ledger,
+        last: Snapshot,
+        oui: Oui,
+        scopes: ScopeClassifier,
+        events: EventStore,
+        counts: SampleCounts,
+    }
+
+    impl State {
+        fn view(&self) -> View<'_> {
+            View {
+                ledger: &self.ledger,
+                last: &self.last,
+                oui: &self.oui,
+                scopes: &self.scopes,
+                events: &self.events,
+                sample_counts: &self.counts,
+                event_log_errors: 0,
+            }
+        }
+    }
+
+    fn state() -> State {
         let scopes = ScopeClassifier::new(vec!["192.168.77.0/24".parse().expect("prefix")]);
         let cloud = key(CAMERA, GATEWAY, "192.168.77.151", "203.0.113.7", 6, 40_000, 443);
         let reply = key(GATEWAY, CAMERA, "203.0.113.7", "192.168.77.151", 6, 443, 40_000);
@@ -415,7 +439,7 @@ mod tests {
         let mut counts = SampleCounts::default();
         counts[Kind::Ssdp as usize] = [1, 0, 0];
         counts[Kind::Ntp as usize] = [2, 1, 3];
-        (ledger, last, oui, scopes, events, counts)
+        State { ledger, last, oui, scopes, events, counts }
     }
 
     fn snapshot_path() -> std::path::PathBuf {
@@ -428,16 +452,8 @@ mod tests {
     /// review the diff: the schema is extended, never renamed).
     #[test]
     fn the_report_matches_its_snapshot() {
-        let (ledger, last, oui, scopes, events, counts) = state();
-        let view = View {
-            ledger: &ledger,
-            last: &last,
-            oui: &oui,
-            scopes: &scopes,
-            events: &events,
-            sample_counts: &counts,
-            event_log_errors: 2,
-        };
+        let state = state();
+        let view = View { event_log_errors: 2, ..state.view() };
         let report =
             build(&view, Some(Capture { packets: 24, wire_bytes: 13_647, ..Capture::default() }), Clock::Epoch);
         let json = serde_json::to_string_pretty(&report).expect("serialises") + "\n";
@@ -452,16 +468,8 @@ mod tests {
     /// What the snapshot holds, said in words: facts a reader of the report relies on.
     #[test]
     fn the_report_says_who_talked_to_whom() {
-        let (ledger, last, oui, scopes, events, counts) = state();
-        let view = View {
-            ledger: &ledger,
-            last: &last,
-            oui: &oui,
-            scopes: &scopes,
-            events: &events,
-            sample_counts: &counts,
-            event_log_errors: 0,
-        };
+        let state = state();
+        let view = state.view();
         let r = build(&view, None, Clock::Epoch);
         let camera = r.devices.iter().find(|d| d.mac == Mac(CAMERA)).expect("the camera is a device");
         assert_eq!(camera.vendor.as_deref(), Some("Example Cameras Ltd."));

@@ -152,14 +152,7 @@ fn parse_ipv6<P: Packet>(p: &P, off: usize, f: &mut Frame) {
     let mut off = off + Ipv6Hdr::LEN;
     let mut walked = false;
     for _ in 0..MAX_IPV6_EXT_HEADERS {
-        if !matches!(
-            next,
-            ip_proto::IPV6_HOP_BY_HOP
-                | ip_proto::IPV6_ROUTING
-                | ip_proto::IPV6_FRAGMENT
-                | ip_proto::IPV6_AH
-                | ip_proto::IPV6_DEST_OPTS
-        ) {
+        if !ip_proto::is_ipv6_extension(next) {
             break;
         }
         walked = true;
@@ -191,14 +184,7 @@ fn parse_ipv6<P: Packet>(p: &P, off: usize, f: &mut Frame) {
         bump(Stat::Ipv6ExtHeaders, 1);
     }
     f.key.proto = next;
-    if matches!(
-        next,
-        ip_proto::IPV6_HOP_BY_HOP
-            | ip_proto::IPV6_ROUTING
-            | ip_proto::IPV6_FRAGMENT
-            | ip_proto::IPV6_AH
-            | ip_proto::IPV6_DEST_OPTS
-    ) {
+    if ip_proto::is_ipv6_extension(next) {
         bump(Stat::Ipv6ExtTooDeep, 1);
         return;
     }
