@@ -351,6 +351,44 @@ privileged_test! {
     }
 }
 
+privileged_test! {
+    /// A port deleted and created again under the same name (a VM or container restart, a driver
+    /// reload, hostapd restarting wlan0) has lost its program: the agent attaches it again, on
+    /// the kernel's link notification (the poll interval is a minute here), and counts exactly.
+    fn a_port_that_comes_back_is_attached_again() {
+        let dir = temp_dir("iotwatch-bridge-iwt10");
+        let lab = quiet_lab("iwt10", 2);
+        lab.set_offloads(false).expect("offloads off");
+        let (a, b) = (&lab.devices[0], &lab.devices[1]);
+        let mut agent = start_agent(&lab, &dir, "tc", 19481, &["--bpf.poll-interval", "60"]);
+        // b's port goes away and comes back under the same name, with b's MAC and address.
+        root(&["ip", "link", "del", &b.port]);
+        let (port, mac) = (b.port.as_str(), b.mac.as_str());
+        root(&["ip", "link", "add", port, "type", "veth", "peer", "name", "eth0", "address", mac, "netns", &b.ns]);
+        xtask::netns::sysctl(None, &format!("net.ipv6.conf.{}.disable_ipv6", b.port), "1").expect("IPv6 off");
+        root(&["ip", "link", "set", &b.port, "master", &lab.bridge, "up"]);
+        ns(&lab, &b.ns, &["ip", "addr", "add", &format!("{}/24", b.ip), "dev", "eth0"]);
+        ns(&lab, &b.ns, &["ip", "link", "set", "eth0", "up"]);
+        let a_ip = a.ip.to_string();
+        ns(&lab, &b.ns, &["ip", "neigh", "replace", &a_ip, "lladdr", &a.mac, "dev", "eth0", "nud", "permanent"]);
+        wait_for("b's port to be attached again", Duration::from_secs(5), || {
+            attached(&scrape(&agent.listen).expect("scrape")).contains(&(b.port.clone(), "tc_ingress".into()))
+        });
+        // Interfaces coming up send IGMP reports for a second or two; then only b's datagrams.
+        std::thread::sleep(Duration::from_secs(3));
+        let before = exported(&scrape(&agent.listen).expect("scrape"), &b.mac).0.tx_packets;
+        let send = format!(
+            "import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+             for i in range(10): s.sendto(b'x', ('{a_ip}', 5000))"
+        );
+        ns(&lab, &b.ns, &["/usr/bin/python3", "-c", &send]);
+        std::thread::sleep(Duration::from_millis(500));
+        let after = exported(&scrape(&agent.listen).expect("scrape"), &b.mac).0.tx_packets;
+        agent.stop().expect("agent stops cleanly");
+        assert_eq!(after - before, 10, "b's 10 datagrams through its port that came back");
+    }
+}
+
 /// Programs attached to the lab's interfaces, as the kernel reports them: tcx programs on
 /// ingress and egress (bpftool 7.1 cannot map tcx links to interfaces) plus XDP programs.
 fn lab_links(lab: &HomeLab) -> usize {

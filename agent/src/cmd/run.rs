@@ -185,6 +185,44 @@ async fn read_samples(fd: std::os::fd::OwnedFd, agent: SharedAgent) {
     }
 }
 
+/// Wakes the main loop whenever the kernel reports a link change.
+async fn watch_links(fd: std::os::fd::OwnedFd, changed: Arc<tokio::sync::Notify>) {
+    // SAFETY: `fd` is an OwnedFd moved into the AsyncFd: it stays open, and refers to the same
+    // socket, for as long as the registration lives.
+    let fd = match unsafe { tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) } {
+        Ok(fd) => fd,
+        Err(e) => {
+            tracing::warn!("cannot wait on link notifications ({e}); ports are followed on the tick only");
+            return;
+        }
+    };
+    loop {
+        let Ok(mut guard) = fd.readable().await else { return };
+        guard.clear_ready();
+        netif::drain(fd.get_ref());
+        changed.notify_one();
+    }
+}
+
+/// Attaches to ports that joined or came back, forgets those that left, and brings the LAN
+/// prefixes and the counters up to date.
+fn follow_the_bridge(args: &RunArgs, agent: &SharedAgent, attacher: &mut Attacher, ebpf: &mut aya::Ebpf) {
+    match attacher.sync_ports(ebpf) {
+        Ok(changes) => {
+            for (iface, joined) in changes {
+                tracing::info!(interface = iface, "port {} the bridge", if joined { "joined" } else { "left" });
+            }
+        }
+        Err(e) => tracing::warn!("following the bridge's ports: {e:#}"),
+    }
+    let mut a = lock(agent);
+    a.attached = attacher.attached();
+    a.pipeline.set_scopes(ScopeClassifier::new(lan_prefixes(&args.bridge, &args.enrich.lan_prefixes)));
+    if let Err(e) = a.refresh() {
+        tracing::warn!("reading the maps: {e:#}");
+    }
+}
+
 async fn serve_until_signal(
     args: &RunArgs,
     agent: &SharedAgent,
@@ -203,22 +241,20 @@ async fn serve_until_signal(
     let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut tick = tokio::time::interval(Duration::from_secs(args.poll_interval));
+    // Link notifications attach a port that joined or came back at once; the tick catches
+    // anything they miss (and is all there is where netlink is unavailable).
+    let changed = Arc::new(tokio::sync::Notify::new());
+    let watcher = match netif::link_changes() {
+        Ok(fd) => Some(tokio::spawn(watch_links(fd, changed.clone()))),
+        Err(e) => {
+            tracing::warn!("no link notifications ({e}); ports are followed every {} s only", args.poll_interval);
+            None
+        }
+    };
     let result = loop {
         tokio::select! {
-            _ = tick.tick() => {
-                match attacher.sync_ports(ebpf) {
-                    Ok(changes) => for (iface, joined) in changes {
-                        tracing::info!(interface = iface, "port {} the bridge", if joined { "joined" } else { "left" });
-                    },
-                    Err(e) => tracing::warn!("following the bridge's ports: {e:#}"),
-                }
-                let mut a = lock(agent);
-                a.attached = attacher.attached();
-                a.pipeline.set_scopes(ScopeClassifier::new(lan_prefixes(&args.bridge, &args.enrich.lan_prefixes)));
-                if let Err(e) = a.refresh() {
-                    tracing::warn!("reading the maps: {e:#}");
-                }
-            }
+            _ = tick.tick() => follow_the_bridge(args, agent, attacher, ebpf),
+            () = changed.notified() => follow_the_bridge(args, agent, attacher, ebpf),
             _ = sigint.recv() => break Ok(()),
             _ = sigterm.recv() => break Ok(()),
             ended = &mut server => {
@@ -231,6 +267,9 @@ async fn serve_until_signal(
             }
         }
     };
+    if let Some(w) = watcher {
+        w.abort();
+    }
     let _ = stop_tx.send(());
     // Let in-flight scrapes finish, briefly.
     let _ = tokio::time::timeout(Duration::from_secs(2), server).await;

@@ -60,8 +60,10 @@ enum Link {
 pub struct Attacher {
     bridge: String,
     mode: AttachMode,
-    /// Per interface (ports and the bridge itself): its hook and link.
-    links: BTreeMap<String, (Hook, Link)>,
+    /// Per interface (ports and the bridge itself): its hook, link and the interface's index. A
+    /// device deleted and created again under the same name (a VM or container restart, a
+    /// driver reload, hostapd restarting wlan0) has a new index and none of our programs.
+    links: BTreeMap<String, (Hook, Link, u32)>,
 }
 
 /// The errno behind an attach error, if any.
@@ -116,16 +118,13 @@ impl Attacher {
 
     /// Interfaces and hooks currently attached.
     pub fn attached(&self) -> Vec<(String, Hook)> {
-        self.links.iter().map(|(i, (h, _))| (i.clone(), *h)).collect()
+        self.links.iter().map(|(i, (h, _, _))| (i.clone(), *h)).collect()
     }
 
     /// Egress of the bridge plus every current port. Fails on the first error, detaching nothing
     /// that was attached before it (the caller drops everything by dropping the `Ebpf`).
     pub fn attach_all(&mut self, ebpf: &mut Ebpf) -> Result<(), AttachError> {
-        let bridge = self.bridge.clone();
-        self.attach_one(ebpf, &bridge, Hook::TcEgress)?;
-        self.sync_ports(ebpf)?;
-        Ok(())
+        self.sync_ports(ebpf).map(drop)
     }
 
     /// Attaches to ports that joined the bridge and forgets ports that left it; returns what
@@ -134,11 +133,20 @@ impl Attacher {
         let ports = netif::bridge_ports(&self.bridge)
             .map_err(|source| AttachError::Ports { bridge: self.bridge.clone(), source })?;
         let mut changes = Vec::new();
-        let gone: Vec<String> =
-            self.links.keys().filter(|i| **i != self.bridge && !ports.contains(i)).cloned().collect();
-        for iface in gone {
+        // Gone, or back under the same name as another device: forget the old link.
+        let stale: Vec<String> = self
+            .links
+            .iter()
+            .filter(|(i, (_, _, index))| (**i != self.bridge && !ports.contains(i)) || netif::ifindex(i) != *index)
+            .map(|(i, _)| i.clone())
+            .collect();
+        for iface in stale {
             self.detach_one(ebpf, &iface);
             changes.push((iface, false));
+        }
+        if !self.links.contains_key(&self.bridge) {
+            let bridge = self.bridge.clone();
+            self.attach_one(ebpf, &bridge, Hook::TcEgress)?;
         }
         let hook = match self.mode {
             AttachMode::Tc => Hook::TcIngress,
@@ -198,12 +206,12 @@ impl Attacher {
             }
         };
         tracing::info!(interface = iface, hook = hook.as_str(), "attached");
-        self.links.insert(iface.to_owned(), (hook, link));
+        self.links.insert(iface.to_owned(), (hook, link, netif::ifindex(iface)));
         Ok(())
     }
 
     fn detach_one(&mut self, ebpf: &mut Ebpf, iface: &str) {
-        let Some((hook, link)) = self.links.remove(iface) else { return };
+        let Some((hook, link, _)) = self.links.remove(iface) else { return };
         // A port deleted outright took its link with it; detaching then fails harmlessly.
         let result = match link {
             Link::Tc(id) => program::<SchedClassifier>(ebpf, TC_PROGRAM).map(|p| p.detach(id)),

@@ -25,6 +25,49 @@ pub fn bridges() -> Vec<String> {
     out
 }
 
+/// The interface's index, which a device deleted and created again under the same name does
+/// not keep (0 when there is no such interface).
+pub fn ifindex(name: &str) -> u32 {
+    std::ffi::CString::new(name)
+        .ok()
+        // SAFETY: if_nametoindex reads a valid NUL-terminated string.
+        .map_or(0, |c| unsafe { libc::if_nametoindex(c.as_ptr()) })
+}
+
+/// A netlink socket subscribed to link changes (interfaces created, deleted, joining or leaving
+/// a bridge), non-blocking: readable whenever one happened.
+pub fn link_changes() -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd as _;
+    // SAFETY: plain socket(2); the descriptor is owned from here on.
+    let fd = unsafe {
+        libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, libc::NETLINK_ROUTE)
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd was just returned by socket(2) and nothing else owns it.
+    let owned = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+    // SAFETY: a zeroed sockaddr_nl is valid; only the family and groups are set.
+    let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+    addr.nl_family = libc::AF_NETLINK as u16;
+    addr.nl_groups = libc::RTMGRP_LINK as u32;
+    // SAFETY: addr is a valid sockaddr_nl of the size given.
+    let ret = unsafe { libc::bind(fd, (&raw const addr).cast(), size_of::<libc::sockaddr_nl>() as u32) };
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(owned)
+}
+
+/// Reads and discards every pending message of a [`link_changes`] socket: what changed is read
+/// back from sysfs, which is the truth, not from the messages.
+pub fn drain(fd: &std::os::fd::OwnedFd) {
+    use std::os::fd::AsRawFd as _;
+    let mut buf = [0u8; 8192];
+    // SAFETY: recv into a local buffer of the length given; non-blocking, so it ends.
+    while unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) } > 0 {}
+}
+
 /// The bridge's ports, sorted.
 pub fn bridge_ports(bridge: &str) -> io::Result<Vec<String>> {
     let mut ports = Vec::new();
