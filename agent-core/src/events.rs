@@ -143,7 +143,7 @@ impl EventStore {
 
 #[cfg(test)]
 mod tests {
-    use agent_common::{ConvKey, ip_version, sample::SAMPLE_MAX};
+    use agent_common::{ConvKey, sample::SAMPLE_MAX};
 
     use super::*;
 
@@ -166,19 +166,8 @@ mod tests {
     }
 
     fn key(proto: u8, sport: u16, dport: u16) -> ConvKey {
-        let mut k = ConvKey {
-            src_mac: [0x80, 0x9f, 0x9b, 0x45, 0xa3, 0x28],
-            dst_mac: [1, 0, 0x5e, 0x7f, 0xff, 0xfa],
-            ip_version: ip_version::V4,
-            proto,
-            src_port: sport,
-            dst_port: dport,
-            ether_type: 0x0800,
-            ..ConvKey::default()
-        };
-        k.src_ip[..4].copy_from_slice(&[192, 168, 2, 151]);
-        k.dst_ip[..4].copy_from_slice(&[239, 255, 255, 250]);
-        k
+        let (cam, ssdp_group) = ([0x80, 0x9f, 0x9b, 0x45, 0xa3, 0x28], [1, 0, 0x5e, 0x7f, 0xff, 0xfa]);
+        crate::ledger::v4_key(cam, ssdp_group, [192, 168, 2, 151], [239, 255, 255, 250], proto, sport, dport)
     }
 
     #[test]

@@ -269,6 +269,33 @@ impl Ledger {
     }
 }
 
+/// An IPv4 conversation's key, as the program would have made it (the core's tests build
+/// frames' keys with it).
+#[cfg(test)]
+pub(crate) fn v4_key(
+    src_mac: [u8; 6],
+    dst_mac: [u8; 6],
+    src: [u8; 4],
+    dst: [u8; 4],
+    proto: u8,
+    sport: u16,
+    dport: u16,
+) -> ConvKey {
+    let mut k = ConvKey {
+        src_mac,
+        dst_mac,
+        ip_version: ip_version::V4,
+        proto,
+        src_port: sport,
+        dst_port: dport,
+        ether_type: ether_type::IPV4,
+        ..ConvKey::default()
+    };
+    k.src_ip[..4].copy_from_slice(&src);
+    k.dst_ip[..4].copy_from_slice(&dst);
+    k
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -277,19 +304,7 @@ mod tests {
     const GW: [u8; 6] = [2, 0x77, 0, 0, 0, 0x01];
 
     fn v4(src_mac: [u8; 6], dst_mac: [u8; 6], src: [u8; 4], dst: [u8; 4], proto: u8, dport: u16) -> ConvKey {
-        let mut k = ConvKey {
-            src_mac,
-            dst_mac,
-            ip_version: ip_version::V4,
-            proto,
-            dst_port: dport,
-            src_port: 40000,
-            ether_type: 0x0800,
-            ..ConvKey::default()
-        };
-        k.src_ip[..4].copy_from_slice(&src);
-        k.dst_ip[..4].copy_from_slice(&dst);
-        k
+        v4_key(src_mac, dst_mac, src, dst, proto, 40000, dport)
     }
 
     fn delta(key: ConvKey, packets: u64, bytes: u64) -> Delta {

@@ -293,9 +293,8 @@ pub fn build(p: &View<'_>, capture: Option<Capture>, clock: Clock) -> Report {
 
 #[cfg(test)]
 mod tests {
-    use std::net::IpAddr;
 
-    use agent_common::{ConvKey, DeviceCounters, Stat, ip_version, sample::SampleHeader};
+    use agent_common::{ConvKey, DeviceCounters, Stat, sample::SampleHeader};
 
     use super::*;
     use crate::{
@@ -315,22 +314,8 @@ mod tests {
     const T0: u64 = 1_620_261_673_000_000_000;
 
     fn key(src_mac: [u8; 6], dst_mac: [u8; 6], src: &str, dst: &str, proto: u8, sport: u16, dport: u16) -> ConvKey {
-        let mut k = ConvKey {
-            src_mac,
-            dst_mac,
-            ip_version: ip_version::V4,
-            proto,
-            src_port: sport,
-            dst_port: dport,
-            ether_type: 0x0800,
-            ..ConvKey::default()
-        };
-        let (IpAddr::V4(s), IpAddr::V4(d)) = (src.parse().expect("IPv4"), dst.parse().expect("IPv4")) else {
-            panic!("IPv4 only")
-        };
-        k.src_ip[..4].copy_from_slice(&s.octets());
-        k.dst_ip[..4].copy_from_slice(&d.octets());
-        k
+        let ip = |a: &str| a.parse::<std::net::Ipv4Addr>().expect("IPv4").octets();
+        crate::ledger::v4_key(src_mac, dst_mac, ip(src), ip(dst), proto, sport, dport)
     }
 
     fn delta(key: ConvKey, packets: u64, bytes: u64, first_s: u64) -> Delta {

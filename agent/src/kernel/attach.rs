@@ -127,8 +127,9 @@ impl Attacher {
         self.sync_ports(ebpf).map(drop)
     }
 
-    /// Attaches to ports that joined the bridge and forgets ports that left it; returns what
-    /// changed as (interface, joined).
+    /// Attaches to ports that joined the bridge or came back under the same name (and to the
+    /// bridge's egress, likewise), and forgets ports that left it; returns what changed as
+    /// (interface, joined).
     pub fn sync_ports(&mut self, ebpf: &mut Ebpf) -> Result<Vec<(String, bool)>, AttachError> {
         let ports = netif::bridge_ports(&self.bridge)
             .map_err(|source| AttachError::Ports { bridge: self.bridge.clone(), source })?;
