@@ -24,4 +24,4 @@ pub mod stats;
 pub mod wire;
 
 pub use maps::*;
-pub use stats::Stat;
+pub use stats::{ProgramStats, Stat};

@@ -6,7 +6,7 @@ pub const DEVICE_STATS: &str = "DEVICE_STATS";
 /// LRU per-CPU hash keyed by [`ConvKey`], values [`ConvCounters`]. The program counts its inserts
 /// ([`crate::Stat::ConvInserts`]) so the agent can tell entries it aged out from evictions.
 pub const CONVERSATIONS: &str = "CONVERSATIONS";
-/// Per-CPU array of `u64`, indexed by [`crate::Stat`].
+/// Per-CPU array of one [`crate::ProgramStats`]: the program's statistics and sample outcomes.
 pub const STATS: &str = "STATS";
 
 /// Default capacity of [`DEVICE_STATS`]: MACs, including multicast and broadcast destinations.
@@ -70,6 +70,13 @@ pub struct DeviceCounters {
     /// Frames whose Ethernet destination is the MAC.
     pub rx_packets: u64,
     pub rx_bytes: u64,
+    /// Program clock when this CPU first counted the MAC (0 = not yet; a reading of 0 is kept
+    /// as 1). Per CPU: take the minimum of the non-zero values.
+    pub first_seen_ns: u64,
+    /// The source's sample rate limit on this CPU: it lives here, where the program already
+    /// looked, rather than in a map of its own (one lookup fewer, and no second table for a
+    /// flood of spoofed MACs to fill).
+    pub sample_bucket: crate::sample::TokenBucket,
 }
 
 /// Version of the IP header in a [`ConvKey`]; `NONE` for non-IP frames and for frames whose IP
@@ -114,7 +121,7 @@ pub struct ConvCounters {
 }
 
 const _: () = assert!(core::mem::size_of::<MacKey>() == 8);
-const _: () = assert!(core::mem::size_of::<DeviceCounters>() == 32);
+const _: () = assert!(core::mem::size_of::<DeviceCounters>() == 56);
 const _: () = assert!(core::mem::size_of::<ConvKey>() == 52);
 const _: () = assert!(core::mem::size_of::<ConvCounters>() == 40);
 

@@ -6,27 +6,36 @@ use crate::ConvKey;
 
 /// Ring buffer of [`Sample`] records; its size in bytes is a loader option.
 pub const SAMPLES: &str = "SAMPLES";
-/// Per-CPU array of `u64`: index `kind * OUTCOMES + outcome`.
-pub const SAMPLE_STATS: &str = "SAMPLE_STATS";
-/// LRU per-CPU hash keyed by [`crate::MacKey`]: a token bucket per source.
-pub const RATE_LIMIT: &str = "RATE_LIMIT";
 
 /// Bytes of the frame (from its Ethernet header) a record can hold: a DHCP message's options
 /// start 240 bytes into it, the talk's mDNS responses are over 500 bytes.
 pub const SAMPLE_MAX: usize = 1536;
 /// Default ring size: a power of two and a multiple of the page size.
 pub const DEFAULT_RING_BYTES: u32 = 4 << 20;
-pub const DEFAULT_RATE_LIMIT_SOURCES: u32 = 1024;
 
 /// Read-only globals set at load (u32 each).
 pub const GLOBAL_SNAPLEN: &str = "SAMPLE_SNAPLEN";
 pub const GLOBAL_FIRST_PACKETS: &str = "SAMPLE_FIRST_PACKETS";
 pub const GLOBAL_RATE: &str = "SAMPLE_RATE";
 pub const GLOBAL_BURST: &str = "SAMPLE_BURST";
+pub const GLOBAL_CPU_RATE: &str = "SAMPLE_CPU_RATE";
+pub const GLOBAL_NEW_SOURCE_RATE: &str = "SAMPLE_NEW_SOURCE_RATE";
 pub const DEFAULT_FIRST_PACKETS: u32 = 2;
-/// Samples per second and per source (per CPU), and the burst a source may spend at once.
+/// Samples per second and per source (per CPU), and the burst a source may save up.
 pub const DEFAULT_RATE: u32 = 20;
 pub const DEFAULT_BURST: u32 = 200;
+/// What a source starts with: enough for a device's first DHCP and DNS exchange, not the whole
+/// burst (a thousand spoofed MACs would otherwise bring a burst each).
+pub const NEW_SOURCE_TOKENS: u64 = 5;
+/// A source is new for this long after the program first counted it (on that CPU): its samples
+/// also draw on the CPU's budget for new sources, which a flood of spoofed MACs exhausts without
+/// touching the budget that known devices draw on.
+pub const NEW_SOURCE_NS: u64 = 1_000_000_000;
+/// Samples per second per CPU from all new sources together (the burst is one second's worth).
+pub const DEFAULT_NEW_SOURCE_RATE: u32 = 50;
+/// Samples per second per CPU, whatever the number of sources (the burst is one second's worth):
+/// what bounds the ring and the agent's work under any flood.
+pub const DEFAULT_CPU_RATE: u32 = 1000;
 
 #[repr(u8)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -87,13 +96,16 @@ pub mod outcome {
     pub const SENT: usize = 0;
     /// The ring buffer was full.
     pub const DROPPED: usize = 1;
-    /// Its source was over its rate.
+    /// Its source was over its rate (or, new, the CPU's budget for new sources was spent).
     pub const SUPPRESSED: usize = 2;
-    pub const OUTCOMES: usize = 3;
-    pub const NAMES: [&str; OUTCOMES] = ["sent", "dropped", "suppressed"];
+    /// The CPU's budget for all sources was spent.
+    pub const CAPPED: usize = 3;
+    pub const OUTCOMES: usize = 4;
+    pub const NAMES: [&str; OUTCOMES] = ["sent", "dropped", "suppressed", "capped"];
 }
 
-pub const SAMPLE_STATS_LEN: u32 = (KINDS * outcome::OUTCOMES) as u32;
+/// Sample counters: index `kind * OUTCOMES + outcome`.
+pub const SAMPLE_STATS_LEN: usize = KINDS * outcome::OUTCOMES;
 
 pub mod direction {
     /// Arrived on a bridge port (from a device).
@@ -121,6 +133,8 @@ pub struct SampleHeader {
     pub _pad: [u8; 4],
 }
 
+/// A record as the program builds it. In the ring it is cut after `cap_len` bytes of `data`:
+/// a DNS query takes 160 bytes of the ring, not 1,616.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct Sample {
@@ -128,12 +142,47 @@ pub struct Sample {
     pub data: [u8; SAMPLE_MAX],
 }
 
+/// A token bucket on the program clock (capture time in replay, so a replay samples the same
+/// however fast it runs), in thousandths of a sample so that slow rates refill smoothly.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TokenBucket {
-    /// Thousandths of a sample.
     pub milli_tokens: u64,
+    /// Last refill; 0 = never used (a clock reading of 0 is stored as 1).
     pub last_ns: u64,
+}
+
+impl TokenBucket {
+    /// Refills for the time since the last call, up to `burst` samples; a bucket never used
+    /// starts with `initial`. Time going backwards refills nothing; at most 1,000 s are counted
+    /// at once, which keeps the product below `u64::MAX`.
+    #[inline(always)]
+    pub fn refill(&mut self, now_ns: u64, rate: u64, burst: u64, initial: u64) {
+        let full = burst * 1000;
+        if self.last_ns == 0 {
+            self.milli_tokens = if initial < burst { initial } else { burst } * 1000;
+            self.last_ns = if now_ns == 0 { 1 } else { now_ns };
+            return;
+        }
+        if now_ns > self.last_ns {
+            let elapsed =
+                if now_ns - self.last_ns < 1_000_000_000_000 { now_ns - self.last_ns } else { 1_000_000_000_000 };
+            let tokens = self.milli_tokens + elapsed * rate / 1_000_000;
+            self.milli_tokens = if tokens < full { tokens } else { full };
+            self.last_ns = now_ns;
+        }
+    }
+
+    #[inline(always)]
+    pub const fn has_one(&self) -> bool {
+        self.milli_tokens >= 1000
+    }
+
+    /// Spends one sample; call only after [`TokenBucket::has_one`].
+    #[inline(always)]
+    pub fn spend(&mut self) {
+        self.milli_tokens -= 1000;
+    }
 }
 
 const _: () = assert!(core::mem::size_of::<SampleHeader>() == 80);
@@ -280,6 +329,16 @@ pub const fn is_mqtt_connect(peek: Peek) -> bool {
 /// Kind of a UDP datagram by port, then by content.
 #[inline(always)]
 pub const fn classify_udp(sport: u16, dport: u16, peek: Peek) -> Option<SampleKind> {
+    match udp_by_port(sport, dport) {
+        Some(kind) => Some(kind),
+        None if is_ssdp_text(peek) => Some(SampleKind::Ssdp),
+        None => None,
+    }
+}
+
+/// Kind of a UDP datagram by its ports alone: the program needs no look at the payload then.
+#[inline(always)]
+pub const fn udp_by_port(sport: u16, dport: u16) -> Option<SampleKind> {
     if either(sport, dport, 5353) {
         return Some(SampleKind::Mdns);
     }
@@ -295,7 +354,7 @@ pub const fn classify_udp(sport: u16, dport: u16, peek: Peek) -> Option<SampleKi
     if either(sport, dport, 67) || either(sport, dport, 68) || either(sport, dport, 546) || either(sport, dport, 547) {
         return Some(SampleKind::Dhcp);
     }
-    if is_ssdp_text(peek) { Some(SampleKind::Ssdp) } else { None }
+    None
 }
 
 /// Kind of a TCP segment with payload, by content (DNS by port).
@@ -375,6 +434,27 @@ mod tests {
         assert_eq!(Peek::of(b"GET / HTTP/1.1"), peek(b"GET / HTTP/1.1"));
         assert_eq!(peek(b"\x16\x03\x01\x02\x00\x01").byte(5), 1);
         assert_eq!(peek(b"0123456789ab").byte(11), b'b');
+    }
+
+    #[test]
+    fn buckets_start_small_refill_and_cap() {
+        let mut b = TokenBucket::default();
+        b.refill(5_000_000_000, 2, 10, 3);
+        assert_eq!(b.milli_tokens, 3000, "a new bucket starts with its initial samples");
+        for _ in 0..3 {
+            assert!(b.has_one());
+            b.spend();
+        }
+        assert!(!b.has_one());
+        b.refill(5_500_000_000, 2, 10, 3);
+        assert_eq!(b.milli_tokens, 1000, "half a second at 2/s");
+        b.refill(4_000_000_000, 2, 10, 3);
+        assert_eq!(b.milli_tokens, 1000, "time going backwards refills nothing");
+        b.refill(u64::MAX, 2, 10, 3);
+        assert_eq!(b.milli_tokens, 10_000, "at most the burst");
+        let mut zero = TokenBucket::default();
+        zero.refill(0, 2, 10, 20);
+        assert_eq!((zero.milli_tokens, zero.last_ns), (10_000, 1), "initial at most the burst; time 0 kept as 1");
     }
 
     #[test]

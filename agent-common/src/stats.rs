@@ -61,7 +61,27 @@ stats! {
     ConvInsertFailed => "conversation_insert_failed",
 }
 
-pub const STATS_LEN: u32 = Stat::ALL.len() as u32;
+pub const STATS_LEN: usize = Stat::ALL.len();
+
+/// The one entry of the `STATS` per-CPU array: everything the program counts about itself, in
+/// one value so that a packet costs one lookup for all of it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProgramStats {
+    /// Indexed by [`Stat`].
+    pub events: [u64; STATS_LEN],
+    /// Indexed by `kind * OUTCOMES + outcome` (see [`crate::sample::outcome`]).
+    pub samples: [u64; crate::sample::SAMPLE_STATS_LEN],
+}
+
+impl Default for ProgramStats {
+    fn default() -> Self {
+        Self { events: [0; STATS_LEN], samples: [0; crate::sample::SAMPLE_STATS_LEN] }
+    }
+}
+
+#[cfg(feature = "user")]
+crate::pod!(ProgramStats);
 
 #[cfg(test)]
 mod tests {

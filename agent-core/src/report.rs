@@ -125,6 +125,8 @@ pub struct AgentSection {
     pub samples: u64,
     pub samples_dropped: u64,
     pub samples_suppressed: u64,
+    /// Over the CPU's rate, whatever their source.
+    pub samples_capped: u64,
     /// Samples no parser could read, and records that could not be decoded.
     pub parse_errors: u64,
     /// Per kind: sent, dropped, suppressed, parse_errors.
@@ -268,6 +270,7 @@ pub fn build(p: &View<'_>, capture: Option<Capture>, clock: Clock) -> Report {
         samples: total(outcome::SENT),
         samples_dropped: total(outcome::DROPPED),
         samples_suppressed: total(outcome::SUPPRESSED),
+        samples_capped: total(outcome::CAPPED),
         parse_errors: p.events.parse_errors.values().sum::<u64>() + p.events.undecodable,
         samples_by_kind,
         events_not_in_report: p.events.dropped_from_report,
@@ -390,8 +393,13 @@ mod tests {
         ] {
             ledger.apply(&d, &scopes);
         }
-        let counters =
-            |tx_packets, tx_bytes, rx_packets, rx_bytes| DeviceCounters { tx_packets, tx_bytes, rx_packets, rx_bytes };
+        let counters = |tx_packets, tx_bytes, rx_packets, rx_bytes| DeviceCounters {
+            tx_packets,
+            tx_bytes,
+            rx_packets,
+            rx_bytes,
+            ..DeviceCounters::default()
+        };
         let mut stats = vec![0; Stat::ALL.len()];
         stats[Stat::Frames as usize] = 24;
         stats[Stat::Ipv4 as usize] = 24;
@@ -422,8 +430,8 @@ mod tests {
             events.handle(&record, Clock::Epoch);
         }
         let mut counts = SampleCounts::default();
-        counts[Kind::Ssdp as usize] = [1, 0, 0];
-        counts[Kind::Ntp as usize] = [2, 1, 3];
+        counts[Kind::Ssdp as usize] = [1, 0, 0, 0];
+        counts[Kind::Ntp as usize] = [2, 1, 3, 4];
         State { ledger, last, oui, scopes, events, counts }
     }
 

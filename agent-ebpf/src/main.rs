@@ -16,7 +16,6 @@ use agent_common::{
 };
 use aya_ebpf::{
     bindings::{TC_ACT_UNSPEC, xdp_action},
-    helpers::bpf_ktime_get_ns,
     macros::{classifier, xdp},
     programs::{TcContext, XdpContext},
 };
@@ -59,6 +58,7 @@ pub fn iotwatch_tc(ctx: TcContext) -> i32 {
             gso_size: u64::from(gso_size),
             outer_tag_in_meta: false,
             now_ns: tstamp,
+            replay,
         }
     } else {
         Meta {
@@ -70,8 +70,9 @@ pub fn iotwatch_tc(ctx: TcContext) -> i32 {
             gso_size: u64::from(gso_size),
             // The kernel moved the outer tag into metadata before TC ingress.
             outer_tag_in_meta: vlan_present != 0,
-            // SAFETY: helper without arguments.
-            now_ns: unsafe { bpf_ktime_get_ns() },
+            // Read in `account`, from this CPU's clock cache.
+            now_ns: 0,
+            replay,
         }
     };
     account(&ctx, &meta);
@@ -92,8 +93,8 @@ pub fn iotwatch_xdp(ctx: XdpContext) -> u32 {
         let r = unsafe { core::ptr::read_unaligned(meta_start as *const ReplayMeta) };
         (len.max(u64::from(r.wire_len)), r.tstamp_ns)
     } else {
-        // SAFETY: helper without arguments.
-        (len, unsafe { bpf_ktime_get_ns() })
+        // Read in `account`, from this CPU's clock cache.
+        (len, 0)
     };
     let meta = Meta {
         len: wire_len,
@@ -104,6 +105,7 @@ pub fn iotwatch_xdp(ctx: XdpContext) -> u32 {
         gso_size: 0,
         outer_tag_in_meta: false,
         now_ns,
+        replay,
     };
     account(&ctx, &meta);
     XDP_PASS

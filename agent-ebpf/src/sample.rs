@@ -1,20 +1,22 @@
 //! Sampling: a bounded prefix of the frames that matter (see agent-common's `sample`) goes to
-//! the `SAMPLES` ring buffer, rate-limited per source so that one chatty or hostile device cannot
-//! starve the ring. Every frame chosen is counted as sent, dropped (ring full) or suppressed.
+//! the `SAMPLES` ring buffer, rate-limited so that neither one chatty device nor a flood of
+//! spoofed ones can starve the ring. Every frame chosen is counted as sent, dropped (ring full),
+//! suppressed (its source's rate) or capped (the CPU's rate).
 
 use agent_common::{
-    ConvCounters, MacKey,
+    ConvCounters, DeviceCounters,
     sample::{
-        DEFAULT_BURST, DEFAULT_FIRST_PACKETS, DEFAULT_RATE, PEEK, Peek, SAMPLE_MAX, Sample, SampleHeader, SampleKind,
-        TokenBucket, classify_tcp, classify_udp, outcome,
+        DEFAULT_BURST, DEFAULT_CPU_RATE, DEFAULT_FIRST_PACKETS, DEFAULT_NEW_SOURCE_RATE, DEFAULT_RATE, NEW_SOURCE_NS,
+        NEW_SOURCE_TOKENS, PEEK, Peek, SAMPLE_MAX, SampleHeader, SampleKind, classify_tcp, classify_udp, outcome,
+        udp_by_port,
     },
     wire::ip_proto,
 };
-use aya_ebpf::bindings::{BPF_NOEXIST, BPF_RB_NO_WAKEUP};
+use aya_ebpf::bindings::BPF_RB_NO_WAKEUP;
 
 use crate::{
     account::Meta,
-    maps::{RATE_LIMIT, SAMPLES, bump_sample},
+    maps::{CpuState, SAMPLES, Stats},
     packet::Packet,
     parse::Frame,
 };
@@ -25,22 +27,33 @@ static SAMPLE_SNAPLEN: u32 = SAMPLE_MAX as u32;
 /// Flow samples per conversation: its first packets with payload; set at load.
 #[unsafe(no_mangle)]
 static SAMPLE_FIRST_PACKETS: u32 = DEFAULT_FIRST_PACKETS;
-/// Samples per second per source and CPU (0 = unlimited), and the burst; set at load.
+/// Samples per second per source and CPU (0 = no limit at all), and the burst; set at load.
 #[unsafe(no_mangle)]
 static SAMPLE_RATE: u32 = DEFAULT_RATE;
 #[unsafe(no_mangle)]
 static SAMPLE_BURST: u32 = DEFAULT_BURST;
+/// Samples per second per CPU from all sources, and from new sources (0 = no such cap).
+#[unsafe(no_mangle)]
+static SAMPLE_CPU_RATE: u32 = DEFAULT_CPU_RATE;
+#[unsafe(no_mangle)]
+static SAMPLE_NEW_SOURCE_RATE: u32 = DEFAULT_NEW_SOURCE_RATE;
 
 #[inline(always)]
-fn global(g: &u32) -> u32 {
+fn global(g: &u32) -> u64 {
     // SAFETY: read-only globals set at load; volatile so the compiler keeps the read.
-    unsafe { core::ptr::read_volatile(g) }
+    u64::from(unsafe { core::ptr::read_volatile(g) })
 }
 
 #[inline(always)]
 fn classify<P: Packet>(p: &P, f: &Frame, has_payload: bool) -> Option<SampleKind> {
     if !has_payload {
         return None;
+    }
+    if f.key.proto == ip_proto::UDP
+        && let Some(kind) = udp_by_port(f.key.src_port, f.key.dst_port)
+    {
+        // The ports decide: no need to read the payload.
+        return Some(kind);
     }
     // By value, never a reference to the copy: see `Peek` for what 6.1's verifier needs here.
     let peek = match p.load::<[u8; PEEK]>(f.payload_off) {
@@ -54,83 +67,62 @@ fn classify<P: Packet>(p: &P, f: &Frame, has_payload: bool) -> Option<SampleKind
     }
 }
 
-/// Token bucket per source MAC, on the program clock (capture time in replay, so a replay
-/// samples the same however fast it runs). Time going backwards refills nothing.
+/// Whether a sample from this source may go now; the outcome to count if not. A source pays
+/// from its own bucket (kept with its counters; a new one starts with a few samples, not a
+/// burst), a source met less than a second ago also from the CPU's budget for new sources (a
+/// source the MAC table had no room for counts as new), and every sample from the CPU's
+/// budget. Clock: the program's (capture time in replay).
 #[inline(always)]
-fn rate_ok(mac: &[u8; 6], now_ns: u64) -> bool {
-    let rate = u64::from(global(&SAMPLE_RATE));
+fn admit(cpu: &mut CpuState, source: Option<*mut DeviceCounters>, now_ns: u64) -> Result<(), usize> {
+    let rate = global(&SAMPLE_RATE);
     if rate == 0 {
-        return true;
+        return Ok(());
     }
-    let full = u64::from(global(&SAMPLE_BURST)).max(1) * 1000;
-    let key = MacKey::new(*mac);
-    let Some(b) = RATE_LIMIT.get_ptr_mut(key) else {
-        let fresh = TokenBucket { milli_tokens: full - 1000, last_ns: now_ns };
-        let _ = RATE_LIMIT.insert(key, fresh, u64::from(BPF_NOEXIST));
-        return true;
+    let (cpu_rate, new_rate) = (global(&SAMPLE_CPU_RATE), global(&SAMPLE_NEW_SOURCE_RATE));
+    // SAFETY: this CPU's slot of the source's counters (see account.rs).
+    let mut source = source.map(|s| unsafe { &mut *s });
+    let is_new = match &source {
+        Some(s) => now_ns.saturating_sub(s.first_seen_ns) < NEW_SOURCE_NS,
+        None => true,
     };
-    // SAFETY: per-CPU value; nothing else writes it while this program runs on this CPU.
-    unsafe {
-        // At most 1,000 s of refill at once keeps the product below u64::MAX.
-        let elapsed = if now_ns > (*b).last_ns { (now_ns - (*b).last_ns).min(1_000_000_000_000) } else { 0 };
-        (*b).last_ns = now_ns;
-        let tokens = ((*b).milli_tokens + elapsed * rate / 1_000_000).min(full);
-        if tokens >= 1000 {
-            (*b).milli_tokens = tokens - 1000;
-            true
-        } else {
-            (*b).milli_tokens = tokens;
-            false
+    if let Some(s) = source.as_mut() {
+        s.sample_bucket.refill(now_ns, rate, global(&SAMPLE_BURST).max(1), NEW_SOURCE_TOKENS);
+        if !s.sample_bucket.has_one() {
+            return Err(outcome::SUPPRESSED);
         }
     }
-}
-
-/// Copies the first `cap` bytes of the frame to `dst` with constant-size helper calls only (the
-/// verifier refuses a run-time length): 64-byte chunks, then a last 64-byte chunk that ends at
-/// `cap` and may overlap the one before, or single bytes for frames under 64 bytes.
-///
-/// # Safety
-/// `dst` must be valid for SAMPLE_MAX bytes.
-#[inline(always)]
-unsafe fn copy_prefix<P: Packet>(p: &P, cap: usize, dst: *mut u8) -> usize {
-    let cap = if cap > SAMPLE_MAX { SAMPLE_MAX } else { cap };
-    let mut off = 0;
-    for _ in 0..SAMPLE_MAX / 64 {
-        if off + 64 > cap || off > SAMPLE_MAX - 64 {
-            break;
+    if is_new && new_rate > 0 {
+        cpu.new_sources.refill(now_ns, new_rate, new_rate, new_rate);
+        if !cpu.new_sources.has_one() {
+            return Err(outcome::SUPPRESSED);
         }
-        // SAFETY: off + 64 <= SAMPLE_MAX.
-        if !unsafe { p.copy::<64>(off, dst.add(off)) } {
-            return off;
-        }
-        off += 64;
     }
-    if off >= cap {
-        return off;
-    }
-    if cap >= 64 {
-        let start = cap - 64;
-        if start > SAMPLE_MAX - 64 {
-            return off;
+    if cpu_rate > 0 {
+        cpu.budget.refill(now_ns, cpu_rate, cpu_rate, cpu_rate);
+        if !cpu.budget.has_one() {
+            return Err(outcome::CAPPED);
         }
-        // SAFETY: start + 64 <= SAMPLE_MAX.
-        return if unsafe { p.copy::<64>(start, dst.add(start)) } { cap } else { off };
+        cpu.budget.spend();
     }
-    for _ in 0..64 {
-        if off >= cap || off >= 64 {
-            break;
-        }
-        // SAFETY: off < 64 <= SAMPLE_MAX.
-        if !unsafe { p.copy::<1>(off, dst.add(off)) } {
-            break;
-        }
-        off += 1;
+    if is_new && new_rate > 0 {
+        cpu.new_sources.spend();
     }
-    off
+    if let Some(s) = source {
+        s.sample_bucket.spend();
+    }
+    Ok(())
 }
 
 #[inline(always)]
-pub fn maybe_sample<P: Packet>(p: &P, f: &Frame, m: &Meta, conversation: Option<*mut ConvCounters>) {
+pub fn maybe_sample<P: Packet>(
+    p: &P,
+    cpu: &mut CpuState,
+    st: &mut Stats,
+    m: &Meta,
+    source: Option<*mut DeviceCounters>,
+    conversation: Option<*mut ConvCounters>,
+) {
+    let f = &cpu.frame;
     // Payload is what the IP header says is there (not Ethernet padding), within what the
     // program can read. Conditions, not a min() of the two ends: a value chosen on two paths
     // would keep the verifier from merging them.
@@ -143,46 +135,52 @@ pub fn maybe_sample<P: Packet>(p: &P, f: &Frame, m: &Meta, conversation: Option<
             // quota per conversation, spent only by samples that reach the ring (below).
             let Some(c) = conversation else { return };
             // SAFETY: per-CPU value, see account.rs.
-            if !has_payload || unsafe { (*c).flow_samples } >= u64::from(global(&SAMPLE_FIRST_PACKETS)) {
+            if !has_payload || unsafe { (*c).flow_samples } >= global(&SAMPLE_FIRST_PACKETS) {
                 return;
             }
             SampleKind::Flow
         }
     };
     let base = kind as usize * outcome::OUTCOMES;
-    if !rate_ok(&f.key.src_mac, m.now_ns) {
-        bump_sample(base + outcome::SUPPRESSED);
+    if let Err(o) = admit(cpu, source, m.now_ns) {
+        st.samples[base + o] += 1;
         return;
     }
-    let Some(mut entry) = SAMPLES.reserve::<Sample>(0) else {
-        bump_sample(base + outcome::DROPPED);
-        return;
-    };
-    let s = entry.as_mut_ptr();
-    let snaplen = global(&SAMPLE_SNAPLEN) as u64;
+    let snaplen = global(&SAMPLE_SNAPLEN);
     let cap = if m.data_len < snaplen { m.data_len } else { snaplen } as usize;
-    // SAFETY: `s` is a reserved, exclusively owned record of size_of::<Sample>() bytes.
-    unsafe {
-        let copied = copy_prefix(p, cap, (*s).data.as_mut_ptr());
-        (*s).header = SampleHeader {
-            ts_ns: m.now_ns,
-            ifindex: m.ifindex,
-            wire_len: m.len as u32,
-            cap_len: copied as u32,
-            payload_off: f.payload_off as u16,
-            kind: kind as u8,
-            direction: m.direction,
-            key: f.key,
-            _pad: [0; 4],
-        };
+    let s = &mut cpu.sample;
+    // One helper call copies the prefix (a length the verifier can bound, no byte loop).
+    // SAFETY: `data` holds SAMPLE_MAX bytes.
+    let copied = if unsafe { p.copy_prefix(cap, s.data.as_mut_ptr()) } { cap } else { 0 };
+    s.header = SampleHeader {
+        ts_ns: m.precise_ns(),
+        ifindex: m.ifindex,
+        wire_len: m.len as u32,
+        cap_len: copied as u32,
+        payload_off: cpu.frame.payload_off as u16,
+        kind: kind as u8,
+        direction: m.direction,
+        key: cpu.frame.key,
+        _pad: [0; 4],
+    };
+    // The record is as long as what was copied: a DNS query takes 160 bytes of the ring.
+    let size = size_of::<SampleHeader>() + copied;
+    if size > size_of::<agent_common::sample::Sample>() {
+        return;
     }
+    // SAFETY: `s` is this CPU's sample, at least `size` bytes long (checked above).
+    let record = unsafe { core::slice::from_raw_parts((s as *const agent_common::sample::Sample).cast::<u8>(), size) };
     // Replay reads the ring right after each frame: waking a reader would only cost time.
-    entry.submit(if crate::replay_mode() { u64::from(BPF_RB_NO_WAKEUP) } else { 0 });
+    let flags = if m.replay { u64::from(BPF_RB_NO_WAKEUP) } else { 0 };
+    if SAMPLES.output::<[u8]>(record, flags).is_err() {
+        st.samples[base + outcome::DROPPED] += 1;
+        return;
+    }
     if kind == SampleKind::Flow
         && let Some(c) = conversation
     {
         // SAFETY: per-CPU value, see account.rs.
         unsafe { (*c).flow_samples += 1 };
     }
-    bump_sample(base + outcome::SENT);
+    st.samples[base + outcome::SENT] += 1;
 }

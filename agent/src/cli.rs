@@ -68,9 +68,16 @@ pub struct SampleArgs {
     /// Samples per second per source device and CPU (0 = no limit).
     #[arg(long = "sample.rate", default_value_t = agent_common::sample::DEFAULT_RATE)]
     pub rate: u32,
-    /// Samples a source may send at once before the rate applies.
+    /// Samples a source may save up and send at once (a new source starts with 5).
     #[arg(long = "sample.burst", default_value_t = agent_common::sample::DEFAULT_BURST)]
     pub burst: u32,
+    /// Samples per second per CPU, whatever the number of sources (0 = no cap).
+    #[arg(long = "sample.cpu-rate", default_value_t = agent_common::sample::DEFAULT_CPU_RATE)]
+    pub cpu_rate: u32,
+    /// Samples per second per CPU from all sources first seen less than a second ago: what a
+    /// flood of spoofed MACs gets (0 = no cap).
+    #[arg(long = "sample.new-source-rate", default_value_t = agent_common::sample::DEFAULT_NEW_SOURCE_RATE)]
+    pub new_source_rate: u32,
     /// Event log: NDJSON, one event per line, to this file or `-` for stdout.
     #[arg(long)]
     pub events: Option<String>,
@@ -87,6 +94,8 @@ impl SampleArgs {
             first_packets: self.first_packets,
             rate: self.rate,
             burst: self.burst,
+            cpu_rate: self.cpu_rate,
+            new_source_rate: self.new_source_rate,
         }
     }
 }

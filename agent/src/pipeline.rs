@@ -118,7 +118,7 @@ impl Pipeline {
     /// Reads the maps once; conversations idle since before `idle_before_ns` leave the map.
     pub fn poll(&mut self, idle_before_ns: Option<u64>) -> anyhow::Result<()> {
         self.drain_samples();
-        self.sample_counts = self.samples.counts()?;
+        self.sample_counts = self.collector.sample_counts()?;
         let snap = self.collector.poll(idle_before_ns)?;
         for delta in &snap.deltas {
             self.ledger.apply(delta, &self.scopes);

@@ -17,6 +17,18 @@ use iotwatch_core::{
     snapshot::{SampleCounts, Snapshot},
 };
 
+/// Pins the calling thread to `cpu`: BPF_PROG_TEST_RUN runs the program on the caller's CPU, and
+/// per-CPU maps then keep one CPU's slot.
+pub fn pin_to_cpu(cpu: usize) {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET and sched_setaffinity only read
+    // and write that local set.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        assert_eq!(libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set), 0, "pin to CPU {cpu}");
+    }
+}
+
 /// Loaded programs with their maps and sample ring taken.
 pub struct Harness {
     ebpf: aya::Ebpf,
@@ -38,8 +50,10 @@ impl Harness {
     }
 
     /// Replay mode (the capture time in the context drives the rate limit) with these sampling
-    /// options.
+    /// options, on CPU 0: rate limits are per CPU, and a test thread moved to another CPU half
+    /// way would meet fresh buckets there.
     pub fn sampling(sampling: SampleOptions) -> Self {
+        pin_to_cpu(0);
         Self::load(&LoadOptions { replay: true, sampling, ..LoadOptions::default() })
     }
 
@@ -94,6 +108,6 @@ impl Harness {
 
     /// Samples sent, suppressed and dropped, per kind.
     pub fn sample_counts(&self) -> SampleCounts {
-        self.samples.counts().expect("stats")
+        self.collector.sample_counts().expect("stats")
     }
 }

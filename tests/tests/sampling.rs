@@ -1,7 +1,10 @@
 //! Header sampling under BPF_PROG_TEST_RUN: what is sampled, what is not, and that every sample
 //! the program could not hand over is counted (ring full, rate limit).
 
-use agent_common::sample::{SAMPLE_MAX, SampleKind, outcome};
+use agent_common::{
+    Stat,
+    sample::{DEFAULT_NEW_SOURCE_RATE, NEW_SOURCE_TOKENS, SAMPLE_MAX, SampleKind, outcome},
+};
 use iotwatch::kernel::load::SampleOptions;
 use iotwatch_tests::{frames::*, harness::Harness, privileged_test};
 
@@ -151,16 +154,25 @@ privileged_test! {
 }
 
 privileged_test! {
-    fn a_full_ring_drops_and_counts() {
-        // One page holds two records of 1,616 bytes (plus their 8-byte headers).
+    /// Records are as long as what was copied (a header of 80 bytes and the frame), so a page
+    /// holds 22 NTP samples, not the 2 that fixed 1,616-byte records allowed; past that, the ring
+    /// is full: dropped and counted.
+    fn records_take_what_was_copied_and_a_full_ring_drops_and_counts() {
         let mut h = Harness::sampling(SampleOptions { ring_bytes: 4096, rate: 0, ..SampleOptions::default() });
         let frame = udp_frame(DEV_A, 40000, 123, &[0x23; 48]);
-        for _ in 0..5 {
+        assert_eq!(frame.len(), 90);
+        // Each record: 8 bytes of ring header, then 80 + 90 bytes rounded up to 8.
+        let per_record = 8 + (80 + 90usize).div_ceil(8) * 8;
+        let fit = 4096 / per_record;
+        assert_eq!(fit, 22);
+        for _ in 0..30 {
             h.send(&frame, 1);
         }
         let c = h.sample_counts()[SampleKind::Ntp as usize];
-        assert_eq!((c[outcome::SENT], c[outcome::DROPPED]), (2, 3));
-        assert_eq!(h.take_samples().len(), 2);
+        assert_eq!((c[outcome::SENT], c[outcome::DROPPED]), (fit as u64, 30 - fit as u64));
+        let got = h.take_samples();
+        assert_eq!(got.len(), fit);
+        assert!(got.iter().all(|(s, d)| s.cap_len == 90 && d.as_slice() == frame.as_slice()));
         // Drained, the ring takes samples again.
         h.send(&frame, 1);
         assert_eq!(h.take_samples().len(), 1);
@@ -229,5 +241,81 @@ privileged_test! {
         h.send(&tcp_frame(40_000, 9_000, b"third payload"), 104);
         let flow = h.sample_counts()[SampleKind::Flow as usize];
         assert_eq!((flow[outcome::SENT], flow[outcome::SUPPRESSED]), (2, 1));
+    }
+}
+
+const DNS_QUERY: &[u8] = &[0x12, 0x34, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 1];
+
+privileged_test! {
+    /// A source the program has just met gets a few samples (enough for a first DHCP and DNS
+    /// exchange), not the whole burst: a burst per new MAC is what a spoofer would farm.
+    fn a_new_source_starts_with_a_few_samples_not_a_burst() {
+        let mut h = Harness::sampling(SampleOptions::default());
+        for _ in 0..50 {
+            h.send(&udp_frame(DEV_A, 40_001, 53, DNS_QUERY), 100);
+        }
+        assert_eq!(h.take_samples().len(), NEW_SOURCE_TOKENS as usize);
+        let dns = h.sample_counts()[SampleKind::Dns as usize];
+        assert_eq!((dns[outcome::SENT], dns[outcome::SUPPRESSED]), (NEW_SOURCE_TOKENS, 50 - NEW_SOURCE_TOKENS));
+        // Known for a while, it earns its rate (20/s by default) up to the burst.
+        for _ in 0..50 {
+            h.send(&udp_frame(DEV_A, 40_001, 53, DNS_QUERY), 102);
+        }
+        assert_eq!(h.take_samples().len(), 40, "two seconds at 20/s");
+    }
+}
+
+privileged_test! {
+    /// Thousands of spoofed source MACs (more than the MAC table holds) send DNS queries while a
+    /// known device does too: the flood gets the CPU's budget for new sources and no more, the
+    /// known device every sample its own rate allows, and every suppressed sample is counted.
+    fn a_flood_of_spoofed_macs_leaves_known_devices_sampled() {
+        let mut h = Harness::sampling(SampleOptions::default());
+        // The known device, first seen two seconds before the flood.
+        h.send(&udp_frame(DEV_A, 40_001, 53, DNS_QUERY), 100);
+        assert_eq!(h.take_samples().len(), 1);
+        let spoofed = 5_000u32;
+        let mut known = 0;
+        for i in 0..spoofed {
+            let mac = [0x02, 0x66, 0, (i >> 16) as u8, (i >> 8) as u8, i as u8];
+            h.send(&udp_frame(mac, 40_000, 53, DNS_QUERY), 102);
+            if i % 200 == 0 {
+                h.send(&udp_frame(DEV_A, 40_001, 53, DNS_QUERY), 102);
+                known += 1;
+            }
+        }
+        let samples = h.take_samples();
+        let from_known = samples.iter().filter(|(s, _)| s.key.src_mac == DEV_A).count();
+        assert_eq!(from_known, known, "the known device keeps its samples");
+        let from_flood = (samples.len() - from_known) as u64;
+        assert_eq!(from_flood, u64::from(DEFAULT_NEW_SOURCE_RATE), "the flood gets one second of the new-source budget");
+        let dns = h.sample_counts()[SampleKind::Dns as usize];
+        assert_eq!(dns[outcome::SUPPRESSED], u64::from(spoofed) - from_flood);
+        assert_eq!(dns[outcome::SENT], 1 + known as u64 + from_flood);
+        // More MACs than the table holds: the ones left out are counted, and count as new.
+        let s = h.poll();
+        assert!(s.stats[Stat::DeviceInsertFailed as usize] > 0);
+    }
+}
+
+privileged_test! {
+    /// However many known sources there are, a CPU sends at most its rate: the rest is capped,
+    /// and counted apart from what the per-source limits suppress.
+    fn the_cpu_cap_bounds_samples_whatever_the_number_of_sources() {
+        let options = SampleOptions { rate: 1000, burst: 1000, cpu_rate: 10, new_source_rate: 0, ..SampleOptions::default() };
+        let mut h = Harness::sampling(options);
+        let mac = |i: u8| [0x02, 0x55, 0, 0, 0, i];
+        // Twenty sources, met long before (a frame that is not sampled: no payload).
+        for i in 0..20 {
+            h.send(&udp_frame(mac(i), 40_000, 9, &[]), 100);
+        }
+        for i in 0..20 {
+            for _ in 0..5 {
+                h.send(&udp_frame(mac(i), 40_000, 53, DNS_QUERY), 200);
+            }
+        }
+        assert_eq!(h.take_samples().len(), 10, "one second of the CPU's budget");
+        let dns = h.sample_counts()[SampleKind::Dns as usize];
+        assert_eq!((dns[outcome::SENT], dns[outcome::CAPPED], dns[outcome::SUPPRESSED]), (10, 90, 0));
     }
 }

@@ -6,7 +6,10 @@
 
 use std::collections::HashMap;
 
-use agent_common::{CONVERSATIONS, ConvCounters, ConvKey, DEVICE_STATS, DeviceCounters, MacKey, STATS, Stat};
+use agent_common::{
+    CONVERSATIONS, ConvCounters, ConvKey, DEVICE_STATS, DeviceCounters, MacKey, ProgramStats, STATS, Stat,
+    sample::{KINDS, outcome},
+};
 use anyhow::Context as _;
 use aya::{
     Ebpf,
@@ -15,13 +18,13 @@ use aya::{
 use iotwatch_core::{
     ledger::Totals,
     mac::Mac,
-    snapshot::{Snapshot, diff, sum_conv},
+    snapshot::{SampleCounts, Snapshot, diff, sum_conv},
 };
 
 pub struct Maps {
     devices: PerCpuHashMap<MapData, MacKey, DeviceCounters>,
     conversations: PerCpuHashMap<MapData, ConvKey, ConvCounters>,
-    stats: PerCpuArray<MapData, u64>,
+    stats: PerCpuArray<MapData, ProgramStats>,
 }
 
 impl Maps {
@@ -86,11 +89,8 @@ impl Collector {
             macs.push((Mac(key.mac), sum));
         }
 
-        let mut stats: Vec<u64> = Vec::with_capacity(Stat::ALL.len());
-        for stat in Stat::ALL {
-            let values = self.maps.stats.get(&(*stat as u32), 0).context("reading STATS")?;
-            stats.push(values.iter().sum());
-        }
+        let per_cpu = self.maps.stats.get(&0, 0).context("reading STATS")?;
+        let stats: Vec<u64> = (0..Stat::ALL.len()).map(|i| per_cpu.iter().map(|s| s.events[i]).sum()).collect();
 
         let inserts = stats[Stat::ConvInserts as usize];
         let evicted = inserts.saturating_sub(self.aged_out + conversation_entries);
@@ -104,5 +104,17 @@ impl Collector {
             evictions: self.evictions,
             aged_out: self.aged_out,
         })
+    }
+
+    /// What became of the samples the program chose, per kind and outcome.
+    pub fn sample_counts(&self) -> anyhow::Result<SampleCounts> {
+        let per_cpu = self.maps.stats.get(&0, 0).context("reading STATS")?;
+        let mut out = [[0u64; outcome::OUTCOMES]; KINDS];
+        for (k, row) in out.iter_mut().enumerate() {
+            for (o, cell) in row.iter_mut().enumerate() {
+                *cell = per_cpu.iter().map(|s| s.samples[k * outcome::OUTCOMES + o]).sum();
+            }
+        }
+        Ok(out)
     }
 }

@@ -4,7 +4,10 @@ use std::path::{Path, PathBuf};
 
 use agent_common::{
     CONVERSATIONS, DEVICE_STATS, GLOBAL_REPLAY, REPLAY_MODE,
-    sample::{self, GLOBAL_BURST, GLOBAL_FIRST_PACKETS, GLOBAL_RATE, GLOBAL_SNAPLEN, SAMPLE_MAX, SAMPLES},
+    sample::{
+        self, GLOBAL_BURST, GLOBAL_CPU_RATE, GLOBAL_FIRST_PACKETS, GLOBAL_NEW_SOURCE_RATE, GLOBAL_RATE, GLOBAL_SNAPLEN,
+        SAMPLE_MAX, SAMPLES,
+    },
 };
 use aya::{
     Ebpf, EbpfLoader,
@@ -26,9 +29,13 @@ pub struct SampleOptions {
     pub snaplen: u32,
     /// Flow samples per conversation (its first packets with payload).
     pub first_packets: u32,
-    /// Samples per second per source and CPU (0 = unlimited), and the burst.
+    /// Samples per second per source and CPU (0 = no limit at all), and the burst.
     pub rate: u32,
     pub burst: u32,
+    /// Samples per second per CPU from all sources, and from sources met less than a second
+    /// ago (0 = no such cap).
+    pub cpu_rate: u32,
+    pub new_source_rate: u32,
 }
 
 impl Default for SampleOptions {
@@ -39,6 +46,8 @@ impl Default for SampleOptions {
             first_packets: sample::DEFAULT_FIRST_PACKETS,
             rate: sample::DEFAULT_RATE,
             burst: sample::DEFAULT_BURST,
+            cpu_rate: sample::DEFAULT_CPU_RATE,
+            new_source_rate: sample::DEFAULT_NEW_SOURCE_RATE,
         }
     }
 }
@@ -134,6 +143,8 @@ pub fn load(opts: &LoadOptions) -> Result<Ebpf, LoadError> {
         .override_global(GLOBAL_FIRST_PACKETS, &s.first_packets, true)
         .override_global(GLOBAL_RATE, &s.rate, true)
         .override_global(GLOBAL_BURST, &s.burst, true)
+        .override_global(GLOBAL_CPU_RATE, &s.cpu_rate, true)
+        .override_global(GLOBAL_NEW_SOURCE_RATE, &s.new_source_rate, true)
         .load(OBJECT)
         .map_err(LoadError::Object)?;
     let tc: &mut SchedClassifier = program(&mut ebpf, TC_PROGRAM)?;

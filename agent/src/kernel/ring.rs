@@ -1,26 +1,23 @@
-//! The SAMPLES ring buffer and the sampling statistics, from userspace.
+//! The SAMPLES ring buffer, from userspace (what became of each sample is counted in STATS, read
+//! by the collector).
 
 use std::os::fd::{AsFd as _, OwnedFd};
 
-use agent_common::sample::{KINDS, SAMPLE_STATS, SAMPLES, outcome};
+use agent_common::sample::SAMPLES;
 use anyhow::Context as _;
 use aya::{
     Ebpf,
-    maps::{MapData, PerCpuArray, RingBuf},
+    maps::{MapData, RingBuf},
 };
-use iotwatch_core::snapshot::SampleCounts;
 
 pub struct Samples {
     ring: RingBuf<MapData>,
-    stats: PerCpuArray<MapData, u64>,
 }
 
 impl Samples {
     pub fn take(ebpf: &mut Ebpf) -> anyhow::Result<Self> {
         let ring = ebpf.take_map(SAMPLES).context("map SAMPLES missing")?.try_into().context(SAMPLES)?;
-        let stats =
-            ebpf.take_map(SAMPLE_STATS).context("map SAMPLE_STATS missing")?.try_into().context(SAMPLE_STATS)?;
-        Ok(Self { ring, stats })
+        Ok(Self { ring })
     }
 
     /// A duplicate of the ring's descriptor, to wait on with epoll (tokio's AsyncFd).
@@ -36,17 +33,5 @@ impl Samples {
             n += 1;
         }
         n
-    }
-
-    pub fn counts(&self) -> anyhow::Result<SampleCounts> {
-        let mut out = [[0u64; outcome::OUTCOMES]; KINDS];
-        for (k, row) in out.iter_mut().enumerate() {
-            for (o, cell) in row.iter_mut().enumerate() {
-                let values =
-                    self.stats.get(&((k * outcome::OUTCOMES + o) as u32), 0).context("reading SAMPLE_STATS")?;
-                *cell = values.iter().sum();
-            }
-        }
-        Ok(out)
     }
 }

@@ -43,13 +43,7 @@ fn assert_stats(s: &Snapshot, expected: &[(Stat, u64)]) {
 
 /// Runs `f` with this thread pinned to `cpu`.
 fn on_cpu(cpu: usize, f: impl FnOnce()) {
-    // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET and sched_setaffinity only read
-    // and write that local set.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        assert_eq!(libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set), 0, "pin to CPU {cpu}");
-    }
+    iotwatch_tests::harness::pin_to_cpu(cpu);
     f();
 }
 
