@@ -116,19 +116,25 @@ impl Collector {
         Ok(Walk { stats, deltas, idle_conversations, idle_macs })
     }
 
-    /// Takes the idle entries out of the maps, with what they counted since the walk.
+    /// Takes the idle entries out of the maps, with what they counted since the walk. A removal
+    /// that fails leaves the entry (and its counts) in the map for the next poll; the deltas taken
+    /// so far are never dropped for it.
     pub fn finish(&mut self, walk: Walk) -> anyhow::Result<Snapshot> {
         let Walk { stats, mut deltas, idle_conversations, idle_macs } = walk;
         let fd = self.maps.conversations.map().fd().as_fd();
         for key in idle_conversations {
-            match lookup_and_delete_per_cpu::<_, ConvCounters>(fd, &key).context("ageing CONVERSATIONS")? {
-                Some(values) => {
+            match lookup_and_delete_per_cpu::<_, ConvCounters>(fd, &key) {
+                Ok(Some(values)) => {
                     deltas.extend(removed(&mut self.prev, key, &sum_conv(&values)));
                     self.aged_out += 1;
                 }
                 // Evicted since the walk: its loss shows in the eviction count.
-                None => {
+                Ok(None) => {
                     self.prev.remove(&key);
+                }
+                Err(e) => {
+                    tracing::warn!("ageing {CONVERSATIONS} out: {e}; idle entries stay until the next poll");
+                    break;
                 }
             }
         }
@@ -136,8 +142,13 @@ impl Collector {
 
         let fd = self.maps.devices.map().fd().as_fd();
         for key in idle_macs {
-            let last = lookup_and_delete_per_cpu::<_, DeviceCounters>(fd, &key).context("ageing DEVICE_STATS")?;
-            self.macs.retire(key, last.map(|v| sum_device(&v)));
+            match lookup_and_delete_per_cpu::<_, DeviceCounters>(fd, &key) {
+                Ok(last) => self.macs.retire(key, last.map(|v| sum_device(&v))),
+                Err(e) => {
+                    tracing::warn!("ageing {DEVICE_STATS} out: {e}; idle MACs stay until the next poll");
+                    break;
+                }
+            }
         }
 
         let inserts = stats[Stat::ConvInserts as usize];
