@@ -14,6 +14,23 @@ pub const DEFAULT_MAX_MACS: u32 = 4096;
 /// Default capacity of [`CONVERSATIONS`].
 pub const DEFAULT_MAX_CONVERSATIONS: u32 = 65536;
 
+/// Free entries the kernel's common LRU hands each CPU at a time, at most (LOCAL_FREE_TARGET in
+/// kernel/bpf/bpf_lru_list.c; newer kernels, 6.18 among them, make the batch `target_free` =
+/// max_entries / CPUs / 2 clamped to 1..=128, older ones such as 6.1 always 128).
+pub const LRU_LOCAL_FREE_TARGET: u32 = 128;
+
+/// `max_entries` of an LRU hash map (common LRU, no `BPF_F_NO_COMMON_LRU`) that holds `wanted`
+/// entries without evicting, on a machine with `possible_cpus`.
+///
+/// A CPU that inserts takes free entries from its own list, refilled in batches of up to
+/// [`LRU_LOCAL_FREE_TARGET`] from the global free list; when both are empty it evicts, even while
+/// other CPUs' lists still hold free entries. Evictions can thus begin with up to one batch per
+/// CPU unused: that much headroom on top of `wanted` keeps the first eviction beyond `wanted`
+/// live entries.
+pub const fn lru_max_entries(wanted: u32, possible_cpus: u32) -> u32 {
+    wanted.saturating_add(possible_cpus.saturating_mul(LRU_LOCAL_FREE_TARGET))
+}
+
 /// Name of the read-only global that selects replay mode (see [`REPLAY_MODE`]).
 pub const GLOBAL_REPLAY: &str = "REPLAY";
 /// Replay mode (a `u8` global, 1 = on). Used with BPF_PROG_TEST_RUN, where the `__sk_buff`
@@ -146,6 +163,13 @@ mod tests {
         assert_eq!(offset_of!(ConvKey, proto), 49);
         assert_eq!(offset_of!(ConvKey, ether_type), 50);
         assert_eq!(size_of::<ConvKey>(), 52);
+    }
+
+    #[test]
+    fn the_lru_gets_one_free_batch_per_cpu_on_top() {
+        assert_eq!(lru_max_entries(65536, 4), 65536 + 512);
+        assert_eq!(lru_max_entries(200, 2), 456);
+        assert_eq!(lru_max_entries(u32::MAX, 2), u32::MAX);
     }
 
     #[test]

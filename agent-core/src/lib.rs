@@ -4,7 +4,8 @@
 //!
 //! - Input: [`capture`] (pcap/pcapng reader), [`proto`] (one parser per sampled protocol, typed
 //!   results), [`events`] (ring records become events), [`snapshot`] (what a poll of the maps
-//!   saw, and deltas between polls).
+//!   saw, and deltas between polls), [`macbook`] (per-MAC totals that outlive the kernel's
+//!   entries, and which idle MACs to age out).
 //! - State: [`ledger`] (per-device totals from conversation deltas), [`names`], [`scope`],
 //!   [`oui`], [`labels`] (bounded label values), [`clock`].
 //! - Output models: [`view`] (the plain view every output reads), [`report`] (schema
@@ -29,6 +30,7 @@ pub mod events;
 pub mod labels;
 pub mod ledger;
 pub mod mac;
+pub mod macbook;
 pub mod names;
 pub mod oui;
 pub mod proto;

@@ -19,15 +19,19 @@ pub type SampleCounts = [[u64; outcome::OUTCOMES]; KINDS];
 /// What one poll saw.
 #[derive(Debug, Default, Clone)]
 pub struct Snapshot {
-    /// Exact per-MAC counters (DEVICE_STATS), summed over CPUs.
+    /// Exact per-MAC counters (DEVICE_STATS), summed over CPUs, of every MAC since the start:
+    /// what MACs aged out of the map counted is kept (see `macbook`).
     pub macs: Vec<(Mac, DeviceCounters)>,
     /// The program's statistics, indexed by [`Stat`].
     pub stats: Vec<u64>,
     pub deltas: Vec<Delta>,
     pub conversation_entries: u64,
     pub mac_entries: u64,
+    /// MACs removed from DEVICE_STATS after being idle (their counts kept in `macs`).
+    pub macs_aged_out: u64,
     /// Conversations lost to LRU eviction so far (their counts since the previous poll are lost).
     pub evictions: u64,
+    /// Conversations removed from CONVERSATIONS after being idle, with their last counts.
     pub aged_out: u64,
 }
 
@@ -52,33 +56,62 @@ pub fn sum_conv(values: &[ConvCounters]) -> ConvTotals {
     out
 }
 
+/// What a conversation added between two readings: the difference, or all of `now` when it is
+/// below `before` (the entry was evicted and made anew).
+pub fn growth(before: Totals, now: Totals) -> Totals {
+    if now.packets >= before.packets && now.bytes >= before.bytes {
+        Totals { packets: now.packets - before.packets, bytes: now.bytes - before.bytes }
+    } else {
+        now
+    }
+}
+
+fn delta(key: ConvKey, grown: Totals, seen: &ConvTotals) -> Option<Delta> {
+    (grown.packets > 0 || grown.bytes > 0).then_some(Delta {
+        key,
+        packets: grown.packets,
+        bytes: grown.bytes,
+        first_seen_ns: seen.first_seen_ns,
+        last_seen_ns: seen.last_seen_ns,
+    })
+}
+
 /// Deltas between the previous and the current totals of each conversation; `prev` becomes
-/// `current`. A total below the previous one means the entry was evicted and made anew: all of
-/// it is new.
+/// `current`, one entry per key.
+///
+/// `current` is one walk of the map and may hold a key more than once: walking an LRU map while
+/// it evicts, the kernel's get-next-key restarts from the first bucket when the key under the
+/// cursor was evicted, and every key before it comes again. A later reading of a key counts only
+/// its growth since the earlier one, so a delta is taken once per key per walk.
 pub fn diff(prev: &mut HashMap<ConvKey, Totals>, current: &[(ConvKey, ConvTotals)]) -> Vec<Delta> {
-    let mut next = HashMap::with_capacity(current.len());
+    let mut next: HashMap<ConvKey, Totals> = HashMap::with_capacity(current.len());
     let mut deltas = Vec::new();
     for (key, seen) in current {
-        let now = &seen.totals;
-        let before = prev.get(key).copied().unwrap_or_default();
-        let (packets, bytes) = if now.packets >= before.packets && now.bytes >= before.bytes {
-            (now.packets - before.packets, now.bytes - before.bytes)
-        } else {
-            (now.packets, now.bytes)
-        };
-        if packets > 0 || bytes > 0 {
-            deltas.push(Delta {
-                key: *key,
-                packets,
-                bytes,
-                first_seen_ns: seen.first_seen_ns,
-                last_seen_ns: seen.last_seen_ns,
-            });
-        }
-        next.insert(*key, *now);
+        let before = next.get(key).or_else(|| prev.get(key)).copied().unwrap_or_default();
+        deltas.extend(delta(*key, growth(before, seen.totals), seen));
+        next.insert(*key, seen.totals);
     }
     *prev = next;
     deltas
+}
+
+/// Keys whose latest reading in the walk was last seen before `before_ns` (idle conversations to
+/// age out), each once.
+pub fn idle_keys(current: &[(ConvKey, ConvTotals)], before_ns: u64) -> Vec<ConvKey> {
+    let mut latest: HashMap<ConvKey, u64> = HashMap::with_capacity(current.len());
+    for (key, seen) in current {
+        latest.insert(*key, seen.last_seen_ns);
+    }
+    let mut idle: Vec<ConvKey> = latest.into_iter().filter(|(_, last)| *last < before_ns).map(|(k, _)| k).collect();
+    idle.sort_unstable();
+    idle
+}
+
+/// A conversation taken out of the map (lookup-and-delete): what it counted after the walk read
+/// it, and it leaves `prev`. Frames counted between the read and the removal are not lost.
+pub fn removed(prev: &mut HashMap<ConvKey, Totals>, key: ConvKey, last: &ConvTotals) -> Option<Delta> {
+    let before = prev.remove(&key).unwrap_or_default();
+    delta(key, growth(before, last.totals), last)
 }
 
 #[cfg(test)]
@@ -118,6 +151,40 @@ mod tests {
         let mut prev2 = HashMap::from([(key(3), Totals { packets: 9, bytes: 900 })]);
         let d = diff(&mut prev2, &[(key(3), seen(2, 100))]);
         assert_eq!(d, vec![delta(3, 2, 100)]);
+    }
+
+    /// Walking an LRU map while it evicts returns a key again when the key under the walk's
+    /// cursor was evicted: the kernel's get-next-key restarts from the first bucket.
+    #[test]
+    fn a_key_read_twice_in_one_walk_counts_once() {
+        let mut prev = HashMap::from([(key(1), Totals { packets: 2, bytes: 200 })]);
+        let walk = [(key(1), seen(5, 500)), (key(2), seen(1, 60)), (key(1), seen(6, 600)), (key(2), seen(1, 60))];
+        let d = diff(&mut prev, &walk);
+        let of = |port| d.iter().filter(|d| d.key == key(port)).fold((0, 0), |(p, b), d| (p + d.packets, b + d.bytes));
+        assert_eq!(of(1), (4, 400), "growth from 2 to 6 packets, once: {d:?}");
+        assert_eq!(of(2), (1, 60), "{d:?}");
+        assert_eq!(prev.len(), 2);
+        assert_eq!(prev[&key(1)], Totals { packets: 6, bytes: 600 }, "the latest reading is kept");
+        // The next walk counts from the latest reading.
+        assert!(diff(&mut prev, &[(key(1), seen(6, 600))]).is_empty());
+    }
+
+    #[test]
+    fn idle_keys_use_the_latest_reading_and_removal_counts_what_came_after_the_read() {
+        let at = |packets, last| ConvTotals {
+            totals: Totals { packets, bytes: packets * 10 },
+            first_seen_ns: 1,
+            last_seen_ns: last,
+        };
+        let walk = [(key(1), at(1, 5)), (key(2), at(1, 5)), (key(1), at(2, 50)), (key(2), at(1, 5))];
+        assert_eq!(idle_keys(&walk, 10), vec![key(2)], "key(1) was active again in its later reading");
+        let mut prev = HashMap::new();
+        diff(&mut prev, &walk);
+        // Two frames arrived between the read (1 packet) and the removal (3 packets).
+        let d = removed(&mut prev, key(2), &at(3, 12)).expect("a delta");
+        assert_eq!((d.packets, d.bytes), (2, 20));
+        assert!(!prev.contains_key(&key(2)));
+        assert_eq!(removed(&mut prev, key(1), &at(2, 50)), None, "nothing new");
     }
 
     #[test]

@@ -106,7 +106,8 @@ pub struct MapArgs {
     /// Capacity of the per-MAC map (MACs, including multicast and broadcast destinations).
     #[arg(long = "bpf.max-macs", default_value_t = agent_common::DEFAULT_MAX_MACS)]
     pub max_macs: u32,
-    /// Capacity of the conversation (LRU) map.
+    /// Conversations the LRU map holds before it evicts (the kernel map gets one batch of 128
+    /// entries per CPU on top, the free entries the kernel's LRU keeps per CPU).
     #[arg(long = "bpf.max-conversations", default_value_t = agent_common::DEFAULT_MAX_CONVERSATIONS)]
     pub max_conversations: u32,
     /// Seconds a conversation may be idle (capture time in replay) before the agent removes it
@@ -155,6 +156,11 @@ pub struct RunArgs {
     /// Seconds between reads of the maps (also done on every scrape) and port checks.
     #[arg(long = "bpf.poll-interval", default_value_t = 5)]
     pub poll_interval: u64,
+    /// Seconds a MAC's counters must stand still before the agent removes it from the per-MAC
+    /// map, keeping its totals (0 = never): room for new devices when spoofed, randomised or
+    /// IPv6 multicast MACs pile up.
+    #[arg(long = "bpf.mac-idle", default_value_t = 3600)]
+    pub mac_idle: u64,
     /// Devices with their own series; the rest are summed as mac="other".
     #[arg(long = "metrics.max-devices", default_value_t = 256)]
     pub max_devices: usize,

@@ -95,6 +95,11 @@ impl Pipeline {
         &self.last
     }
 
+    /// Ages MACs out of DEVICE_STATS once their counters stood still this long (None: never).
+    pub fn set_mac_idle(&mut self, idle: Option<std::time::Duration>) {
+        self.collector.set_mac_idle(idle.map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)));
+    }
+
     /// Live, the bridge's addresses (the LAN) can change while the agent runs.
     pub fn set_scopes(&mut self, scopes: ScopeClassifier) {
         self.scopes = scopes;

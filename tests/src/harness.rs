@@ -96,6 +96,25 @@ impl Harness {
         self.collector.poll(None).expect("read maps")
     }
 
+    /// Ages MACs out of DEVICE_STATS after their counters stood still this long (None: never).
+    pub fn set_mac_idle(&mut self, idle_ns: Option<u64>) {
+        self.collector.set_mac_idle(idle_ns);
+    }
+
+    /// A poll at `now_ns` (the clock MAC idleness is measured with) that ages out conversations
+    /// last seen before `idle_before_ns`, and runs `between` after the maps were read and before
+    /// idle entries are removed.
+    pub fn poll_with(&mut self, now_ns: u64, idle_before_ns: Option<u64>, between: impl FnOnce(&mut Self)) -> Snapshot {
+        let walk = self.collector.walk(now_ns, idle_before_ns).expect("read maps");
+        between(self);
+        self.collector.finish(walk).expect("age maps")
+    }
+
+    /// [`Harness::poll_with`] with nothing in between.
+    pub fn poll_at(&mut self, now_ns: u64, idle_before_ns: Option<u64>) -> Snapshot {
+        self.poll_with(now_ns, idle_before_ns, |_| {})
+    }
+
     /// (header, captured bytes) of every record waiting in the ring.
     pub fn take_samples(&mut self) -> Vec<(SampleHeader, Vec<u8>)> {
         let mut out = Vec::new();

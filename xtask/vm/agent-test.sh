@@ -6,7 +6,7 @@
 # pings are counted exactly both ways, DNS is sampled, SIGTERM detaches everything; in tc
 # mode also SIGKILL then restart leaves one filter per hook (from 6.6: one tcx program).
 # Replay of a capture made by xtask/src/vm.rs is checked too, and the tc checks again with
-# the kernel's BTF hidden, as on Raspberry Pi OS.
+# the kernel's BTF hidden, as on Raspberry Pi OS, and map ageing (lookup-and-delete).
 # Prints "VMTEST: PASS|FAIL ..." per check and "VMTEST: DONE" at the end (the host fails a
 # run without it).
 ip() { /usr/sbin/ip "$@"; }; tc() { /usr/sbin/tc "$@"; }
@@ -60,8 +60,8 @@ verifier_work() {
 # start: the agent attached by $ATTACH; fails (with its log) if it exits or serves no /metrics
 # in 60 s. /metrics is on the default address, 127.0.0.1:9477.
 start() {
-  echo "--- $AGENT --attach $ATTACH" >> /tmp/agent-$MODE.log
-  $AGENT --attach $ATTACH >> /tmp/agent-$MODE.log 2>&1 & PID=$!
+  echo "--- $AGENT --attach $ATTACH $EXTRA" >> /tmp/agent-$MODE.log
+  $AGENT --attach $ATTACH $EXTRA >> /tmp/agent-$MODE.log 2>&1 & PID=$!
   local i=0; while [ $i -lt 120 ]; do
     wget -q -O /dev/null $URL 2>/dev/null && { pass "$MODE: agent loaded and serves /metrics"; verifier_work; return 0; }
     alive || break; sleep 0.5; i=$((i+1)); done
@@ -151,6 +151,26 @@ run_mode() {
   [ -z "$left" ] && pass "$MODE: nothing left attached after SIGTERM" || fail "$MODE: left attached after SIGTERM:$left"
 }
 
+# Map ageing with timeouts of 2 s: idle MACs and conversations leave the maps through
+# BPF_MAP_LOOKUP_AND_DELETE_ELEM on the per-CPU hash and LRU hash maps (a raw system call the
+# agent makes itself), the totals stay, and the next pings are counted again from zero in the
+# kernel on top of them.
+ageing_check() {
+  local tx
+  ATTACH=tc MODE=ageing EXTRA="--bpf.mac-idle 2 --bpf.conversation-idle 2 --bpf.poll-interval 1"
+  for d in pa pb br0; do tc qdisc del dev $d clsact 2>/dev/null; done
+  start || { EXTRA=""; return; }
+  pings 10
+  tx=$(metric $MP "mac=\"$MA\"" 'direction="tx"')
+  expect -ge 2 "a's and b's MACs aged out" iotwatch_bpf_map_aged_out_total 'map="DEVICE_STATS"'
+  expect -ge 2 "both ICMP conversations aged out" iotwatch_bpf_map_aged_out_total 'map="CONVERSATIONS"'
+  expect -eq 0 "per-MAC map empty" iotwatch_bpf_map_entries 'map="DEVICE_STATS"'
+  expect -eq "$tx" "a's tx kept after ageing" $MP "mac=\"$MA\"" 'direction="tx"'
+  pings 10
+  kill -TERM $PID; wait $PID
+  EXTRA=""
+}
+
 # Replay loads the programs with other globals (the verifier walks other paths) and runs them
 # with BPF_PROG_TEST_RUN: /replay.pcap (xtask/src/vm.rs) holds 10 pings, one VLAN-tagged, and a
 # DNS query from 02:00:00:00:00:0a.
@@ -180,5 +200,6 @@ no_btf() {
 
 replay_check
 for mode in tc xdp-skb xdp; do run_mode $mode; done
+ageing_check
 no_btf
 echo "VMTEST: DONE"

@@ -129,7 +129,7 @@ fn lan_prefixes(bridge: &str, extra: &[Prefix]) -> Vec<Prefix> {
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     preflight(&args)?;
-    let (pipeline, mut ebpf) = Pipeline::open(pipeline::Options {
+    let (mut pipeline, mut ebpf) = Pipeline::open(pipeline::Options {
         load: args.maps.load_options(&args.sampling, false, args.attach != AttachMode::Tc),
         scopes: ScopeClassifier::new(lan_prefixes(&args.bridge, &args.enrich.lan_prefixes)),
         oui_file: args.enrich.oui_file.clone(),
@@ -137,6 +137,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         events_max_bytes: args.sampling.events_max_bytes,
         clock: Clock::Live,
     })?;
+    pipeline.set_mac_idle((args.mac_idle > 0).then(|| Duration::from_secs(args.mac_idle)));
     let mut attacher = Attacher::new(&args.bridge, args.attach);
     if let Err(e) = attacher.attach_all(&mut ebpf) {
         attacher.detach_all(&mut ebpf);

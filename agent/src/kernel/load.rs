@@ -77,6 +77,15 @@ impl Default for LoadOptions {
     }
 }
 
+/// Entries the CONVERSATIONS map is created with for `--bpf.max-conversations`: the kernel's LRU
+/// may start evicting while each CPU still holds a batch of free entries, so one batch per
+/// possible CPU is added (see [`agent_common::lru_max_entries`]); the user gets at least what was
+/// asked for before the first eviction.
+pub fn conversation_map_entries(wanted: u32) -> u32 {
+    let cpus = aya::util::nr_cpus().map_or(1, |n| n as u32);
+    agent_common::lru_max_entries(wanted, cpus)
+}
+
 fn page_size() -> u32 {
     // SAFETY: sysconf has no preconditions.
     let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
@@ -136,7 +145,7 @@ pub fn load(opts: &LoadOptions) -> Result<Ebpf, LoadError> {
         // OS kernels have none (raspberrypi/linux issue 6622).
         .btf(None)
         .map_max_entries(DEVICE_STATS, opts.max_macs)
-        .map_max_entries(CONVERSATIONS, opts.max_conversations)
+        .map_max_entries(CONVERSATIONS, conversation_map_entries(opts.max_conversations))
         .map_max_entries(SAMPLES, s.ring_bytes)
         .override_global(GLOBAL_REPLAY, &replay, true)
         .override_global(GLOBAL_SNAPLEN, &s.snaplen, true)

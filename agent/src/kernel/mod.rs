@@ -5,6 +5,7 @@ pub mod attach;
 pub mod bench;
 pub mod collect;
 pub mod load;
+pub mod map_ops;
 pub mod netif;
 pub mod ring;
 pub mod test_run;

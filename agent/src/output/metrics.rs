@@ -42,6 +42,7 @@ pub struct Metrics {
     bpf_events: IntCounterVec,
     map_entries: IntGaugeVec,
     map_capacity: IntGaugeVec,
+    aged_out: IntCounterVec,
     evictions: IntCounter,
     overflow: IntCounterVec,
     attached: IntGaugeVec,
@@ -154,7 +155,24 @@ impl Metrics {
                 )
             ),
             map_entries: register!(r, names, gauges("iotwatch_bpf_map_entries", "Entries in a BPF map.", &["map"])),
-            map_capacity: register!(r, names, gauges("iotwatch_bpf_map_capacity", "Capacity of a BPF map.", &["map"])),
+            map_capacity: register!(
+                r,
+                names,
+                gauges(
+                    "iotwatch_bpf_map_capacity",
+                    "Entries a BPF map holds without loss (CONVERSATIONS: before the LRU evicts; the kernel map is larger by the free entries its LRU keeps per CPU).",
+                    &["map"]
+                )
+            ),
+            aged_out: register!(
+                r,
+                names,
+                counters(
+                    "iotwatch_bpf_map_aged_out_total",
+                    "Entries the agent removed from a BPF map after they were idle (--bpf.mac-idle, --bpf.conversation-idle), their counts kept.",
+                    &["map"]
+                )
+            ),
             evictions: register!(
                 r,
                 names,
@@ -292,6 +310,8 @@ impl Metrics {
         }
         self.map_entries.with_label_values(&[DEVICE_STATS]).set(snap.mac_entries as i64);
         self.map_entries.with_label_values(&[CONVERSATIONS]).set(snap.conversation_entries as i64);
+        raise(&self.aged_out.with_label_values(&[DEVICE_STATS]), snap.macs_aged_out);
+        raise(&self.aged_out.with_label_values(&[CONVERSATIONS]), snap.aged_out);
         raise(&self.evictions, snap.evictions);
         raise(&self.overflow.with_label_values(&["device"]), self.devices.overflow());
         raise(&self.overflow.with_label_values(&["port"]), self.ports.values().map(LabelBudget::overflow).sum());
@@ -391,6 +411,9 @@ mod tests {
                 DeviceCounters { tx_packets: 3, tx_bytes: 1600, ..Default::default() },
             )],
             stats: vec![7; Stat::ALL.len()],
+            mac_entries: 13,
+            macs_aged_out: 5,
+            aged_out: 2,
             ..Snapshot::default()
         };
         // Two series: device ...:0a (busiest) and the receiver ...:01; ...:0b folds into other.
@@ -433,6 +456,10 @@ mod tests {
         assert!(line(&text, r#"iotwatch_bpf_events_total{event="frames"} 7"#).is_some(), "{text}");
         assert!(line(&text, r#"iotwatch_attached_interfaces{hook="tc_ingress",interface="p1"} 1"#).is_some(), "{text}");
         assert!(line(&text, r#"iotwatch_bpf_map_capacity{map="CONVERSATIONS"} 64"#).is_some(), "{text}");
+        assert!(line(&text, r#"iotwatch_bpf_map_capacity{map="DEVICE_STATS"} 16"#).is_some(), "{text}");
+        assert!(line(&text, r#"iotwatch_bpf_map_entries{map="DEVICE_STATS"} 13"#).is_some(), "{text}");
+        assert!(line(&text, r#"iotwatch_bpf_map_aged_out_total{map="DEVICE_STATS"} 5"#).is_some(), "{text}");
+        assert!(line(&text, r#"iotwatch_bpf_map_aged_out_total{map="CONVERSATIONS"} 2"#).is_some(), "{text}");
         assert!(
             line(&text, r#"iotwatch_mac_bytes_total{direction="tx",mac="02:00:00:00:00:0a"} 1600"#).is_some(),
             "{text}"

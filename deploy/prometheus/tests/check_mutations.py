@@ -35,6 +35,10 @@ MUTANTS = {
     "IotwatchSamplesDropped without for": ('{outcome="dropped"}[5m])) > 0\n        for: 5m\n', '{outcome="dropped"}[5m])) > 0\n'),
     "IotwatchBpfMapNearlyFull at 9%": ("iotwatch_bpf_map_capacity > 0.9", "iotwatch_bpf_map_capacity > 0.09"),
     "IotwatchBpfMapNearlyFull without for": ("> 0.9\n        for: 15m\n", "> 0.9\n"),
+    "IotwatchBpfMapNearlyFull on DEVICE_STATS too": ('iotwatch_bpf_map_entries{map!="DEVICE_STATS"}', "iotwatch_bpf_map_entries"),
+    "IotwatchMacMapNearlyFull without map filter": ('iotwatch_bpf_map_entries{map="DEVICE_STATS"}', "iotwatch_bpf_map_entries"),
+    "IotwatchMacMapNearlyFull at 90%": ('iotwatch_bpf_map_capacity > 0.8', 'iotwatch_bpf_map_capacity > 0.9'),
+    "IotwatchMacMapNearlyFull without for": ("> 0.8\n        for: 10m\n", "> 0.8\n"),
     "IotwatchConversationEvictions on the raw counter": (
         "increase(iotwatch_bpf_conversation_evictions_total[10m]) > 0",
         "iotwatch_bpf_conversation_evictions_total > 0"),

@@ -5,6 +5,7 @@
 mod headers;
 mod lengths;
 mod malformed;
+mod maps;
 
 use agent_common::{ConvKey, DeviceCounters, Stat, ip_version};
 use iotwatch::kernel::{load::LoadOptions, test_run::TcInput};

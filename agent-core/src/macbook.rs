@@ -1,0 +1,175 @@
+//! Per-MAC totals that outlive the kernel's entries. Pure: no maps, no clock.
+//!
+//! DEVICE_STATS never evicts, so without help spoofed MACs, randomised phone MACs and the
+//! solicited-node multicast destinations of rotating IPv6 privacy addresses would fill it for
+//! good, and new devices would go uncounted. The agent removes MACs whose counters have not
+//! moved for an idle timeout (taking their last counts in the same step) and keeps what they
+//! counted here, so that every MAC's exported totals only ever rise, even when it comes back
+//! and the kernel counts it from zero again.
+//!
+//! The map has no last-seen time: a MAC is idle when its counters, summed over CPUs, read the
+//! same at every poll for the whole timeout.
+
+use std::collections::BTreeMap;
+
+use agent_common::{DeviceCounters, MacKey};
+
+use crate::mac::Mac;
+
+/// Adds the counters field by field: by name, because the struct carries other fields (the
+/// kernel's own state) that are not counts.
+pub fn add_device(into: &mut DeviceCounters, c: &DeviceCounters) {
+    into.tx_packets += c.tx_packets;
+    into.tx_bytes += c.tx_bytes;
+    into.rx_packets += c.rx_packets;
+    into.rx_bytes += c.rx_bytes;
+}
+
+/// A MAC's per-CPU values summed: the counts only.
+pub fn sum_device(values: &[DeviceCounters]) -> DeviceCounters {
+    let mut sum = DeviceCounters::default();
+    for v in values {
+        add_device(&mut sum, v);
+    }
+    sum
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct Entry {
+    /// What the MAC's removed entries counted.
+    retired: DeviceCounters,
+    /// The latest reading of its entry in the map (zero when it has none).
+    live: DeviceCounters,
+    /// When `live` last changed, or the entry appeared.
+    changed_ns: u64,
+    in_map: bool,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct MacBook {
+    entries: BTreeMap<MacKey, Entry>,
+    aged_out: u64,
+}
+
+impl MacBook {
+    /// Records one walk of the map (counts summed over CPUs) taken at `now_ns`, and returns the
+    /// entries whose counts have not moved for `idle_ns` (none when `None`): the ones to remove.
+    pub fn observe(&mut self, now_ns: u64, live: &[(MacKey, DeviceCounters)], idle_ns: Option<u64>) -> Vec<MacKey> {
+        let mut seen = std::collections::BTreeSet::new();
+        for (key, counts) in live {
+            seen.insert(*key);
+            let e = self.entries.entry(*key).or_default();
+            if !e.in_map || counts_differ(&e.live, counts) {
+                e.changed_ns = now_ns;
+            }
+            e.live = *counts;
+            e.in_map = true;
+        }
+        // Gone from the map without the agent (nothing else removes entries today): keep what
+        // was read last, so the totals do not fall.
+        for (key, e) in &mut self.entries {
+            if e.in_map && !seen.contains(key) {
+                let last = std::mem::take(&mut e.live);
+                add_device(&mut e.retired, &last);
+                e.in_map = false;
+            }
+        }
+        let Some(idle_ns) = idle_ns else { return Vec::new() };
+        self.entries
+            .iter()
+            .filter(|(_, e)| e.in_map && now_ns.saturating_sub(e.changed_ns) >= idle_ns)
+            .map(|(k, _)| *k)
+            .collect()
+    }
+
+    /// An entry the agent removed: `last` are the counts the removal returned (what the kernel
+    /// counted until the very end, frames after the last walk included), or `None` when the entry
+    /// was gone already (its last reading is kept).
+    pub fn retire(&mut self, key: MacKey, last: Option<DeviceCounters>) {
+        let e = self.entries.entry(key).or_default();
+        let live = std::mem::take(&mut e.live);
+        let last = last.map_or(live, |l| sum_device(&[l]));
+        add_device(&mut e.retired, &last);
+        if e.in_map {
+            self.aged_out += 1;
+        }
+        e.in_map = false;
+    }
+
+    /// MACs removed from the map after being idle, since the start.
+    pub fn aged_out(&self) -> u64 {
+        self.aged_out
+    }
+
+    /// Entries in the map at the last walk, less those removed since.
+    pub fn in_map(&self) -> u64 {
+        self.entries.values().filter(|e| e.in_map).count() as u64
+    }
+
+    /// Every MAC seen since the start with all it counted: removed entries plus the live one.
+    pub fn totals(&self) -> Vec<(Mac, DeviceCounters)> {
+        self.entries
+            .iter()
+            .map(|(k, e)| {
+                let mut t = e.retired;
+                add_device(&mut t, &e.live);
+                (Mac(k.mac), t)
+            })
+            .collect()
+    }
+}
+
+fn counts_differ(a: &DeviceCounters, b: &DeviceCounters) -> bool {
+    (a.tx_packets, a.tx_bytes, a.rx_packets, a.rx_bytes) != (b.tx_packets, b.tx_bytes, b.rx_packets, b.rx_bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: u64 = 1_000_000_000;
+
+    fn key(n: u8) -> MacKey {
+        MacKey::new([2, 0, 0, 0, 0, n])
+    }
+
+    fn tx(packets: u64) -> DeviceCounters {
+        DeviceCounters { tx_packets: packets, tx_bytes: packets * 100, ..Default::default() }
+    }
+
+    fn total(book: &MacBook, n: u8) -> u64 {
+        book.totals().iter().find(|(m, _)| *m == Mac(key(n).mac)).map_or(0, |(_, c)| c.tx_packets)
+    }
+
+    #[test]
+    fn only_macs_idle_for_the_whole_timeout_age_out_and_totals_never_fall() {
+        let mut b = MacBook::default();
+        let idle = Some(60 * S);
+        assert!(b.observe(0, &[(key(1), tx(1)), (key(2), tx(1))], idle).is_empty());
+        // key(2) moves at 30 s; at 60 s only key(1) has been still for 60 s.
+        assert!(b.observe(30 * S, &[(key(1), tx(1)), (key(2), tx(2))], idle).is_empty());
+        assert_eq!(b.observe(60 * S, &[(key(1), tx(1)), (key(2), tx(2))], idle), vec![key(1)]);
+        // Removed with one more frame counted after the walk: kept.
+        b.retire(key(1), Some(tx(2)));
+        assert_eq!((b.aged_out(), b.in_map(), total(&b, 1)), (1, 1, 2));
+        // It comes back and the kernel counts it from zero: its total goes on rising.
+        assert!(b.observe(70 * S, &[(key(1), tx(1)), (key(2), tx(2))], idle).is_empty());
+        assert_eq!(total(&b, 1), 3);
+        assert_eq!(b.observe(90 * S, &[(key(1), tx(1)), (key(2), tx(2))], idle), vec![key(2)]);
+        // Without a timeout nothing ages.
+        assert!(b.observe(1000 * S, &[(key(1), tx(1)), (key(2), tx(2))], None).is_empty());
+    }
+
+    #[test]
+    fn an_entry_that_vanished_keeps_its_last_reading() {
+        let mut b = MacBook::default();
+        b.observe(0, &[(key(1), tx(4))], None);
+        b.observe(S, &[], None);
+        assert_eq!((total(&b, 1), b.in_map(), b.aged_out()), (4, 0, 0));
+        // A removal that found nothing keeps the last reading too, once.
+        b.observe(2 * S, &[(key(2), tx(5))], None);
+        b.retire(key(2), None);
+        assert_eq!((total(&b, 2), b.aged_out()), (5, 1));
+        assert_eq!(sum_device(&[tx(1), tx(2)]).tx_bytes, 300);
+    }
+}
