@@ -307,6 +307,18 @@ fn kernel(bin: &std::path::Path, repeat: u32) -> Result<()> {
         let (a, b) = (ns[prog].as_f64().unwrap_or(f64::NAN), ns[base].as_f64().unwrap_or(f64::NAN));
         println!("{prog:<14} {a:>10.1} {:>9.2}x {base}", a / b);
     }
+    // Each class the headline mix weighs in, next to the baselines on the same frames.
+    let classes = value["per_frame_ns"].as_object().into_iter().chain(value["classes_ns"].as_object()).flatten();
+    println!(
+        "\n{:<22} {:>12} {:>12} {:>12} {:>12}",
+        "class (ns/packet)", "iotwatch_tc", "min_mac_tc", "iotwatch_xdp", "min_mac_xdp"
+    );
+    for (class, row) in classes {
+        let cell = |p: &str| row[p].as_f64().map_or_else(|| "-".to_owned(), |v| format!("{v:.1}"));
+        let [a, b, c, d] = ["iotwatch_tc", "min_mac_tc", "iotwatch_xdp", "min_mac_xdp"].map(cell);
+        println!("{class:<22} {a:>12} {b:>12} {c:>12} {d:>12}");
+    }
+    println!("verified instructions: {}", value["verified_instructions"]);
     let path = merge_summary("kernel", value)?;
     println!("bench: written to {}\n", path.display());
     Ok(())
