@@ -7,8 +7,8 @@ use agent_common::{
     ConvCounters, DeviceCounters,
     sample::{
         DEFAULT_BURST, DEFAULT_CPU_RATE, DEFAULT_FIRST_PACKETS, DEFAULT_NEW_SOURCE_RATE, DEFAULT_RATE, NEW_SOURCE_NS,
-        NEW_SOURCE_TOKENS, PEEK, Peek, SAMPLE_MAX, SampleHeader, SampleKind, classify_tcp, classify_udp, outcome,
-        udp_by_port,
+        NEW_SOURCE_TOKENS, PEEK, Peek, SAMPLE_MAX, Sample, SampleHeader, SampleKind, classify_tcp, classify_udp,
+        outcome, udp_by_port,
     },
     wire::ip_proto,
 };
@@ -150,7 +150,7 @@ pub fn maybe_sample<P: Packet>(
     let cap = if m.data_len < snaplen { m.data_len } else { snaplen } as usize;
     let s = &mut cpu.sample;
     // One helper call copies the prefix (a length the verifier can bound, no byte loop).
-    // SAFETY: `data` holds SAMPLE_MAX bytes.
+    // SAFETY: `data` and the room behind it in CpuState hold COPY_ROOM bytes.
     let copied = if unsafe { p.copy_prefix(cap, s.data.as_mut_ptr()) } { cap } else { 0 };
     s.header = SampleHeader {
         ts_ns: m.precise_ns(),
@@ -163,13 +163,15 @@ pub fn maybe_sample<P: Packet>(
         key: cpu.frame.key,
         _pad: [0; 4],
     };
-    // The record is as long as what was copied: a DNS query takes 160 bytes of the ring.
+    // The record is as long as what was copied: a DNS query takes 160 bytes of the ring (and
+    // the ring's own 8-byte header). The check cannot fail; it gives the verifier the bound.
     let size = size_of::<SampleHeader>() + copied;
-    if size > size_of::<agent_common::sample::Sample>() {
+    if size > size_of::<Sample>() {
+        st.samples[base + outcome::DROPPED] += 1;
         return;
     }
     // SAFETY: `s` is this CPU's sample, at least `size` bytes long (checked above).
-    let record = unsafe { core::slice::from_raw_parts((s as *const agent_common::sample::Sample).cast::<u8>(), size) };
+    let record = unsafe { core::slice::from_raw_parts((s as *const Sample).cast::<u8>(), size) };
     // Replay reads the ring right after each frame: waking a reader would only cost time.
     let flags = if m.replay { u64::from(BPF_RB_NO_WAKEUP) } else { 0 };
     if SAMPLES.output::<[u8]>(record, flags).is_err() {
