@@ -175,33 +175,43 @@ fn count_conversation(c: *mut ConvCounters, packets: u64, bytes: u64, m: &Meta) 
     }
 }
 
-/// Counts the frame in its conversation; returns this CPU's entry (for the flow-sample quota).
+/// Where the frame's conversation stands, for its flow-sample quota.
+pub enum Conversation {
+    /// This CPU's entry.
+    Counted(*mut ConvCounters),
+    /// Just created by this frame (no sample taken yet): looked up again only if one is sent.
+    Created,
+    /// Not in the map (insert failed, counted).
+    Missing,
+}
+
+/// Counts the frame in its conversation.
 #[inline(always)]
-fn add_conversation(key: &ConvKey, packets: u64, bytes: u64, m: &Meta, st: &mut Stats) -> Option<*mut ConvCounters> {
+fn add_conversation(key: &ConvKey, packets: u64, bytes: u64, m: &Meta, st: &mut Stats) -> Conversation {
     if let Some(c) = CONVERSATIONS.get_ptr_mut(key) {
         count_conversation(c, packets, bytes, m);
-        return Some(c);
+        return Conversation::Counted(c);
     }
     let now = m.precise_ns();
     let fresh = ConvCounters { packets, bytes, first_seen_ns: now, last_seen_ns: now, flow_samples: 0 };
     match CONVERSATIONS.insert(key, fresh, u64::from(BPF_NOEXIST)) {
         Ok(()) => {
             bump(st, Stat::ConvInserts, 1);
-            CONVERSATIONS.get_ptr_mut(key)
+            Conversation::Created
         }
         Err(e) if e == -EEXIST => match CONVERSATIONS.get_ptr_mut(key) {
             Some(c) => {
                 count_conversation(c, packets, bytes, m);
-                Some(c)
+                Conversation::Counted(c)
             }
             None => {
                 bump(st, Stat::ConvInsertFailed, 1);
-                None
+                Conversation::Missing
             }
         },
         Err(_) => {
             bump(st, Stat::ConvInsertFailed, 1);
-            None
+            Conversation::Missing
         }
     }
 }

@@ -4,7 +4,7 @@
 //! suppressed (its source's rate) or capped (the CPU's rate).
 
 use agent_common::{
-    ConvCounters, DeviceCounters,
+    DeviceCounters,
     sample::{
         DEFAULT_BURST, DEFAULT_CPU_RATE, DEFAULT_FIRST_PACKETS, DEFAULT_NEW_SOURCE_RATE, DEFAULT_RATE, NEW_SOURCE_NS,
         NEW_SOURCE_TOKENS, PEEK, Peek, SAMPLE_MAX, Sample, SampleHeader, SampleKind, classify_tcp, classify_udp,
@@ -15,8 +15,8 @@ use agent_common::{
 use aya_ebpf::bindings::BPF_RB_NO_WAKEUP;
 
 use crate::{
-    account::Meta,
-    maps::{CpuState, SAMPLES, Stats},
+    account::{Conversation, Meta},
+    maps::{CONVERSATIONS, CpuState, SAMPLES, Stats},
     packet::Packet,
     parse::Frame,
 };
@@ -120,7 +120,7 @@ pub fn maybe_sample<P: Packet>(
     st: &mut Stats,
     m: &Meta,
     source: Option<*mut DeviceCounters>,
-    conversation: Option<*mut ConvCounters>,
+    conversation: Conversation,
 ) {
     let f = &cpu.frame;
     // Payload is what the IP header says is there (not Ethernet padding), within what the
@@ -133,9 +133,13 @@ pub fn maybe_sample<P: Packet>(
         None => {
             // The first packets with payload of every conversation, for cleartext detection: a
             // quota per conversation, spent only by samples that reach the ring (below).
-            let Some(c) = conversation else { return };
-            // SAFETY: per-CPU value, see account.rs.
-            if !has_payload || unsafe { (*c).flow_samples } >= global(&SAMPLE_FIRST_PACKETS) {
+            let taken = match conversation {
+                // SAFETY: per-CPU value, see account.rs.
+                Conversation::Counted(c) => unsafe { (*c).flow_samples },
+                Conversation::Created => 0,
+                Conversation::Missing => return,
+            };
+            if !has_payload || taken >= global(&SAMPLE_FIRST_PACKETS) {
                 return;
             }
             SampleKind::Flow
@@ -178,11 +182,16 @@ pub fn maybe_sample<P: Packet>(
         st.samples[base + outcome::DROPPED] += 1;
         return;
     }
-    if kind == SampleKind::Flow
-        && let Some(c) = conversation
-    {
-        // SAFETY: per-CPU value, see account.rs.
-        unsafe { (*c).flow_samples += 1 };
+    if kind == SampleKind::Flow {
+        let c = match conversation {
+            Conversation::Counted(c) => Some(c),
+            Conversation::Created => CONVERSATIONS.get_ptr_mut(&cpu.frame.key),
+            Conversation::Missing => None,
+        };
+        if let Some(c) = c {
+            // SAFETY: per-CPU value, see account.rs.
+            unsafe { (*c).flow_samples += 1 };
+        }
     }
     st.samples[base + outcome::SENT] += 1;
 }
