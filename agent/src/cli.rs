@@ -177,6 +177,10 @@ pub struct ReplayArgs {
     /// Benchmark: print frames per second on stderr.
     #[arg(long, hide = true)]
     pub stats: bool,
+    /// BPF_PROG_TEST_RUN workers, each pinned to its own CPU (0: one per CPU this process may
+    /// use; at most that many). The report is the same whatever the number.
+    #[arg(long, default_value_t = 0)]
+    pub workers: usize,
     #[command(flatten)]
     pub maps: MapArgs,
     #[command(flatten)]

@@ -136,6 +136,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         events: args.sampling.events.clone(),
         events_max_bytes: args.sampling.events_max_bytes,
         clock: Clock::Live,
+        ring_view: false,
     })?;
     let mut attacher = Attacher::new(&args.bridge, args.attach);
     if let Err(e) = attacher.attach_all(&mut ebpf) {

@@ -8,3 +8,4 @@ pub mod load;
 pub mod netif;
 pub mod ring;
 pub mod test_run;
+pub mod workers;
