@@ -17,8 +17,9 @@
 //!   `--bpf.conversation-idle` of capture time leave them, as they do live; should the
 //!   conversation map pass half its capacity all the same, it is emptied. So nothing is lost
 //!   to the LRU map, memory stays flat, and a conversation's first packets are sampled once, as
-//!   live. Between two reads, a barrier comes at the latest when the ring could be full of
-//!   records of the largest size, so no sample is lost to a full ring.
+//!   live. Between two reads, barriers come often enough that the ring never holds more than
+//!   it can of records of the largest size, so no sample is lost to a full ring; at a barrier
+//!   the records before the previous one are handed on while the workers go on.
 
 use std::{
     io::IsTerminal as _,
@@ -71,8 +72,20 @@ struct Replayer {
     clock_ns: u64,
     idle_ns: u64,
     capacity: u64,
+    /// Positions of records handed on whose space is not given back yet.
+    handled: std::collections::BTreeSet<u64>,
     /// Records no worker claimed (should never happen): handed on in ring order, said once.
     unclaimed_warned: bool,
+    timing: Timing,
+}
+
+/// Where the replay's own thread spent its time besides reading (`--log.level debug`).
+#[derive(Default, Debug)]
+struct Timing {
+    barriers: u64,
+    /// Waiting for the workers to finish what they were given.
+    waiting: Duration,
+    polling: Duration,
 }
 
 impl Replayer {
@@ -120,63 +133,86 @@ impl Replayer {
         Ok(None)
     }
 
-    /// Waits for the workers, then hands every sample record on in the order of the frames that
-    /// made them, and gives the ring's space back.
+    /// A barrier in the stream of frames, so the ring never fills: the records of the frames
+    /// before the previous barrier go to the pipeline and give their space back, while the
+    /// workers go on. The ring holds at most three intervals' records: the one handed on,
+    /// the one before this barrier, and the one after it.
     fn barrier(&mut self) -> anyhow::Result<()> {
         self.since_barrier = 0;
-        let claimed = self.pool.barrier()?;
+        self.pool.mark()?;
+        if self.pool.outstanding() > 1 {
+            let waited = Instant::now();
+            let claims = self.pool.collect()?;
+            self.timing.waiting += waited.elapsed();
+            self.take(&claims.sampled, claims.before_barrier);
+        }
+        Ok(())
+    }
+
+    /// Waits until every frame so far has run and hands every record on (before a map read,
+    /// which must see exactly the frames before it, and at the end).
+    fn sync(&mut self) -> anyhow::Result<()> {
+        self.since_barrier = 0;
+        self.pool.mark()?;
+        let waited = Instant::now();
+        while self.pool.outstanding() > 0 {
+            let claims = self.pool.collect()?;
+            self.take(&claims.sampled, claims.before_barrier);
+        }
+        self.timing.waiting += waited.elapsed();
+        // Every worker waits: every record in the ring is handed on by now.
+        self.take(&[], self.view.producer_pos());
+        Ok(())
+    }
+
+    /// Hands the records at `claimed` on, in order, then gives back the ring's space up to
+    /// `release` (every record before it was made by a frame whose records were handed on).
+    fn take(&mut self, claimed: &[(u64, u64)], release: u64) {
+        self.timing.barriers += 1;
         let view = Arc::clone(&self.view);
-        for &(_, pos) in &claimed {
+        for &(_, pos) in claimed {
             if let Record::Ready { data, .. } = view.record(pos) {
                 self.pipeline.handle_sample(data);
+                self.handled.insert(pos);
             }
         }
-        // Every record should be claimed; any other is handed on all the same, in ring order.
-        let end = view.producer_pos();
-        let ready = ready_records(&view, view.consumer_pos(), end);
-        if ready.len() != claimed.len() {
-            let claimed: std::collections::HashSet<u64> = claimed.iter().map(|c| c.1).collect();
-            for pos in ready.into_iter().filter(|p| !claimed.contains(p)) {
-                if let Record::Ready { data, .. } = view.record(pos) {
-                    self.pipeline.handle_sample(data);
+        // Every record before `release` was handed on; one no worker claimed (never seen) is
+        // handed on all the same, in ring order.
+        let mut pos = view.consumer_pos();
+        while pos != release {
+            pos = match view.record(pos) {
+                Record::Busy => view.next_after(pos),
+                Record::Discarded { next } => next,
+                Record::Ready { data, next } => {
+                    if !self.handled.remove(&pos) {
+                        self.pipeline.handle_sample(data);
+                        if !self.unclaimed_warned {
+                            self.unclaimed_warned = true;
+                            tracing::warn!(
+                                "a sample record no replay worker claimed: events may be out of frame order"
+                            );
+                        }
+                    }
+                    next
                 }
-                if !self.unclaimed_warned {
-                    self.unclaimed_warned = true;
-                    tracing::warn!("a sample record no replay worker claimed: events may be out of frame order");
-                }
-            }
+            };
         }
-        view.release(end);
-        Ok(())
+        view.release(release);
     }
 
     /// Takes the counts, ages idle conversations out by capture time, and empties the map if it
     /// is over half full all the same.
     fn poll(&mut self) -> anyhow::Result<()> {
-        self.barrier()?;
+        self.sync()?;
         self.since_poll = 0;
+        let polling = Instant::now();
         self.pipeline.poll(Some(self.clock_ns.saturating_sub(self.idle_ns)))?;
         if self.pipeline.last().conversation_entries * 2 > self.capacity {
             self.pipeline.poll(Some(u64::MAX))?;
         }
+        self.timing.polling += polling.elapsed();
         Ok(())
     }
-}
-
-/// Positions of the submitted records between `pos` and `end`.
-fn ready_records(view: &RingView, mut pos: u64, end: u64) -> Vec<u64> {
-    let mut out = Vec::new();
-    while pos != end {
-        pos = match view.record(pos) {
-            Record::Busy => view.next_after(pos),
-            Record::Discarded { next } => next,
-            Record::Ready { next, .. } => {
-                out.push(pos);
-                next
-            }
-        };
-    }
-    out
 }
 
 /// Progress on stderr for long files, when stderr is a terminal.
@@ -237,19 +273,22 @@ pub fn run(args: &ReplayArgs) -> anyhow::Result<Outcome> {
     // A record is its header (8 bytes) and at most one Sample, padded to 8.
     let largest = (size_of::<Sample>() as u64 + 8).next_multiple_of(8);
     let mut r = Replayer {
-        pool: Pool::start(Arc::new(RwLock::new(ebpf)), Arc::clone(&view), &cpus),
+        pool: Pool::start(Arc::new(RwLock::new(ebpf)), Arc::clone(&view), &cpus)?,
         view,
         pipeline,
         capture: Capture::default(),
         seq: 0,
         since_poll: 0,
         since_barrier: 0,
-        barrier_every: (u64::from(ring_bytes) / largest).max(1),
+        barrier_every: (u64::from(ring_bytes) / largest / 3).max(1),
         clock_ns: 0,
         idle_ns: args.maps.conversation_idle.saturating_mul(1_000_000_000),
         capacity: u64::from(args.maps.max_conversations),
+        handled: std::collections::BTreeSet::new(),
         unclaimed_warned: false,
+        timing: Timing::default(),
     };
+    let started = Instant::now();
     let mut progress = Progress::new();
 
     for path in &args.files {
@@ -301,8 +340,9 @@ pub fn run(args: &ReplayArgs) -> anyhow::Result<Outcome> {
         r.capture.files.push(summary);
     }
     // The end: every frame run, every conversation's last counts.
-    r.barrier()?;
+    r.sync()?;
     r.pipeline.poll(Some(u64::MAX))?;
+    tracing::debug!(workers = cpus.len(), seconds = ?started.elapsed(), timing = ?r.timing, "replayed");
     let invalid = !r.capture.invalid.is_empty();
     let report = r.pipeline.report(Some(r.capture));
     Ok(Outcome { report, invalid })

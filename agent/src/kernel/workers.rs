@@ -11,8 +11,9 @@
 //! Samples of all workers land in the one ring, interleaved. Each worker notes which records
 //! its frames made: it reads the ring's producer position (mapped memory, no system call) before
 //! and after a frame, and the records between that carry its frame's source MAC are that
-//! frame's (no other worker runs that source). The replay hands records on in frame order at
-//! each [`Pool::barrier`].
+//! frame's (no other worker runs that source). The replay hands records on in frame order once
+//! every worker has passed a barrier ([`Pool::mark`], [`Pool::collect`]), while the workers go
+//! on with the frames after it.
 
 use std::{
     mem::offset_of,
@@ -41,7 +42,7 @@ use crate::kernel::{
 pub const MAX_SKB_WIRE_LEN: u32 = 65535;
 
 /// Frames handed to a worker at once.
-const BATCH: usize = 64;
+const BATCH: usize = 256;
 
 /// Where a record's source MAC lies (its header's conversation key).
 const SRC_MAC_AT: usize = offset_of!(SampleHeader, key) + offset_of!(ConvKey, src_mac);
@@ -64,17 +65,32 @@ enum Msg {
 }
 
 /// A worker's report at a barrier: (frame, ring position) of the records its frames made since
-/// the last one, and the first error.
+/// the last one, the first error, and the ring's producer position when it reached the barrier
+/// (every record it makes after lies beyond).
 struct Ack {
     sampled: Vec<(u64, u64)>,
     error: Option<anyhow::Error>,
+    producer: u64,
+}
+
+/// The records of the frames before a barrier, and up to where the ring holds only such records.
+pub struct Claims {
+    /// (frame, ring position), in frame order.
+    pub sampled: Vec<(u64, u64)>,
+    /// Every record before this position was made by a frame before the barrier (workers may be
+    /// running later frames meanwhile: their records lie beyond).
+    pub before_barrier: u64,
 }
 
 pub struct Pool {
     senders: Vec<SyncSender<Msg>>,
-    acks: Receiver<Ack>,
+    /// One per worker: acks of different barriers must not mix.
+    acks: Vec<Receiver<Ack>>,
     handles: Vec<JoinHandle<()>>,
     batches: Vec<Vec<Frame>>,
+    assigner: Assigner,
+    /// Barriers sent and not collected yet.
+    outstanding: usize,
 }
 
 /// The CPUs this process may run on.
@@ -102,32 +118,57 @@ fn pin(cpu: usize) -> std::io::Result<()> {
     Ok(())
 }
 
-/// The worker (of `workers`) that runs the frames of source MAC `src`.
-pub fn worker_of(src: &[u8], workers: usize) -> usize {
-    let mut k = [0u8; 8];
-    k[..6].copy_from_slice(&src[..6]);
-    (u64::from_le_bytes(k).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32) as usize % workers
+/// Which worker runs which source: a source goes, when its first frame comes, to the worker
+/// with the fewest frames so far, and stays there. A source that sends most of the frames (the
+/// router, which is the source of everything downloaded) then has a worker to itself and the
+/// others share the rest; any fixed assignment gives the same result.
+#[derive(Debug)]
+pub struct Assigner {
+    of: std::collections::HashMap<[u8; 6], usize>,
+    frames: Vec<u64>,
+}
+
+impl Assigner {
+    pub fn new(workers: usize) -> Self {
+        Self { of: std::collections::HashMap::new(), frames: vec![0; workers.max(1)] }
+    }
+
+    /// The worker of one more frame from `src`.
+    pub fn worker(&mut self, src: [u8; 6]) -> usize {
+        let frames = &self.frames;
+        let w = *self.of.entry(src).or_insert_with(|| (0..frames.len()).min_by_key(|&w| (frames[w], w)).unwrap_or(0));
+        self.frames[w] += 1;
+        w
+    }
 }
 
 impl Pool {
     /// Starts one worker on each of `cpus`.
-    pub fn start(ebpf: Arc<RwLock<Ebpf>>, view: Arc<RingView>, cpus: &[usize]) -> Self {
-        let (ack_tx, acks) = channel();
+    pub fn start(ebpf: Arc<RwLock<Ebpf>>, view: Arc<RingView>, cpus: &[usize]) -> anyhow::Result<Self> {
         let mut senders = Vec::new();
+        let mut acks = Vec::new();
         let mut handles = Vec::new();
         for &cpu in cpus {
-            let (tx, rx) = sync_channel(64);
-            let (ebpf, view, ack_tx) = (Arc::clone(&ebpf), Arc::clone(&view), ack_tx.clone());
-            handles.push(std::thread::spawn(move || work(cpu, &ebpf, &view, &rx, &ack_tx)));
+            let (tx, rx) = sync_channel(16);
+            let (ack_tx, ack_rx) = channel();
+            let (ebpf, view) = (Arc::clone(&ebpf), Arc::clone(&view));
+            let thread = std::thread::Builder::new()
+                .name(format!("replay-cpu{cpu}"))
+                .spawn(move || work(cpu, &ebpf, &view, &rx, &ack_tx))
+                .context("starting a replay worker")?;
+            handles.push(thread);
             senders.push(tx);
+            acks.push(ack_rx);
         }
         let batches = cpus.iter().map(|_| Vec::with_capacity(BATCH)).collect();
-        Self { senders, acks, handles, batches }
+        Ok(Self { senders, acks, handles, batches, assigner: Assigner::new(cpus.len()), outstanding: 0 })
     }
 
     /// Hands a frame to the worker of its source.
     pub fn push(&mut self, frame: Frame) -> anyhow::Result<()> {
-        let w = worker_of(&frame.data[6..12], self.senders.len());
+        let mut src = [0; 6];
+        src.copy_from_slice(&frame.data[6..12]);
+        let w = self.assigner.worker(src);
         self.batches[w].push(frame);
         if self.batches[w].len() >= BATCH {
             let batch = std::mem::replace(&mut self.batches[w], Vec::with_capacity(BATCH));
@@ -136,9 +177,8 @@ impl Pool {
         Ok(())
     }
 
-    /// Waits until every frame pushed so far has run; returns (frame, ring position) of every
-    /// record they made, in frame order.
-    pub fn barrier(&mut self) -> anyhow::Result<Vec<(u64, u64)>> {
+    /// Sends a barrier after every frame pushed so far, without waiting for it.
+    pub fn mark(&mut self) -> anyhow::Result<()> {
         for (w, tx) in self.senders.iter().enumerate() {
             let batch = std::mem::take(&mut self.batches[w]);
             if !batch.is_empty() {
@@ -146,18 +186,34 @@ impl Pool {
             }
             tx.send(Msg::Barrier).context("a replay worker stopped")?;
         }
+        self.outstanding += 1;
+        Ok(())
+    }
+
+    /// Barriers sent and not collected yet.
+    pub fn outstanding(&self) -> usize {
+        self.outstanding
+    }
+
+    /// Waits until every worker has passed the oldest barrier not collected yet; returns the
+    /// records of the frames before it (after the previous one).
+    pub fn collect(&mut self) -> anyhow::Result<Claims> {
+        anyhow::ensure!(self.outstanding > 0, "no barrier to wait for");
+        self.outstanding -= 1;
         let mut sampled = Vec::new();
         let mut error = None;
-        for _ in 0..self.senders.len() {
-            let ack = self.acks.recv().context("a replay worker stopped")?;
+        let mut before_barrier = u64::MAX;
+        for acks in &self.acks {
+            let ack = acks.recv().context("a replay worker stopped")?;
             sampled.extend(ack.sampled);
             error = error.or(ack.error);
+            before_barrier = before_barrier.min(ack.producer);
         }
         if let Some(e) = error {
             return Err(e);
         }
         sampled.sort_unstable();
-        Ok(sampled)
+        Ok(Claims { sampled, before_barrier })
     }
 }
 
@@ -210,7 +266,8 @@ fn work(cpu: usize, ebpf: &RwLock<Ebpf>, view: &RingView, rx: &Receiver<Msg>, ac
                 }
             }
             Msg::Barrier => {
-                let ack = Ack { sampled: std::mem::take(&mut sampled), error: error.take() };
+                let ack =
+                    Ack { sampled: std::mem::take(&mut sampled), error: error.take(), producer: view.producer_pos() };
                 if acks.send(ack).is_err() {
                     return;
                 }
@@ -268,17 +325,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_source_always_goes_to_one_worker_and_sources_spread() {
-        let macs: Vec<[u8; 6]> = (0..64u8).map(|i| [0x80, 0x9f, 0x9b, 0x10, i, i.wrapping_mul(7)]).collect();
-        for n in 1..=4 {
-            let mut per = vec![0; n];
-            for m in &macs {
-                let w = worker_of(m, n);
-                assert_eq!(w, worker_of(m, n));
-                per[w] += 1;
-            }
-            assert!(per.iter().all(|&c| c >= 64 / n / 3), "{n} workers: {per:?}");
+    fn a_source_stays_on_its_worker_and_a_big_one_gets_a_worker_to_itself() {
+        let router = [0x02, 0x77, 0, 0, 0, 1];
+        let devices: Vec<[u8; 6]> = (0..20u8).map(|i| [0x80, 0x9f, 0x9b, 0x10, i, 1]).collect();
+        let mut a = Assigner::new(2);
+        let mut seen = std::collections::HashMap::new();
+        // The router sends three frames in four; the devices take turns with the rest.
+        for i in 0..4000usize {
+            let src = if i % 4 == 3 { devices[i / 4 % devices.len()] } else { router };
+            let w = a.worker(src);
+            assert_eq!(*seen.entry(src).or_insert(w), w, "a source moved to another worker");
         }
+        let router_worker = seen[&router];
+        assert!(devices.iter().all(|d| seen[d] != router_worker), "{seen:?}");
+        assert_eq!(a.frames.iter().sum::<u64>(), 4000);
+        // One worker: everything on it.
+        let mut one = Assigner::new(1);
+        assert!(devices.iter().all(|d| one.worker(*d) == 0));
         assert!(!allowed_cpus().is_empty());
     }
 }
