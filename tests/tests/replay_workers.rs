@@ -21,7 +21,7 @@
 
 use std::path::Path;
 
-use iotwatch::kernel::workers::{allowed_cpus, worker_of};
+use iotwatch::kernel::workers::allowed_cpus;
 use iotwatch_tests::{oracle, privileged_test, temp_dir};
 
 /// What one replay printed and logged.
@@ -102,20 +102,11 @@ privileged_test! {
         ];
         let one = same_with_any_number_of_workers(dir.path(), "many_sources.pcap", &options);
         // The capture does what the comparison needs: many samples, many suppressed by the rate
-        // limit, events in the log, and sources on every worker.
+        // limit, events in the log. (Sixteen sources: every worker gets some; the assignment is
+        // unit-tested in the agent.)
         assert!(agent_field(&one.json, "samples") > 300, "{}", one.json);
         assert!(agent_field(&one.json, "samples_suppressed") > 50, "{}", one.json);
         assert!(one.events.lines().count() > 300, "{} events", one.events.lines().count());
-        let camera = [0x80, 0x9f, 0x9b, 0x45, 0xa3, 0x28];
-        let plug = [0x50, 0xc7, 0xbf, 0x1a, 0x2b, 0x3c];
-        let tv = [0x02, 0x77, 0, 0, 0, 0x11];
-        let pi = [0xb8, 0x27, 0xeb, 0x12, 0x34, 0x56];
-        let others: Vec<[u8; 6]> = (0..11).map(|i| [0x02, 0x77, 0, 0, 1, i]).collect();
-        let sources: Vec<[u8; 6]> = [camera, plug, tv, pi].into_iter().chain(others).collect();
-        for n in 2..=allowed_cpus().len().min(4) {
-            let used: std::collections::BTreeSet<usize> = sources.iter().map(|s| worker_of(s, n)).collect();
-            assert_eq!(used.len(), n, "with {n} workers the sources use workers {used:?} only");
-        }
     }
 }
 
