@@ -63,7 +63,15 @@ impl Pipeline {
     /// Loads the programs and opens everything the pipeline reads and writes. Returns the
     /// programs too: live attaches them, replay runs them on frames.
     pub fn open(opts: Options) -> anyhow::Result<(Self, Ebpf)> {
-        let mut ebpf = load::load(&opts.load)?;
+        // The vendor registry is read while the verifier works (a replay's start-up is mostly
+        // the two).
+        let (oui, loaded) = std::thread::scope(|s| {
+            let oui = s.spawn(|| Oui::load(&opts.oui_file));
+            let loaded = load::load(&opts.load);
+            (oui.join(), loaded)
+        });
+        let mut ebpf = loaded?;
+        let oui = oui.map_err(|_| anyhow::anyhow!("reading the OUI registry panicked"))?;
         let collector = Collector::new(Maps::take(&mut ebpf)?);
         let samples = if opts.ring_view {
             Samples::take_view(&mut ebpf, opts.load.sampling.ring_bytes)?
@@ -78,7 +86,7 @@ impl Pipeline {
             events: EventStore::default(),
             log,
             scopes: opts.scopes,
-            oui: Oui::load(&opts.oui_file),
+            oui,
             clock: opts.clock,
             last: Snapshot::default(),
             sample_counts: SampleCounts::default(),
