@@ -343,7 +343,18 @@ fn replay(bin: &std::path::Path, frames: u32, rounds: usize) -> Result<()> {
     mixcap::write(&tiny, 10)?;
     let path = file.to_string_lossy().into_owned();
     let tiny = tiny.to_string_lossy().into_owned();
-    let timed = |c: &mut std::process::Command| -> Result<f64> {
+    // Wall time, and the CPU time (user + system) the command used: on a machine shared with
+    // other work, CPU time says what a command costs even when the wall time is stretched.
+    let children_cpu = || {
+        // SAFETY: a zeroed rusage is valid; getrusage fills it.
+        let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: a valid pointer to a stack value.
+        unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &raw mut u) };
+        let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+        secs(u.ru_utime) + secs(u.ru_stime)
+    };
+    let timed = |c: &mut std::process::Command| -> Result<(f64, f64)> {
+        let cpu = children_cpu();
         let t = std::time::Instant::now();
         let out = c
             .stdout(Stdio::null())
@@ -351,7 +362,7 @@ fn replay(bin: &std::path::Path, frames: u32, rounds: usize) -> Result<()> {
             .status()
             .with_context(|| format!("running {}", cmd::display(c)))?;
         anyhow::ensure!(out.success(), "{} failed: {out}", cmd::display(c));
-        Ok(t.elapsed().as_secs_f64())
+        Ok((t.elapsed().as_secs_f64(), children_cpu() - cpu))
     };
     let bin = bin.to_string_lossy().into_owned();
     let loadavg = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
@@ -365,13 +376,15 @@ fn replay(bin: &std::path::Path, frames: u32, rounds: usize) -> Result<()> {
         ("tcpdump", vec!["tcpdump", "-r", &path, "-w", "/dev/null"]),
     ];
     let mut secs: Vec<Vec<f64>> = vec![Vec::new(); runs.len()];
+    let mut cpu: Vec<Vec<f64>> = vec![Vec::new(); runs.len()];
     for round in 0..rounds.max(1) {
         for k in 0..runs.len() {
             let i = (k + round) % runs.len();
             let argv = &runs[i].1;
-            let s = timed(&mut cmd::command(argv[0], &argv[1..]))?;
-            println!("bench: replay round {}/{} {:<20} {s:>8.3} s", round + 1, rounds.max(1), runs[i].0);
+            let (s, c) = timed(&mut cmd::command(argv[0], &argv[1..]))?;
+            println!("bench: replay round {}/{} {:<20} {s:>8.3} s ({c:.3} s CPU)", round + 1, rounds.max(1), runs[i].0);
             secs[i].push(s);
+            cpu[i].push(c);
         }
     }
     let m: Vec<f64> = secs.iter().map(|s| median(s)).collect();
@@ -393,12 +406,24 @@ fn replay(bin: &std::path::Path, frames: u32, rounds: usize) -> Result<()> {
         m[4],
         m[2]
     );
+    let c: Vec<f64> = cpu.iter().map(|s| median(s)).collect();
+    println!(
+        "bench: CPU time (user + system): iotwatch {:.3} s, with one worker {:.3} s, tshark {:.3} s, 10 frames {:.3} s",
+        c[0], c[1], c[3], c[2]
+    );
     let mut table = serde_json::Map::new();
     for (i, (name, argv)) in runs.iter().enumerate() {
         let frames = if i == 2 { 10 } else { frames };
         table.insert(
             (*name).to_owned(),
-            json!({ "command": argv.join(" "), "median_s": m[i], "frames_per_s": f64::from(frames) / m[i], "runs_s": secs[i] }),
+            json!({
+                "command": argv.join(" "),
+                "median_s": m[i],
+                "frames_per_s": f64::from(frames) / m[i],
+                "runs_s": secs[i],
+                "median_cpu_s": median(&cpu[i]),
+                "runs_cpu_s": cpu[i],
+            }),
         );
     }
     let value = json!({
