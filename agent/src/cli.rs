@@ -71,13 +71,6 @@ pub struct SampleArgs {
     /// Samples a source may save up and send at once (a new source starts with 5).
     #[arg(long = "sample.burst", default_value_t = agent_common::sample::DEFAULT_BURST)]
     pub burst: u32,
-    /// Samples per second per CPU, whatever the number of sources (0 = no cap).
-    #[arg(long = "sample.cpu-rate", default_value_t = agent_common::sample::DEFAULT_CPU_RATE)]
-    pub cpu_rate: u32,
-    /// Samples per second per CPU from all sources first seen less than a second ago: what a
-    /// flood of spoofed MACs gets (0 = no cap).
-    #[arg(long = "sample.new-source-rate", default_value_t = agent_common::sample::DEFAULT_NEW_SOURCE_RATE)]
-    pub new_source_rate: u32,
     /// Event log: NDJSON, one event per line, to this file or `-` for stdout.
     #[arg(long)]
     pub events: Option<String>,
@@ -87,6 +80,9 @@ pub struct SampleArgs {
 }
 
 impl SampleArgs {
+    /// The per-CPU budgets are off here: they are flags of `run` only (see [`RunArgs`]). Replay
+    /// reads the ring after every frame, so a cap would protect nothing, and a per-CPU budget
+    /// would make its output depend on how many test-run workers share the frames.
     pub fn options(&self) -> SampleOptions {
         SampleOptions {
             ring_bytes: self.ring_bytes,
@@ -94,8 +90,8 @@ impl SampleArgs {
             first_packets: self.first_packets,
             rate: self.rate,
             burst: self.burst,
-            cpu_rate: self.cpu_rate,
-            new_source_rate: self.new_source_rate,
+            cpu_rate: 0,
+            new_source_rate: 0,
         }
     }
 }
@@ -142,6 +138,17 @@ impl MapArgs {
     }
 }
 
+impl RunArgs {
+    /// What the programs are loaded with live: the shared flags, the per-CPU sample budgets, and
+    /// the XDP program only where it will be attached.
+    pub fn load_options(&self) -> LoadOptions {
+        let mut load = self.maps.load_options(&self.sampling, false, self.attach != AttachMode::Tc);
+        load.sampling.cpu_rate = self.cpu_rate;
+        load.sampling.new_source_rate = self.new_source_rate;
+        load
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// The bridge whose ports to watch (e.g. br0).
@@ -167,6 +174,13 @@ pub struct RunArgs {
     /// Destination ports with their own series per device; the rest are port="other".
     #[arg(long = "metrics.top-ports", default_value_t = 10)]
     pub top_ports: usize,
+    /// Samples per second per CPU, whatever the number of sources (0 = no cap).
+    #[arg(long = "sample.cpu-rate", default_value_t = agent_common::sample::DEFAULT_CPU_RATE)]
+    pub cpu_rate: u32,
+    /// Samples per second per CPU from all sources first seen less than a second ago: what a
+    /// flood of spoofed MACs gets (0 = no cap).
+    #[arg(long = "sample.new-source-rate", default_value_t = agent_common::sample::DEFAULT_NEW_SOURCE_RATE)]
+    pub new_source_rate: u32,
     #[command(flatten)]
     pub maps: MapArgs,
     #[command(flatten)]
@@ -192,6 +206,10 @@ pub struct ReplayArgs {
     /// Benchmark: print frames per second on stderr.
     #[arg(long, hide = true)]
     pub stats: bool,
+    /// BPF_PROG_TEST_RUN workers, each pinned to its own CPU (0: one per CPU this process may
+    /// use; at most that many). The report is the same whatever the number.
+    #[arg(long, default_value_t = 0)]
+    pub workers: usize,
     #[command(flatten)]
     pub maps: MapArgs,
     #[command(flatten)]
@@ -246,9 +264,6 @@ mod tests {
         assert_eq!(format!("{:?}", run.maps), format!("{:?}", replay.maps));
         assert_eq!(format!("{:?}", run.enrich), format!("{:?}", replay.enrich));
         assert_eq!(format!("{:?}", run.sampling), format!("{:?}", replay.sampling));
-        assert_eq!(
-            run.maps.load_options(&run.sampling, false, false).sampling,
-            crate::kernel::load::SampleOptions::default()
-        );
+        assert_eq!(run.load_options().sampling, crate::kernel::load::SampleOptions::default());
     }
 }

@@ -2,7 +2,7 @@
 //! core's state (ledger, events, names). Only the source of frames and the clock differ, and
 //! both are options.
 
-use std::{os::fd::OwnedFd, path::PathBuf};
+use std::{os::fd::OwnedFd, path::PathBuf, sync::Arc};
 
 use aya::Ebpf;
 use iotwatch_core::{
@@ -20,7 +20,7 @@ use crate::{
     kernel::{
         collect::{Collector, Maps},
         load::{self, LoadOptions},
-        ring::Samples,
+        ring::{RingView, Samples},
     },
     output::event_log::EventLog,
 };
@@ -35,6 +35,9 @@ pub struct Options {
     pub events_max_bytes: u64,
     /// Capture time in replay, the monotonic clock live.
     pub clock: Clock,
+    /// Read the sample ring through a [`RingView`] (replay with test-run workers, which hands
+    /// records on in frame order itself) instead of aya's reader.
+    pub ring_view: bool,
 }
 
 pub struct Pipeline {
@@ -50,13 +53,31 @@ pub struct Pipeline {
     sample_counts: SampleCounts,
 }
 
+fn handle(events: &mut EventStore, log: &mut Option<EventLog>, clock: Clock, record: &[u8]) {
+    if let (Some(ev), Some(log)) = (events.handle(record, clock), log.as_mut()) {
+        log.write(ev);
+    }
+}
+
 impl Pipeline {
     /// Loads the programs and opens everything the pipeline reads and writes. Returns the
     /// programs too: live attaches them, replay runs them on frames.
     pub fn open(opts: Options) -> anyhow::Result<(Self, Ebpf)> {
-        let mut ebpf = load::load(&opts.load)?;
+        // The vendor registry is read while the verifier works (a replay's start-up is mostly
+        // the two).
+        let (oui, loaded) = std::thread::scope(|s| {
+            let oui = s.spawn(|| Oui::load(&opts.oui_file));
+            let loaded = load::load(&opts.load);
+            (oui.join(), loaded)
+        });
+        let mut ebpf = loaded?;
+        let oui = oui.map_err(|_| anyhow::anyhow!("reading the OUI registry panicked"))?;
         let collector = Collector::new(Maps::take(&mut ebpf)?);
-        let samples = Samples::take(&mut ebpf)?;
+        let samples = if opts.ring_view {
+            Samples::take_view(&mut ebpf, opts.load.sampling.ring_bytes)?
+        } else {
+            Samples::take(&mut ebpf)?
+        };
         let log = opts.events.as_deref().map(|spec| EventLog::open(spec, opts.events_max_bytes)).transpose()?;
         let pipeline = Self {
             collector,
@@ -65,7 +86,7 @@ impl Pipeline {
             events: EventStore::default(),
             log,
             scopes: opts.scopes,
-            oui: Oui::load(&opts.oui_file),
+            oui,
             clock: opts.clock,
             last: Snapshot::default(),
             sample_counts: SampleCounts::default(),
@@ -113,11 +134,17 @@ impl Pipeline {
     /// Turns every waiting sample into an event.
     pub fn drain_samples(&mut self) -> usize {
         let (events, log, clock) = (&mut self.events, &mut self.log, self.clock);
-        self.samples.drain(|record| {
-            if let (Some(ev), Some(log)) = (events.handle(record, clock), log.as_mut()) {
-                log.write(ev);
-            }
-        })
+        self.samples.drain(|record| handle(events, log, clock, record))
+    }
+
+    /// The ring, when it is read through a view ([`Options::ring_view`]).
+    pub fn ring_view(&self) -> Option<Arc<RingView>> {
+        self.samples.view()
+    }
+
+    /// Turns one sample record into an event (records read through the ring view).
+    pub fn handle_sample(&mut self, record: &[u8]) {
+        handle(&mut self.events, &mut self.log, self.clock, record);
     }
 
     /// Reads the maps once; conversations idle since before `idle_before_ns` leave the map.

@@ -384,6 +384,72 @@ def sll(rng):
     return f.items
 
 
+def many_sources(rng):
+    """Replay with several test-run workers (tests/tests/replay_workers.rs): sixteen sources whose
+    frames interleave, several of them sampled, over 80 s. CAMERA sends 60 DNS queries within 3 s,
+    far more than the test's sample burst (5): its rate limit suppresses most, so the result
+    depends on all its frames meeting one token bucket, in order. Conversations pause for longer
+    than the test's idle time and resume (aged out, then sampled again as new), a VLAN-tagged
+    source, and frames only the XDP program takes (an IPv4 ethertype with 10 bytes behind it,
+    and a 70,000-byte GRO frame)."""
+    f = Frames(BASE + 40000, step_ns=20_000_000)
+    hosts = [CAMERA, PLUG, TV, PHONE, PI] + [
+        ("02:77:00:00:01:%02x" % i, "192.168.77.%d" % (100 + i), "fd77::1:%x" % i) for i in range(11)
+    ]
+    clouds = ["203.0.113.%d" % (20 + i) for i in range(8)] + ["198.51.100.%d" % (30 + i) for i in range(8)]
+    names = ["cloud%d.example.com" % i for i in range(8)]
+
+    def burst_of_queries(n):
+        return [eth(CAMERA, ROUTER) / IP(src=CAMERA[1], dst=ROUTER[1]) / UDP(sport=41000 + i, dport=53)
+                / Raw(dns_query(names[i % len(names)], 0x3000 + i)) for i in range(n)]
+
+    def chatter(h, round_no):
+        """A few frames of host `h`: TLS-like flow, DNS, NTP, mDNS or ARP."""
+        k = rng.randrange(5)
+        vid = 42 if h is PI else None
+        def e(dst):
+            p = Ether(src=h[0], dst=dst[0] if isinstance(dst, tuple) else dst)
+            return p / Dot1Q(vlan=vid) if vid else p
+        out = []
+        cloud = clouds[(hosts.index(h) + round_no) % len(clouds)]
+        sport = 50000 + hosts.index(h) * 10 + round_no % 3
+        if k == 0:
+            for n in range(4):
+                out.append(e(ROUTER) / IP(src=h[1], dst=cloud) / TCP(sport=sport, dport=443, flags="PA")
+                           / Raw(client_hello("svc%d.example.net" % hosts.index(h)) if n == 0 else bytes(rng.randrange(1, 900))))
+        elif k == 1:
+            out.append(e(ROUTER) / IP(src=h[1], dst=ROUTER[1]) / UDP(sport=sport, dport=53)
+                       / Raw(dns_query(names[round_no % len(names)], rng.randrange(65536))))
+        elif k == 2:
+            out.append(e(ROUTER) / IP(src=h[1], dst=cloud) / UDP(sport=123, dport=123) / Raw(ntp_client()))
+        elif k == 3:
+            mdns = struct.pack(">HHHHHH", 0, 0x8400, 0, 1, 0, 0) + b"\x05host%d\x05local\x00" % (hosts.index(h) % 10) \
+                + struct.pack(">HHIH", 1, 0x8001, 120, 4) + bytes(int(x) for x in h[1].split("."))
+            out.append(e("01:00:5e:00:00:fb") / IP(src=h[1], dst="224.0.0.251", ttl=255) / UDP(sport=5353, dport=5353) / Raw(mdns))
+        else:
+            out.append(e(BCAST) / ARP(op=1, hwsrc=h[0], psrc=h[1], pdst=ROUTER[1]))
+            out.append(Ether(src=ROUTER[0], dst=h[0]) / ARP(op=2, hwsrc=ROUTER[0], psrc=ROUTER[1], hwdst=h[0], pdst=h[1]))
+        return out
+
+    for round_no in range(40):
+        batch = []
+        for h in hosts:
+            batch += chatter(h, round_no)
+        if round_no == 3:
+            batch += burst_of_queries(60)
+        if round_no == 7:
+            batch.append(bytes(eth(PLUG, ROUTER)) + b"\x45" + bytes(9))  # IPv4 ethertype, 10 bytes: XDP only
+        if round_no == 12:
+            hdr = bytes(eth(ROUTER, TV) / IP(src="203.0.113.10", dst=TV[1], len=0, chksum=0) / TCP(sport=443, dport=50110, flags="A", chksum=0))
+            batch.append(hdr + bytes(70_000 - len(hdr)))  # longer than a socket buffer's wire_len: XDP
+        rng.shuffle(batch)
+        for p in batch:
+            f.add(p)
+        # Quiet periods longer than the test's conversation idle time (5 s), then the same flows.
+        f.t += 8_000_000_000 if round_no % 10 == 9 else 400_000_000
+    return f.items
+
+
 def main():
     outdir = sys.argv[1]
     os.makedirs(outdir, exist_ok=True)
@@ -433,6 +499,7 @@ def main():
     write(outdir, "not_a_capture.txt", b"This is not a capture file, just some text.\n" * 4)
     lines.append("not_a_capture.txt 0 -")
     write(outdir, "empty.pcap", b"")
+    write(outdir, "many_sources.pcap", pcap_bytes(many_sources(random.Random(0x78)), snaplen=262144))
     lines.append("empty.pcap 0 -")
     with open(os.path.join(outdir, "malformed.txt"), "w") as fh:
         fh.write("\n".join(lines) + "\n")

@@ -10,6 +10,7 @@ pub mod dist;
 pub mod lab;
 pub mod labcheck;
 pub mod metrics;
+pub mod mixcap;
 pub mod netns;
 pub mod run;
 pub mod setup;

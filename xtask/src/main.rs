@@ -92,7 +92,9 @@ enum Cmd {
         /// Seconds per iperf3 run.
         #[arg(long, default_value_t = 5)]
         seconds: u32,
-        /// Comma-separated configurations (bare, agent-tc, agent-xdp-skb, agent-xdp, tcpdump, pmacctd).
+        /// Comma-separated parts to run: `kernel` (programs under BPF_PROG_TEST_RUN), `replay` (replay
+        /// against tshark) and throughput configurations (bare, agent-tc, agent-xdp-skb, agent-xdp,
+        /// tcpdump, pmacctd; bare is required with any); default: everything.
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
         /// BPF_PROG_TEST_RUN repetitions per program and frame (kernel part).

@@ -209,7 +209,9 @@ impl<R: Read> Iterator for CaptureReader<R> {
 pub fn open(path: &Path) -> Result<CaptureReader<io::BufReader<std::fs::File>>, CaptureError> {
     let file = std::fs::File::open(path)
         .map_err(|e| CaptureError::fatal(0, format!("cannot open {}: {e}", path.display())))?;
-    CaptureReader::new(io::BufReader::new(file))
+    // 1 MiB reads: a capture of frames is read with a system call per thousand of them, not
+    // per ten (replay's budget is one system call per frame, the test run).
+    CaptureReader::new(io::BufReader::with_capacity(1 << 20, file))
 }
 
 /// Reads a whole capture held in memory; returns packets plus errors. For fuzz targets:

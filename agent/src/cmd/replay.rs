@@ -7,21 +7,28 @@
 //!   is at most [`MAX_TEST_RUN_DATA`] bytes of the frame, enough for every header.
 //! - Frames the kernel will not build a socket buffer from (an IPv4/IPv6 ethertype with less
 //!   than an IP header behind it) or longer than the 64 KiB `wire_len` takes (GRO captures) go
-//!   to the XDP program with the same facts in XDP metadata. Both share one parser.
+//!   to the XDP program with the same facts in XDP metadata. Both share one parser. Only the TC
+//!   program is loaded at the start; the XDP program when the first such frame comes.
+//! - Test-run workers, one per CPU and pinned to it, run the frames; all frames of one source
+//!   MAC run on one worker in capture order (`kernel::workers` says why that gives the result of
+//!   one worker). At every barrier the sample records are handed on in frame order.
 //! - Every quarter of the conversation map's capacity in frames the maps are read (each read
 //!   costs two system calls per entry) and conversations idle for
 //!   `--bpf.conversation-idle` of capture time leave them, as they do live; should the
 //!   conversation map pass half its capacity all the same, it is emptied. So nothing is lost
 //!   to the LRU map, memory stays flat, and a conversation's first packets are sampled once, as
-//!   live.
+//!   live. Between two reads, barriers come often enough that the ring never holds more than
+//!   it can of records of the largest size, so no sample is lost to a full ring; at a barrier
+//!   the records before the previous one are handed on while the workers go on.
 
 use std::{
     io::IsTerminal as _,
     path::Path,
+    sync::{Arc, RwLock},
     time::{Duration, Instant},
 };
 
-use agent_common::wire::verdict;
+use agent_common::sample::Sample;
 use anyhow::Context as _;
 use iotwatch_core::{
     capture::{self, CaptureError, Format, Packet, linktype},
@@ -32,12 +39,13 @@ use iotwatch_core::{
 
 use crate::{
     cli::ReplayArgs,
-    kernel::test_run::{MAX_TEST_RUN_DATA, TcInput, run_tc, run_xdp_replay},
+    kernel::{
+        ring::{Record, RingView},
+        test_run::MAX_TEST_RUN_DATA,
+        workers::{self, Frame, Pool},
+    },
     pipeline::{self, Pipeline},
 };
-
-/// Largest `wire_len` a socket-buffer test run accepts.
-const MAX_SKB_WIRE_LEN: u32 = 65535;
 
 /// The LAN when the user names none: replaying a capture, the bridge's subnets are unknown, so
 /// the private and unique-local ranges stand in for them (said in the report's `lan_prefixes`).
@@ -50,19 +58,39 @@ pub struct Outcome {
 }
 
 struct Replayer {
-    ebpf: aya::Ebpf,
+    pool: Pool,
+    view: Arc<RingView>,
     pipeline: Pipeline,
     capture: Capture,
+    /// Frames handed to the workers so far.
+    seq: u64,
     since_poll: u64,
+    since_barrier: u64,
+    /// Frames between barriers at most: as many records of the largest size as the ring holds.
+    barrier_every: u64,
     /// The latest capture time seen (captures may go backwards: the clock never does).
     clock_ns: u64,
     idle_ns: u64,
     capacity: u64,
+    /// Positions of records handed on whose space is not given back yet.
+    handled: std::collections::BTreeSet<u64>,
+    /// Records no worker claimed (should never happen): handed on in ring order, said once.
+    unclaimed_warned: bool,
+    timing: Timing,
+}
+
+/// Where the replay's own thread spent its time besides reading (`--log.level debug`).
+#[derive(Default, Debug)]
+struct Timing {
+    barriers: u64,
+    /// Waiting for the workers to finish what they were given.
+    waiting: Duration,
+    polling: Duration,
 }
 
 impl Replayer {
     /// Replays one record; `Ok(Some(message))` when the record itself is invalid.
-    fn feed(&mut self, p: &Packet) -> anyhow::Result<Option<&'static str>> {
+    fn feed(&mut self, p: Packet) -> anyhow::Result<Option<&'static str>> {
         if p.data.is_empty() {
             return Ok(Some("zero-length record"));
         }
@@ -88,42 +116,101 @@ impl Replayer {
             *c.skipped_link_types.entry(key).or_default() += 1;
             return Ok(None);
         }
-        let data = &p.data[..p.data.len().min(MAX_TEST_RUN_DATA)];
         let wire_len = p.orig_len.max(p.data.len() as u32);
-        let tc = (wire_len <= MAX_SKB_WIRE_LEN)
-            .then(|| run_tc(&self.ebpf, &TcInput { data, wire_len, gso_segs: 1, gso_size: 0, tstamp_ns: p.ts_ns }))
-            .and_then(Result::ok);
-        match tc {
-            Some(verdict::TC_PASS) => {}
-            Some(other) => anyhow::bail!("the TC program returned {other}, not TC_ACT_UNSPEC: a bug, please report it"),
-            None => {
-                let ret = run_xdp_replay(&self.ebpf, data, wire_len, p.ts_ns)
-                    .with_context(|| format!("frame at byte {}: neither program could be run on it", p.offset))?;
-                anyhow::ensure!(
-                    ret == verdict::XDP_PASS,
-                    "the XDP program returned {ret}, not XDP_PASS: a bug, please report it"
-                );
-            }
-        }
-        // The reader keeps up with the ring: nothing is lost however fast the replay runs.
-        self.pipeline.drain_samples();
+        let mut data = p.data;
+        data.truncate(MAX_TEST_RUN_DATA);
+        self.pool.push(Frame { seq: self.seq, offset: p.offset, ts_ns: p.ts_ns, wire_len, data })?;
+        self.seq += 1;
         self.clock_ns = self.clock_ns.max(p.ts_ns);
         self.since_poll += 1;
+        self.since_barrier += 1;
         // At most half full after a poll, plus a quarter of new entries: never full.
         if self.since_poll >= (self.capacity / 4).max(1) {
             self.poll()?;
+        } else if self.since_barrier >= self.barrier_every {
+            self.barrier()?;
         }
         Ok(None)
+    }
+
+    /// A barrier in the stream of frames, so the ring never fills: the records of the frames
+    /// before the previous barrier go to the pipeline and give their space back, while the
+    /// workers go on. The ring holds at most three intervals' records: the one handed on,
+    /// the one before this barrier, and the one after it.
+    fn barrier(&mut self) -> anyhow::Result<()> {
+        self.since_barrier = 0;
+        self.pool.mark()?;
+        if self.pool.outstanding() > 1 {
+            let waited = Instant::now();
+            let claims = self.pool.collect()?;
+            self.timing.waiting += waited.elapsed();
+            self.take(&claims.sampled, claims.before_barrier);
+        }
+        Ok(())
+    }
+
+    /// Waits until every frame so far has run and hands every record on (before a map read,
+    /// which must see exactly the frames before it, and at the end).
+    fn sync(&mut self) -> anyhow::Result<()> {
+        self.since_barrier = 0;
+        self.pool.mark()?;
+        let waited = Instant::now();
+        while self.pool.outstanding() > 0 {
+            let claims = self.pool.collect()?;
+            self.take(&claims.sampled, claims.before_barrier);
+        }
+        self.timing.waiting += waited.elapsed();
+        // Every worker waits: every record in the ring is handed on by now.
+        self.take(&[], self.view.producer_pos());
+        Ok(())
+    }
+
+    /// Hands the records at `claimed` on, in order, then gives back the ring's space up to
+    /// `release` (every record before it was made by a frame whose records were handed on).
+    fn take(&mut self, claimed: &[(u64, u64)], release: u64) {
+        self.timing.barriers += 1;
+        let view = Arc::clone(&self.view);
+        for &(_, pos) in claimed {
+            if let Record::Ready { data, .. } = view.record(pos) {
+                self.pipeline.handle_sample(data);
+                self.handled.insert(pos);
+            }
+        }
+        // Every record before `release` was handed on; one no worker claimed (never seen) is
+        // handed on all the same, in ring order.
+        let mut pos = view.consumer_pos();
+        while pos != release {
+            pos = match view.record(pos) {
+                Record::Busy => view.next_after(pos),
+                Record::Discarded { next } => next,
+                Record::Ready { data, next } => {
+                    if !self.handled.remove(&pos) {
+                        self.pipeline.handle_sample(data);
+                        if !self.unclaimed_warned {
+                            self.unclaimed_warned = true;
+                            tracing::warn!(
+                                "a sample record no replay worker claimed: events may be out of frame order"
+                            );
+                        }
+                    }
+                    next
+                }
+            };
+        }
+        view.release(release);
     }
 
     /// Takes the counts, ages idle conversations out by capture time, and empties the map if it
     /// is over half full all the same.
     fn poll(&mut self) -> anyhow::Result<()> {
+        self.sync()?;
         self.since_poll = 0;
+        let polling = Instant::now();
         self.pipeline.poll(Some(self.clock_ns.saturating_sub(self.idle_ns)))?;
         if self.pipeline.last().conversation_entries * 2 > self.capacity {
             self.pipeline.poll(Some(u64::MAX))?;
         }
+        self.timing.polling += polling.elapsed();
         Ok(())
     }
 }
@@ -166,23 +253,42 @@ pub fn run(args: &ReplayArgs) -> anyhow::Result<Outcome> {
     } else {
         args.enrich.lan_prefixes.clone()
     };
+    let load = args.maps.load_options(&args.sampling, true, false);
+    let ring_bytes = load.sampling.ring_bytes;
     let (pipeline, ebpf) = Pipeline::open(pipeline::Options {
-        load: args.maps.load_options(&args.sampling, true, true),
+        load,
         scopes: ScopeClassifier::new(lan),
         oui_file: args.enrich.oui_file.clone(),
         events: args.sampling.events.clone(),
         events_max_bytes: args.sampling.events_max_bytes,
         clock: Clock::Epoch,
+        ring_view: true,
     })?;
+    let view = pipeline.ring_view().context("the sample ring is not mapped for replay")?;
+    let mut cpus = workers::allowed_cpus();
+    if args.workers > 0 {
+        cpus.truncate(args.workers);
+    }
+    tracing::debug!(workers = cpus.len(), ?cpus, "replay workers");
+    // A record is its header (8 bytes) and at most one Sample, padded to 8.
+    let largest = (size_of::<Sample>() as u64 + 8).next_multiple_of(8);
     let mut r = Replayer {
-        ebpf,
+        pool: Pool::start(Arc::new(RwLock::new(ebpf)), Arc::clone(&view), &cpus)?,
+        view,
         pipeline,
         capture: Capture::default(),
+        seq: 0,
         since_poll: 0,
+        since_barrier: 0,
+        barrier_every: (u64::from(ring_bytes) / largest / 3).max(1),
         clock_ns: 0,
         idle_ns: args.maps.conversation_idle.saturating_mul(1_000_000_000),
         capacity: u64::from(args.maps.max_conversations),
+        handled: std::collections::BTreeSet::new(),
+        unclaimed_warned: false,
+        timing: Timing::default(),
     };
+    let started = Instant::now();
     let mut progress = Progress::new();
 
     for path in &args.files {
@@ -203,10 +309,11 @@ pub fn run(args: &ReplayArgs) -> anyhow::Result<Outcome> {
                 for item in reader {
                     let error = match item {
                         Ok(packet) => {
-                            let invalid = r.feed(&packet).with_context(|| name.clone())?;
+                            let offset = packet.offset;
+                            let invalid = r.feed(packet).with_context(|| name.clone())?;
                             summary.packets += u64::from(invalid.is_none());
-                            progress.show(path, packet.offset, size, summary.packets);
-                            invalid.map(|m| CaptureError { offset: packet.offset, message: m.to_owned(), fatal: false })
+                            progress.show(path, offset, size, summary.packets);
+                            invalid.map(|m| CaptureError { offset, message: m.to_owned(), fatal: false })
                         }
                         Err(e) => Some(e),
                     };
@@ -232,8 +339,10 @@ pub fn run(args: &ReplayArgs) -> anyhow::Result<Outcome> {
         progress.done();
         r.capture.files.push(summary);
     }
-    // The end: every conversation's last counts.
+    // The end: every frame run, every conversation's last counts.
+    r.sync()?;
     r.pipeline.poll(Some(u64::MAX))?;
+    tracing::debug!(workers = cpus.len(), seconds = ?started.elapsed(), timing = ?r.timing, "replayed");
     let invalid = !r.capture.invalid.is_empty();
     let report = r.pipeline.report(Some(r.capture));
     Ok(Outcome { report, invalid })

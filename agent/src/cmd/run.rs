@@ -130,12 +130,13 @@ fn lan_prefixes(bridge: &str, extra: &[Prefix]) -> Vec<Prefix> {
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     preflight(&args)?;
     let (mut pipeline, mut ebpf) = Pipeline::open(pipeline::Options {
-        load: args.maps.load_options(&args.sampling, false, args.attach != AttachMode::Tc),
+        load: args.load_options(),
         scopes: ScopeClassifier::new(lan_prefixes(&args.bridge, &args.enrich.lan_prefixes)),
         oui_file: args.enrich.oui_file.clone(),
         events: args.sampling.events.clone(),
         events_max_bytes: args.sampling.events_max_bytes,
         clock: Clock::Live,
+        ring_view: false,
     })?;
     pipeline.set_mac_idle((args.mac_idle > 0).then(|| Duration::from_secs(args.mac_idle)));
     let mut attacher = Attacher::new(&args.bridge, args.attach);

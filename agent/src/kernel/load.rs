@@ -161,9 +161,7 @@ pub fn load(opts: &LoadOptions) -> Result<Ebpf, LoadError> {
     let tc_work = tc.info().ok().and_then(|i| i.verified_instruction_count());
     let mut work = vec![(TC_PROGRAM, tc_work)];
     if opts.xdp {
-        let xdp: &mut Xdp = program(&mut ebpf, XDP_PROGRAM)?;
-        verified(XDP_PROGRAM, xdp.load())?;
-        work.push((XDP_PROGRAM, xdp.info().ok().and_then(|i| i.verified_instruction_count())));
+        work.push((XDP_PROGRAM, load_xdp(&mut ebpf)?));
     }
     // How far each program is from the verifier's limit of 1,000,000 instructions. Replay's
     // output is its report: its log stays quiet unless asked.
@@ -175,6 +173,16 @@ pub fn load(opts: &LoadOptions) -> Result<Ebpf, LoadError> {
         }
     }
     Ok(ebpf)
+}
+
+/// Loads the XDP program of an object loaded without it ([`LoadOptions::xdp`] false): replay
+/// does so at the first frame a socket buffer cannot carry. Returns the verifier's work.
+pub fn load_xdp(ebpf: &mut Ebpf) -> Result<Option<u32>, LoadError> {
+    let xdp: &mut Xdp = program(ebpf, XDP_PROGRAM)?;
+    if xdp.fd().is_err() {
+        verified(XDP_PROGRAM, xdp.load())?;
+    }
+    Ok(xdp.info().ok().and_then(|i| i.verified_instruction_count()))
 }
 
 /// Turns a program's load result into one line a user can act on. A refusal keeps the

@@ -9,3 +9,4 @@ pub mod map_ops;
 pub mod netif;
 pub mod ring;
 pub mod test_run;
+pub mod workers;

@@ -79,11 +79,21 @@ pub struct TcInput<'a> {
 
 /// Runs the TC program once on `input`; returns its return code.
 pub fn run_tc(ebpf: &Ebpf, input: &TcInput<'_>) -> anyhow::Result<i32> {
-    let prog: &SchedClassifier = ebpf
-        .program(TC_PROGRAM)
-        .context("TC program missing")?
-        .try_into()
-        .context("TC program has an unexpected type")?;
+    run_tc_on(tc_program(ebpf)?, input)
+}
+
+/// The loaded TC program.
+pub fn tc_program(ebpf: &Ebpf) -> anyhow::Result<&SchedClassifier> {
+    ebpf.program(TC_PROGRAM).context("TC program missing")?.try_into().context("TC program has an unexpected type")
+}
+
+/// The XDP program (loaded or not: see `load::load_xdp`).
+pub fn xdp_program(ebpf: &Ebpf) -> anyhow::Result<&Xdp> {
+    ebpf.program(XDP_PROGRAM).context("XDP program missing")?.try_into().context("XDP program has an unexpected type")
+}
+
+/// Runs `prog` once on `input`: one BPF_PROG_TEST_RUN system call.
+pub fn run_tc_on(prog: &SchedClassifier, input: &TcInput<'_>) -> anyhow::Result<i32> {
     let ctx = SkBuffCtx {
         wire_len: input.wire_len.max(input.data.len() as u32),
         gso_segs: input.gso_segs,
@@ -102,11 +112,7 @@ pub fn run_tc(ebpf: &Ebpf, input: &TcInput<'_>) -> anyhow::Result<i32> {
 
 /// Runs the XDP program `repeat` times on `data`; returns its return code and the mean time.
 pub fn run_xdp(ebpf: &Ebpf, data: &[u8], repeat: u32) -> anyhow::Result<(u32, std::time::Duration)> {
-    let prog: &Xdp = ebpf
-        .program(XDP_PROGRAM)
-        .context("XDP program missing")?
-        .try_into()
-        .context("XDP program has an unexpected type")?;
+    let prog = xdp_program(ebpf)?;
     let result = prog
         .test_run(TestRunOptions { data_in: Some(data), repeat, ..TestRunOptions::default() })
         .with_context(|| format!("BPF_PROG_TEST_RUN of the XDP program on {} bytes", data.len()))?;
@@ -128,11 +134,11 @@ struct XdpMdCtx {
 
 /// Runs the XDP program once in replay mode with a [`ReplayMeta`] as XDP metadata.
 pub fn run_xdp_replay(ebpf: &Ebpf, data: &[u8], wire_len: u32, tstamp_ns: u64) -> anyhow::Result<u32> {
-    let prog: &Xdp = ebpf
-        .program(XDP_PROGRAM)
-        .context("XDP program missing")?
-        .try_into()
-        .context("XDP program has an unexpected type")?;
+    run_xdp_replay_on(xdp_program(ebpf)?, data, wire_len, tstamp_ns)
+}
+
+/// [`run_xdp_replay`] on a loaded XDP program.
+pub fn run_xdp_replay_on(prog: &Xdp, data: &[u8], wire_len: u32, tstamp_ns: u64) -> anyhow::Result<u32> {
     let meta = ReplayMeta { wire_len, _pad: 0, tstamp_ns };
     let mut input = Vec::with_capacity(size_of::<ReplayMeta>() + data.len());
     // SAFETY: ReplayMeta is repr(C) plain data without padding.

@@ -1,0 +1,347 @@
+//! Replay's test-run workers: one thread per CPU, each pinned to its CPU, running frames through
+//! the programs with BPF_PROG_TEST_RUN (one system call per frame).
+//!
+//! Why the result is the same as with one worker: the program keeps its state in per-CPU maps,
+//! and the state that depends on the order of frames belongs to one source MAC: its sample rate
+//! limit (keyed by the source MAC) and its conversations' flow-sample quotas (the conversation
+//! key holds the source MAC). Frames are therefore partitioned by Ethernet source: all frames
+//! of one source run on one CPU, in capture order. What several sources share (a destination's
+//! receive counters, the statistics) are sums, the same in any order.
+//!
+//! Samples of all workers land in the one ring, interleaved. Each worker notes which records
+//! its frames made: it reads the ring's producer position (mapped memory, no system call) before
+//! and after a frame, and the records between that carry its frame's source MAC are that
+//! frame's (no other worker runs that source). The replay hands records on in frame order once
+//! every worker has passed a barrier ([`Pool::mark`], [`Pool::collect`]), while the workers go
+//! on with the frames after it.
+
+use std::{
+    mem::offset_of,
+    sync::{
+        Arc, RwLock,
+        mpsc::{Receiver, Sender, SyncSender, channel, sync_channel},
+    },
+    thread::JoinHandle,
+};
+
+use agent_common::{
+    ConvKey,
+    sample::SampleHeader,
+    wire::verdict::{TC_PASS, XDP_PASS},
+};
+use anyhow::Context as _;
+use aya::Ebpf;
+
+use crate::kernel::{
+    load,
+    ring::{Record, RingView},
+    test_run::{TcInput, run_tc_on, run_xdp_replay_on, tc_program, xdp_program},
+};
+
+/// Largest `wire_len` a socket-buffer test run accepts; longer frames go to the XDP program.
+pub const MAX_SKB_WIRE_LEN: u32 = 65535;
+
+/// Frames handed to a worker at once.
+const BATCH: usize = 256;
+
+/// Where a record's source MAC lies (its header's conversation key).
+const SRC_MAC_AT: usize = offset_of!(SampleHeader, key) + offset_of!(ConvKey, src_mac);
+
+/// One frame to run: at most a test run's worth of data, its wire length and capture time.
+pub struct Frame {
+    /// Position in the replay (frames of every file, in order).
+    pub seq: u64,
+    /// Byte offset in its file, for messages.
+    pub offset: u64,
+    pub ts_ns: u64,
+    pub wire_len: u32,
+    /// At least an Ethernet header.
+    pub data: Vec<u8>,
+}
+
+enum Msg {
+    Frames(Vec<Frame>),
+    Barrier,
+}
+
+/// A worker's report at a barrier: (frame, ring position) of the records its frames made since
+/// the last one, the first error, and the ring's producer position when it reached the barrier
+/// (every record it makes after lies beyond).
+struct Ack {
+    sampled: Vec<(u64, u64)>,
+    error: Option<anyhow::Error>,
+    producer: u64,
+}
+
+/// The records of the frames before a barrier, and up to where the ring holds only such records.
+pub struct Claims {
+    /// (frame, ring position), in frame order.
+    pub sampled: Vec<(u64, u64)>,
+    /// Every record before this position was made by a frame before the barrier (workers may be
+    /// running later frames meanwhile: their records lie beyond).
+    pub before_barrier: u64,
+}
+
+pub struct Pool {
+    senders: Vec<SyncSender<Msg>>,
+    /// One per worker: acks of different barriers must not mix.
+    acks: Vec<Receiver<Ack>>,
+    handles: Vec<JoinHandle<()>>,
+    batches: Vec<Vec<Frame>>,
+    assigner: Assigner,
+    /// Barriers sent and not collected yet.
+    outstanding: usize,
+}
+
+/// The CPUs this process may run on.
+pub fn allowed_cpus() -> Vec<usize> {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; sched_getaffinity fills it.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: pid 0 is this thread; the size is the set's.
+    if unsafe { libc::sched_getaffinity(0, size_of::<libc::cpu_set_t>(), &raw mut set) } != 0 {
+        return vec![0];
+    }
+    // SAFETY: CPU_ISSET reads the set within its size.
+    let cpus: Vec<usize> = (0..libc::CPU_SETSIZE as usize).filter(|&c| unsafe { libc::CPU_ISSET(c, &set) }).collect();
+    if cpus.is_empty() { vec![0] } else { cpus }
+}
+
+fn pin(cpu: usize) -> std::io::Result<()> {
+    // SAFETY: as in allowed_cpus; CPU_SET writes within the set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: cpu < CPU_SETSIZE (it came from allowed_cpus).
+    unsafe { libc::CPU_SET(cpu, &mut set) };
+    // SAFETY: pid 0 is the calling thread.
+    if unsafe { libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &raw const set) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Which worker runs which source: a source goes, when its first frame comes, to the worker
+/// with the fewest frames so far, and stays there. A source that sends most of the frames (the
+/// router, which is the source of everything downloaded) then has a worker to itself and the
+/// others share the rest; any fixed assignment gives the same result.
+#[derive(Debug)]
+pub struct Assigner {
+    of: std::collections::HashMap<[u8; 6], usize>,
+    frames: Vec<u64>,
+}
+
+impl Assigner {
+    pub fn new(workers: usize) -> Self {
+        Self { of: std::collections::HashMap::new(), frames: vec![0; workers.max(1)] }
+    }
+
+    /// The worker of one more frame from `src`.
+    pub fn worker(&mut self, src: [u8; 6]) -> usize {
+        let frames = &self.frames;
+        let w = *self.of.entry(src).or_insert_with(|| (0..frames.len()).min_by_key(|&w| (frames[w], w)).unwrap_or(0));
+        self.frames[w] += 1;
+        w
+    }
+}
+
+impl Pool {
+    /// Starts one worker on each of `cpus`.
+    pub fn start(ebpf: Arc<RwLock<Ebpf>>, view: Arc<RingView>, cpus: &[usize]) -> anyhow::Result<Self> {
+        let mut senders = Vec::new();
+        let mut acks = Vec::new();
+        let mut handles = Vec::new();
+        for &cpu in cpus {
+            let (tx, rx) = sync_channel(16);
+            let (ack_tx, ack_rx) = channel();
+            let (ebpf, view) = (Arc::clone(&ebpf), Arc::clone(&view));
+            let thread = std::thread::Builder::new()
+                .name(format!("replay-cpu{cpu}"))
+                .spawn(move || work(cpu, &ebpf, &view, &rx, &ack_tx))
+                .context("starting a replay worker")?;
+            handles.push(thread);
+            senders.push(tx);
+            acks.push(ack_rx);
+        }
+        let batches = cpus.iter().map(|_| Vec::with_capacity(BATCH)).collect();
+        Ok(Self { senders, acks, handles, batches, assigner: Assigner::new(cpus.len()), outstanding: 0 })
+    }
+
+    /// Hands a frame to the worker of its source.
+    pub fn push(&mut self, frame: Frame) -> anyhow::Result<()> {
+        let mut src = [0; 6];
+        src.copy_from_slice(&frame.data[6..12]);
+        let w = self.assigner.worker(src);
+        self.batches[w].push(frame);
+        if self.batches[w].len() >= BATCH {
+            let batch = std::mem::replace(&mut self.batches[w], Vec::with_capacity(BATCH));
+            self.senders[w].send(Msg::Frames(batch)).context("a replay worker stopped")?;
+        }
+        Ok(())
+    }
+
+    /// Sends a barrier after every frame pushed so far, without waiting for it.
+    pub fn mark(&mut self) -> anyhow::Result<()> {
+        for (w, tx) in self.senders.iter().enumerate() {
+            let batch = std::mem::take(&mut self.batches[w]);
+            if !batch.is_empty() {
+                tx.send(Msg::Frames(batch)).context("a replay worker stopped")?;
+            }
+            tx.send(Msg::Barrier).context("a replay worker stopped")?;
+        }
+        self.outstanding += 1;
+        Ok(())
+    }
+
+    /// Barriers sent and not collected yet.
+    pub fn outstanding(&self) -> usize {
+        self.outstanding
+    }
+
+    /// Waits until every worker has passed the oldest barrier not collected yet; returns the
+    /// records of the frames before it (after the previous one).
+    pub fn collect(&mut self) -> anyhow::Result<Claims> {
+        anyhow::ensure!(self.outstanding > 0, "no barrier to wait for");
+        self.outstanding -= 1;
+        let mut sampled = Vec::new();
+        let mut error = None;
+        let mut before_barrier = u64::MAX;
+        for acks in &self.acks {
+            let ack = acks.recv().context("a replay worker stopped")?;
+            sampled.extend(ack.sampled);
+            error = error.or(ack.error);
+            before_barrier = before_barrier.min(ack.producer);
+        }
+        if let Some(e) = error {
+            return Err(e);
+        }
+        sampled.sort_unstable();
+        Ok(Claims { sampled, before_barrier })
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        self.senders.clear();
+        for h in self.handles.drain(..) {
+            let _ = h.join();
+        }
+    }
+}
+
+fn read(ebpf: &RwLock<Ebpf>) -> std::sync::RwLockReadGuard<'_, Ebpf> {
+    ebpf.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn work(cpu: usize, ebpf: &RwLock<Ebpf>, view: &RingView, rx: &Receiver<Msg>, acks: &Sender<Ack>) {
+    let mut error = pin(cpu).err().map(|e| {
+        anyhow::anyhow!("cannot pin a replay worker to CPU {cpu} ({e}): without it the result could depend on timing")
+    });
+    let mut sampled = Vec::new();
+    for msg in rx {
+        match msg {
+            Msg::Frames(frames) => {
+                if error.is_some() {
+                    continue;
+                }
+                let mut guard = read(ebpf);
+                for f in &frames {
+                    let mut outcome = run(&guard, view, f, &mut sampled);
+                    if matches!(outcome, Ok(Ran::NeedXdp)) {
+                        // The first frame a socket buffer cannot carry: load the XDP program now.
+                        drop(guard);
+                        let loaded =
+                            load::load_xdp(&mut ebpf.write().unwrap_or_else(std::sync::PoisonError::into_inner));
+                        guard = read(ebpf);
+                        outcome = match loaded {
+                            Ok(_) => run(&guard, view, f, &mut sampled),
+                            Err(e) => Err(anyhow::Error::new(e)),
+                        };
+                    }
+                    match outcome {
+                        Ok(Ran::Done) => {}
+                        Ok(Ran::NeedXdp) => error = Some(anyhow::anyhow!("the XDP program could not be loaded")),
+                        Err(e) => error = Some(e.context(format!("frame at byte {}", f.offset))),
+                    }
+                    if error.is_some() {
+                        break;
+                    }
+                }
+            }
+            Msg::Barrier => {
+                let ack =
+                    Ack { sampled: std::mem::take(&mut sampled), error: error.take(), producer: view.producer_pos() };
+                if acks.send(ack).is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+enum Ran {
+    Done,
+    /// The frame needs the XDP program, which is not loaded yet; nothing ran.
+    NeedXdp,
+}
+
+/// Runs one frame and notes the ring records it made.
+fn run(ebpf: &Ebpf, view: &RingView, f: &Frame, sampled: &mut Vec<(u64, u64)>) -> anyhow::Result<Ran> {
+    let before = view.producer_pos();
+    let input = TcInput { data: &f.data, wire_len: f.wire_len, gso_segs: 1, gso_size: 0, tstamp_ns: f.ts_ns };
+    // The kernel refuses to build a socket buffer from some frames (an IP ethertype with less
+    // than an IP header behind it): the program did not run, and the XDP program takes them.
+    let tc = if f.wire_len <= MAX_SKB_WIRE_LEN { run_tc_on(tc_program(ebpf)?, &input).ok() } else { None };
+    match tc {
+        Some(TC_PASS) => {}
+        Some(other) => anyhow::bail!("the TC program returned {other}, not TC_ACT_UNSPEC: a bug, please report it"),
+        None => {
+            let xdp = xdp_program(ebpf)?;
+            if xdp.fd().is_err() {
+                return Ok(Ran::NeedXdp);
+            }
+            let ret =
+                run_xdp_replay_on(xdp, &f.data, f.wire_len, f.ts_ns).context("neither program could be run on it")?;
+            anyhow::ensure!(ret == XDP_PASS, "the XDP program returned {ret}, not XDP_PASS: a bug, please report it");
+        }
+    }
+    let after = view.producer_pos();
+    let mut pos = before;
+    while pos != after {
+        pos = match view.record(pos) {
+            // Another worker's record, still being written (ours are submitted by now).
+            Record::Busy => view.next_after(pos),
+            Record::Discarded { next } => next,
+            Record::Ready { data, next } => {
+                if data.get(SRC_MAC_AT..SRC_MAC_AT + 6) == Some(&f.data[6..12]) {
+                    sampled.push((f.seq, pos));
+                }
+                next
+            }
+        };
+    }
+    Ok(Ran::Done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_source_stays_on_its_worker_and_a_big_one_gets_a_worker_to_itself() {
+        let router = [0x02, 0x77, 0, 0, 0, 1];
+        let devices: Vec<[u8; 6]> = (0..20u8).map(|i| [0x80, 0x9f, 0x9b, 0x10, i, 1]).collect();
+        let mut a = Assigner::new(2);
+        let mut seen = std::collections::HashMap::new();
+        // The router sends three frames in four; the devices take turns with the rest.
+        for i in 0..4000usize {
+            let src = if i % 4 == 3 { devices[i / 4 % devices.len()] } else { router };
+            let w = a.worker(src);
+            assert_eq!(*seen.entry(src).or_insert(w), w, "a source moved to another worker");
+        }
+        let router_worker = seen[&router];
+        assert!(devices.iter().all(|d| seen[d] != router_worker), "{seen:?}");
+        assert_eq!(a.frames.iter().sum::<u64>(), 4000);
+        // One worker: everything on it.
+        let mut one = Assigner::new(1);
+        assert!(devices.iter().all(|d| one.worker(*d) == 0));
+        assert!(!allowed_cpus().is_empty());
+    }
+}
