@@ -31,6 +31,8 @@ pub struct Agent {
     pipeline: Pipeline,
     metrics: Metrics,
     attached: Vec<(String, Hook)>,
+    /// Ports the attach mode refused (it could not count them exactly).
+    refused: Vec<String>,
     idle: Duration,
 }
 
@@ -44,6 +46,7 @@ impl Agent {
         self.pipeline.poll(idle_before)?;
         let p = &self.pipeline;
         self.metrics.sync(&p.view(), &self.attached, start.elapsed().as_secs_f64());
+        self.metrics.set_refused(&self.refused);
         Ok(())
     }
 
@@ -154,6 +157,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         pipeline,
         metrics: Metrics::new(limits),
         attached: attacher.attached(),
+        refused: attacher.refused(),
         idle: Duration::from_secs(args.maps.conversation_idle),
     }));
 
@@ -218,6 +222,7 @@ fn follow_the_bridge(args: &RunArgs, agent: &SharedAgent, attacher: &mut Attache
     }
     let mut a = lock(agent);
     a.attached = attacher.attached();
+    a.refused = attacher.refused();
     a.pipeline.set_scopes(ScopeClassifier::new(lan_prefixes(&args.bridge, &args.enrich.lan_prefixes)));
     if let Err(e) = a.refresh() {
         tracing::warn!("reading the maps: {e:#}");

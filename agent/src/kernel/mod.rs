@@ -7,5 +7,6 @@ pub mod collect;
 pub mod load;
 pub mod map_ops;
 pub mod netif;
+pub mod offloads;
 pub mod ring;
 pub mod test_run;
