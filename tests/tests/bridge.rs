@@ -613,3 +613,47 @@ privileged_test! {
         assert_eq!(after - before, 3, "the new device's pings, once its port is attached");
     }
 }
+
+privileged_test! {
+    /// Where the agent cannot read a veth peer's offloads (here: without CAP_SYS_ADMIN it cannot
+    /// enter the peer's namespace), xdp-skb attaches with a warning, and the XDP program counts
+    /// the buffers longer than the port's MTU allows (`xdp_oversized`): the TSO aggregates it
+    /// counts as one frame each. The agent logs that the counts are short and to use tc.
+    fn xdp_skb_counts_oversized_buffers_it_could_not_refuse() {
+        let dir = temp_dir("iotwatch-bridge-iwt13");
+        let lab = quiet_lab("iwt13", 2);
+        lab.set_offloads(true).expect("offloads on");
+        for p in lab.devices.iter().map(|d| &d.port).chain([&lab.gateway.port]) {
+            root(&["ethtool", "-K", p, "gro", "off"]);
+        }
+        let wrapper = dir.join("iotwatch-without-sys-admin");
+        std::fs::write(
+            &wrapper,
+            format!("#!/bin/sh\nexec setpriv --bounding-set=-sys_admin --inh-caps=-sys_admin {} \"$@\"\n", agent_bin().display()),
+        )
+        .expect("write the wrapper");
+        root(&["chmod", "+x", &wrapper.to_string_lossy()]);
+        let log = dir.join("agent.log");
+        let mut agent = Agent::spawn(&wrapper, &lab.bridge, "xdp-skb", "127.0.0.1:19484", &[], Some(&log)).expect("spawn");
+        agent.wait_ready(Duration::from_secs(20)).expect("the agent attaches despite the unreadable peers");
+        let (a, b) = (&lab.devices[0], &lab.devices[1]);
+        let dump = Tcpdump::start(&a.port, "in", dir.join("a.pcap"));
+        let (a_segs, _) = tcp_transfer(&lab, a, b, 5201);
+        let frames = dump.finish();
+        std::thread::sleep(Duration::from_millis(500));
+        let samples = scrape(&agent.listen).expect("scrape");
+        std::thread::sleep(Duration::from_millis(500));
+        agent.stop().expect("stop");
+        let log = std::fs::read_to_string(&log).expect("agent log");
+        // Longer than MTU 1500 + Ethernet header + the room for four VLAN tags the check leaves.
+        let long = frames.iter().filter(|f| f.orig_len > 1500 + 14 + 16).count() as u64;
+        let oversized = sum(&samples, "iotwatch_bpf_events_total", &[("event", "xdp_oversized")]);
+        let (exact, _) = exported(&samples, &a.mac);
+        eprintln!("segments {a_segs}, buffers {} ({long} oversized), counted {}, xdp_oversized {oversized}", frames.len(), exact.tx_packets);
+        assert!(long > 0 && exact.tx_packets < a_segs, "aggregates reached the port: {long} long buffers");
+        assert_eq!(oversized, long, "every buffer longer than the MTU allows is counted as such");
+        assert!(log.contains("cannot enter other network namespaces to read its veth peer's offloads"), "{log}");
+        let warned = log.lines().find(|l| l.contains("longer than their port's MTU allows")).unwrap_or_else(|| panic!("{log}"));
+        assert!(warned.contains("use `--attach tc`") && warned.contains("xdp_oversized"), "{warned}");
+    }
+}
