@@ -59,6 +59,10 @@ stats! {
     ConvInserts => "conversation_inserts",
     /// A CONVERSATIONS insert failed.
     ConvInsertFailed => "conversation_insert_failed",
+    /// XDP buffers longer than the port's MTU allows (with four VLAN tags): GRO/TSO aggregates
+    /// that generic XDP (`--attach xdp-skb`) sees once, with no segment count, so their frames
+    /// beyond the first are missing from every count. Use `--attach tc` on such ports.
+    XdpOversized => "xdp_oversized",
 }
 
 pub const STATS_LEN: usize = Stat::ALL.len();

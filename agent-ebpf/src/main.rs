@@ -10,17 +10,22 @@ mod parse;
 mod sample;
 
 use agent_common::{
-    REPLAY_MODE, ReplayMeta,
+    REPLAY_MODE, ReplayMeta, Stat,
     sample::direction,
     wire::verdict::{TC_PASS, XDP_PASS},
 };
 use aya_ebpf::{
+    EbpfContext as _,
     bindings::{TC_ACT_UNSPEC, xdp_action},
+    helpers::generated::bpf_check_mtu,
     macros::{classifier, xdp},
     programs::{TcContext, XdpContext},
 };
 
-use crate::account::{Meta, account};
+use crate::{
+    account::{Meta, account},
+    maps::{STATS, bump},
+};
 
 /// Set to [`REPLAY_MODE`] by the loader for BPF_PROG_TEST_RUN replays: then the `__sk_buff`
 /// context carries the original wire length, segment count and capture time (see agent-common).
@@ -108,7 +113,34 @@ pub fn iotwatch_xdp(ctx: XdpContext) -> u32 {
         replay,
     };
     account(&ctx, &meta);
+    if !replay && len > OVERSIZED_FLOOR {
+        count_if_oversized(&ctx);
+    }
     XDP_PASS
+}
+
+/// Room for the VLAN tags the parser reads (four), which the MTU does not include.
+const TAGS_LEN: u32 = 16;
+/// No port's frame is longer than this unless its MTU is above 1500: the one comparison every
+/// frame pays. Longer ones ask the kernel for the port's MTU.
+const OVERSIZED_FLOOR: u64 = 1500 + 14 + TAGS_LEN as u64;
+
+/// Generic XDP runs after GRO and is handed a veth peer's TSO buffers as they are: a buffer
+/// longer than the port's MTU allows is such an aggregate, counted as one frame. The agent
+/// refuses xdp-skb on ports whose offloads it can read; this counts what it could not see.
+#[inline(never)]
+fn count_if_oversized(ctx: &XdpContext) {
+    // 0: compare the buffer's own length (a non-zero value would stand for an L3 length).
+    let mut mtu: u32 = 0;
+    // SAFETY: the helper reads this program's context and writes the MTU to the stack slot.
+    let ret = unsafe { bpf_check_mtu(ctx.as_ptr(), 0, &mut mtu, -(TAGS_LEN as i32), 0) };
+    // BPF_MTU_CHK_RET_FRAG_NEEDED: longer than MTU + link header + the tags' room.
+    if ret == 1
+        && let Some(st) = STATS.get_ptr_mut(0)
+    {
+        // SAFETY: this CPU's slot; account() is done with it and programs do not nest on a CPU.
+        bump(unsafe { &mut *st }, Stat::XdpOversized, 1);
+    }
 }
 
 // The contract's verdicts are the kernel's.

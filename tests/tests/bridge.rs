@@ -408,6 +408,7 @@ privileged_test! {
     fn killed_agent_leaves_nothing_attached_and_restarts() {
         let dir = temp_dir("iotwatch-bridge-iwt7");
         let lab = quiet_lab("iwt7", 2);
+        lab.set_offloads(false).expect("offloads off (xdp-skb refuses ports that receive aggregates)");
         assert_eq!(lab_links(&lab), 0);
         for attach in ["tc", "xdp-skb"] {
             let mut agent = start_agent(&lab, &dir, attach, 19477, &[]);
@@ -431,6 +432,7 @@ privileged_test! {
     fn refuses_a_port_held_by_another_xdp_program_and_names_the_way_out() {
         let dir = temp_dir("iotwatch-bridge-iwt8");
         let lab = quiet_lab("iwt8", 1);
+        lab.set_offloads(false).expect("offloads off (xdp-skb refuses ports that receive aggregates)");
         let mut first = start_agent(&lab, &dir, "xdp-skb", 19478, &[]);
         let out = Command::new(agent_bin())
             .args(["run", "--bridge", &lab.bridge, "--attach", "xdp-skb", "--web.listen-address", "127.0.0.1:19479"])
@@ -449,5 +451,209 @@ privileged_test! {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success());
         assert!(err.contains("iwt8nope is not a bridge") && err.contains("iwt8br"), "{err}");
+    }
+}
+
+/// `iotwatch run` that is expected to exit by itself: its exit status (None if it was still
+/// running after `timeout`, then killed) and its stderr.
+fn run_expecting_exit(args: &[&str], timeout: Duration) -> (Option<std::process::ExitStatus>, String) {
+    let mut child = Command::new(agent_bin())
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the agent");
+    let end = Instant::now() + timeout;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break Some(status);
+        }
+        if Instant::now() > end {
+            let _ = Command::new("kill").args(["-INT", &child.id().to_string()]).status();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut err).expect("read stderr");
+    (status, err)
+}
+
+/// The command in a refusal's "switch the offload off: `...`".
+fn suggested_fix(line: &str) -> Vec<String> {
+    let (_, rest) = line.split_once("switch the offload off: `").unwrap_or_else(|| panic!("no fix in: {line}"));
+    rest.split('`').next().unwrap_or("").split_whitespace().map(str::to_owned).collect()
+}
+
+/// A 4 MB TCP transfer from `a` to `b`: the segments each side's TCP put on the wire.
+fn tcp_transfer(lab: &HomeLab, a: &xtask::lab::LabDevice, b: &xtask::lab::LabDevice, port: u16) -> (u64, u64) {
+    let server = format!(
+        "import socket\ns=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); \
+         s.bind(('{}', {port})); s.listen(1)\nc,_=s.accept()\nn=0\nwhile True:\n  d=c.recv(65536)\n  \
+         if not d: break\n  n+=len(d)\nc.close(); print(n)",
+        b.ip
+    );
+    let srv = lab
+        .exec(&b.ns, &["timeout", "30", "/usr/bin/python3", "-c", &server])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("server");
+    std::thread::sleep(Duration::from_millis(500));
+    let before = (snmp_tcp_out_segs(lab, &a.ns), snmp_tcp_out_segs(lab, &b.ns));
+    let client =
+        format!("import socket\nc=socket.create_connection(('{}', {port}))\nc.sendall(b'z'*4000000)\nc.close()", b.ip);
+    ns(lab, &a.ns, &["timeout", "30", "/usr/bin/python3", "-c", &client]);
+    let out = srv.wait_with_output().expect("server done");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "4000000");
+    std::thread::sleep(Duration::from_millis(500));
+    (snmp_tcp_out_segs(lab, &a.ns) - before.0, snmp_tcp_out_segs(lab, &b.ns) - before.1)
+}
+
+privileged_test! {
+    /// Generic XDP runs after GRO, once per aggregate, with no segment count: measured with
+    /// offloads on, a 4 MB transfer of 2,770 segments counted as 78 frames. So `--attach xdp-skb`
+    /// refuses a port whose own GRO is on, or whose veth peer (in another namespace) has
+    /// segmentation offload on, naming the offload, why and what to use; each command it suggests
+    /// works, and once they have run the mode counts every wire frame of the same transfer.
+    fn xdp_skb_refuses_ports_that_receive_aggregates_and_the_fix_works() {
+        let dir = temp_dir("iotwatch-bridge-iwt11");
+        let lab = quiet_lab("iwt11", 2);
+        lab.set_offloads(true).expect("offloads on");
+        let args = ["run", "--bridge", &lab.bridge, "--attach", "xdp-skb", "--web.listen-address", "127.0.0.1:19482"];
+        let mut fixes = Vec::new();
+        let mut seen = (false, false);
+        // The ports' GRO (one line, then all switched off), then each of the three peers.
+        for _ in 0..4 {
+            let (status, err) = run_expecting_exit(&args, Duration::from_secs(20));
+            let Some(status) = status else { panic!("the agent attached with offloads on:\n{err}") };
+            assert!(!status.success(), "exit status {status}:\n{err}");
+            let line = err.lines().find(|l| l.contains("refused for `--attach xdp-skb`")).unwrap_or_else(|| panic!("{err}"));
+            assert!(line.contains("generic XDP sees each once, without its segment count"), "why: {line}");
+            assert!(line.contains("use `--attach tc`"), "what to use: {line}");
+            if line.contains("receive offload rx-gro is on") && !seen.0 {
+                // The port's own GRO first: one line naming it and its command.
+                seen.0 = true;
+                let port = lab.devices.iter().map(|d| &d.port).chain([&lab.gateway.port]).find(|p| line.contains(&format!("port {p} ")));
+                let port = port.unwrap_or_else(|| panic!("names a lab port: {line}"));
+                assert_eq!(suggested_fix(line), ["ethtool", "-K", port, "gro", "off"]);
+                for p in lab.devices.iter().map(|d| &d.port).chain([&lab.gateway.port]) {
+                    root(&["ethtool", "-K", p, "gro", "off"]);
+                }
+            } else {
+                assert!(line.contains("has segmentation offload on (") && line.contains("tx-tcp-segmentation"), "TSO: {line}");
+                seen.1 = true;
+                let fix = suggested_fix(line);
+                assert_eq!(fix[..3], ["ip", "netns", "exec"], "{line}");
+                assert!(line.contains(&format!("its veth peer eth0 in network namespace {} ", fix[3])), "{line}");
+                let fix: Vec<&str> = fix.iter().map(String::as_str).collect();
+                root(&fix);
+                fixes.push(fix.join(" "));
+            }
+        }
+        assert_eq!(fixes.len(), 3, "one fix per peer: {fixes:?}");
+        assert_eq!(seen, (true, true), "refused for the port's GRO, then for each peer's segmentation");
+        // Every port fixed: the agent attaches and counts the transfer's wire frames exactly.
+        let (a, b) = (&lab.devices[0], &lab.devices[1]);
+        let mut agent = start_agent(&lab, &dir, "xdp-skb", 19482, &[]);
+        let dump = Tcpdump::start(&a.port, "in", dir.join("a.pcap"));
+        let (a_segs, b_segs) = tcp_transfer(&lab, a, b, 5201);
+        let frames = dump.finish();
+        let samples = scrape(&agent.listen).expect("scrape");
+        agent.stop().expect("stop");
+        let (exact, _) = exported(&samples, &a.mac);
+        eprintln!("segments {a_segs}/{b_segs}, frames on a's port {}, counted {exact:?}", frames.len());
+        assert_eq!((exact.tx_packets, exact.rx_packets), (a_segs, b_segs), "every segment counted");
+        assert_eq!(exact.tx_packets, frames.len() as u64, "one buffer per wire frame on a's port");
+        assert_eq!(exact.tx_bytes, frames.iter().map(|f| u64::from(f.orig_len)).sum::<u64>());
+    }
+}
+
+privileged_test! {
+    /// A port that joins while the agent runs in xdp-skb mode gets the same check: with its veth
+    /// peer's TSO on it is refused (logged once, exported as iotwatch_refused_interfaces) and the
+    /// other ports keep counting; once the suggested command has run, it is attached.
+    fn xdp_skb_refuses_a_joining_port_and_keeps_counting_the_others() {
+        let dir = temp_dir("iotwatch-bridge-iwt12");
+        let mut lab = quiet_lab("iwt12", 1);
+        lab.set_offloads(false).expect("offloads off");
+        let mut agent = start_agent(&lab, &dir, "xdp-skb", 19483, &["--bpf.poll-interval", "1"]);
+        let first = lab.devices[0].clone();
+        let new = lab.add_device().expect("add a device").clone();
+        let refused = |s: &[Sample]| sum(s, "iotwatch_refused_interfaces", &[("interface", &new.port)]);
+        wait_for("the new port to be refused", Duration::from_secs(10), || {
+            refused(&scrape(&agent.listen).expect("scrape")) == 1
+        });
+        let samples = scrape(&agent.listen).expect("scrape");
+        assert!(!attached(&samples).iter().any(|(i, _)| *i == new.port), "{:?}", attached(&samples));
+        assert!(attached(&samples).contains(&(first.port.clone(), "xdp".into())));
+        // The others keep counting: the first device's pings to the gateway.
+        let before = exported(&samples, &first.mac).0.tx_packets;
+        ns(&lab, &first.ns, &["ping", "-c", "3", "-i", "0.2", &lab.gateway.ip.to_string()]);
+        let after = exported(&scrape(&agent.listen).expect("scrape"), &first.mac).0.tx_packets;
+        assert_eq!(after - before, 3, "the first device's pings");
+        agent.check_alive().expect("the agent runs on");
+        std::thread::sleep(Duration::from_secs(2));
+        let log = std::fs::read_to_string(dir.join("agent-19483.log")).expect("agent log");
+        let lines: Vec<&str> = log.lines().filter(|l| l.contains(&format!("port {} refused", new.port))).collect();
+        assert_eq!(lines.len(), 1, "logged once, not on every poll:\n{log}");
+        assert!(lines[0].contains("the other ports are still counted"), "{}", lines[0]);
+        let fix = suggested_fix(lines[0]);
+        assert_eq!(fix[..4], ["ip", "netns", "exec", new.ns.as_str()], "{}", lines[0]);
+        root(&fix.iter().map(String::as_str).collect::<Vec<_>>());
+        wait_for("the fixed port to be attached", Duration::from_secs(10), || {
+            let s = scrape(&agent.listen).expect("scrape");
+            attached(&s).contains(&(new.port.clone(), "xdp".into())) && refused(&s) == 0
+        });
+        std::thread::sleep(Duration::from_secs(1));
+        let before = exported(&scrape(&agent.listen).expect("scrape"), &new.mac).0.tx_packets;
+        ns(&lab, &new.ns, &["ping", "-c", "3", "-i", "0.2", &first.ip.to_string()]);
+        let after = exported(&scrape(&agent.listen).expect("scrape"), &new.mac).0.tx_packets;
+        agent.stop().expect("stop");
+        assert_eq!(after - before, 3, "the new device's pings, once its port is attached");
+    }
+}
+
+privileged_test! {
+    /// Where the agent cannot read a veth peer's offloads (here: without CAP_SYS_ADMIN it cannot
+    /// enter the peer's namespace), xdp-skb attaches with a warning, and the XDP program counts
+    /// the buffers longer than the port's MTU allows (`xdp_oversized`): the TSO aggregates it
+    /// counts as one frame each. The agent logs that the counts are short and to use tc.
+    fn xdp_skb_counts_oversized_buffers_it_could_not_refuse() {
+        let dir = temp_dir("iotwatch-bridge-iwt13");
+        let lab = quiet_lab("iwt13", 2);
+        lab.set_offloads(true).expect("offloads on");
+        for p in lab.devices.iter().map(|d| &d.port).chain([&lab.gateway.port]) {
+            root(&["ethtool", "-K", p, "gro", "off"]);
+        }
+        let wrapper = dir.join("iotwatch-without-sys-admin");
+        std::fs::write(
+            &wrapper,
+            format!("#!/bin/sh\nexec setpriv --bounding-set=-sys_admin --inh-caps=-sys_admin {} \"$@\"\n", agent_bin().display()),
+        )
+        .expect("write the wrapper");
+        root(&["chmod", "+x", &wrapper.to_string_lossy()]);
+        let log = dir.join("agent.log");
+        let mut agent = Agent::spawn(&wrapper, &lab.bridge, "xdp-skb", "127.0.0.1:19484", &[], Some(&log)).expect("spawn");
+        agent.wait_ready(Duration::from_secs(20)).expect("the agent attaches despite the unreadable peers");
+        let (a, b) = (&lab.devices[0], &lab.devices[1]);
+        let dump = Tcpdump::start(&a.port, "in", dir.join("a.pcap"));
+        let (a_segs, _) = tcp_transfer(&lab, a, b, 5201);
+        let frames = dump.finish();
+        std::thread::sleep(Duration::from_millis(500));
+        let samples = scrape(&agent.listen).expect("scrape");
+        std::thread::sleep(Duration::from_millis(500));
+        agent.stop().expect("stop");
+        let log = std::fs::read_to_string(&log).expect("agent log");
+        // Longer than MTU 1500 + Ethernet header + the room for four VLAN tags the check leaves.
+        let long = frames.iter().filter(|f| f.orig_len > 1500 + 14 + 16).count() as u64;
+        let oversized = sum(&samples, "iotwatch_bpf_events_total", &[("event", "xdp_oversized")]);
+        let (exact, _) = exported(&samples, &a.mac);
+        eprintln!("segments {a_segs}, buffers {} ({long} oversized), counted {}, xdp_oversized {oversized}", frames.len(), exact.tx_packets);
+        assert!(long > 0 && exact.tx_packets < a_segs, "aggregates reached the port: {long} long buffers");
+        assert_eq!(oversized, long, "every buffer longer than the MTU allows is counted as such");
+        assert!(log.contains("cannot enter other network namespaces to read its veth peer's offloads"), "{log}");
+        let warned = log.lines().find(|l| l.contains("longer than their port's MTU allows")).unwrap_or_else(|| panic!("{log}"));
+        assert!(warned.contains("use `--attach tc`") && warned.contains("xdp_oversized"), "{warned}");
     }
 }

@@ -112,10 +112,17 @@ fn start(obs: Observer, lab: &HomeLab, bin: Option<&PathBuf>, tmp: &std::path::P
         }
         Ok(Running::Procs(children))
     };
+    if !matches!(obs, Observer::Agent(_)) {
+        lab.set_segmentation(true)?;
+    }
     Ok(match obs {
         Observer::Bare => Running::None,
         Observer::Agent(mode) => {
             let bin = bin.context("the agent was not built")?;
+            // xdp-skb refuses ports that receive TSO aggregates (it cannot count their frames):
+            // measured as it must run, with the veths' segmentation offloads off; the others with
+            // a new veth's defaults.
+            lab.set_segmentation(mode != "xdp-skb")?;
             let mut a =
                 Agent::spawn(bin, &lab.bridge, mode, AGENT_LISTEN, &[], Some(&tmp.join(format!("agent-{mode}.log"))))?;
             a.wait_ready(Duration::from_secs(30))?;

@@ -292,14 +292,21 @@ impl HomeLab {
         v
     }
 
-    /// Switches TSO, GSO and GRO on every veth end. Features the driver keeps fixed are
-    /// skipped; any other failure is reported.
+    /// Switches GRO and every segmentation offload (TSO, GSO, UDP and tunnel segmentation, GSO
+    /// fraglist) on every veth end: with them off, one socket buffer is one wire frame (a veth
+    /// hands its peer's GSO buffers over as they are). Features the driver keeps fixed, or that
+    /// this kernel does not have, are skipped; any other failure is reported.
     pub fn set_offloads(&self, on: bool) -> Result<()> {
-        const FEATURES: [(&str, &str); 3] = [
-            ("tso", "tcp-segmentation-offload"),
-            ("gso", "generic-segmentation-offload"),
-            ("gro", "generic-receive-offload"),
-        ];
+        self.set_features(on, &OFFLOADS)
+    }
+
+    /// Switches the segmentation offloads (all of [`HomeLab::set_offloads`] but GRO) on every
+    /// veth end; on is what a new veth has (GRO is off on a new veth).
+    pub fn set_segmentation(&self, on: bool) -> Result<()> {
+        self.set_features(on, &OFFLOADS[..OFFLOADS.len() - 1])
+    }
+
+    fn set_features(&self, on: bool, features: &[(&str, &str)]) -> Result<()> {
         let state = if on { "on" } else { "off" };
         let mut failures = Vec::new();
         for (ns, ifname) in self.veths() {
@@ -309,19 +316,24 @@ impl HomeLab {
                     Some(ns) => netns::ns_run(ns, &[&["ethtool"], args].concat()),
                 }
             };
-            for (short, long) in FEATURES {
-                if let Err(e) = run(&["-K", &ifname, short, state]) {
-                    let fixed = run(&["-k", &ifname])
-                        .map(|k| {
-                            k.lines().any(|l| l.trim_start().starts_with(&format!("{long}:")) && l.contains("[fixed]"))
-                        })
-                        .unwrap_or(false);
-                    if !fixed {
-                        failures.push(format!(
-                            "{}{ifname} {short}: {e:#}",
-                            ns.as_ref().map(|n| format!("{n}:")).unwrap_or_default()
-                        ));
-                    }
+            let where_ = format!("{}{ifname}", ns.as_ref().map(|n| format!("{n}:")).unwrap_or_default());
+            let shown = run(&["-k", &ifname])?;
+            let present: Vec<&str> =
+                features.iter().filter(|(_, long)| feature_line(&shown, long).is_some()).map(|(s, _)| *s).collect();
+            let mut args = vec!["-K", ifname.as_str()];
+            for short in &present {
+                args.extend([*short, state]);
+            }
+            // ethtool fails when some of them are fixed: what counts is the state read back.
+            let tried = run(&args).err();
+            let shown = run(&["-k", &ifname])?;
+            for (_, long) in features {
+                if let Some(line) = feature_line(&shown, long)
+                    && !line.starts_with(state)
+                    && !line.contains("[fixed]")
+                {
+                    let why = tried.as_ref().map(|e| format!(" ({e:#})")).unwrap_or_default();
+                    failures.push(format!("{where_} {long} is {line}{why}"));
                 }
             }
         }
@@ -331,3 +343,25 @@ impl HomeLab {
         Ok(())
     }
 }
+
+/// The state after `name:` in `ethtool -k` output ("on", "off [fixed]", ...).
+fn feature_line<'a>(shown: &'a str, name: &str) -> Option<&'a str> {
+    shown.lines().find_map(|l| l.trim_start().strip_prefix(name)?.strip_prefix(':').map(str::trim))
+}
+
+/// What [`HomeLab::set_offloads`] switches, as (`ethtool -K` name, `ethtool -k` name): every
+/// segmentation offload (a veth hands its peer's GSO buffers over as they are), then GRO.
+const OFFLOADS: [(&str, &str); 12] = [
+    ("tso", "tcp-segmentation-offload"),
+    ("gso", "generic-segmentation-offload"),
+    ("tx-udp-segmentation", "tx-udp-segmentation"),
+    ("tx-gso-list", "tx-gso-list"),
+    ("tx-sctp-segmentation", "tx-sctp-segmentation"),
+    ("tx-gre-segmentation", "tx-gre-segmentation"),
+    ("tx-gre-csum-segmentation", "tx-gre-csum-segmentation"),
+    ("tx-ipxip4-segmentation", "tx-ipxip4-segmentation"),
+    ("tx-ipxip6-segmentation", "tx-ipxip6-segmentation"),
+    ("tx-udp_tnl-segmentation", "tx-udp_tnl-segmentation"),
+    ("tx-udp_tnl-csum-segmentation", "tx-udp_tnl-csum-segmentation"),
+    ("gro", "generic-receive-offload"),
+];

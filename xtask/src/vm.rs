@@ -93,12 +93,14 @@ fn qemu(arch: Arch) -> (&'static str, &'static [&'static str], &'static str) {
 
 /// Debian packages of the guest's userland, downloaded for the kernel's architecture (never
 /// installed here): busybox, iproute2's ip and tc (busybox's lack bridges, netns and
-/// filters), bpftool (counting programs), and the libraries those and the agent link.
+/// filters), bpftool (counting programs), ethtool (switching the veths' offloads for xdp-skb),
+/// and the libraries those and the agent link.
 /// `build_initramfs` fails naming any library missing from this list.
 const USERLAND: &[&str] = &[
     "busybox-static",
     "iproute2",
     "bpftool",
+    "ethtool",
     "libc6",
     "libgcc-s1",
     "libbpf1",
@@ -112,8 +114,12 @@ const USERLAND: &[&str] = &[
 ];
 
 /// Programs of the userland packages copied into the guest: (path in the package, in the guest).
-const PROGRAMS: &[(&str, &str)] =
-    &[("bin/ip", "usr/sbin/ip"), ("sbin/tc", "usr/sbin/tc"), ("usr/sbin/bpftool", "usr/sbin/bpftool")];
+const PROGRAMS: &[(&str, &str)] = &[
+    ("bin/ip", "usr/sbin/ip"),
+    ("sbin/tc", "usr/sbin/tc"),
+    ("usr/sbin/bpftool", "usr/sbin/bpftool"),
+    ("sbin/ethtool", "usr/sbin/ethtool"),
+];
 
 /// Modules the test needs, in load order (bridge needs llc and stp). Built in on most
 /// kernels, modules on Debian's.

@@ -198,8 +198,31 @@ no_btf() {
   umount /sys/kernel/btf
 }
 
+# Generic XDP sees one buffer per GRO/TSO aggregate, with no segment count, so xdp-skb refuses
+# a port that receives them: here each port, for its veth peer's TSO (on by default). The
+# agent must exit naming the command that makes the port countable; after both commands ran,
+# run_mode xdp-skb counts exactly.
+xdp_skb_refusal() {
+  local i=0 rc fix port
+  MODE=xdp-skb-refusal
+  while [ $i -lt 3 ]; do
+    timeout 30 $AGENT --attach xdp-skb > /tmp/agent-$MODE.log 2>&1; rc=$?
+    fix=$(grep -o 'switch the offload off: `[^`]*`' /tmp/agent-$MODE.log | tail -n 1 | sed 's/^[^`]*`//; s/`$//')
+    [ -n "$fix" ] || break
+    port=$(grep -o 'port [a-z0-9]* refused for `--attach xdp-skb`: its veth peer v[ab] in network namespace [ab] has segmentation offload on' /tmp/agent-$MODE.log | cut -d' ' -f2)
+    [ $rc != 0 ] && [ -n "$port" ] && pass "$MODE: $port refused for its veth peer's TSO (exit $rc); running: $fix" \
+      || { fail "$MODE: exit $rc, port '$port'"; agent_log; }
+    eval "$fix" || fail "$MODE: the suggested command failed: $fix"
+    i=$((i+1))
+  done
+  [ $i = 2 ] && pass "$MODE: both ports refused, then countable after the commands named" \
+    || { fail "$MODE: $i refusals (2 expected)"; agent_log; }
+}
+
 replay_check
-for mode in tc xdp-skb xdp; do run_mode $mode; done
+run_mode tc
+xdp_skb_refusal
+for mode in xdp-skb xdp; do run_mode $mode; done
 ageing_check
 no_btf
 echo "VMTEST: DONE"

@@ -31,6 +31,11 @@ pub struct Agent {
     pipeline: Pipeline,
     metrics: Metrics,
     attached: Vec<(String, Hook)>,
+    /// Ports the attach mode refused (it could not count them exactly).
+    refused: Vec<String>,
+    /// The program's `xdp_oversized` count at the last warning about it, and when that was: a
+    /// warning when it grows, at most every ten minutes.
+    oversized_warned: (u64, Option<Instant>),
     idle: Duration,
 }
 
@@ -44,6 +49,18 @@ impl Agent {
         self.pipeline.poll(idle_before)?;
         let p = &self.pipeline;
         self.metrics.sync(&p.view(), &self.attached, start.elapsed().as_secs_f64());
+        self.metrics.set_refused(&self.refused);
+        let oversized = p.view().last.stats.get(agent_common::Stat::XdpOversized as usize).copied().unwrap_or(0);
+        let quiet = self.oversized_warned.1.is_some_and(|t| t.elapsed() < Duration::from_secs(600));
+        if oversized > self.oversized_warned.0 && !quiet {
+            tracing::warn!(
+                "{} XDP buffers so far were longer than their port's MTU allows: GRO/TSO aggregates, which \
+                 `--attach xdp-skb` counts as one frame each, so the counts are short \
+                 (iotwatch_bpf_events_total{{event=\"xdp_oversized\"}}); use `--attach tc`, which reads the segment count",
+                oversized
+            );
+            self.oversized_warned = (oversized, Some(Instant::now()));
+        }
         Ok(())
     }
 
@@ -155,6 +172,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         pipeline,
         metrics: Metrics::new(limits),
         attached: attacher.attached(),
+        refused: attacher.refused(),
+        oversized_warned: (0, None),
         idle: Duration::from_secs(args.maps.conversation_idle),
     }));
 
@@ -219,6 +238,7 @@ fn follow_the_bridge(args: &RunArgs, agent: &SharedAgent, attacher: &mut Attache
     }
     let mut a = lock(agent);
     a.attached = attacher.attached();
+    a.refused = attacher.refused();
     a.pipeline.set_scopes(ScopeClassifier::new(lan_prefixes(&args.bridge, &args.enrich.lan_prefixes)));
     if let Err(e) = a.refresh() {
         tracing::warn!("reading the maps: {e:#}");

@@ -22,6 +22,7 @@ use aya::{
 use crate::kernel::{
     load::{LoadError, TC_PROGRAM, XDP_PROGRAM, program},
     netif,
+    offloads::{self, Check},
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -31,7 +32,8 @@ pub enum AttachMode {
     Tc,
     /// Native XDP on every port: only for drivers with native XDP; veth loses GRO/TSO with it.
     Xdp,
-    /// Generic (skb-mode) XDP on every port.
+    /// Generic (skb-mode) XDP on every port: only on ports that receive no GRO/TSO aggregates
+    /// (it sees one buffer per aggregate, without its segment count); others are refused.
     XdpSkb,
 }
 
@@ -64,6 +66,12 @@ pub struct Attacher {
     /// device deleted and created again under the same name (a VM or container restart, a
     /// driver reload, hostapd restarting wlan0) has a new index and none of our programs.
     links: BTreeMap<String, (Hook, Link, u32)>,
+    /// Ports not attached because the mode cannot count them exactly, with the index they had
+    /// and why; checked again on every sync (the offload may have been switched off).
+    refused: BTreeMap<String, (u32, offloads::Aggregates)>,
+    /// Set once the first attach succeeded: from then on a refused port is logged, while at
+    /// start it fails the whole attach with the same line.
+    started: bool,
 }
 
 /// The errno behind an attach error, if any.
@@ -93,6 +101,13 @@ pub enum AttachError {
     NoNativeXdp { iface: String },
     #[error("attaching TC {} to {iface} failed: the kernel needs tcx (>= 6.6) or clsact support (CONFIG_NET_CLS_BPF, CONFIG_NET_SCH_INGRESS)", hook.as_str())]
     Tc { iface: String, hook: Hook, source: ProgramError },
+    #[error(
+        "port {iface} refused for `--attach xdp-skb`: {}, so it receives aggregated buffers that stand for many \
+         wire frames, and generic XDP sees each once, without its segment count (it would undercount): use \
+         `--attach tc` (the default, reads the segment count), or switch the offload off: `{}`",
+        why.what, why.fix
+    )]
+    Aggregates { iface: String, why: offloads::Aggregates },
     #[error("attaching XDP to {iface} failed")]
     Xdp { iface: String, source: ProgramError },
     #[error(transparent)]
@@ -113,7 +128,7 @@ fn remove_stale_filters(iface: &str, attach_type: TcAttachType) {
 
 impl Attacher {
     pub fn new(bridge: &str, mode: AttachMode) -> Self {
-        Self { bridge: bridge.to_owned(), mode, links: BTreeMap::new() }
+        Self { bridge: bridge.to_owned(), mode, links: BTreeMap::new(), refused: BTreeMap::new(), started: false }
     }
 
     /// Interfaces and hooks currently attached.
@@ -121,10 +136,61 @@ impl Attacher {
         self.links.iter().map(|(i, (h, _, _))| (i.clone(), *h)).collect()
     }
 
-    /// Egress of the bridge plus every current port. Fails on the first error, detaching nothing
-    /// that was attached before it (the caller drops everything by dropping the `Ebpf`).
+    /// Ports refused because the attach mode cannot count them exactly.
+    pub fn refused(&self) -> Vec<String> {
+        self.refused.keys().cloned().collect()
+    }
+
+    /// Egress of the bridge plus every current port. Fails on the first error, or if a port is
+    /// refused, detaching nothing that was attached before it (the caller drops everything by
+    /// dropping the `Ebpf`).
     pub fn attach_all(&mut self, ebpf: &mut Ebpf) -> Result<(), AttachError> {
-        self.sync_ports(ebpf).map(drop)
+        self.sync_ports(ebpf)?;
+        if let Some((port, (_, why))) = self.refused.iter().next() {
+            return Err(AttachError::Aggregates { iface: port.clone(), why: why.clone() });
+        }
+        self.started = true;
+        Ok(())
+    }
+
+    /// Whether skb-mode XDP can count `port` exactly; a port it cannot is logged (once per
+    /// reason) and remembered as refused. A port whose veth peer cannot be read is attached with
+    /// a warning.
+    fn admit(&mut self, port: &str) -> bool {
+        if self.mode != AttachMode::XdpSkb {
+            return true;
+        }
+        let why = match offloads::check_xdp_skb(port) {
+            Ok(Check::Exact) => None,
+            Ok(Check::Aggregates(why)) => Some(why),
+            Ok(Check::PeerUnknown(what)) => {
+                tracing::warn!(
+                    interface = port,
+                    "{what}: if that peer has segmentation offload on, `--attach xdp-skb` undercounts this port; \
+                     `--attach tc` counts it exactly"
+                );
+                None
+            }
+            Err(e) => {
+                tracing::warn!(interface = port, "cannot read the offloads of {port} ({e}); attaching anyway");
+                None
+            }
+        };
+        let Some(why) = why else {
+            if self.refused.remove(port).is_some() {
+                tracing::info!(interface = port, "offloads now allow `--attach xdp-skb`");
+            }
+            return true;
+        };
+        let entry = (netif::ifindex(port), why);
+        if self.refused.get(port) != Some(&entry) {
+            if self.started {
+                let line = AttachError::Aggregates { iface: port.to_owned(), why: entry.1.clone() };
+                tracing::warn!(interface = port, "{line}; the other ports are still counted");
+            }
+            self.refused.insert(port.to_owned(), entry);
+        }
+        false
     }
 
     /// Attaches to ports that joined the bridge or came back under the same name (and to the
@@ -153,8 +219,9 @@ impl Attacher {
             AttachMode::Tc => Hook::TcIngress,
             AttachMode::Xdp | AttachMode::XdpSkb => Hook::Xdp,
         };
+        self.refused.retain(|port, _| ports.contains(port));
         for port in ports {
-            if !self.links.contains_key(&port) {
+            if !self.links.contains_key(&port) && self.admit(&port) {
                 self.attach_one(ebpf, &port, hook)?;
                 changes.push((port, true));
             }

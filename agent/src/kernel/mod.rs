@@ -7,6 +7,7 @@ pub mod collect;
 pub mod load;
 pub mod map_ops;
 pub mod netif;
+pub mod offloads;
 pub mod ring;
 pub mod test_run;
 pub mod workers;

@@ -46,6 +46,7 @@ pub struct Metrics {
     evictions: IntCounter,
     overflow: IntCounterVec,
     attached: IntGaugeVec,
+    refused: IntGaugeVec,
     events: IntCounterVec,
     samples: IntCounterVec,
     parse_errors: IntCounterVec,
@@ -199,6 +200,16 @@ impl Metrics {
                     &["interface", "hook"]
                 )
             ),
+            refused: register!(
+                r,
+                names,
+                gauges(
+                    "iotwatch_refused_interfaces",
+                    "Bridge ports not attached because the attach mode cannot count them exactly (xdp-skb on a \
+                     port that receives GRO/TSO aggregates; the log says which offload).",
+                    &["interface"]
+                )
+            ),
             events: register!(
                 r,
                 names,
@@ -337,6 +348,14 @@ impl Metrics {
             self.attached.with_label_values(&[iface.as_str(), hook.as_str()]).set(1);
         }
         self.scrape_duration.set(seconds);
+    }
+
+    /// Ports refused by the attach mode, 1 each; a port attached or gone disappears.
+    pub fn set_refused(&mut self, refused: &[String]) {
+        self.refused.reset();
+        for iface in refused {
+            self.refused.with_label_values(&[iface.as_str()]).set(1);
+        }
     }
 
     pub fn names(&self) -> &[String] {
