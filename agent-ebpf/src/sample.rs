@@ -185,7 +185,7 @@ pub fn maybe_sample<P: Packet>(
     if kind == SampleKind::Flow {
         let c = match conversation {
             Conversation::Counted(c) => Some(c),
-            Conversation::Created => CONVERSATIONS.get_ptr_mut(&cpu.frame.key),
+            Conversation::Created => CONVERSATIONS.get_ptr_mut(cpu.frame.key),
             Conversation::Missing => None,
         };
         if let Some(c) = c {

@@ -16,7 +16,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use crate::{
     cli::RunArgs,
     kernel::{
-        attach::{AttachMode, Attacher, Hook},
+        attach::{Attacher, Hook},
         netif,
     },
     output::{
