@@ -127,12 +127,14 @@ pub struct EnrichArgs {
 impl MapArgs {
     /// How to load the programs: live, or for frames replayed with BPF_PROG_TEST_RUN; with the
     /// XDP program or without.
+    /// Replay runs the XDP program only; live, TC always and XDP when `xdp`.
     pub fn load_options(&self, sampling: &SampleArgs, replay: bool, xdp: bool) -> LoadOptions {
         LoadOptions {
             max_macs: self.max_macs,
             max_conversations: self.max_conversations,
             replay,
-            xdp,
+            tc: !replay,
+            xdp: xdp || replay,
             sampling: sampling.options(),
         }
     }

@@ -58,9 +58,10 @@ pub struct LoadOptions {
     pub max_conversations: u32,
     /// BPF_PROG_TEST_RUN replay: the context carries wire length, segments and capture time.
     pub replay: bool,
-    /// Load the XDP program too. The TC program is always loaded (the bridge's egress needs it
-    /// in every mode); XDP only where it will run: `--attach xdp*` and replay (frames a socket
-    /// buffer cannot carry). What is not loaded cannot be refused by the verifier.
+    /// Which programs to load: only what will run, since what is not loaded cannot be refused
+    /// by the verifier nor cost its time. Live, TC always (the bridge's egress needs it in every
+    /// mode) and XDP for `--attach xdp*`; replay, XDP only (see `cmd::replay`).
+    pub tc: bool,
     pub xdp: bool,
     pub sampling: SampleOptions,
 }
@@ -71,6 +72,7 @@ impl Default for LoadOptions {
             max_macs: agent_common::DEFAULT_MAX_MACS,
             max_conversations: agent_common::DEFAULT_MAX_CONVERSATIONS,
             replay: false,
+            tc: true,
             xdp: true,
             sampling: SampleOptions::default(),
         }
@@ -156,10 +158,12 @@ pub fn load(opts: &LoadOptions) -> Result<Ebpf, LoadError> {
         .override_global(GLOBAL_NEW_SOURCE_RATE, &s.new_source_rate, true)
         .load(OBJECT)
         .map_err(LoadError::Object)?;
-    let tc: &mut SchedClassifier = program(&mut ebpf, TC_PROGRAM)?;
-    verified(TC_PROGRAM, tc.load())?;
-    let tc_work = tc.info().ok().and_then(|i| i.verified_instruction_count());
-    let mut work = vec![(TC_PROGRAM, tc_work)];
+    let mut work = Vec::new();
+    if opts.tc {
+        let tc: &mut SchedClassifier = program(&mut ebpf, TC_PROGRAM)?;
+        verified(TC_PROGRAM, tc.load())?;
+        work.push((TC_PROGRAM, tc.info().ok().and_then(|i| i.verified_instruction_count())));
+    }
     if opts.xdp {
         work.push((XDP_PROGRAM, load_xdp(&mut ebpf)?));
     }
@@ -175,9 +179,8 @@ pub fn load(opts: &LoadOptions) -> Result<Ebpf, LoadError> {
     Ok(ebpf)
 }
 
-/// Loads the XDP program of an object loaded without it ([`LoadOptions::xdp`] false): replay
-/// does so at the first frame a socket buffer cannot carry. Returns the verifier's work.
-pub fn load_xdp(ebpf: &mut Ebpf) -> Result<Option<u32>, LoadError> {
+/// Loads the XDP program (once). Returns the verifier's work.
+fn load_xdp(ebpf: &mut Ebpf) -> Result<Option<u32>, LoadError> {
     let xdp: &mut Xdp = program(ebpf, XDP_PROGRAM)?;
     if xdp.fd().is_err() {
         verified(XDP_PROGRAM, xdp.load())?;

@@ -58,9 +58,9 @@ const _: () = assert!(std::mem::offset_of!(SkBuffCtx, wire_len) == 160);
 const _: () = assert!(std::mem::offset_of!(SkBuffCtx, gso_segs) == 164);
 const _: () = assert!(std::mem::size_of::<SkBuffCtx>() == 192);
 
-/// Largest frame prefix BPF_PROG_TEST_RUN takes for TC (about a page minus head- and tailroom;
+/// Largest frame prefix BPF_PROG_TEST_RUN takes for TC and XDP (about a page minus head- and tailroom;
 /// 3,000 bytes measured to pass on 4 KiB pages). Longer frames go in as a prefix with their
-/// length in `wire_len` (replay mode).
+/// length in `wire_len` or the XDP metadata (replay mode).
 pub const MAX_TEST_RUN_DATA: usize = 3000;
 
 /// One buffer for the TC program.

@@ -18,28 +18,20 @@
 use std::{
     mem::offset_of,
     sync::{
-        Arc, RwLock,
+        Arc,
         mpsc::{Receiver, Sender, SyncSender, channel, sync_channel},
     },
     thread::JoinHandle,
 };
 
-use agent_common::{
-    ConvKey,
-    sample::SampleHeader,
-    wire::verdict::{TC_PASS, XDP_PASS},
-};
+use agent_common::{ConvKey, sample::SampleHeader, wire::verdict::XDP_PASS};
 use anyhow::Context as _;
 use aya::Ebpf;
 
 use crate::kernel::{
-    load,
     ring::{Record, RingView},
-    test_run::{TcInput, run_tc_on, run_xdp_replay_on, tc_program, xdp_program},
+    test_run::{run_xdp_replay_on, xdp_program},
 };
-
-/// Largest `wire_len` a socket-buffer test run accepts; longer frames go to the XDP program.
-pub const MAX_SKB_WIRE_LEN: u32 = 65535;
 
 /// Frames handed to a worker at once.
 const BATCH: usize = 256;
@@ -144,7 +136,7 @@ impl Assigner {
 
 impl Pool {
     /// Starts one worker on each of `cpus`.
-    pub fn start(ebpf: Arc<RwLock<Ebpf>>, view: Arc<RingView>, cpus: &[usize]) -> anyhow::Result<Self> {
+    pub fn start(ebpf: Arc<Ebpf>, view: Arc<RingView>, cpus: &[usize]) -> anyhow::Result<Self> {
         let mut senders = Vec::new();
         let mut acks = Vec::new();
         let mut handles = Vec::new();
@@ -226,11 +218,7 @@ impl Drop for Pool {
     }
 }
 
-fn read(ebpf: &RwLock<Ebpf>) -> std::sync::RwLockReadGuard<'_, Ebpf> {
-    ebpf.read().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-fn work(cpu: usize, ebpf: &RwLock<Ebpf>, view: &RingView, rx: &Receiver<Msg>, acks: &Sender<Ack>) {
+fn work(cpu: usize, ebpf: &Ebpf, view: &RingView, rx: &Receiver<Msg>, acks: &Sender<Ack>) {
     let mut error = pin(cpu).err().map(|e| {
         anyhow::anyhow!("cannot pin a replay worker to CPU {cpu} ({e}): without it the result could depend on timing")
     });
@@ -241,26 +229,9 @@ fn work(cpu: usize, ebpf: &RwLock<Ebpf>, view: &RingView, rx: &Receiver<Msg>, ac
                 if error.is_some() {
                     continue;
                 }
-                let mut guard = read(ebpf);
                 for f in &frames {
-                    let mut outcome = run(&guard, view, f, &mut sampled);
-                    if matches!(outcome, Ok(Ran::NeedXdp)) {
-                        // The first frame a socket buffer cannot carry: load the XDP program now.
-                        drop(guard);
-                        let loaded =
-                            load::load_xdp(&mut ebpf.write().unwrap_or_else(std::sync::PoisonError::into_inner));
-                        guard = read(ebpf);
-                        outcome = match loaded {
-                            Ok(_) => run(&guard, view, f, &mut sampled),
-                            Err(e) => Err(anyhow::Error::new(e)),
-                        };
-                    }
-                    match outcome {
-                        Ok(Ran::Done) => {}
-                        Ok(Ran::NeedXdp) => error = Some(anyhow::anyhow!("the XDP program could not be loaded")),
-                        Err(e) => error = Some(e.context(format!("frame at byte {}", f.offset))),
-                    }
-                    if error.is_some() {
+                    if let Err(e) = run(ebpf, view, f, &mut sampled) {
+                        error = Some(e.context(format!("frame at byte {}", f.offset)));
                         break;
                     }
                 }
@@ -276,32 +247,11 @@ fn work(cpu: usize, ebpf: &RwLock<Ebpf>, view: &RingView, rx: &Receiver<Msg>, ac
     }
 }
 
-enum Ran {
-    Done,
-    /// The frame needs the XDP program, which is not loaded yet; nothing ran.
-    NeedXdp,
-}
-
 /// Runs one frame and notes the ring records it made.
-fn run(ebpf: &Ebpf, view: &RingView, f: &Frame, sampled: &mut Vec<(u64, u64)>) -> anyhow::Result<Ran> {
+fn run(ebpf: &Ebpf, view: &RingView, f: &Frame, sampled: &mut Vec<(u64, u64)>) -> anyhow::Result<()> {
     let before = view.producer_pos();
-    let input = TcInput { data: &f.data, wire_len: f.wire_len, gso_segs: 1, gso_size: 0, tstamp_ns: f.ts_ns };
-    // The kernel refuses to build a socket buffer from some frames (an IP ethertype with less
-    // than an IP header behind it): the program did not run, and the XDP program takes them.
-    let tc = if f.wire_len <= MAX_SKB_WIRE_LEN { run_tc_on(tc_program(ebpf)?, &input).ok() } else { None };
-    match tc {
-        Some(TC_PASS) => {}
-        Some(other) => anyhow::bail!("the TC program returned {other}, not TC_ACT_UNSPEC: a bug, please report it"),
-        None => {
-            let xdp = xdp_program(ebpf)?;
-            if xdp.fd().is_err() {
-                return Ok(Ran::NeedXdp);
-            }
-            let ret =
-                run_xdp_replay_on(xdp, &f.data, f.wire_len, f.ts_ns).context("neither program could be run on it")?;
-            anyhow::ensure!(ret == XDP_PASS, "the XDP program returned {ret}, not XDP_PASS: a bug, please report it");
-        }
-    }
+    let ret = run_xdp_replay_on(xdp_program(ebpf)?, &f.data, f.wire_len, f.ts_ns)?;
+    anyhow::ensure!(ret == XDP_PASS, "the XDP program returned {ret}, not XDP_PASS: a bug, please report it");
     let after = view.producer_pos();
     let mut pos = before;
     while pos != after {
@@ -317,7 +267,7 @@ fn run(ebpf: &Ebpf, view: &RingView, f: &Frame, sampled: &mut Vec<(u64, u64)>) -
             }
         };
     }
-    Ok(Ran::Done)
+    Ok(())
 }
 
 #[cfg(test)]
