@@ -96,6 +96,11 @@ impl Harness {
         self.collector.poll(None).expect("read maps")
     }
 
+    /// The collector that reads the maps, to read them another way or change how it reads them.
+    pub fn collector(&mut self) -> &mut Collector {
+        &mut self.collector
+    }
+
     /// Ages MACs out of DEVICE_STATS after their counters stood still this long (None: never).
     pub fn set_mac_idle(&mut self, idle_ns: Option<u64>) {
         self.collector.set_mac_idle(idle_ns);

@@ -1,6 +1,10 @@
 //! Map lifecycles under pressure: the conversation LRU's real capacity, idle MACs aged out of
 //! the never-evicting per-MAC map, and counts that arrive between a read and a removal.
 
+use std::fmt::Debug;
+
+use iotwatch::kernel::collect::{BATCH_ENTRIES, MapRead, Reading};
+
 use super::*;
 
 privileged_test! {
@@ -120,5 +124,159 @@ privileged_test! {
         assert_eq!((s.aged_out, s.conversation_entries, s.evictions), (1, 0, 0));
         let s = h.poll_at(0, None);
         assert!(s.deltas.is_empty() && s.conversation_entries == 0, "{s:?}");
+    }
+}
+
+/// The `i`th of many source MACs.
+fn many(i: u32) -> [u8; 6] {
+    let [_, _, hi, lo] = i.to_be_bytes();
+    [0x02, 0x5c, 0, 0, hi, lo]
+}
+
+/// `n` conversations with distinct source ports from 300 source MACs, each counted on CPU 0 at
+/// 10 s; every third is counted again on CPU 1 at 20 s with a longer frame, so its values differ
+/// between the CPUs' slots and only a right per-CPU decoding sums them right.
+fn fill(h: &mut Harness, n: u32) {
+    let frame = |i: u32, len: usize| udp4(many(i % 300), DEV_B, IP_A, IP_B, 10_000 + i as u16, 9_999, len);
+    on_cpu(0, || (0..n).for_each(|i| h.send(&frame(i, 10), 10)));
+    on_cpu(1, || (0..n).step_by(3).for_each(|i| h.send(&frame(i, 100), 20)));
+}
+
+/// The first place two sorted readings differ, for a short failure message.
+fn first_difference<K: Debug + PartialEq, T: Debug + PartialEq>(a: &[(K, T)], b: &[(K, T)]) -> Option<String> {
+    if let Some(i) = a.iter().zip(b).position(|(x, y)| x != y) {
+        return Some(format!("entry {i}: {:?} against {:?}", a[i], b[i]));
+    }
+    (a.len() != b.len()).then(|| format!("{} entries against {}", a.len(), b.len()))
+}
+
+privileged_test! {
+    /// BPF_MAP_LOOKUP_BATCH reads exactly the keys and per-CPU sums that get-next-key and a
+    /// lookup per key read, from the same map, whatever the batch size: one entry (every bucket
+    /// of two or more makes the kernel answer ENOSPC and the reader grow), sizes 5,000 is no
+    /// multiple of, one it is, and one larger than the map.
+    fn a_batched_walk_reads_what_an_entry_at_a_time_walk_reads() {
+        assert!(std::thread::available_parallelism().map_or(1, usize::from) >= 2, "needs two CPUs");
+        const N: u32 = 5_000;
+        let mut h = Harness::new(true);
+        fill(&mut h, N);
+        let c = h.collector();
+
+        let Reading { entries: mut conversations, walk } = c.read_conversations(MapRead::Iterate, 0).expect("iterate");
+        assert_eq!(walk, None, "get-next-key, no batches");
+        conversations.sort_by_key(|(k, _)| *k);
+        assert_eq!(conversations.len(), N as usize, "one entry per conversation");
+        let twice = conversations.iter().filter(|(_, t)| t.totals.packets == 2).count();
+        assert_eq!(twice, N.div_ceil(3) as usize, "every third counted on both CPUs");
+        assert!(
+            conversations.iter().filter(|(_, t)| t.totals.packets == 2).all(|(_, t)| t.first_seen_ns == 10_000_000_000
+                && t.last_seen_ns == 20_000_000_000),
+            "first seen from CPU 0's slot, last seen from CPU 1's"
+        );
+        for batch in [1, 7, 256, 1_000, 4_096, 10_000] {
+            let Reading { entries: mut batched, walk } = c.read_conversations(MapRead::Batch, batch).expect("batch");
+            let walk = walk.expect("a batched walk");
+            assert_eq!(walk.entries, N as usize, "batch of {batch}: each key once");
+            assert!(walk.calls >= (N as usize).div_ceil(walk.batch_entries), "batch of {batch}: {walk:?}");
+            if batch == 1 {
+                // Thousands of keys in 131,072 buckets: some share one, and the kernel's ENOSPC
+                // for it made the reader ask for more.
+                assert!(walk.batch_entries > 1, "{walk:?}");
+            } else {
+                assert_eq!(walk.batch_entries, batch, "no bucket holds {batch}");
+            }
+            batched.sort_by_key(|(k, _)| *k);
+            assert_eq!(first_difference(&batched, &conversations), None, "batch of {batch}");
+        }
+
+        let mut devices = c.read_devices(MapRead::Iterate, 0).expect("iterate").entries;
+        devices.sort_by_key(|(k, _)| *k);
+        assert_eq!(devices.len(), 301, "300 sources and the one destination");
+        for batch in [1, 7, 64, 4_096] {
+            let Reading { entries: mut batched, walk } = c.read_devices(MapRead::Batch, batch).expect("batch");
+            assert_eq!(walk.expect("a batched walk").entries, 301, "batch of {batch}");
+            batched.sort_by_key(|(k, _)| *k);
+            assert_eq!(first_difference(&batched, &devices), None, "batch of {batch}");
+        }
+
+        // The collector's own poll reads in batches and takes every conversation's counts.
+        let s = h.poll();
+        assert_eq!(h.collector().read(), MapRead::Batch, "the kernel took the batches");
+        let mut deltas: Vec<_> = s.deltas.iter().map(|d| (d.key, (d.packets, d.bytes))).collect();
+        deltas.sort_unstable();
+        let expected: Vec<_> = conversations.iter().map(|(k, t)| (*k, (t.totals.packets, t.totals.bytes))).collect();
+        assert_eq!(first_difference(&deltas, &expected), None, "the poll's deltas");
+        assert_eq!(s.conversation_entries, u64::from(N));
+    }
+}
+
+privileged_test! {
+    /// The fallback (get-next-key and a lookup per key) counts what the batched walk counts:
+    /// the same frames in two loads, one read each way, poll for poll, ageing included.
+    fn the_fallback_walk_counts_what_the_batched_walk_counts() {
+        let mut batched = Harness::new(true);
+        let mut iterating = Harness::new(true);
+        iterating.collector().set_read(MapRead::Iterate);
+        let sorted = |s: &Snapshot| {
+            let mut d: Vec<_> = s.deltas.iter().map(|d| (d.key, (d.packets, d.bytes, d.last_seen_ns))).collect();
+            d.sort_unstable();
+            d
+        };
+        let same = |a: &Snapshot, b: &Snapshot| {
+            assert_eq!(first_difference(&sorted(a), &sorted(b)), None);
+            assert_eq!(
+                (a.conversation_entries, a.aged_out, a.evictions, a.mac_entries, &a.macs),
+                (b.conversation_entries, b.aged_out, b.evictions, b.mac_entries, &b.macs)
+            );
+        };
+        for h in [&mut batched, &mut iterating] {
+            fill(h, 600);
+        }
+        let (a, b) = (batched.poll_at(0, None), iterating.poll_at(0, None));
+        assert_eq!(a.deltas.len(), 600);
+        same(&a, &b);
+        // A third of them speak again at 30 s; everything last seen before 25 s leaves.
+        for h in [&mut batched, &mut iterating] {
+            (0..600).step_by(3).for_each(|i| h.send(&udp4(many(i % 300), DEV_B, IP_A, IP_B, 10_000 + i as u16, 9_999, 10), 30));
+        }
+        let (a, b) = (batched.poll_at(0, Some(25 * S)), iterating.poll_at(0, Some(25 * S)));
+        assert_eq!((a.deltas.len(), a.aged_out, a.conversation_entries), (200, 400, 200));
+        same(&a, &b);
+        assert_eq!((batched.collector().read(), iterating.collector().read()), (MapRead::Batch, MapRead::Iterate));
+    }
+}
+
+privileged_test! {
+    /// A measurement, not a test: one poll of 50,000 conversations read in batches and an entry
+    /// at a time. `cargo test … -- --ignored --nocapture one_poll_of_50000`.
+    #[ignore = "a measurement; prints timings"]
+    fn one_poll_of_50000_conversations() {
+        const N: u32 = 50_000;
+        let mut h = Harness::new(true);
+        let frame = |i: u32| udp4(many(i % 300), DEV_B, IP_A, IP_B, 10_000 + i as u16, 9_999, 10);
+        (0..N).for_each(|i| h.send(&frame(i), 10));
+        assert_eq!(h.poll().conversation_entries, u64::from(N));
+        for round in 0..3 {
+            for read in [MapRead::Iterate, MapRead::Batch] {
+                h.collector().set_read(read);
+                let mut times: Vec<_> = (0..5)
+                    .map(|_| {
+                        let t = std::time::Instant::now();
+                        let s = h.poll();
+                        let e = t.elapsed();
+                        assert_eq!(s.conversation_entries, u64::from(N));
+                        e
+                    })
+                    .collect();
+                times.sort_unstable();
+                eprintln!("round {round} {read:?}: median {:?}, min {:?}, max {:?} per poll", times[2], times[0], times[4]);
+            }
+        }
+        // The read alone, without the deltas and the per-MAC book a poll also does.
+        for read in [MapRead::Iterate, MapRead::Batch, MapRead::Iterate, MapRead::Batch] {
+            let t = std::time::Instant::now();
+            let Reading { entries, walk } = h.collector().read_conversations(read, BATCH_ENTRIES).expect("read");
+            eprintln!("{read:?} read of CONVERSATIONS: {:?} for {} entries, {walk:?}", t.elapsed(), entries.len());
+        }
     }
 }
