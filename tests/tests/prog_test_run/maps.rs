@@ -280,3 +280,33 @@ privileged_test! {
         }
     }
 }
+
+privileged_test! {
+    /// A map the kernel has no batch lookup for (a queue) makes the batch reader answer "not
+    /// supported" before reading anything, which is when the collector falls back to
+    /// get-next-key; a hash map it reads.
+    fn the_batch_reader_says_when_the_kernel_refuses_batches() {
+        use std::os::fd::{AsFd as _, FromRawFd as _, OwnedFd};
+
+        use iotwatch::kernel::map_ops::BatchReader;
+        /// BPF_MAP_CREATE of `map_type` with 8-byte values (`bpf_attr`'s map_create prefix).
+        fn create(map_type: u32, key_size: u32) -> OwnedFd {
+            let attr: [u32; 4] = [map_type, key_size, 8, 16];
+            // SAFETY: a valid bpf_attr prefix for BPF_MAP_CREATE (the kernel zero-fills the
+            // rest); it returns a new fd or -1.
+            let fd = unsafe { libc::syscall(libc::SYS_bpf, 0, attr.as_ptr(), size_of_val(&attr) as u32) };
+            assert!(fd >= 0, "BPF_MAP_CREATE: {}", std::io::Error::last_os_error());
+            // SAFETY: the kernel just handed us this fd, and nothing else owns it.
+            unsafe { OwnedFd::from_raw_fd(fd as i32) }
+        }
+        const QUEUE: u32 = 22;
+        const PERCPU_HASH: u32 = 5;
+        let queue = create(QUEUE, 0);
+        let mut reader = BatchReader::new(8);
+        let walk = reader.for_each_per_cpu::<u64, u64>(queue.as_fd(), |_, _| panic!("a queue has no keys"));
+        assert!(matches!(walk, Ok(None)), "{walk:?}");
+        let hash = create(PERCPU_HASH, 8);
+        let walk = reader.for_each_per_cpu::<u64, u64>(hash.as_fd(), |_, _| panic!("empty"));
+        assert_eq!(walk.expect("a hash map has batches").map(|w| w.entries), Some(0));
+    }
+}
