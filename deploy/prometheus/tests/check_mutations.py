@@ -36,6 +36,9 @@ MUTANTS = {
     "IotwatchSamplesCapped counting suppressed samples too": (
         'iotwatch_samples_total{outcome="capped"}', 'iotwatch_samples_total{outcome=~"capped|suppressed"}'),
     "IotwatchSamplesCapped without for": ('{outcome="capped"}[5m])) > 0\n        for: 10m\n', '{outcome="capped"}[5m])) > 0\n'),
+    "IotwatchXdpSkbUndercounting without event filter": (
+        'iotwatch_bpf_events_total{event="xdp_oversized"}', "iotwatch_bpf_events_total"),
+    "IotwatchXdpSkbUndercounting without for": ('{event="xdp_oversized"}[5m])) > 0\n        for: 5m\n', '{event="xdp_oversized"}[5m])) > 0\n'),
     "IotwatchBpfMapNearlyFull at 9%": ("iotwatch_bpf_map_capacity > 0.9", "iotwatch_bpf_map_capacity > 0.09"),
     "IotwatchBpfMapNearlyFull without for": ("> 0.9\n        for: 15m\n", "> 0.9\n"),
     "IotwatchBpfMapNearlyFull on DEVICE_STATS too": ('iotwatch_bpf_map_entries{map!="DEVICE_STATS"}', "iotwatch_bpf_map_entries"),
