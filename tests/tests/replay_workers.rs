@@ -15,7 +15,7 @@
 //!   read every 256 frames (a quarter of 1,024): were the reads not at the same frame as with one
 //!   worker, conversations would age out at other points and be sampled anew at others.
 //! - A small ring (16 KiB: a barrier every 10 frames) makes the workers meet often.
-//! - Frames only the XDP program takes (loaded by a worker when the first comes).
+//! - Frames a socket buffer would refuse (replay runs the XDP program, which takes them too).
 //! - The mixed capture of the benchmark (xtask's mixcap), 30,000 frames of 40 devices, with a
 //!   tight rate limit as well.
 

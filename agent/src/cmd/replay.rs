@@ -8,8 +8,7 @@
 //!   and accounting (one `account` function) and takes every frame, where a socket buffer
 //!   refuses some (an IP ethertype with less than an IP header behind it, or over 64 KiB), and a
 //!   test run of it costs about 1.3 us against the TC program's 2.2 us (the kernel builds no
-//!   socket and socket buffer for it); the verifier gets through it in half the time. Only it
-//!   is loaded.
+//!   socket and socket buffer for it). Only it is loaded and verified.
 //! - Test-run workers, one per CPU and pinned to it, run the frames; all frames of one source
 //!   MAC run on one worker in capture order (`kernel::workers` says why that gives the result of
 //!   one worker). At every barrier the sample records are handed on in frame order.

@@ -194,8 +194,7 @@ fn time_gso(p: &mut Programs, repeat: u32) -> anyhow::Result<Value> {
     let total = (frame.len() - 14) as u16;
     frame[16..18].copy_from_slice(&total.to_be_bytes());
     let ctx = SkBuffCtx { gso_segs: 2, gso_size: 1448, ..SkBuffCtx::default() };
-    // SAFETY: SkBuffCtx is repr(C) plain data; viewing it as bytes is sound.
-    let ctx = unsafe { std::slice::from_raw_parts((&raw const ctx).cast::<u8>(), size_of::<SkBuffCtx>()) };
+    let ctx = ctx.bytes();
     let time = |ebpf: &mut Ebpf, name: &str| -> anyhow::Result<f64> {
         let prog: &mut SchedClassifier = load::program(ebpf, name)?;
         let opts = TestRunOptions { data_in: Some(&frame), ctx_in: Some(ctx), repeat, ..TestRunOptions::default() };

@@ -165,7 +165,9 @@ pub fn load(opts: &LoadOptions) -> Result<Ebpf, LoadError> {
         work.push((TC_PROGRAM, tc.info().ok().and_then(|i| i.verified_instruction_count())));
     }
     if opts.xdp {
-        work.push((XDP_PROGRAM, load_xdp(&mut ebpf)?));
+        let xdp: &mut Xdp = program(&mut ebpf, XDP_PROGRAM)?;
+        verified(XDP_PROGRAM, xdp.load())?;
+        work.push((XDP_PROGRAM, xdp.info().ok().and_then(|i| i.verified_instruction_count())));
     }
     // How far each program is from the verifier's limit of 1,000,000 instructions. Replay's
     // output is its report: its log stays quiet unless asked.
@@ -177,15 +179,6 @@ pub fn load(opts: &LoadOptions) -> Result<Ebpf, LoadError> {
         }
     }
     Ok(ebpf)
-}
-
-/// Loads the XDP program (once). Returns the verifier's work.
-fn load_xdp(ebpf: &mut Ebpf) -> Result<Option<u32>, LoadError> {
-    let xdp: &mut Xdp = program(ebpf, XDP_PROGRAM)?;
-    if xdp.fd().is_err() {
-        verified(XDP_PROGRAM, xdp.load())?;
-    }
-    Ok(xdp.info().ok().and_then(|i| i.verified_instruction_count()))
 }
 
 /// Turns a program's load result into one line a user can act on. A refusal keeps the

@@ -58,6 +58,14 @@ const _: () = assert!(std::mem::offset_of!(SkBuffCtx, wire_len) == 160);
 const _: () = assert!(std::mem::offset_of!(SkBuffCtx, gso_segs) == 164);
 const _: () = assert!(std::mem::size_of::<SkBuffCtx>() == 192);
 
+impl SkBuffCtx {
+    /// The context as BPF_PROG_TEST_RUN takes it.
+    pub fn bytes(&self) -> &[u8] {
+        // SAFETY: SkBuffCtx is repr(C) plain data; viewing it as bytes is sound.
+        unsafe { std::slice::from_raw_parts((&raw const *self).cast::<u8>(), size_of::<SkBuffCtx>()) }
+    }
+}
+
 /// Largest frame prefix BPF_PROG_TEST_RUN takes for TC and XDP (about a page minus head- and tailroom;
 /// 3,000 bytes measured to pass on 4 KiB pages). Longer frames go in as a prefix with their
 /// length in `wire_len` or the XDP metadata (replay mode).
@@ -77,23 +85,14 @@ pub struct TcInput<'a> {
     pub tstamp_ns: u64,
 }
 
-/// Runs the TC program once on `input`; returns its return code.
+/// Runs the TC program once on `input`: one BPF_PROG_TEST_RUN system call; returns its return
+/// code.
 pub fn run_tc(ebpf: &Ebpf, input: &TcInput<'_>) -> anyhow::Result<i32> {
-    run_tc_on(tc_program(ebpf)?, input)
-}
-
-/// The loaded TC program.
-pub fn tc_program(ebpf: &Ebpf) -> anyhow::Result<&SchedClassifier> {
-    ebpf.program(TC_PROGRAM).context("TC program missing")?.try_into().context("TC program has an unexpected type")
-}
-
-/// The XDP program (loaded or not: see `load::load_xdp`).
-pub fn xdp_program(ebpf: &Ebpf) -> anyhow::Result<&Xdp> {
-    ebpf.program(XDP_PROGRAM).context("XDP program missing")?.try_into().context("XDP program has an unexpected type")
-}
-
-/// Runs `prog` once on `input`: one BPF_PROG_TEST_RUN system call.
-pub fn run_tc_on(prog: &SchedClassifier, input: &TcInput<'_>) -> anyhow::Result<i32> {
+    let prog: &SchedClassifier = ebpf
+        .program(TC_PROGRAM)
+        .context("TC program missing")?
+        .try_into()
+        .context("TC program has an unexpected type")?;
     let ctx = SkBuffCtx {
         wire_len: input.wire_len.max(input.data.len() as u32),
         gso_segs: input.gso_segs,
@@ -101,13 +100,15 @@ pub fn run_tc_on(prog: &SchedClassifier, input: &TcInput<'_>) -> anyhow::Result<
         tstamp: input.tstamp_ns,
         ..SkBuffCtx::default()
     };
-    // SAFETY: SkBuffCtx is repr(C) plain data; viewing it as bytes is sound.
-    let ctx_bytes =
-        unsafe { std::slice::from_raw_parts((&raw const ctx).cast::<u8>(), std::mem::size_of::<SkBuffCtx>()) };
     let result = prog
-        .test_run(TestRunOptions { data_in: Some(input.data), ctx_in: Some(ctx_bytes), ..TestRunOptions::default() })
+        .test_run(TestRunOptions { data_in: Some(input.data), ctx_in: Some(ctx.bytes()), ..TestRunOptions::default() })
         .with_context(|| format!("BPF_PROG_TEST_RUN of the TC program on {} bytes", input.data.len()))?;
     Ok(result.return_value as i32)
+}
+
+/// The loaded XDP program.
+fn xdp_program(ebpf: &Ebpf) -> anyhow::Result<&Xdp> {
+    ebpf.program(XDP_PROGRAM).context("XDP program missing")?.try_into().context("XDP program has an unexpected type")
 }
 
 /// Runs the XDP program `repeat` times on `data`; returns its return code and the mean time.
@@ -132,13 +133,10 @@ struct XdpMdCtx {
     egress_ifindex: u32,
 }
 
-/// Runs the XDP program once in replay mode with a [`ReplayMeta`] as XDP metadata.
+/// Runs the XDP program once in replay mode with a [`ReplayMeta`] as XDP metadata: one
+/// BPF_PROG_TEST_RUN system call.
 pub fn run_xdp_replay(ebpf: &Ebpf, data: &[u8], wire_len: u32, tstamp_ns: u64) -> anyhow::Result<u32> {
-    run_xdp_replay_on(xdp_program(ebpf)?, data, wire_len, tstamp_ns)
-}
-
-/// [`run_xdp_replay`] on a loaded XDP program.
-pub fn run_xdp_replay_on(prog: &Xdp, data: &[u8], wire_len: u32, tstamp_ns: u64) -> anyhow::Result<u32> {
+    let prog = xdp_program(ebpf)?;
     let meta = ReplayMeta { wire_len, _pad: 0, tstamp_ns };
     let mut input = Vec::with_capacity(size_of::<ReplayMeta>() + data.len());
     // SAFETY: ReplayMeta is repr(C) plain data without padding.

@@ -30,7 +30,7 @@ use aya::Ebpf;
 
 use crate::kernel::{
     ring::{Record, RingView},
-    test_run::{run_xdp_replay_on, xdp_program},
+    test_run::run_xdp_replay,
 };
 
 /// Frames handed to a worker at once.
@@ -250,7 +250,7 @@ fn work(cpu: usize, ebpf: &Ebpf, view: &RingView, rx: &Receiver<Msg>, acks: &Sen
 /// Runs one frame and notes the ring records it made.
 fn run(ebpf: &Ebpf, view: &RingView, f: &Frame, sampled: &mut Vec<(u64, u64)>) -> anyhow::Result<()> {
     let before = view.producer_pos();
-    let ret = run_xdp_replay_on(xdp_program(ebpf)?, &f.data, f.wire_len, f.ts_ns)?;
+    let ret = run_xdp_replay(ebpf, &f.data, f.wire_len, f.ts_ns)?;
     anyhow::ensure!(ret == XDP_PASS, "the XDP program returned {ret}, not XDP_PASS: a bug, please report it");
     let after = view.producer_pos();
     let mut pos = before;
