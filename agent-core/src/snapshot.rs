@@ -24,6 +24,8 @@ pub struct Snapshot {
     pub macs: Vec<(Mac, DeviceCounters)>,
     /// The program's statistics, indexed by [`Stat`].
     pub stats: Vec<u64>,
+    /// What became of the samples the program chose, per kind and outcome.
+    pub samples: SampleCounts,
     pub deltas: Vec<Delta>,
     pub conversation_entries: u64,
     pub mac_entries: u64,

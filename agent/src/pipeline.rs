@@ -12,7 +12,7 @@ use iotwatch_core::{
     oui::Oui,
     report::{self, Capture, Report},
     scope::ScopeClassifier,
-    snapshot::{SampleCounts, Snapshot},
+    snapshot::Snapshot,
     view::View,
 };
 
@@ -50,7 +50,6 @@ pub struct Pipeline {
     oui: Oui,
     clock: Clock,
     last: Snapshot,
-    sample_counts: SampleCounts,
 }
 
 fn handle(events: &mut EventStore, log: &mut Option<EventLog>, clock: Clock, record: &[u8]) {
@@ -89,7 +88,6 @@ impl Pipeline {
             oui,
             clock: opts.clock,
             last: Snapshot::default(),
-            sample_counts: SampleCounts::default(),
         };
         Ok((pipeline, ebpf))
     }
@@ -101,7 +99,7 @@ impl Pipeline {
             oui: &self.oui,
             scopes: &self.scopes,
             events: &self.events,
-            sample_counts: &self.sample_counts,
+            sample_counts: &self.last.samples,
             event_log_errors: self.log.as_ref().map_or(0, |l| l.errors),
         }
     }
@@ -150,7 +148,6 @@ impl Pipeline {
     /// Reads the maps once; conversations idle since before `idle_before_ns` leave the map.
     pub fn poll(&mut self, idle_before_ns: Option<u64>) -> anyhow::Result<()> {
         self.drain_samples();
-        self.sample_counts = self.collector.sample_counts()?;
         let snap = self.collector.poll(idle_before_ns)?;
         for delta in &snap.deltas {
             self.ledger.apply(delta, &self.scopes);

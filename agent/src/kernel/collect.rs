@@ -136,6 +136,7 @@ impl Maps {
 /// One read of every map, before idle entries leave them ([`Collector::finish`]).
 pub struct Walk {
     stats: Vec<u64>,
+    samples: SampleCounts,
     deltas: Vec<Delta>,
     idle_conversations: Vec<ConvKey>,
     idle_macs: Vec<MacKey>,
@@ -216,6 +217,7 @@ impl Collector {
         // make the eviction estimate low for one poll, never high (it is kept as a maximum).
         let per_cpu = self.maps.stats.get(&0, 0).context("reading STATS")?;
         let stats: Vec<u64> = (0..Stat::ALL.len()).map(|i| per_cpu.iter().map(|s| s.events[i]).sum()).collect();
+        let samples = sample_sums(&per_cpu);
 
         // A walk with get-next-key may return a key twice (see `diff`), a batched one never does:
         // deltas and idleness take care of it either way.
@@ -225,14 +227,14 @@ impl Collector {
 
         let macs = read_map(&self.maps.devices, DEVICE_STATS, &mut self.read, &mut self.batch, sum_device)?;
         let idle_macs = self.macs.observe(now_ns, &macs, self.mac_idle_ns);
-        Ok(Walk { stats, deltas, idle_conversations, idle_macs })
+        Ok(Walk { stats, samples, deltas, idle_conversations, idle_macs })
     }
 
     /// Takes the idle entries out of the maps, with what they counted since the walk. A removal
     /// that fails leaves the entry (and its counts) in the map for the next poll; the deltas taken
     /// so far are never dropped for it.
     pub fn finish(&mut self, walk: Walk) -> anyhow::Result<Snapshot> {
-        let Walk { stats, mut deltas, idle_conversations, idle_macs } = walk;
+        let Walk { stats, samples, mut deltas, idle_conversations, idle_macs } = walk;
         let fd = self.maps.conversations.map().fd().as_fd();
         for key in idle_conversations {
             match lookup_and_delete_per_cpu::<_, ConvCounters>(fd, &key) {
@@ -271,6 +273,7 @@ impl Collector {
             mac_entries: self.macs.in_map(),
             macs_aged_out: self.macs.aged_out(),
             stats,
+            samples,
             deltas,
             conversation_entries,
             evictions: self.evictions,
@@ -278,15 +281,19 @@ impl Collector {
         })
     }
 
-    /// What became of the samples the program chose, per kind and outcome.
+    /// What became of the samples the program chose, read now (a poll's snapshot has it too).
     pub fn sample_counts(&self) -> anyhow::Result<SampleCounts> {
-        let per_cpu = self.maps.stats.get(&0, 0).context("reading STATS")?;
-        let mut out = [[0u64; outcome::OUTCOMES]; KINDS];
-        for (k, row) in out.iter_mut().enumerate() {
-            for (o, cell) in row.iter_mut().enumerate() {
-                *cell = per_cpu.iter().map(|s| s.samples[k * outcome::OUTCOMES + o]).sum();
-            }
-        }
-        Ok(out)
+        Ok(sample_sums(&self.maps.stats.get(&0, 0).context("reading STATS")?))
     }
+}
+
+/// The sample counters of every CPU's statistics, summed per kind and outcome.
+fn sample_sums(per_cpu: &[ProgramStats]) -> SampleCounts {
+    let mut out = [[0u64; outcome::OUTCOMES]; KINDS];
+    for (k, row) in out.iter_mut().enumerate() {
+        for (o, cell) in row.iter_mut().enumerate() {
+            *cell = per_cpu.iter().map(|s| s.samples[k * outcome::OUTCOMES + o]).sum();
+        }
+    }
+    out
 }
