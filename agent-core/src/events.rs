@@ -48,6 +48,8 @@ pub(crate) fn encode(h: &SampleHeader, frame: &[u8]) -> Vec<u8> {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Event {
+    /// Sequence number from 1, in the order events were made: findings cite their evidence by it.
+    pub id: u64,
     pub ts: f64,
     #[serde(serialize_with = "kind_name")]
     pub kind: SampleKind,
@@ -82,6 +84,7 @@ pub fn event(h: &SampleHeader, data: &[u8], clock: Clock) -> Result<Event, (Samp
     let ips = conv_ips(&h.key);
     let ports = matches!(h.key.proto, ip_proto::TCP | ip_proto::UDP);
     Ok(Event {
+        id: 0,
         ts: clock.seconds(h.ts_ns),
         kind,
         src_mac: Mac(h.key.src_mac),
@@ -106,6 +109,8 @@ pub struct EventStore {
     pub names: Names,
     /// NTP servers each device asked (client mode).
     pub ntp_servers: BTreeMap<Mac, std::collections::BTreeSet<IpAddr>>,
+    /// Events made so far (the last event's id).
+    pub made: u64,
 }
 
 impl EventStore {
@@ -115,7 +120,7 @@ impl EventStore {
             self.undecodable += 1;
             return None;
         };
-        let ev = match event(&h, data, clock) {
+        let mut ev = match event(&h, data, clock) {
             Ok(ev) => ev,
             Err((kind, e)) => {
                 tracing::debug!(kind = kind.name(), "sample not parsed: {e}");
@@ -123,6 +128,8 @@ impl EventStore {
                 return None;
             }
         };
+        self.made += 1;
+        ev.id = self.made;
         let src = Mac(h.key.src_mac);
         *self.counts.entry((src, kind_of(&h))).or_default() += 1;
         let ips = conv_ips(&h.key);

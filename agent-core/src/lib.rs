@@ -8,6 +8,7 @@
 //!   entries, and which idle MACs to age out).
 //! - State: [`ledger`] (per-device totals from conversation deltas), [`names`], [`scope`],
 //!   [`oui`], [`labels`] (bounded label values), [`clock`].
+//! - Findings: [`detect`] (one module per group of rules; findings deduplicated and bounded).
 //! - Output models: [`view`] (the plain view every output reads), [`report`] (schema
 //!   `iotwatch.report/v1`), [`text`] (the report as a table).
 
@@ -26,6 +27,7 @@ pub(crate) use serialize_as_text;
 
 pub mod capture;
 pub mod clock;
+pub mod detect;
 pub mod events;
 pub mod labels;
 pub mod ledger;

@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use crate::{
     clock::Clock,
+    detect::Finding,
     events::Event,
     ledger::{Direction, FirstDirection, Totals, Transport},
     mac::Mac,
@@ -138,6 +139,8 @@ pub struct AgentSection {
     pub bpf: BTreeMap<&'static str, u64>,
     pub conversation_evictions: u64,
     pub peers_dropped: u64,
+    /// Findings that left the report to make room for newer ones.
+    pub findings_dropped: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -151,7 +154,8 @@ pub struct Report {
     pub devices: Vec<DeviceRow>,
     /// The most recent events (at most `events::MAX_REPORT_EVENTS`).
     pub events: Vec<Event>,
-    pub findings: Vec<serde_json::Value>,
+    /// Findings of the detectors, oldest first (at most `detect::MAX_FINDINGS`).
+    pub findings: Vec<Finding>,
     pub agent: AgentSection,
 }
 
@@ -279,6 +283,7 @@ pub fn build(p: &View<'_>, capture: Option<Capture>, clock: Clock) -> Report {
         bpf,
         conversation_evictions: p.last.evictions,
         peers_dropped: p.ledger.peers_dropped(),
+        findings_dropped: p.detectors.findings.dropped,
     };
     Report {
         schema: SCHEMA,
@@ -289,7 +294,7 @@ pub fn build(p: &View<'_>, capture: Option<Capture>, clock: Clock) -> Report {
         ports,
         devices,
         events: p.events.recent.iter().cloned().collect(),
-        findings: Vec::new(),
+        findings: p.detectors.findings.list().cloned().collect(),
         agent,
     }
 }
@@ -360,6 +365,7 @@ mod tests {
         scopes: ScopeClassifier,
         events: EventStore,
         counts: SampleCounts,
+        detectors: crate::detect::Detectors,
     }
 
     impl State {
@@ -370,6 +376,7 @@ mod tests {
                 oui: &self.oui,
                 scopes: &self.scopes,
                 events: &self.events,
+                detectors: &self.detectors,
                 sample_counts: &self.counts,
                 event_log_errors: 0,
             }
@@ -426,13 +433,25 @@ mod tests {
             sample(Kind::Dns, dns_reply, &fixtures::dns_cname_chain(), 1),
             sample(Kind::Ntp, ntp, &fixtures::ntp_client(), 1),
             sample(Kind::Ntp, ntp, &[0x20], 2), // mode 0: not NTP
+            // After its discovery, the camera fetches from the hub: lateral movement.
+            sample(
+                Kind::Http,
+                key(CAMERA, HUB, "192.168.77.151", "192.168.77.20", 6, 43_412, 8815),
+                &fixtures::http_get_range(),
+                3,
+            ),
         ] {
             events.handle(&record, Clock::Epoch);
+        }
+        let mut detectors = crate::detect::Detectors::default();
+        let cx = crate::detect::Context { scopes: &scopes, oui: &oui, names: &events.names };
+        for ev in &events.recent {
+            detectors.on_event(ev, &cx);
         }
         let mut counts = SampleCounts::default();
         counts[Kind::Ssdp as usize] = [1, 0, 0, 0];
         counts[Kind::Ntp as usize] = [2, 1, 3, 4];
-        State { ledger, last, oui, scopes, events, counts }
+        State { ledger, last, oui, scopes, events, counts, detectors }
     }
 
     fn snapshot_path() -> std::path::PathBuf {
@@ -476,7 +495,13 @@ mod tests {
         assert_eq!(r.macs.len(), 4, "every MAC, multicast destinations included");
         assert_eq!(r.agent.samples_dropped, 1);
         assert_eq!(r.agent.parse_errors, 1, "the NTP sample in mode 0");
-        assert_eq!(r.events.len(), 4);
+        assert_eq!(r.events.len(), 5);
+        let rules: Vec<_> = r.findings.iter().map(|f| (f.rule.as_str(), f.mac, f.evidence.clone())).collect();
+        assert_eq!(
+            rules,
+            [("lateral_movement", Mac(CAMERA), vec![1, 5])],
+            "M-SEARCH (event 1), then GET from the hub (5)"
+        );
         assert_eq!(
             cloud.names,
             ["eu.pool.ntp.example.net", "time.example.com"],

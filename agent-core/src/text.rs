@@ -97,6 +97,13 @@ pub fn render(r: &Report) -> String {
         human_bytes(bytes),
         human_bytes(internet)
     );
+    if !r.findings.is_empty() {
+        let _ = writeln!(out, "\nFINDINGS");
+        for f in &r.findings {
+            let times = if f.count > 1 { format!(" (x{})", f.count) } else { String::new() };
+            let _ = writeln!(out, "{}  {:<18} {}  {}{times}", utc(f.ts), f.rule.as_str(), f.mac, f.summary);
+        }
+    }
     if let Some(c) = &r.capture {
         if c.truncated_frames > 0 {
             let _ = writeln!(

@@ -2,6 +2,7 @@
 //! of the pipeline, or of a test's hand-made fixtures.
 
 use crate::{
+    detect::Detectors,
     events::EventStore,
     ledger::Ledger,
     oui::Oui,
@@ -16,6 +17,7 @@ pub struct View<'a> {
     pub oui: &'a Oui,
     pub scopes: &'a ScopeClassifier,
     pub events: &'a EventStore,
+    pub detectors: &'a Detectors,
     pub sample_counts: &'a SampleCounts,
     pub event_log_errors: u64,
 }

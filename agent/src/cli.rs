@@ -3,7 +3,7 @@
 use std::{net::SocketAddr, path::PathBuf};
 
 use clap::{Args, Parser, Subcommand};
-use iotwatch_core::{oui::DEFAULT_OUI_FILE, scope::Prefix};
+use iotwatch_core::{detect::Config, oui::DEFAULT_OUI_FILE, scope::Prefix};
 
 use crate::kernel::{
     attach::AttachMode,
@@ -183,12 +183,72 @@ pub struct RunArgs {
     /// flood of spoofed MACs gets (0 = no cap).
     #[arg(long = "sample.new-source-rate", default_value_t = agent_common::sample::DEFAULT_NEW_SOURCE_RATE)]
     pub new_source_rate: u32,
+    /// Directory for what the agent remembers across restarts (the known devices of
+    /// new_device). systemd's StateDirectory= sets it; without it nothing is remembered.
+    #[arg(long = "state.dir", env = "STATE_DIRECTORY")]
+    pub state_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub detect: DetectArgs,
     #[command(flatten)]
     pub maps: MapArgs,
     #[command(flatten)]
     pub enrich: EnrichArgs,
     #[command(flatten)]
     pub sampling: SampleArgs,
+}
+
+/// The detectors' thresholds and windows (both `run` and `replay`); the README's Findings
+/// section says what each rule does with them.
+#[derive(Debug, Args, Clone)]
+pub struct DetectArgs {
+    /// Seconds in which a device raises one finding per rule (more occurrences raise its count);
+    /// also the window of ntp_fanout and large_upload.
+    #[arg(long = "detect.window", default_value_t = Config::DEFAULT.window_s as u64)]
+    pub window: u64,
+    /// lateral_movement: seconds after a device's discovery in which HTTP to other LAN hosts counts.
+    #[arg(long = "detect.lateral-window", default_value_t = Config::DEFAULT.lateral_window_s as u64)]
+    pub lateral_window: u64,
+    /// ntp_fanout: more distinct NTP servers than this within the window.
+    #[arg(long = "detect.ntp-servers", default_value_t = Config::DEFAULT.ntp_servers)]
+    pub ntp_servers: usize,
+    /// firmware_over_http: a binary download without a firmware-like name counts from this size.
+    #[arg(long = "detect.firmware-min-bytes", default_value_t = Config::DEFAULT.firmware_min_bytes)]
+    pub firmware_min_bytes: u64,
+    /// scan: distinct hosts a device opens conversations to within the scan window.
+    #[arg(long = "detect.scan-hosts", default_value_t = Config::DEFAULT.scan_hosts)]
+    pub scan_hosts: usize,
+    /// scan: distinct ports of one host within the scan window.
+    #[arg(long = "detect.scan-ports", default_value_t = Config::DEFAULT.scan_ports)]
+    pub scan_ports: usize,
+    /// scan: the window, in seconds.
+    #[arg(long = "detect.scan-window", default_value_t = Config::DEFAULT.scan_window_s as u64)]
+    pub scan_window: u64,
+    /// gateway_ping: echo requests to the gateway that make a periodic ping.
+    #[arg(long = "detect.ping-min-packets", default_value_t = Config::DEFAULT.ping_min_packets)]
+    pub ping_min_packets: u64,
+    /// large_upload: bytes sent to one Internet host within the window.
+    #[arg(long = "detect.upload-bytes", default_value_t = Config::DEFAULT.upload_bytes)]
+    pub upload_bytes: u64,
+    /// cloud_initiated: seconds after the first conversation in which first directions are unknown.
+    #[arg(long = "detect.startup-grace", default_value_t = Config::DEFAULT.startup_grace_s as u64)]
+    pub startup_grace: u64,
+}
+
+impl DetectArgs {
+    pub fn config(&self) -> Config {
+        Config {
+            window_s: self.window as f64,
+            lateral_window_s: self.lateral_window as f64,
+            ntp_servers: self.ntp_servers,
+            firmware_min_bytes: self.firmware_min_bytes,
+            scan_hosts: self.scan_hosts,
+            scan_ports: self.scan_ports,
+            scan_window_s: self.scan_window as f64,
+            ping_min_packets: self.ping_min_packets,
+            upload_bytes: self.upload_bytes,
+            startup_grace_s: self.startup_grace as f64,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -212,6 +272,8 @@ pub struct ReplayArgs {
     /// use; at most that many). The report is the same whatever the number.
     #[arg(long, default_value_t = 0)]
     pub workers: usize,
+    #[command(flatten)]
+    pub detect: DetectArgs,
     #[command(flatten)]
     pub maps: MapArgs,
     #[command(flatten)]

@@ -6,7 +6,8 @@ use std::{os::fd::OwnedFd, path::PathBuf, sync::Arc};
 
 use aya::Ebpf;
 use iotwatch_core::{
-    clock::Clock,
+    clock::{self, Clock},
+    detect::{self, Detectors},
     events::EventStore,
     ledger::Ledger,
     oui::Oui,
@@ -22,7 +23,7 @@ use crate::{
         load::{self, LoadOptions},
         ring::{RingView, Samples},
     },
-    output::event_log::EventLog,
+    output::{event_log::EventLog, state::KnownDevices},
 };
 
 pub struct Options {
@@ -38,6 +39,9 @@ pub struct Options {
     /// Read the sample ring through a [`RingView`] (replay with test-run workers, which hands
     /// records on in frame order itself) instead of aya's reader.
     pub ring_view: bool,
+    pub detect: detect::Config,
+    /// Where the known devices are remembered across restarts (live only).
+    pub state_dir: Option<PathBuf>,
 }
 
 pub struct Pipeline {
@@ -50,11 +54,45 @@ pub struct Pipeline {
     oui: Oui,
     clock: Clock,
     last: Snapshot,
+    detectors: Detectors,
+    known: Option<KnownDevices>,
+    /// The detectors' clock: wall time live, the latest capture time in replay.
+    now: f64,
 }
 
-fn handle(events: &mut EventStore, log: &mut Option<EventLog>, clock: Clock, record: &[u8]) {
-    if let (Some(ev), Some(log)) = (events.handle(record, clock), log.as_mut()) {
-        log.write(ev);
+/// Everything one sample goes through: an event, the detectors, the event log.
+struct Sinks<'a> {
+    events: &'a mut EventStore,
+    detectors: &'a mut Detectors,
+    log: &'a mut Option<EventLog>,
+    scopes: &'a ScopeClassifier,
+    oui: &'a Oui,
+    clock: Clock,
+}
+
+impl Sinks<'_> {
+    fn handle(&mut self, record: &[u8]) {
+        if self.events.handle(record, self.clock).is_none() {
+            return;
+        }
+        // The event just made, borrowed alongside the names it taught.
+        let Some(ev) = self.events.recent.back() else { return };
+        let cx = detect::Context { scopes: self.scopes, oui: self.oui, names: &self.events.names };
+        self.detectors.on_event(ev, &cx);
+        if let Some(log) = self.log.as_mut() {
+            log.write(ev);
+        }
+        write_findings(self.detectors, self.log);
+    }
+}
+
+/// New findings go to the event log as they are raised.
+fn write_findings(detectors: &mut Detectors, log: &mut Option<EventLog>) {
+    let fresh = detectors.findings.take_fresh();
+    if let Some(log) = log.as_mut() {
+        for f in &fresh {
+            log.write_finding(f);
+        }
     }
 }
 
@@ -78,6 +116,8 @@ impl Pipeline {
             Samples::take(&mut ebpf)?
         };
         let log = opts.events.as_deref().map(|spec| EventLog::open(spec, opts.events_max_bytes)).transpose()?;
+        let mut detectors = Detectors::new(opts.detect);
+        let known = opts.state_dir.map(|dir| KnownDevices::open(&dir, &mut detectors.presence));
         let pipeline = Self {
             collector,
             samples,
@@ -88,6 +128,9 @@ impl Pipeline {
             oui,
             clock: opts.clock,
             last: Snapshot::default(),
+            detectors,
+            known,
+            now: 0.0,
         };
         Ok((pipeline, ebpf))
     }
@@ -99,6 +142,7 @@ impl Pipeline {
             oui: &self.oui,
             scopes: &self.scopes,
             events: &self.events,
+            detectors: &self.detectors,
             sample_counts: &self.last.samples,
             event_log_errors: self.log.as_ref().map_or(0, |l| l.errors),
         }
@@ -129,10 +173,22 @@ impl Pipeline {
         self.samples.ready_fd()
     }
 
+    fn sinks(&mut self) -> (Sinks<'_>, &mut Samples) {
+        let sinks = Sinks {
+            events: &mut self.events,
+            detectors: &mut self.detectors,
+            log: &mut self.log,
+            scopes: &self.scopes,
+            oui: &self.oui,
+            clock: self.clock,
+        };
+        (sinks, &mut self.samples)
+    }
+
     /// Turns every waiting sample into an event.
     pub fn drain_samples(&mut self) -> usize {
-        let (events, log, clock) = (&mut self.events, &mut self.log, self.clock);
-        self.samples.drain(|record| handle(events, log, clock, record))
+        let (mut sinks, samples) = self.sinks();
+        samples.drain(|record| sinks.handle(record))
     }
 
     /// The ring, when it is read through a view ([`Options::ring_view`]).
@@ -142,7 +198,7 @@ impl Pipeline {
 
     /// Turns one sample record into an event (records read through the ring view).
     pub fn handle_sample(&mut self, record: &[u8]) {
-        handle(&mut self.events, &mut self.log, self.clock, record);
+        self.sinks().0.handle(record);
     }
 
     /// Reads the maps once; conversations idle since before `idle_before_ns` leave the map.
@@ -151,6 +207,19 @@ impl Pipeline {
         let snap = self.collector.poll(idle_before_ns)?;
         for delta in &snap.deltas {
             self.ledger.apply(delta, &self.scopes);
+        }
+        self.now = match self.clock {
+            Clock::Live => self.clock.seconds(clock::monotonic_ns()),
+            Clock::Epoch => snap.deltas.iter().map(|d| self.clock.seconds(d.last_seen_ns)).fold(self.now, f64::max),
+        };
+        let macs: Vec<_> = snap.macs.iter().map(|(mac, c)| (*mac, c.tx_packets)).collect();
+        let cx = detect::Context { scopes: &self.scopes, oui: &self.oui, names: &self.events.names };
+        self.detectors.on_poll(&snap.deltas, &macs, self.now, self.clock, &cx);
+        write_findings(&mut self.detectors, &mut self.log);
+        if let Some(known) = &mut self.known
+            && self.detectors.presence.take_changed()
+        {
+            known.save(&self.detectors.presence);
         }
         self.last = snap;
         Ok(())

@@ -16,6 +16,9 @@ pub struct FlowEvent {
     pub payload_class: &'static str,
     /// Share of printable ASCII (with tab, CR, LF), 0..1, three decimals.
     pub printable_ratio: f64,
+    /// "xml" or "json" when text starts like one (the talk's serial numbers went out as XML).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub format: Option<&'static str>,
 }
 
 pub fn classify(payload: &[u8], transport_is_tcp: bool) -> FlowEvent {
@@ -34,6 +37,16 @@ pub fn classify(payload: &[u8], transport_is_tcp: bool) -> FlowEvent {
         payload_bytes: payload.len() as u64,
         payload_class: class,
         printable_ratio: (ratio * 1000.0).round() / 1000.0,
+        format: if class == "text" { text_format(payload) } else { None },
+    }
+}
+
+/// XML or JSON, by the first non-blank byte.
+fn text_format(payload: &[u8]) -> Option<&'static str> {
+    match payload.trim_ascii_start().first()? {
+        b'<' => Some("xml"),
+        b'{' | b'[' => Some("json"),
+        _ => None,
     }
 }
 
@@ -61,6 +74,9 @@ mod tests {
         assert_eq!(classify(b"", true).payload_class, "empty");
         let text = classify(b"{\"user\":\"alice\",\"password\":\"hunter2\",\"wifi\":\"home\"}", false);
         assert_eq!((text.payload_class, text.transport, text.printable_ratio), ("text", "udp", 1.0));
+        assert_eq!(text.format, Some("json"));
+        assert_eq!(classify(b"\r\n<?xml version=\"1.0\"?><sn>A1</sn>", false).format, Some("xml"));
+        assert_eq!(classify(b"hello there", false).format, None);
         assert_eq!(classify(&fixtures::tls13_client_hello(), true).payload_class, "tls");
         assert_eq!(classify(&[0x17, 3, 3, 0, 32, 0xde, 0xad], true).payload_class, "tls");
         let bin = classify(&[0u8, 1, 2, 0xff, b'a', 0x80, 0x90, 7], true);

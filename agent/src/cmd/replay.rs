@@ -263,6 +263,8 @@ pub fn run(args: &ReplayArgs) -> anyhow::Result<Outcome> {
         events_max_bytes: args.sampling.events_max_bytes,
         clock: Clock::Epoch,
         ring_view: true,
+        detect: args.detect.config(),
+        state_dir: None,
     })?;
     let view = pipeline.ring_view().context("the sample ring is not mapped for replay")?;
     let mut cpus = workers::allowed_cpus();

@@ -154,6 +154,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         events_max_bytes: args.sampling.events_max_bytes,
         clock: Clock::Live,
         ring_view: false,
+        detect: args.detect.config(),
+        state_dir: args.state_dir.clone(),
     })?;
     pipeline.set_mac_idle((args.mac_idle > 0).then(|| Duration::from_secs(args.mac_idle)));
     let mut attacher = Attacher::new(&args.bridge, args.attach);

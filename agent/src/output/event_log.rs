@@ -9,7 +9,8 @@ use std::{
 };
 
 use anyhow::Context as _;
-use iotwatch_core::events::Event;
+use iotwatch_core::{detect::Finding, events::Event};
+use serde::Serialize;
 
 enum Target {
     Stdout(io::Stdout),
@@ -53,7 +54,22 @@ impl EventLog {
     }
 
     pub fn write(&mut self, ev: &Event) {
-        let mut line = match serde_json::to_vec(ev) {
+        self.write_line(ev);
+    }
+
+    /// A finding as a line of its own, `"kind": "finding"`, when it is first raised.
+    pub fn write_finding(&mut self, f: &Finding) {
+        #[derive(Serialize)]
+        struct Line<'a> {
+            kind: &'static str,
+            #[serde(flatten)]
+            finding: &'a Finding,
+        }
+        self.write_line(&Line { kind: "finding", finding: f });
+    }
+
+    fn write_line(&mut self, item: &impl Serialize) {
+        let mut line = match serde_json::to_vec(item) {
             Ok(l) => l,
             Err(_) => {
                 self.errors += 1;
@@ -88,6 +104,7 @@ mod tests {
 
     fn event(i: u64) -> Event {
         Event {
+            id: i,
             ts: i as f64,
             kind: iotwatch_core::proto::Kind::Flow,
             src_mac: iotwatch_core::mac::Mac([2, 0, 0, 0, 0, 1]),
@@ -100,6 +117,7 @@ mod tests {
                 transport: "udp",
                 payload_bytes: i,
                 payload_class: "binary",
+                format: None,
                 printable_ratio: 0.0,
             }),
         }

@@ -16,7 +16,7 @@ use iotwatch_core::{
     mac::Mac,
     view::View,
 };
-use prometheus::{Encoder as _, Gauge, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{Encoder as _, Gauge, GaugeVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
 
 use crate::kernel::attach::Hook;
 
@@ -52,6 +52,12 @@ pub struct Metrics {
     parse_errors: IntCounterVec,
     event_log_errors: IntCounter,
     scrape_duration: Gauge,
+    findings: IntCounterVec,
+    findings_dropped: IntCounter,
+    last_seen: GaugeVec,
+    ntp_servers: IntGaugeVec,
+    scan_hosts: IntGaugeVec,
+    firmware_bytes: IntGaugeVec,
     limits: Limits,
     devices: LabelBudget<Mac>,
     ports: HashMap<Mac, LabelBudget<(Transport, u16)>>,
@@ -246,6 +252,62 @@ impl Metrics {
                 names,
                 Gauge::new("iotwatch_scrape_duration_seconds", "Time the last refresh of the maps took.")
             ),
+            findings: register!(
+                r,
+                names,
+                counters(
+                    "iotwatch_findings_total",
+                    "Findings raised per rule and device (one per device and rule per --detect.window; \
+                     the report and the event log carry their evidence).",
+                    &["rule", "mac"]
+                )
+            ),
+            findings_dropped: register!(
+                r,
+                names,
+                IntCounter::new(
+                    "iotwatch_findings_dropped_total",
+                    "Findings that left the report to make room for newer ones (the counters keep them)."
+                )
+            ),
+            last_seen: register!(
+                r,
+                names,
+                GaugeVec::new(
+                    Opts::new(
+                        "iotwatch_device_last_seen_timestamp_seconds",
+                        "When a device last sent a frame (as of the poll that saw it), seconds since the epoch."
+                    ),
+                    &["mac"]
+                )
+            ),
+            ntp_servers: register!(
+                r,
+                names,
+                gauges(
+                    "iotwatch_device_ntp_servers",
+                    "Distinct NTP servers a device asked within --detect.window (ntp_fanout above --detect.ntp-servers).",
+                    &["mac"]
+                )
+            ),
+            scan_hosts: register!(
+                r,
+                names,
+                gauges(
+                    "iotwatch_device_opened_hosts",
+                    "Distinct hosts a device opened conversations to within --detect.scan-window (scan at --detect.scan-hosts).",
+                    &["mac"]
+                )
+            ),
+            firmware_bytes: register!(
+                r,
+                names,
+                gauges(
+                    "iotwatch_device_firmware_download_bytes",
+                    "Bytes of firmware downloads over plain HTTP a device fetched within --detect.window.",
+                    &["mac"]
+                )
+            ),
             registry: r,
             names: std::mem::take(names),
             limits,
@@ -343,11 +405,53 @@ impl Metrics {
             );
         }
         raise(&self.event_log_errors, p.event_log_errors);
+        self.sync_findings(p);
         self.attached.reset();
         for (iface, hook) in attached {
             self.attached.with_label_values(&[iface.as_str(), hook.as_str()]).set(1);
         }
         self.scrape_duration.set(seconds);
+    }
+
+    /// The detectors' findings and the per-device figures their rules judge by.
+    fn sync_findings(&mut self, p: &View<'_>) {
+        let d = p.detectors;
+        let mut raised: BTreeMap<(&str, String), u64> = BTreeMap::new();
+        for ((rule, mac), n) in &d.findings.raised {
+            *raised.entry((rule.as_str(), self.mac_label(*mac))).or_default() += n;
+        }
+        for ((rule, mac), n) in &raised {
+            raise(&self.findings.with_label_values(&[rule, mac.as_str()]), *n);
+        }
+        raise(&self.findings_dropped, d.findings.dropped);
+        // Gauges: devices folded into "other" have no series (a sum of times or servers means nothing).
+        let admitted = |m: &mut Self, mac: Mac| -> Option<String> { m.devices.admit(&mac).then(|| mac.to_string()) };
+        let last_seen: Vec<_> = d.presence.last_seen().collect();
+        for (mac, ts) in last_seen {
+            if let Some(l) = admitted(self, mac) {
+                self.last_seen.with_label_values(&[l.as_str()]).set(ts);
+            }
+        }
+        self.ntp_servers.reset();
+        let ntp: Vec<_> = d.ntp.all().collect();
+        for (mac, n) in ntp {
+            if let Some(l) = admitted(self, mac) {
+                self.ntp_servers.with_label_values(&[l.as_str()]).set(n as i64);
+            }
+        }
+        self.scan_hosts.reset();
+        let opened: Vec<_> = d.conversations.opened_hosts().collect();
+        for (mac, n) in opened {
+            if let Some(l) = admitted(self, mac) {
+                self.scan_hosts.with_label_values(&[l.as_str()]).set(n as i64);
+            }
+        }
+        self.firmware_bytes.reset();
+        for (mac, n) in d.firmware.bytes_by_device() {
+            if let Some(l) = admitted(self, mac) {
+                self.firmware_bytes.with_label_values(&[l.as_str()]).set(n as i64);
+            }
+        }
     }
 
     /// Ports refused by the attach mode, 1 each; a port attached or gone disappears.
@@ -384,6 +488,9 @@ mod tests {
 
     use super::*;
 
+    static DETECTORS: std::sync::LazyLock<iotwatch_core::detect::Detectors> =
+        std::sync::LazyLock::new(iotwatch_core::detect::Detectors::default);
+
     fn view<'a>(
         ledger: &'a Ledger,
         last: &'a Snapshot,
@@ -392,7 +499,7 @@ mod tests {
         events: &'a EventStore,
         counts: &'a SampleCounts,
     ) -> View<'a> {
-        View { ledger, last, oui, scopes, events, sample_counts: counts, event_log_errors: 0 }
+        View { ledger, last, oui, scopes, events, detectors: &DETECTORS, sample_counts: counts, event_log_errors: 0 }
     }
 
     fn limits(max_devices: usize, top_ports: usize) -> Limits {

@@ -2,4 +2,5 @@
 
 pub mod event_log;
 pub mod metrics;
+pub mod state;
 pub mod web;

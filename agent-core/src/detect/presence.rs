@@ -1,0 +1,165 @@
+//! Devices coming and going.
+//!
+//! `new_device`: a unicast MAC that sent a frame and was never seen before. What "before" means
+//! is remembered across restarts (the agent keeps the known MACs in its state directory). With
+//! no memory at all (a first start, a replay), the MACs of the first poll are the baseline: a
+//! box just plugged in does not call every device on the network new.
+//!
+//! Offline and back online are Prometheus rules over each device's last-seen time, which this
+//! module keeps: the time of the poll at which the device's sent-frame count last grew.
+
+use std::collections::HashMap;
+
+use serde_json::json;
+
+use super::{Context, Hit, Rule};
+use crate::mac::Mac;
+
+/// MACs remembered; past it new ones still raise a finding but are not remembered.
+pub const MAX_KNOWN: usize = 65_536;
+
+#[derive(Debug, Default)]
+pub struct Presence {
+    /// Every MAC known, with when it was first seen (seconds since the epoch).
+    known: HashMap<Mac, f64>,
+    /// Whether the known set is the baseline (loaded, or a first poll was taken).
+    baselined: bool,
+    /// Sent frames at the last poll, and when they last grew.
+    last: HashMap<Mac, (u64, f64)>,
+    /// The known set changed since [`Presence::take_changed`].
+    changed: bool,
+    /// New MACs that did not fit in `known`.
+    pub not_remembered: u64,
+}
+
+impl Presence {
+    /// MACs remembered from before (the state file): the baseline is then what was known.
+    pub fn remember(&mut self, known: impl IntoIterator<Item = (Mac, f64)>) {
+        self.known.extend(known.into_iter().take(MAX_KNOWN));
+        self.baselined = true;
+    }
+
+    pub fn known(&self) -> &HashMap<Mac, f64> {
+        &self.known
+    }
+
+    /// Whether the known set changed since the last call (so it needs saving).
+    pub fn take_changed(&mut self) -> bool {
+        std::mem::take(&mut self.changed)
+    }
+
+    /// Each device's last-seen time (seconds since the epoch).
+    pub fn last_seen(&self) -> impl Iterator<Item = (Mac, f64)> + '_ {
+        self.last.iter().map(|(m, (_, ts))| (*m, *ts))
+    }
+
+    /// `macs`: every MAC's sent-frame count at this poll.
+    pub fn on_poll(&mut self, macs: &[(Mac, u64)], now: f64, cx: &Context<'_>, hits: &mut Vec<Hit>) {
+        for &(mac, tx) in macs {
+            if mac.is_group() || tx == 0 {
+                continue;
+            }
+            let last = self.last.entry(mac).or_insert((0, now));
+            if tx > last.0 {
+                *last = (tx, now);
+            }
+            if self.known.contains_key(&mac) {
+                continue;
+            }
+            if self.known.len() < MAX_KNOWN {
+                self.known.insert(mac, now);
+                self.changed = true;
+            } else {
+                self.not_remembered += 1;
+            }
+            if !self.baselined {
+                continue;
+            }
+            let vendor = if mac.is_local() { None } else { cx.oui.vendor(mac).map(str::to_owned) };
+            let names = cx.names.device(mac);
+            let who = names.first().cloned().or_else(|| vendor.clone()).unwrap_or_else(|| {
+                if mac.is_local() { "a randomised MAC".to_owned() } else { "an unknown vendor".to_owned() }
+            });
+            hits.push(Hit {
+                rule: Rule::NewDevice,
+                mac,
+                ip: None,
+                ts: now,
+                summary: format!("new device on the network: {mac} ({who})"),
+                details: json!({"vendor": vendor, "names": names, "randomised": mac.is_local()}),
+                evidence: Vec::new(),
+            });
+        }
+        self.baselined = true;
+    }
+}
+
+/// The known MACs as the state file keeps them (schema `iotwatch.known-devices/v1`).
+#[derive(serde::Serialize, serde::Deserialize)]
+pub struct KnownFile {
+    pub schema: String,
+    pub devices: Vec<KnownDevice>,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+pub struct KnownDevice {
+    pub mac: String,
+    pub first_seen: f64,
+}
+
+pub const KNOWN_SCHEMA: &str = "iotwatch.known-devices/v1";
+
+impl Presence {
+    pub fn to_file(&self) -> KnownFile {
+        let mut devices: Vec<KnownDevice> =
+            self.known.iter().map(|(m, ts)| KnownDevice { mac: m.to_string(), first_seen: *ts }).collect();
+        devices.sort_by(|a, b| a.mac.cmp(&b.mac));
+        KnownFile { schema: KNOWN_SCHEMA.to_owned(), devices }
+    }
+}
+
+/// The MACs of a state file, or why it cannot be used.
+pub fn parse_known(text: &str) -> Result<Vec<(Mac, f64)>, String> {
+    let file: KnownFile = serde_json::from_str(text).map_err(|e| format!("not a known-devices file: {e}"))?;
+    if file.schema != KNOWN_SCHEMA {
+        return Err(format!("schema {:?}, expected {KNOWN_SCHEMA:?}", file.schema));
+    }
+    file.devices.iter().map(|d| Ok((d.mac.parse::<Mac>()?, d.first_seen))).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{super::testing::*, *};
+
+    #[test]
+    fn the_first_poll_is_the_baseline_then_a_new_mac_is_a_new_device() {
+        let mut t = Bench::default();
+        t.poll(&[], &[(HUB, 10), (SSDP_GROUP_MAC, 0)], 100.0);
+        assert!(t.findings().is_empty());
+        t.poll(&[], &[(HUB, 12), (CAM, 1)], 105.0);
+        let f = t.only(Rule::NewDevice);
+        assert_eq!((f.mac, f.ts), (CAM, 105.0));
+        assert_eq!(f.details["vendor"], "Sichuan AI-Link Technology Co., Ltd.");
+        assert!(t.det.presence.take_changed());
+        assert!(!t.det.presence.take_changed());
+        let seen: HashMap<Mac, f64> = t.det.presence.last_seen().collect();
+        assert_eq!((seen[&HUB], seen[&CAM]), (105.0, 105.0));
+        t.poll(&[], &[(HUB, 12), (CAM, 1)], 110.0);
+        assert_eq!(t.det.presence.last_seen().find(|(m, _)| *m == HUB).unwrap().1, 105.0, "no new frame, no new time");
+    }
+
+    #[test]
+    fn remembered_macs_are_not_new_after_a_restart_and_the_first_poll_counts() {
+        let mut t = Bench::default();
+        t.det.presence.remember([(HUB, 1.0)]);
+        t.poll(&[], &[(HUB, 10), (CAM, 1)], 100.0);
+        let f = t.only(Rule::NewDevice);
+        assert_eq!(f.mac, CAM);
+        assert_eq!(t.det.presence.known().len(), 2);
+        let text = serde_json::to_string(&t.det.presence.to_file()).unwrap();
+        let back = parse_known(&text).unwrap();
+        assert_eq!(back.len(), 2);
+        assert!(parse_known("{\"schema\":\"other/v9\",\"devices\":[]}").unwrap_err().contains("schema"));
+        assert!(parse_known("garbage").is_err());
+    }
+}
