@@ -131,6 +131,8 @@ impl Default for Config {
 
 /// Findings kept for the report; older ones leave first and are counted.
 pub const MAX_FINDINGS: usize = 2_000;
+/// (rule, device) pairs counted on their own; see [`Findings::raised`].
+pub const MAX_RAISED: usize = 16_384;
 /// Evidence (event ids and excerpts) kept per finding.
 pub const MAX_EVIDENCE: usize = 16;
 /// Devices each detector keeps state for; past it the stalest device's state is dropped.
@@ -176,8 +178,11 @@ pub struct Findings {
     /// Open finding per (rule, device): its id.
     open: HashMap<(Rule, Mac), u64>,
     next_id: u64,
-    /// Findings raised per rule and device since the start (the metric's source).
+    /// Findings raised per rule and device since the start (the metric's source), for at most
+    /// [`MAX_RAISED`] pairs; the rest per rule in `raised_folded` (a flood of spoofed MACs would
+    /// otherwise grow it without end).
     pub raised: BTreeMap<(Rule, Mac), u64>,
+    pub raised_folded: BTreeMap<Rule, u64>,
     /// Findings that left the report for room.
     pub dropped: u64,
     /// New findings not yet taken by the event log.
@@ -222,7 +227,11 @@ impl Findings {
             self.open.remove(&(old.rule, old.mac));
             self.dropped += 1;
         }
-        *self.raised.entry((hit.rule, hit.mac)).or_default() += 1;
+        if self.raised.len() < MAX_RAISED || self.raised.contains_key(&(hit.rule, hit.mac)) {
+            *self.raised.entry((hit.rule, hit.mac)).or_default() += 1;
+        } else {
+            *self.raised_folded.entry(hit.rule).or_default() += 1;
+        }
         self.open.insert((hit.rule, hit.mac), id);
         self.fresh.push(id);
         self.list.push_back(Finding {
@@ -327,7 +336,8 @@ pub(crate) fn excerpt(ev: &Event) -> String {
     )
 }
 
-/// Keeps at most `cap` keys, dropping the one `age` says is stalest when a new key needs room.
+/// Keeps at most `cap` keys: when a new key needs room, the stalest eighth (by `age`, larger is
+/// newer) leaves at once, so that a flood of new keys costs one sort per `cap / 8` of them.
 pub(crate) fn make_room<K: Clone + Eq + std::hash::Hash, V>(
     map: &mut HashMap<K, V>,
     cap: usize,
@@ -336,7 +346,10 @@ pub(crate) fn make_room<K: Clone + Eq + std::hash::Hash, V>(
     if map.len() < cap {
         return;
     }
-    if let Some(k) = map.iter().min_by(|a, b| age(a.1).total_cmp(&age(b.1))).map(|(k, _)| k.clone()) {
+    let mut by_age: Vec<(f64, K)> = map.iter().map(|(k, v)| (age(v), k.clone())).collect();
+    let n = (cap / 8).clamp(1, by_age.len());
+    by_age.select_nth_unstable_by(n - 1, |a, b| a.0.total_cmp(&b.0));
+    for (_, k) in by_age.into_iter().take(n) {
         map.remove(&k);
     }
 }
@@ -378,6 +391,16 @@ mod tests {
         assert_eq!(f.list().count(), 4);
         assert_eq!(f.raised[&(Rule::Scan, Mac([2, 0, 0, 0, 0, 1]))], 2);
         assert_eq!(f.take_fresh()[0].ts, 3700.0);
+    }
+
+    #[test]
+    fn room_is_made_by_dropping_the_stalest() {
+        let mut m: HashMap<u32, f64> = (0..16).map(|i| (i, f64::from(i))).collect();
+        make_room(&mut m, 16, |v| *v);
+        assert_eq!(m.len(), 14);
+        assert!(!m.contains_key(&0) && !m.contains_key(&1) && m.contains_key(&2));
+        make_room(&mut m, 16, |v| *v);
+        assert_eq!(m.len(), 14, "below the cap: nothing leaves");
     }
 
     #[test]

@@ -420,6 +420,9 @@ impl Metrics {
         for ((rule, mac), n) in &d.findings.raised {
             *raised.entry((rule.as_str(), self.mac_label(*mac))).or_default() += n;
         }
+        for (rule, n) in &d.findings.raised_folded {
+            *raised.entry((rule.as_str(), OTHER.to_owned())).or_default() += n;
+        }
         for ((rule, mac), n) in &raised {
             raise(&self.findings.with_label_values(&[rule, mac.as_str()]), *n);
         }
