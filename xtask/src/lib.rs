@@ -15,6 +15,7 @@ pub mod mixcap;
 pub mod netns;
 pub mod prometheus;
 pub mod run;
+pub mod scenarios;
 pub mod setup;
 pub mod signal;
 pub mod structure;
