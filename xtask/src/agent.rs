@@ -48,9 +48,24 @@ impl Agent {
         extra: &[String],
         stderr_log: Option<&Path>,
     ) -> Result<Self> {
+        Self::spawn_with_env(bin, bridge, attach, listen, extra, stderr_log, &[])
+    }
+
+    /// [`Agent::spawn`] with environment variables set for the agent (the lab gives it a
+    /// `STATE_DIRECTORY` of its own, as systemd does, so that nothing it remembers outlives the lab).
+    pub fn spawn_with_env(
+        bin: &Path,
+        bridge: &str,
+        attach: &str,
+        listen: &str,
+        extra: &[String],
+        stderr_log: Option<&Path>,
+        env: &[(&str, &Path)],
+    ) -> Result<Self> {
         let mut c = Command::new(bin);
         c.args(["run", "--bridge", bridge, "--attach", attach, "--web.listen-address", listen])
             .args(extra)
+            .envs(env.iter().copied())
             .stdin(Stdio::null());
         if let Some(log) = stderr_log {
             if let Some(dir) = log.parent() {

@@ -5,6 +5,7 @@
 pub mod agent;
 pub mod bench;
 pub mod cmd;
+pub mod dashboard;
 pub mod deploycheck;
 pub mod dist;
 pub mod lab;
@@ -12,7 +13,9 @@ pub mod labcheck;
 pub mod metrics;
 pub mod mixcap;
 pub mod netns;
+pub mod prometheus;
 pub mod run;
+pub mod scenarios;
 pub mod setup;
 pub mod signal;
 pub mod structure;

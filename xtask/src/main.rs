@@ -32,14 +32,19 @@ impl Attach {
 enum Cmd {
     /// Install what is missing (Debian packages, nightly rust-src, bpf-linker); idempotent.
     Setup,
-    /// Home network in namespaces with scripted devices, the agent attached to its bridge.
+    /// Home network in namespaces with the finding scenarios (a device each), the agent on its
+    /// bridge and a Prometheus scraping it; findings printed as they appear.
     Lab {
         /// End after this many seconds (default: run until Ctrl-C).
         #[arg(long)]
         duration: Option<u64>,
         #[arg(long, value_enum, default_value = "tc")]
         attach: Attach,
-        #[arg(long, default_value_t = 4)]
+        /// The four scripted roles (camera, plug, lamp, hub) instead of the finding scenarios.
+        #[arg(long)]
+        classic: bool,
+        /// Devices of the classic lab (the scenarios have one device each).
+        #[arg(long, default_value_t = 4, requires = "classic")]
         devices: usize,
     },
     /// Build and run the agent on a real bridge (`--bridge BR`), or the lab without it.
@@ -106,15 +111,23 @@ enum Cmd {
 fn main() -> Result<()> {
     match Cli::parse().command {
         Cmd::Setup => setup::setup(),
-        Cmd::Lab { duration, attach, devices } => {
-            run::lab(&run::LabArgs { duration, attach: attach.as_str().to_owned(), devices, extra: Vec::new() })
-        }
+        Cmd::Lab { duration, attach, classic, devices } => run::lab(&run::LabArgs {
+            duration,
+            attach: attach.as_str().to_owned(),
+            classic,
+            devices,
+            extra: Vec::new(),
+        }),
         Cmd::Run { bridge: Some(bridge), attach, agent_args, .. } => {
             run::run_on_bridge(&bridge, attach.as_str(), &agent_args)
         }
-        Cmd::Run { bridge: None, attach, duration, agent_args } => {
-            run::lab(&run::LabArgs { duration, attach: attach.as_str().to_owned(), devices: 4, extra: agent_args })
-        }
+        Cmd::Run { bridge: None, attach, duration, agent_args } => run::lab(&run::LabArgs {
+            duration,
+            attach: attach.as_str().to_owned(),
+            classic: false,
+            devices: 4,
+            extra: agent_args,
+        }),
         Cmd::LabCheck => xtask::labcheck::lab_check(),
         Cmd::Test { skip } => test::test(&skip),
         Cmd::VmTest { bin, kernel, timeout } => {

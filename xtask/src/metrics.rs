@@ -96,6 +96,16 @@ fn parse_line(line: &str) -> Option<Sample> {
 /// GET http://addr/path with HTTP/1.0 (so the server closes and no chunking is needed);
 /// returns the body of a 200 response.
 pub fn http_get(addr: &str, path: &str, timeout: Duration) -> Result<String> {
+    let (status, line, body) = http_get_any(addr, path, timeout)?;
+    if status != 200 {
+        bail!("GET http://{addr}{path}: {line}");
+    }
+    Ok(body)
+}
+
+/// GET http://addr/path with HTTP/1.0, whatever the status: (status code, status line, body).
+/// Prometheus's API answers a bad query with 400 and says why in the body.
+pub fn http_get_any(addr: &str, path: &str, timeout: Duration) -> Result<(u16, String, String)> {
     let sock: SocketAddr = addr
         .to_socket_addrs()
         .with_context(|| format!("bad address {addr}"))?
@@ -110,11 +120,13 @@ pub fn http_get(addr: &str, path: &str, timeout: Duration) -> Result<String> {
     let text = String::from_utf8_lossy(&raw);
     let (head, body) =
         text.split_once("\r\n\r\n").with_context(|| format!("no HTTP header end in the answer of {addr}{path}"))?;
-    let status = head.lines().next().unwrap_or_default();
-    if status.split_whitespace().nth(1) != Some("200") {
-        bail!("GET http://{addr}{path}: {status}");
-    }
-    Ok(body.to_owned())
+    let line = head.lines().next().unwrap_or_default();
+    let status = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .with_context(|| format!("GET http://{addr}{path}: no status in {line:?}"))?;
+    Ok((status, line.to_owned(), body.to_owned()))
 }
 
 /// Scrapes and parses `http://addr/metrics`.
@@ -170,15 +182,17 @@ pub fn device_summaries(samples: &[Sample]) -> Vec<DeviceSummary> {
 
 /// A fixed-width table of the summaries; `name_of` gives a role name for a MAC.
 pub fn summary_table(rows: &[DeviceSummary], name_of: impl Fn(&str) -> Option<String>) -> String {
+    let names: Vec<String> = rows.iter().map(|r| name_of(&r.mac).unwrap_or_default()).collect();
+    let w = names.iter().map(String::len).max().unwrap_or(0).max(8);
     let mut out = format!(
-        "{:<17} {:<8} {:>9} {:>11} {:>9} {:>11} {:>9}\n",
+        "{:<17} {:<w$} {:>9} {:>11} {:>9} {:>11} {:>9}\n",
         "mac", "name", "tx_pkts", "tx_bytes", "rx_pkts", "rx_bytes", "internet"
     );
-    for r in rows {
+    for (r, name) in rows.iter().zip(names) {
         out.push_str(&format!(
-            "{:<17} {:<8} {:>9} {:>11} {:>9} {:>11} {:>8.1}%\n",
+            "{:<17} {:<w$} {:>9} {:>11} {:>9} {:>11} {:>8.1}%\n",
             r.mac,
-            name_of(&r.mac).unwrap_or_default(),
+            name,
             r.tx_packets,
             r.tx_bytes,
             r.rx_packets,

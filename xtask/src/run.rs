@@ -1,20 +1,32 @@
 //! `cargo xtask lab` and `cargo xtask run`: the agent on the namespace home network, or
 //! on a real bridge.
 
-use std::time::{Duration, Instant};
+use std::{
+    collections::BTreeMap,
+    path::Path,
+    time::{Duration, Instant},
+};
 
 use anyhow::{Result, bail};
 
 use crate::{
     agent::{self, Agent},
     lab::{HomeLab, LabOptions},
-    metrics, setup, signal,
+    metrics, prometheus,
+    scenarios::{self, FindingWatch, ScenarioLab, ScenarioLabOptions},
+    setup, signal,
     traffic::{self, Traffic},
 };
 
 pub const LAB_PREFIX: &str = "iwlab";
 pub const LISTEN: &str = "127.0.0.1:9477";
+/// The lab's Prometheus, when the port is free (another free port otherwise).
+pub const PROMETHEUS_PORT: u16 = 9478;
 const SUMMARY_EVERY: Duration = Duration::from_secs(5);
+/// The scenario lab's device table is 20-odd lines: less often.
+const SCENARIO_SUMMARY_EVERY: Duration = Duration::from_secs(15);
+/// How often the scenario lab asks the report for new findings and Prometheus for alerts.
+const FINDINGS_EVERY: Duration = Duration::from_secs(3);
 /// Traffic generators need a bound even when the lab runs "forever" (until Ctrl-C).
 const FOREVER: Duration = Duration::from_secs(7 * 24 * 3600);
 
@@ -22,6 +34,9 @@ const FOREVER: Duration = Duration::from_secs(7 * 24 * 3600);
 pub struct LabArgs {
     pub duration: Option<u64>,
     pub attach: String,
+    /// The four scripted roles (camera, plug, lamp, hub) on `devices` devices instead of the
+    /// finding scenarios.
+    pub classic: bool,
     pub devices: usize,
     pub extra: Vec<String>,
 }
@@ -30,6 +45,137 @@ pub fn lab(args: &LabArgs) -> Result<()> {
     setup::setup()?;
     signal::install()?;
     let bin = agent::build_agent()?;
+    if args.classic { classic_lab(args, &bin) } else { scenario_lab(args, &bin) }
+}
+
+/// The finding scenarios (scenarios.rs), a real Prometheus, findings printed as they appear.
+fn scenario_lab(args: &LabArgs, bin: &Path) -> Result<()> {
+    let work = agent::target_dir().join("lab");
+    let duration = args.duration.map(Duration::from_secs);
+    println!("lab: scenarios (device, MAC, scenario, expected finding, what it does):\n{}", scenarios::table());
+    let mut sl = ScenarioLab::start(&ScenarioLabOptions {
+        prefix: LAB_PREFIX.to_owned(),
+        agent_bin: bin.to_path_buf(),
+        attach: args.attach.clone(),
+        agent_listen: LISTEN.to_owned(),
+        agent_extra: args.extra.clone(),
+        work_dir: work.clone(),
+        prometheus_port: Some(prometheus::port_or_free(PROMETHEUS_PORT)?),
+        duration: duration.unwrap_or(FOREVER),
+    })?;
+    println!(
+        "lab: bridge {}, gateway {}, internet hosts {:?}, {} devices (device {} joins after {} s)",
+        sl.lab.bridge,
+        sl.lab.gateway.ip,
+        sl.lab.internet.hosts,
+        sl.lab.devices.len(),
+        scenarios::LATE_DEVICE,
+        scenarios::LATE_JOIN.as_secs()
+    );
+    println!("lab: metrics at {}, report at http://{}/api/v1/report", sl.agent.metrics_url(), sl.agent.listen);
+    println!(
+        "lab: event log {} (findings: \"kind\": \"finding\"), agent log {}",
+        sl.events.display(),
+        work.join("iotwatch.log").display()
+    );
+    if let Some(p) = &sl.prometheus {
+        println!(
+            "lab: prometheus at {} (alerts: {}/alerts), scraping every 1 s, rules of deploy/prometheus",
+            p.url(),
+            p.url()
+        );
+    }
+    println!("lab: servers' and clients' logs in {}", sl.scenarios.dir().display());
+    println!(
+        "lab: {}",
+        duration.map_or("Ctrl-C ends the lab".to_owned(), |d| format!("ends in {} s (or Ctrl-C)", d.as_secs()))
+    );
+
+    let result = watch_scenarios(&mut sl, duration);
+    match (sl.report(), result.is_ok()) {
+        (Ok(report), _) => {
+            let v = scenarios::verdicts(&report, &sl.events());
+            println!("lab: scenarios after {} s:\n{}", sl.scenarios.elapsed().as_secs(), scenarios::verdict_table(&v));
+        }
+        (Err(e), true) => eprintln!("lab: no final report: {e:#}"),
+        (Err(_), false) => {}
+    }
+    println!("lab: clients:\n{}", sl.scenarios.status_table());
+    let stopped = sl.stop();
+    drop(sl);
+    println!("lab: removed");
+    result.and(stopped)
+}
+
+fn watch_scenarios(sl: &mut ScenarioLab, duration: Option<Duration>) -> Result<()> {
+    let start = Instant::now();
+    let mut next_summary = start + SCENARIO_SUMMARY_EVERY;
+    let mut next_findings = start + FINDINGS_EVERY;
+    let mut watch = FindingWatch::default();
+    let mut alerts: BTreeMap<(String, String), String> = BTreeMap::new();
+    loop {
+        if duration.is_some_and(|d| start.elapsed() >= d) {
+            return Ok(());
+        }
+        if signal::sleep(Duration::from_millis(500)) {
+            println!("lab: interrupted");
+            return Ok(());
+        }
+        for line in sl.tick()? {
+            println!("lab: {line}");
+        }
+        let now = Instant::now();
+        if now >= next_findings {
+            next_findings = now + FINDINGS_EVERY;
+            match sl.report() {
+                Ok(r) => {
+                    for f in watch.new_findings(&scenarios::report_findings(&r)) {
+                        println!("finding: {}", scenarios::describe(&f));
+                    }
+                }
+                Err(e) => eprintln!("lab: report failed: {e:#}"),
+            }
+            if let Some(p) = &sl.prometheus {
+                match scenarios::firing(p) {
+                    Ok(now_firing) => {
+                        for (name, mac) in now_firing.keys().filter(|k| !alerts.contains_key(*k)) {
+                            let who = scenarios::device_of(mac)
+                                .and_then(|i| scenarios::scenario(i).map(|s| format!(" (d{i} {})", s.name)))
+                                .unwrap_or_default();
+                            println!("alert firing: {name} mac={mac}{who}");
+                        }
+                        alerts = now_firing;
+                    }
+                    Err(e) => eprintln!("lab: prometheus alerts failed: {e:#}"),
+                }
+            }
+        }
+        if now >= next_summary {
+            next_summary = now + SCENARIO_SUMMARY_EVERY;
+            match metrics::scrape(&sl.agent.listen) {
+                Ok(samples) => {
+                    let rows = metrics::device_summaries(&samples);
+                    let gateway = sl.lab.gateway.mac.clone();
+                    let bridge = sl.lab.bridge_mac.clone();
+                    let name_of = |mac: &str| -> Option<String> {
+                        if mac == gateway {
+                            return Some("gateway".into());
+                        }
+                        if mac == bridge {
+                            return Some("host".into());
+                        }
+                        scenarios::device_of(mac).and_then(scenarios::scenario).map(|s| s.name.to_owned())
+                    };
+                    println!("--- {:>4} s\n{}", start.elapsed().as_secs(), metrics::summary_table(&rows, name_of));
+                }
+                Err(e) => eprintln!("lab: scrape failed: {e:#}"),
+            }
+        }
+    }
+}
+
+/// The four scripted roles of traffic.rs.
+fn classic_lab(args: &LabArgs, bin: &Path) -> Result<()> {
     let mut lab = HomeLab::create(LabOptions {
         prefix: LAB_PREFIX.to_owned(),
         devices: args.devices,
@@ -49,7 +195,7 @@ pub fn lab(args: &LabArgs) -> Result<()> {
     let duration = args.duration.map(Duration::from_secs);
     let mut traffic = Traffic::start(&lab, duration.unwrap_or(FOREVER))?;
     let log = agent::target_dir().join("lab/iotwatch.log");
-    let mut agent = Agent::spawn(&bin, &lab.bridge, &args.attach, LISTEN, &args.extra, Some(&log))?;
+    let mut agent = Agent::spawn(bin, &lab.bridge, &args.attach, LISTEN, &args.extra, Some(&log))?;
     agent.wait_ready(Duration::from_secs(30))?;
     println!("lab: metrics at {} (agent log {})", agent.metrics_url(), log.display());
     println!(

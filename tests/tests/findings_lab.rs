@@ -1,0 +1,308 @@
+//! The lab's finding scenarios end to end (issue 12): every scenario of
+//! `xtask::scenarios::SCENARIOS` on a device of its own (prefix `iwf`), the agent on the bridge
+//! with an event log, a real Prometheus (Debian's) scraping it every second with
+//! deploy/prometheus's rules, and then:
+//!
+//! - traffic (independent of the detectors): every client ran and succeeded, and each
+//!   scenario's traffic shows in the agent's protocol events and per-peer counts;
+//! - detectors: each positive scenario's device has its finding in the report, in the event
+//!   log (with evidence that names logged events) and in `iotwatch_findings_total`; each
+//!   negative twin's device has none of the rules it must not raise, in any of the three;
+//! - Prometheus: the nine alert rules are loaded and healthy, each positive's alert fires with
+//!   the device's `mac`, no negative twin's does;
+//! - dashboard: every panel's query of deploy/grafana/iotwatch.json, and every variable's,
+//!   returns data from that Prometheus.
+//!
+//! All checks are evaluated and printed as one table before the test fails on any of them, so
+//! that a run shows which side (traffic or detectors) is missing. The run lasts at least
+//! [`MIN_RUN`] (every client has run and the negative twins had time to misfire) and at most
+//! [`MAX_RUN`], ending early once every positive shows in the report and in Prometheus.
+//! Run it alone: `flock /tmp/iwt-netns.lock ... --test findings_lab`.
+
+use std::{
+    collections::BTreeSet,
+    time::{Duration, Instant},
+};
+
+use iotwatch_tests::{agent_bin, privileged_test, temp_dir};
+use serde_json::Value;
+use xtask::{
+    dashboard,
+    metrics::scrape,
+    prometheus::{self, Alert},
+    scenarios::{self, EARLY_DEVICES, Expect, Finding, RULES, SCENARIOS, ScenarioLab, ScenarioLabOptions, alert_name},
+};
+
+const PREFIX: &str = "iwf";
+/// Every client's first round is over by 20 s (chronyd's 25 servers take 15 s from 5 s); the
+/// rest is the agent's poll interval (5 s), a scrape and a rule evaluation, with room.
+const MIN_RUN: Duration = Duration::from_secs(45);
+const MAX_RUN: Duration = Duration::from_secs(90);
+
+struct Check {
+    group: &'static str,
+    name: String,
+    result: Result<String, String>,
+}
+
+#[derive(Default)]
+struct Checks(Vec<Check>);
+
+impl Checks {
+    fn add(&mut self, group: &'static str, name: impl Into<String>, result: Result<String, String>) {
+        self.0.push(Check { group, name: name.into(), result });
+    }
+
+    fn table(&self) -> String {
+        let mut out = String::new();
+        for group in ["traffic", "detectors", "prometheus", "dashboard"] {
+            let of: Vec<&Check> = self.0.iter().filter(|c| c.group == group).collect();
+            let ok = of.iter().filter(|c| c.result.is_ok()).count();
+            out.push_str(&format!("== {group}: {ok} of {} pass\n", of.len()));
+            for c in of {
+                let (mark, detail) = match &c.result {
+                    Ok(d) => ("ok  ", d),
+                    Err(d) => ("FAIL", d),
+                };
+                out.push_str(&format!("  {mark} {}: {detail}\n", c.name));
+            }
+        }
+        out
+    }
+
+    fn failed(&self) -> usize {
+        self.0.iter().filter(|c| c.result.is_err()).count()
+    }
+}
+
+fn mac(device: usize) -> String {
+    xtask::lab::device_mac(device)
+}
+
+fn has(findings: &[Finding], rule: &str, mac: &str) -> bool {
+    findings.iter().any(|f| f.rule == rule && f.mac == mac)
+}
+
+fn alert_for<'a>(alerts: &'a [Alert], rule: &str, mac: &str) -> Option<&'a Alert> {
+    let name = alert_name(rule);
+    alerts.iter().find(|a| a.name == name && a.label("mac") == Some(mac))
+}
+
+/// Whether every positive scenario shows in the report and fires in Prometheus (the early end).
+fn positives_done(sl: &ScenarioLab) -> bool {
+    let (Ok(report), Some(p)) = (sl.report(), sl.prometheus.as_ref()) else { return false };
+    let Ok(alerts) = p.alerts() else { return false };
+    let findings = scenarios::report_findings(&report);
+    SCENARIOS.iter().enumerate().all(|(i, s)| match s.expect {
+        Expect::Finding(rule) => {
+            let m = mac(i + 1);
+            has(&findings, rule, &m) && alert_for(&alerts, rule, &m).is_some_and(|a| a.state == "firing")
+        }
+        Expect::Quiet(_) => true,
+    })
+}
+
+fn ok_if(ok: bool, detail: String) -> Result<String, String> {
+    if ok { Ok(detail) } else { Err(detail) }
+}
+
+privileged_test! {
+    fn every_finding_with_its_negative_twin() {
+        let t0 = Instant::now();
+        let dir = temp_dir("iotwatch-findings-lab");
+        let listen = format!("127.0.0.1:{}", prometheus::free_port().expect("free port"));
+        let mut sl = ScenarioLab::start(&ScenarioLabOptions {
+            prefix: PREFIX.to_owned(),
+            agent_bin: agent_bin(),
+            attach: "tc".to_owned(),
+            agent_listen: listen.clone(),
+            agent_extra: Vec::new(),
+            work_dir: dir.join("agent"),
+            prometheus_port: Some(prometheus::free_port().expect("free port")),
+            duration: MAX_RUN + Duration::from_secs(10),
+        })
+        .expect("start the lab, the agent, Prometheus and the scenarios' servers");
+        assert_eq!(sl.lab.devices.len(), EARLY_DEVICES);
+        eprintln!("findings_lab: lab, agent, Prometheus and servers up after {:.1} s", t0.elapsed().as_secs_f64());
+
+        let mut next_look = Instant::now();
+        loop {
+            for line in sl.tick().expect("lab step") {
+                eprintln!("findings_lab: {line}");
+            }
+            let ran = sl.scenarios.elapsed();
+            if ran >= MAX_RUN {
+                break;
+            }
+            if ran >= MIN_RUN && Instant::now() >= next_look {
+                next_look = Instant::now() + Duration::from_secs(3);
+                if positives_done(&sl) {
+                    break;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        let ran = sl.scenarios.elapsed();
+
+        let report = sl.report().expect("the report");
+        let events = sl.events();
+        let samples = scrape(&listen).expect("scrape /metrics");
+        let prom = sl.prometheus.as_ref().expect("prometheus");
+        let alerts = prom.alerts().expect("Prometheus alerts");
+        let mut checks = Checks::default();
+
+        // ---- traffic: the clients, and each scenario's traffic as the agent's events show it.
+        for s in sl.scenarios.status() {
+            let detail = format!(
+                "{} runs, {} ok, {} failed{}{}",
+                s.runs,
+                s.ok,
+                s.failed,
+                if s.running { ", running" } else { "" },
+                s.last_error.as_ref().map(|e| format!("; last error: {e}")).unwrap_or_default()
+            );
+            checks.add("traffic", format!("d{} {} client `{}`", s.device, s.scenario, s.what), ok_if(s.healthy(), detail));
+        }
+        for (i, s) in SCENARIOS.iter().enumerate() {
+            checks.add("traffic", format!("d{} {} traffic", i + 1, s.name), scenarios::traffic_check(i + 1, &report, &events));
+        }
+
+        // ---- detectors: report, event log (with evidence), metric.
+        let in_report = scenarios::report_findings(&report);
+        let logged = scenarios::logged_findings(&events);
+        let event_ids: BTreeSet<String> = events
+            .iter()
+            .filter(|e| e["kind"] != "finding")
+            .filter_map(|e| match &e["id"] {
+                Value::Null => None,
+                Value::String(s) => Some(s.clone()),
+                v => Some(v.to_string()),
+            })
+            .collect();
+        // None: no such series.
+        let metric = |rule: &str, m: &str| -> Option<f64> {
+            let of: Vec<f64> = samples
+                .iter()
+                .filter(|x| {
+                    x.name == "iotwatch_findings_total" && x.label("rule") == Some(rule) && x.label("mac") == Some(m)
+                })
+                .map(|x| x.value)
+                .collect();
+            (!of.is_empty()).then(|| of.iter().sum())
+        };
+        for (i, s) in SCENARIOS.iter().enumerate() {
+            let (d, m) = (i + 1, mac(i + 1));
+            let who = format!("d{d} {}", s.name);
+            match s.expect {
+                Expect::Finding(rule) => {
+                    let r = in_report.iter().find(|f| f.rule == rule && f.mac == m);
+                    checks.add(
+                        "detectors",
+                        format!("{who}: {rule} in the report"),
+                        ok_if(r.is_some(), r.map_or_else(|| "no such finding".to_owned(), |f| f.summary.clone())),
+                    );
+                    let line = events.iter().find(|e| e["kind"] == "finding" && e["rule"] == rule && e["mac"] == m.as_str());
+                    let evidence: Vec<String> = line
+                        .and_then(|e| e["evidence"].as_array())
+                        .map(|v| v.iter().map(|x| x.as_str().map_or_else(|| x.to_string(), str::to_owned)).collect())
+                        .unwrap_or_default();
+                    let missing: Vec<&String> = evidence.iter().filter(|id| !event_ids.contains(*id)).collect();
+                    checks.add(
+                        "detectors",
+                        format!("{who}: {rule} in the event log, with evidence that is logged"),
+                        ok_if(
+                            line.is_some() && !evidence.is_empty() && missing.is_empty(),
+                            match line {
+                                None => "no \"kind\": \"finding\" line".to_owned(),
+                                Some(_) => format!("{} evidence ids, {} not among the logged events' ids", evidence.len(), missing.len()),
+                            },
+                        ),
+                    );
+                    let n = metric(rule, &m);
+                    checks.add(
+                        "detectors",
+                        format!("{who}: iotwatch_findings_total{{rule=\"{rule}\",mac=\"{m}\"}}"),
+                        ok_if(n.is_some_and(|n| n > 0.0), n.map_or_else(|| "no such series".to_owned(), |n| n.to_string())),
+                    );
+                }
+                Expect::Quiet(rules) => {
+                    let raised: Vec<String> = rules
+                        .iter()
+                        .filter(|r| has(&in_report, r, &m) || has(&logged, r, &m) || metric(r, &m).is_some_and(|n| n > 0.0))
+                        .map(|r| r.to_string())
+                        .collect();
+                    checks.add(
+                        "detectors",
+                        format!("{who}: none of {}", rules.join(", ")),
+                        ok_if(raised.is_empty(), if raised.is_empty() { "none".to_owned() } else { format!("raised {raised:?}") }),
+                    );
+                }
+            }
+        }
+
+        // ---- Prometheus: rules loaded, alerts for the positives only.
+        let loaded = prom.alert_rules().expect("Prometheus rules");
+        for rule in RULES {
+            let name = alert_name(rule);
+            let r = loaded.iter().find(|(n, _)| *n == name);
+            checks.add(
+                "prometheus",
+                format!("alert rule {name} loaded and healthy"),
+                ok_if(r.is_some_and(|(_, h)| h != "err"), r.map_or_else(|| "not in deploy/prometheus".to_owned(), |(_, h)| format!("health {h}"))),
+            );
+        }
+        for (i, s) in SCENARIOS.iter().enumerate() {
+            let (d, m) = (i + 1, mac(i + 1));
+            match s.expect {
+                Expect::Finding(rule) => {
+                    let a = alert_for(&alerts, rule, &m);
+                    checks.add(
+                        "prometheus",
+                        format!("d{d} {}: {} firing for mac {m}", s.name, alert_name(rule)),
+                        ok_if(a.is_some_and(|a| a.state == "firing"), a.map_or_else(|| "not active".to_owned(), |a| a.state.clone())),
+                    );
+                }
+                Expect::Quiet(rules) => {
+                    let active: Vec<String> =
+                        rules.iter().filter_map(|r| alert_for(&alerts, r, &m)).map(|a| format!("{} {}", a.name, a.state)).collect();
+                    checks.add(
+                        "prometheus",
+                        format!("d{d} {}: no alert of {}", s.name, rules.iter().map(|r| alert_name(r)).collect::<Vec<_>>().join(", ")),
+                        ok_if(active.is_empty(), if active.is_empty() { "none".to_owned() } else { format!("{active:?}") }),
+                    );
+                }
+            }
+        }
+
+        // ---- dashboard: every query returns data.
+        let dash_path = xtask::workspace_root().join("deploy/grafana/iotwatch.json");
+        let dash = dashboard::load(&dash_path).expect("the dashboard");
+        let vars = [("instance", listen.as_str()), ("device", ".+"), ("DS_PROMETHEUS", "prometheus")];
+        let queries: Vec<dashboard::Query> =
+            dashboard::variable_queries(&dash).into_iter().chain(dashboard::panel_queries(&dash)).collect();
+        assert!(!queries.is_empty(), "no queries in {}", dash_path.display());
+        for q in queries {
+            let expr = dashboard::substitute(&q.expr, &vars);
+            let r = match prom.query(&expr) {
+                Ok(v) if !v.is_empty() => Ok(format!("{} series", v.len())),
+                Ok(_) => Err(format!("no data for {expr}")),
+                Err(e) => Err(format!("{e:#}")),
+            };
+            checks.add("dashboard", q.what, r);
+        }
+
+        eprintln!(
+            "findings_lab: scenarios ran {:.0} s; verdicts:\n{}\nclients:\n{}",
+            ran.as_secs_f64(),
+            scenarios::verdict_table(&scenarios::verdicts(&report, &events)),
+            sl.scenarios.status_table()
+        );
+        eprintln!("findings_lab: checks:\n{}", checks.table());
+        let prom_log = prom.log_text();
+        sl.stop().expect("the agent stops cleanly");
+        drop(sl);
+        eprintln!("findings_lab: {:.0} s in all, lab removed", t0.elapsed().as_secs_f64());
+        let failed = checks.failed();
+        assert!(failed == 0, "{failed} of {} checks failed (table above); Prometheus log:\n{prom_log}", checks.0.len());
+    }
+}

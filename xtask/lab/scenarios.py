@@ -1,0 +1,473 @@
+#!/usr/bin/python3
+"""Clients and small servers of the lab's finding scenarios (xtask/src/scenarios.rs).
+
+One subcommand per role, standard library only (Debian's /usr/bin/python3). Every
+subcommand is bounded: one-shot ones by their own timeouts (and xtask's `timeout`),
+long-running ones by --duration. Addresses come from xtask and stay between the lab's
+namespaces. Exit status 0 means the exchange happened as described; anything else says
+why on stderr.
+"""
+import argparse
+import concurrent.futures
+import http.client
+import random
+import socket
+import struct
+import sys
+import time
+import urllib.request
+
+MDNS_GROUP = "224.0.0.251"
+MDNS_PORT = 5353
+SSDP_GROUP = "239.255.255.250"
+
+
+def addr(text):
+    host, port = text.rsplit(":", 1)
+    return host, int(port)
+
+
+def fail(msg):
+    print(msg, file=sys.stderr, flush=True)
+    return 1
+
+
+# ------------------------------------------------------------------------------------------
+# SSDP
+
+
+def msearch(a):
+    """One M-SEARCH to the SSDP group; print each answer's LOCATION; with --fetch, GET each
+    description (what a control point, or a curious device, does after discovery)."""
+    msg = (
+        "M-SEARCH * HTTP/1.1\r\n"
+        "HOST: 239.255.255.250:1900\r\n"
+        'MAN: "ssdp:discover"\r\n'
+        "MX: 1\r\n"
+        f"ST: {a.st}\r\n"
+        f"USER-AGENT: {a.user_agent}\r\n"
+        "\r\n"
+    ).encode()
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 2)
+    s.sendto(msg, (SSDP_GROUP, 1900))
+    end = time.monotonic() + a.wait
+    locations = []
+    while time.monotonic() < end:
+        s.settimeout(max(0.05, end - time.monotonic()))
+        try:
+            data, _ = s.recvfrom(4096)
+        except socket.timeout:
+            break
+        for line in data.decode("latin-1").split("\r\n"):
+            k, _, v = line.partition(":")
+            if k.strip().lower() == "location" and v.strip() not in locations:
+                locations.append(v.strip())
+                print("location", v.strip(), flush=True)
+    if not locations:
+        return fail(f"no answer to M-SEARCH {a.st} within {a.wait} s")
+    if a.fetch:
+        for loc in locations:
+            req = urllib.request.Request(loc, headers={"User-Agent": a.user_agent})
+            with urllib.request.urlopen(req, timeout=5) as r:
+                body = r.read()
+            print(f"fetched {loc}: {len(body)} bytes", flush=True)
+    return 0
+
+
+# ------------------------------------------------------------------------------------------
+# mDNS (RFC 6762), A records only
+
+
+def dns_name(name):
+    out = b""
+    for label in name.rstrip(".").split("."):
+        out += bytes([len(label)]) + label.encode()
+    return out + b"\x00"
+
+
+def read_name(msg, off):
+    """(name, offset after it), following compression pointers."""
+    labels, jumped, end = [], False, off
+    for _ in range(64):
+        n = msg[off]
+        if n & 0xC0 == 0xC0:
+            if not jumped:
+                end = off + 2
+            off = ((n & 0x3F) << 8) | msg[off + 1]
+            jumped = True
+            continue
+        if n == 0:
+            if not jumped:
+                end = off + 1
+            return ".".join(labels), end
+        labels.append(msg[off + 1:off + 1 + n].decode("latin-1"))
+        off += 1 + n
+    raise ValueError("name too long")
+
+
+def questions(msg):
+    """(flags, [(name, qtype)]) of a DNS message."""
+    _, flags, qd = struct.unpack("!HHH", msg[:6])
+    off, out = 12, []
+    for _ in range(qd):
+        name, off = read_name(msg, off)
+        qtype, _ = struct.unpack("!HH", msg[off:off + 4])
+        off += 4
+        out.append((name.lower(), qtype))
+    return flags, out, off
+
+
+def a_answers(msg):
+    """A records in the answer section: [(name, ip)]."""
+    _, flags, qd, an = struct.unpack("!HHHH", msg[:8])
+    _, _, off = questions(msg)
+    out = []
+    for _ in range(an):
+        name, off = read_name(msg, off)
+        rtype, _, _, rdlen = struct.unpack("!HHIH", msg[off:off + 10])
+        off += 10
+        if rtype == 1 and rdlen == 4:
+            out.append((name.lower(), socket.inet_ntoa(msg[off:off + 4])))
+        off += rdlen
+    return out
+
+
+def mdns_socket(ip):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("0.0.0.0", MDNS_PORT))
+    mreq = socket.inet_aton(MDNS_GROUP) + socket.inet_aton(ip)
+    s.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreq)
+    s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(ip))
+    s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 255)
+    s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 0)
+    return s
+
+
+def mdns_respond(a):
+    """A responder that only answers: A queries for --name get one answer, multicast to the
+    group as RFC 6762 says (no question section), or unicast with the question to a legacy
+    querier (source port not 5353). It never announces and never probes."""
+    name = a.name.lower().rstrip(".")
+    s = mdns_socket(a.ip)
+    s.settimeout(0.5)
+    end = time.monotonic() + a.duration
+    answered = 0
+    while time.monotonic() < end:
+        try:
+            msg, src = s.recvfrom(9000)
+            flags, qs, _ = questions(msg)
+        except socket.timeout:
+            continue
+        except (ValueError, IndexError, struct.error):
+            continue
+        if flags & 0x8000 or not any(q == name and t in (1, 255) for q, t in qs):
+            continue
+        rr = dns_name(name) + struct.pack("!HHIH", 1, 0x8001, 120, 4) + socket.inet_aton(a.ip)
+        if src[1] != MDNS_PORT:
+            qid = msg[:2]
+            reply = qid + struct.pack("!HHHHH", 0x8400, 1, 1, 0, 0) + dns_name(name) + struct.pack("!HH", 1, 1) + rr
+            s.sendto(reply, src)
+        else:
+            time.sleep(0.02)  # RFC 6762 allows an immediate answer for a unique record
+            reply = struct.pack("!HHHHHH", 0, 0x8400, 0, 1, 0, 0) + rr
+            s.sendto(reply, (MDNS_GROUP, MDNS_PORT))
+        answered += 1
+        print(f"answered {src[0]}:{src[1]} ({answered})", flush=True)
+    return 0
+
+
+def mdns_query(a):
+    """One multicast query (QM, from port 5353) for --name's A record; waits for the answer."""
+    name = a.name.lower().rstrip(".")
+    s = mdns_socket(a.ip)
+    query = struct.pack("!HHHHHH", 0, 0, 1, 0, 0, 0) + dns_name(name) + struct.pack("!HH", 1, 1)
+    s.sendto(query, (MDNS_GROUP, MDNS_PORT))
+    end = time.monotonic() + a.timeout
+    while time.monotonic() < end:
+        s.settimeout(max(0.05, end - time.monotonic()))
+        try:
+            msg, src = s.recvfrom(9000)
+            flags, _, _ = questions(msg)
+            if not flags & 0x8000:
+                continue
+            for n, ip in a_answers(msg):
+                if n == name:
+                    print(f"{name} is {ip} (answer from {src[0]})", flush=True)
+                    return 0
+        except socket.timeout:
+            break
+        except (ValueError, IndexError, struct.error):
+            continue
+    return fail(f"no answer for {name} within {a.timeout} s")
+
+
+# ------------------------------------------------------------------------------------------
+# UDP
+
+
+def udp_sink(a):
+    """Discards datagrams on --port (an Internet service)."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("0.0.0.0", a.port))
+    s.settimeout(0.5)
+    end = time.monotonic() + a.duration
+    while time.monotonic() < end:
+        try:
+            s.recvfrom(65535)
+        except socket.timeout:
+            pass
+    return 0
+
+
+def udp_xml(a):
+    """Cleartext XML status with a serial number, MAC and public IP to an Internet host every
+    --interval seconds (the talk found exactly this from a camera)."""
+    payload = (
+        '<?xml version="1.0" encoding="UTF-8"?>\n'
+        "<DeviceStatus>"
+        f"<SerialNumber>{a.serial}</SerialNumber>"
+        f"<MacAddress>{a.mac}</MacAddress>"
+        "<PublicIP>203.0.113.77</PublicIP>"
+        "<Model>IWLAB-CAM-2</Model><Firmware>2.1.7</Firmware>"
+        "<Status>online</Status>"
+        "</DeviceStatus>\n"
+    ).encode()
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    end = time.monotonic() + a.duration
+    sent = 0
+    while time.monotonic() < end:
+        s.sendto(payload, addr(a.target))
+        sent += 1
+        time.sleep(max(a.interval, 0.5))
+    print(f"sent {sent} datagrams", flush=True)
+    return 0
+
+
+# ------------------------------------------------------------------------------------------
+# TCP
+
+
+def telnet_serve(a):
+    """A Telnet login on --bind:--port: option negotiation, login and password prompts, a
+    banner; no shell behind it."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((a.bind, a.port))
+    s.listen(8)
+    s.settimeout(0.5)
+    end = time.monotonic() + a.duration
+    IAC, WILL, DO = 255, 251, 253
+    while time.monotonic() < end:
+        try:
+            c, _ = s.accept()
+        except socket.timeout:
+            continue
+        with c:
+            c.settimeout(3)
+            try:
+                c.sendall(bytes([IAC, WILL, 1, IAC, WILL, 3, IAC, DO, 24]) + b"\r\niwlab-router login: ")
+                c.recv(1024)
+                c.sendall(b"Password: ")
+                c.recv(1024)
+                c.sendall(b"\r\n\r\nBusyBox v1.35.0 built-in shell (ash)\r\n# ")
+                c.recv(1024)
+            except OSError:
+                pass
+    return 0
+
+
+def telnet_session(a):
+    """Logs in over Telnet with a user name and a password, in cleartext, then leaves."""
+    with socket.create_connection(addr(a.target), timeout=3) as c:
+        got = c.recv(1024)
+        if b"login:" not in got:
+            got += c.recv(1024)
+        c.sendall(b"admin\r\n")
+        c.recv(1024)
+        c.sendall(b"iwlab-secret\r\n")
+        banner = b""
+        deadline = time.monotonic() + 3
+        while b"# " not in banner and time.monotonic() < deadline:
+            part = c.recv(1024)
+            if not part:
+                break
+            banner += part
+        c.sendall(b"exit\r\n")
+    if b"BusyBox" not in banner:
+        return fail(f"no shell banner after the login: {banner!r}")
+    print("logged in", flush=True)
+    return 0
+
+
+def noise(n, seed):
+    return random.Random(seed).randbytes(n)
+
+
+def tcp_serve_binary(a):
+    """A device's control port: reads a command, answers with binary status bytes."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("0.0.0.0", a.port))
+    s.listen(8)
+    s.settimeout(0.5)
+    end = time.monotonic() + a.duration
+    n = 0
+    while time.monotonic() < end:
+        try:
+            c, _ = s.accept()
+        except socket.timeout:
+            continue
+        with c:
+            c.settimeout(3)
+            try:
+                if c.recv(4096):
+                    n += 1
+                    c.sendall(noise(512, n))
+            except OSError:
+                pass
+    return 0
+
+
+def tcp_exchange(a):
+    """From the Internet side: opens a connection to a device, sends a binary command, reads
+    the answer (a cloud telling a camera to do something)."""
+    with socket.create_connection(addr(a.target), timeout=3, source_address=(a.bind, 0)) as c:
+        c.sendall(noise(96, 7))
+        c.shutdown(socket.SHUT_WR)
+        got = b""
+        while True:
+            part = c.recv(4096)
+            if not part:
+                break
+            got += part
+    if len(got) != 512:
+        return fail(f"expected 512 bytes back, got {len(got)}")
+    print(f"sent 96, received {len(got)} bytes", flush=True)
+    return 0
+
+
+def ranged_get(a):
+    """Downloads --url in --chunks Range requests, each on a new connection (how devices fetch
+    firmware), and checks the pieces add up to the whole file."""
+    host, _, path = a.url.removeprefix("http://").partition("/")
+    host, port = (host.rsplit(":", 1)[0], int(host.rsplit(":", 1)[1])) if ":" in host else (host, 80)
+    path = "/" + path
+    total, got, size = None, 0, None
+    i = 0
+    while size is None or got < size:
+        chunk = a.chunk
+        start, end = got, got + chunk - 1
+        conn = http.client.HTTPConnection(host, port, timeout=10)
+        conn.request("GET", path, headers={"Range": f"bytes={start}-{end}", "User-Agent": a.user_agent})
+        r = conn.getresponse()
+        body = r.read()
+        conn.close()
+        if r.status != 206:
+            return fail(f"range {start}-{end}: status {r.status}")
+        cr = r.getheader("Content-Range", "")
+        size = int(cr.rsplit("/", 1)[1])
+        got += len(body)
+        i += 1
+        if i > 64:
+            return fail("more than 64 chunks")
+    print(f"{path}: {got} bytes in {i} range requests", flush=True)
+    if a.expect_size and got != a.expect_size:
+        return fail(f"expected {a.expect_size} bytes")
+    return 0
+
+
+def scan(a):
+    """A Telnet sweep: one connection attempt to --port on every host of a /24, in parallel,
+    with a short time-out (254 SYNs, no retries)."""
+    prefix = a.net.rsplit(".", 1)[0]
+
+    def probe(i):
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.settimeout(a.timeout)
+        try:
+            return s.connect_ex((f"{prefix}.{i}", a.port)) == 0
+        except OSError:
+            return False
+        finally:
+            s.close()
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=a.parallel) as pool:
+        results = list(pool.map(probe, range(1, 255)))
+    print(f"probed {len(results)} hosts on port {a.port}: {sum(results)} open", flush=True)
+    return 0
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__)
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    c = sub.add_parser("msearch")
+    c.add_argument("--st", required=True)
+    c.add_argument("--wait", type=float, default=3)
+    c.add_argument("--fetch", action="store_true")
+    c.add_argument("--user-agent", default="iwlab/1.0 UPnP/1.1 scenario/1.0")
+    c.set_defaults(f=msearch)
+
+    for name, f in (("mdns-respond", mdns_respond), ("mdns-query", mdns_query)):
+        c = sub.add_parser(name)
+        c.add_argument("--name", required=True)
+        c.add_argument("--ip", required=True, help="this host's address (multicast interface)")
+        c.add_argument("--duration", type=float, default=60)
+        c.add_argument("--timeout", type=float, default=3)
+        c.set_defaults(f=f)
+
+    c = sub.add_parser("udp-sink")
+    c.add_argument("--port", type=int, required=True)
+    c.add_argument("--duration", type=float, required=True)
+    c.set_defaults(f=udp_sink)
+
+    c = sub.add_parser("udp-xml")
+    c.add_argument("--target", required=True)
+    c.add_argument("--serial", required=True)
+    c.add_argument("--mac", required=True)
+    c.add_argument("--interval", type=float, default=5)
+    c.add_argument("--duration", type=float, required=True)
+    c.set_defaults(f=udp_xml)
+
+    c = sub.add_parser("telnet-serve")
+    c.add_argument("--bind", required=True)
+    c.add_argument("--port", type=int, default=23)
+    c.add_argument("--duration", type=float, required=True)
+    c.set_defaults(f=telnet_serve)
+
+    c = sub.add_parser("telnet-session")
+    c.add_argument("--target", required=True)
+    c.set_defaults(f=telnet_session)
+
+    c = sub.add_parser("tcp-serve-binary")
+    c.add_argument("--port", type=int, required=True)
+    c.add_argument("--duration", type=float, required=True)
+    c.set_defaults(f=tcp_serve_binary)
+
+    c = sub.add_parser("tcp-exchange")
+    c.add_argument("--bind", required=True)
+    c.add_argument("--target", required=True)
+    c.set_defaults(f=tcp_exchange)
+
+    c = sub.add_parser("ranged-get")
+    c.add_argument("--url", required=True)
+    c.add_argument("--chunk", type=int, default=512 * 1024)
+    c.add_argument("--expect-size", type=int, default=0)
+    c.add_argument("--user-agent", default="iwlab-updater/1.0")
+    c.set_defaults(f=ranged_get)
+
+    c = sub.add_parser("scan")
+    c.add_argument("--net", required=True, help="a /24, e.g. 203.0.113.0")
+    c.add_argument("--port", type=int, default=23)
+    c.add_argument("--timeout", type=float, default=0.3)
+    c.add_argument("--parallel", type=int, default=32)
+    c.set_defaults(f=scan)
+
+    a = p.parse_args()
+    return a.f(a)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
