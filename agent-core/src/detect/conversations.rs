@@ -24,7 +24,7 @@ use std::{
 use agent_common::wire::ip_proto;
 use serde_json::json;
 
-use super::{Config, Context, Hit, MAX_DEVICES, Rule, make_room};
+use super::{Config, Context, Hit, MAX_DEVICES, Rule, counted, make_room};
 use crate::{
     clock::Clock,
     ledger::{Delta, conv_ips},
@@ -107,9 +107,10 @@ impl Conversations {
             self.start = Some(self.start.map_or(first, |s| s.min(first)));
         }
         let gateway = self.gateway();
-        let mut grew: BTreeSet<Mac> = BTreeSet::new();
+        // Devices that opened something new in this poll, with a few of those conversations.
+        let mut grew: BTreeMap<Mac, Vec<(u64, String)>> = BTreeMap::new();
         // Per conversation: when its inbound and its outbound direction were first seen.
-        let mut directions: BTreeMap<LanInternet, (Option<f64>, Option<f64>)> = BTreeMap::new();
+        let mut directions: BTreeMap<LanInternet, (Option<(f64, (u64, String))>, Option<f64>)> = BTreeMap::new();
         for d in deltas {
             let Some((src_ip, dst_ip)) = conv_ips(&d.key) else { continue };
             let (src, dst) = (Mac(d.key.src_mac), Mac(d.key.dst_mac));
@@ -130,13 +131,17 @@ impl Conversations {
                     *e = e.min(first);
                 } else if t.len() < MAX_TARGETS {
                     t.insert(target, first);
-                    grew.insert(src);
+                    let lines = grew.entry(src).or_default();
+                    if lines.len() < 4 {
+                        lines.push(counted(d, clock));
+                    }
                 }
             }
             // cloud_initiated: both directions of each conversation between the LAN and the Internet.
             if let Some((sp, dp)) = ports(d) {
                 if src_scope == Scope::Internet && dst_scope == Scope::Lan && !dst.is_group() {
-                    directions.entry((dst, dst_ip, dp, src_ip, sp, d.key.proto)).or_default().0 = Some(first);
+                    directions.entry((dst, dst_ip, dp, src_ip, sp, d.key.proto)).or_default().0 =
+                        Some((first, counted(d, clock)));
                 } else if src_scope == Scope::Lan && dst_scope == Scope::Internet {
                     directions.entry((src, src_ip, sp, dst_ip, dp, d.key.proto)).or_default().1 = Some(first);
                 }
@@ -152,7 +157,7 @@ impl Conversations {
                 p.last_ts = p.last_ts.max(last);
                 p.packets += d.packets;
                 p.bytes += d.bytes;
-                self.ping_hit(src, src_ip, dst_ip, cfg, hits);
+                self.ping_hit(src, src_ip, dst_ip, counted(d, clock), cfg, hits);
             }
             // large_upload
             if src_scope == Scope::Lan && dst_scope == Scope::Internet {
@@ -171,16 +176,16 @@ impl Conversations {
                         ts: last,
                         summary: format!("sent {} bytes to {dst_ip} within {:.0} s", u.bytes, cfg.window_s),
                         details: json!({"peer": dst_ip, "bytes": u.bytes, "threshold": cfg.upload_bytes, "since": u.since}),
-                        evidence: Vec::new(),
+                        evidence: vec![counted(d, clock)],
                     });
                 }
             }
         }
-        self.scan_hits(&grew, now, cfg, hits);
+        self.scan_hits(grew, now, cfg, hits);
         self.cloud_hits(directions, now, cfg, hits);
     }
 
-    fn ping_hit(&self, src: Mac, src_ip: IpAddr, gw: IpAddr, cfg: &Config, hits: &mut Vec<Hit>) {
+    fn ping_hit(&self, src: Mac, src_ip: IpAddr, gw: IpAddr, seen: (u64, String), cfg: &Config, hits: &mut Vec<Hit>) {
         let Some(p) = self.pings.get(&(src, gw)) else { return };
         let span = p.last_ts - p.first_ts;
         if p.packets < cfg.ping_min_packets || span < PING_MIN_SPAN_S {
@@ -200,14 +205,14 @@ impl Conversations {
                 "period_seconds": (period * 10.0).round() / 10.0,
                 "bytes_per_day": per_day.round(),
             }),
-            evidence: Vec::new(),
+            evidence: vec![seen],
         });
     }
 
     /// Judges the devices that opened something new in this poll.
-    fn scan_hits(&mut self, grew: &BTreeSet<Mac>, now: f64, cfg: &Config, hits: &mut Vec<Hit>) {
-        for mac in grew {
-            let Some(targets) = self.opened.get_mut(mac) else { continue };
+    fn scan_hits(&mut self, grew: BTreeMap<Mac, Vec<(u64, String)>>, now: f64, cfg: &Config, hits: &mut Vec<Hit>) {
+        for (mac, seen) in grew {
+            let Some(targets) = self.opened.get_mut(&mac) else { continue };
             let newest = targets.values().copied().fold(f64::MIN, f64::max).max(now);
             targets.retain(|_, ts| newest - *ts <= cfg.scan_window_s);
             let mut by_host: BTreeMap<IpAddr, BTreeSet<u16>> = BTreeMap::new();
@@ -242,7 +247,7 @@ impl Conversations {
             };
             hits.push(Hit {
                 rule: Rule::Scan,
-                mac: *mac,
+                mac,
                 ip: None,
                 ts: newest,
                 summary,
@@ -254,14 +259,14 @@ impl Conversations {
                     "window_seconds": cfg.scan_window_s,
                     "sample_hosts": by_host.keys().take(16).collect::<Vec<_>>(),
                 }),
-                evidence: Vec::new(),
+                evidence: seen,
             });
         }
     }
 
     fn cloud_hits(
         &mut self,
-        directions: BTreeMap<LanInternet, (Option<f64>, Option<f64>)>,
+        directions: BTreeMap<LanInternet, (Option<(f64, (u64, String))>, Option<f64>)>,
         now: f64,
         cfg: &Config,
         hits: &mut Vec<Hit>,
@@ -279,7 +284,7 @@ impl Conversations {
             }
             self.judged.insert(conv, now);
             let (mac, lan_ip, lan_port, inet_ip, inet_port, proto) = conv;
-            let Some(inbound) = inbound else { continue };
+            let Some((inbound, seen)) = inbound else { continue };
             if outbound.is_some_and(|o| o <= inbound) || lan_port >= inet_port || inbound - start < cfg.startup_grace_s
             {
                 continue;
@@ -294,7 +299,7 @@ impl Conversations {
                     "{inet_ip} on the Internet opened a {transport} conversation to port {lan_port} of this device"
                 ),
                 details: json!({"peer": inet_ip, "peer_port": inet_port, "port": lan_port, "transport": transport}),
-                evidence: Vec::new(),
+                evidence: vec![seen],
             });
         }
     }

@@ -153,9 +153,10 @@ pub struct Finding {
     pub count: u64,
     /// The rule's own fields, the latest state of what it saw in the window.
     pub details: serde_json::Value,
-    /// Ids of the events that raised it (`id` in the event log and the report's events).
+    /// Ids of the events that raised it (`id` in the event log and the report's events); empty
+    /// for rules over counted conversations, whose evidence is in `excerpts` alone.
     pub evidence: Vec<u64>,
-    /// What those events said, one short line each.
+    /// What those events said, or what the counters saw, one short line each.
     pub excerpts: Vec<String>,
 }
 
@@ -168,7 +169,31 @@ pub struct Hit {
     pub ts: f64,
     pub summary: String,
     pub details: serde_json::Value,
+    /// (event id, excerpt); id [`COUNTED`] for a line about counted conversations.
     pub evidence: Vec<(u64, String)>,
+}
+
+/// The "event id" of evidence that is what the counters saw, not an event (events count from 1).
+pub const COUNTED: u64 = 0;
+
+/// One line of a conversation as evidence: who to whom, how much, since when.
+pub(crate) fn counted(d: &Delta, clock: crate::clock::Clock) -> (u64, String) {
+    let (src, dst) = crate::ledger::conv_ips(&d.key)
+        .map_or_else(|| ("-".to_owned(), "-".to_owned()), |(s, t)| (s.to_string(), t.to_string()));
+    let proto = crate::ledger::protocol_name(&d.key);
+    let ports = if matches!(proto, "tcp" | "udp") {
+        (format!(":{}", d.key.src_port), format!(":{}", d.key.dst_port))
+    } else {
+        (String::new(), String::new())
+    };
+    let first = crate::text::utc(clock.seconds(d.first_seen_ns));
+    (
+        COUNTED,
+        format!(
+            "{src}{} -> {dst}{} {proto}: {} packets, {} bytes since {first} UTC",
+            ports.0, ports.1, d.packets, d.bytes
+        ),
+    )
 }
 
 /// The findings, deduplicated per device and rule within the window, and bounded.
@@ -211,8 +236,11 @@ impl Findings {
             f.details = hit.details;
             f.ip = hit.ip.or(f.ip);
             for (id, excerpt) in hit.evidence {
-                if f.evidence.len() < MAX_EVIDENCE && !f.evidence.contains(&id) {
-                    f.evidence.push(id);
+                let known = if id == COUNTED { f.excerpts.contains(&excerpt) } else { f.evidence.contains(&id) };
+                if f.excerpts.len() < MAX_EVIDENCE && !known {
+                    if id != COUNTED {
+                        f.evidence.push(id);
+                    }
                     f.excerpts.push(excerpt);
                 }
             }
@@ -220,7 +248,9 @@ impl Findings {
         }
         self.next_id += 1;
         let id = self.next_id;
-        let (evidence, excerpts) = hit.evidence.into_iter().take(MAX_EVIDENCE).unzip();
+        let lines: Vec<(u64, String)> = hit.evidence.into_iter().take(MAX_EVIDENCE).collect();
+        let evidence = lines.iter().map(|l| l.0).filter(|id| *id != COUNTED).collect();
+        let excerpts = lines.into_iter().map(|l| l.1).collect();
         if self.list.len() >= MAX_FINDINGS
             && let Some(old) = self.list.pop_front()
         {

@@ -87,7 +87,10 @@ impl Presence {
                 ts: now,
                 summary: format!("new device on the network: {mac} ({who})"),
                 details: json!({"vendor": vendor, "names": names, "randomised": mac.is_local()}),
-                evidence: Vec::new(),
+                evidence: vec![(
+                    super::COUNTED,
+                    format!("{mac}: first {tx} frame(s) sent, by {} UTC", crate::text::utc(now)),
+                )],
             });
         }
         self.baselined = true;
