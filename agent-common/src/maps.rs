@@ -134,7 +134,12 @@ pub struct ConvCounters {
     pub first_seen_ns: u64,
     pub last_seen_ns: u64,
     /// Flow samples taken of this conversation (first packets with payload; per CPU).
-    pub flow_samples: u64,
+    pub flow_samples: u32,
+    /// Where the TCP segment of the latest of them ends (its sequence number plus its payload
+    /// length): a repeat of that segment (a retransmission, or a capture where each frame passes
+    /// twice) is no new first packet and spends no sample, which the next segment may need (the
+    /// rest of an HTTP head whose method came alone).
+    pub flow_end: u32,
 }
 
 const _: () = assert!(core::mem::size_of::<MacKey>() == 8);

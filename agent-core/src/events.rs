@@ -18,6 +18,7 @@ use crate::{
     mac::Mac,
     names::Names,
     proto::{self, EventFields},
+    reassembly::{Message, Reassembler},
 };
 
 /// Events kept for the report; older ones are dropped first and counted.
@@ -78,8 +79,18 @@ fn kind_of(h: &SampleHeader) -> SampleKind {
 
 /// Builds the event of a sample, or the parse error.
 pub fn event(h: &SampleHeader, data: &[u8], clock: Clock) -> Result<Event, (SampleKind, proto::ParseError)> {
-    let kind = kind_of(h);
     let payload = data.get(usize::from(h.payload_off)..).unwrap_or(&[]);
+    event_of(h, kind_of(h), payload, clock)
+}
+
+/// The event of a payload of `kind` (one segment's, or several joined by [`Reassembler`]) with the
+/// addresses and time of `h`.
+fn event_of(
+    h: &SampleHeader,
+    kind: SampleKind,
+    payload: &[u8],
+    clock: Clock,
+) -> Result<Event, (SampleKind, proto::ParseError)> {
     let fields = proto::parse(kind, payload, h.key.proto == ip_proto::TCP).map_err(|e| (kind, e))?;
     let ips = conv_ips(&h.key);
     let ports = matches!(h.key.proto, ip_proto::TCP | ip_proto::UDP);
@@ -111,27 +122,47 @@ pub struct EventStore {
     pub ntp_servers: BTreeMap<Mac, std::collections::BTreeSet<IpAddr>>,
     /// Events made so far (the last event's id).
     pub made: u64,
+    /// TCP heads split over segments joined, retransmissions dropped, before parsing.
+    pub reassembly: Reassembler,
 }
 
 impl EventStore {
-    /// Handles one ring record; returns the event for the log, if one was made.
-    pub fn handle(&mut self, record: &[u8], clock: Clock) -> Option<&Event> {
+    /// Handles one ring record: `on_event` gets each event it made, oldest first, with the names
+    /// learnt so far (from it too): none (a retransmission, a head held for its continuation),
+    /// one, or a few (held heads that this record ended the wait of, then its own): see
+    /// [`Reassembler::push`].
+    pub fn handle(&mut self, record: &[u8], clock: Clock, mut on_event: impl FnMut(&Event, &Names)) {
         let Some((h, data)) = decode(record) else {
             self.undecodable += 1;
-            return None;
+            return;
         };
-        let mut ev = match event(&h, data, clock) {
+        for message in self.reassembly.push(&h, data) {
+            self.add(&message, clock, &mut on_event);
+        }
+    }
+
+    /// Makes events of the heads still held for their continuation (replay's end, the agent's
+    /// exit): nothing is lost in the reassembly.
+    pub fn flush(&mut self, clock: Clock, mut on_event: impl FnMut(&Event, &Names)) {
+        for message in self.reassembly.flush() {
+            self.add(&message, clock, &mut on_event);
+        }
+    }
+
+    fn add(&mut self, message: &Message<'_>, clock: Clock, on_event: &mut impl FnMut(&Event, &Names)) {
+        let (h, kind) = (&message.header, message.kind);
+        let mut ev = match event_of(h, kind, &message.payload, clock) {
             Ok(ev) => ev,
             Err((kind, e)) => {
                 tracing::debug!(kind = kind.name(), "sample not parsed: {e}");
                 *self.parse_errors.entry(kind).or_default() += 1;
-                return None;
+                return;
             }
         };
         self.made += 1;
         ev.id = self.made;
         let src = Mac(h.key.src_mac);
-        *self.counts.entry((src, kind_of(&h))).or_default() += 1;
+        *self.counts.entry((src, kind)).or_default() += 1;
         let ips = conv_ips(&h.key);
         self.names.learn(src, ips, &ev.fields);
         if let (EventFields::Ntp(n), Some((_, server))) = (&ev.fields, ips)
@@ -144,7 +175,9 @@ impl EventStore {
             self.dropped_from_report += 1;
         }
         self.recent.push_back(ev);
-        self.recent.back()
+        if let Some(ev) = self.recent.back() {
+            on_event(ev, &self.names);
+        }
     }
 }
 
@@ -172,6 +205,13 @@ mod tests {
         out
     }
 
+    /// The events a record makes.
+    fn handle(store: &mut EventStore, record: &[u8]) -> Vec<Event> {
+        let mut made = Vec::new();
+        store.handle(record, Clock::Epoch, |ev, _| made.push(ev.clone()));
+        made
+    }
+
     fn key(proto: u8, sport: u16, dport: u16) -> ConvKey {
         let (cam, ssdp_group) = ([0x80, 0x9f, 0x9b, 0x45, 0xa3, 0x28], [1, 0, 0x5e, 0x7f, 0xff, 0xfa]);
         crate::ledger::v4_key(cam, ssdp_group, [192, 168, 2, 151], [239, 255, 255, 250], proto, sport, dport)
@@ -183,11 +223,9 @@ mod tests {
         let mut frame = vec![0u8; 42];
         frame.extend_from_slice(payload);
         let mut store = EventStore::default();
-        let ev = store
-            .handle(&record(SampleKind::Ssdp, key(17, 58002, 1900), &frame, 42), Clock::Epoch)
-            .expect("event")
-            .clone();
-        let json = serde_json::to_value(&ev).unwrap();
+        let made = handle(&mut store, &record(SampleKind::Ssdp, key(17, 58002, 1900), &frame, 42));
+        let [ev] = made.as_slice() else { panic!("one event: {made:?}") };
+        let json = serde_json::to_value(ev).unwrap();
         assert_eq!(json["kind"], "ssdp");
         assert_eq!(json["method"], "M-SEARCH");
         assert_eq!(json["st"], "upnp:rootdevice");
@@ -202,14 +240,52 @@ mod tests {
     fn unparsable_and_undecodable_samples_are_counted() {
         let mut store = EventStore::default();
         let frame = vec![0u8; 44];
-        assert!(store.handle(&record(SampleKind::Ntp, key(17, 40000, 123), &frame, 42), Clock::Epoch).is_none());
+        assert!(handle(&mut store, &record(SampleKind::Ntp, key(17, 40000, 123), &frame, 42)).is_empty());
         assert_eq!(store.parse_errors[&SampleKind::Ntp], 1);
-        assert!(store.handle(&[1, 2, 3], Clock::Epoch).is_none());
+        assert!(handle(&mut store, &[1, 2, 3]).is_empty());
         let mut lying = record(SampleKind::Ntp, key(17, 40000, 123), &frame, 42);
         lying.truncate(size_of::<SampleHeader>() + 10);
         assert!(decode(&lying).is_none());
-        assert!(store.handle(&lying, Clock::Epoch).is_none());
+        assert!(handle(&mut store, &lying).is_empty());
         assert_eq!(store.undecodable, 2);
         assert!(store.recent.is_empty());
+    }
+
+    /// The camera's TCP segment to port 80 (see `reassembly::test_frame`), as the kernel samples
+    /// it: HTTP when its first 12 bytes say so, else one of the conversation's first packets.
+    fn tcp_record(seq: u32, payload: &[u8]) -> Vec<u8> {
+        let frame = crate::reassembly::test_frame(40_001, seq, &[], payload);
+        let kind = agent_common::sample::classify_tcp(40_001, 80, agent_common::sample::Peek::of(payload));
+        let cam = [0x80, 0x9f, 0x9b, 0x45, 0xa3, 0x28];
+        let k =
+            crate::ledger::v4_key(cam, [2, 0x77, 0, 0, 0, 1], [192, 168, 77, 151], [198, 51, 100, 20], 6, 40_001, 80);
+        record(kind.unwrap_or(SampleKind::Flow), k, &frame, 54)
+    }
+
+    #[test]
+    fn a_method_alone_and_the_rest_make_one_http_event_and_a_repeat_none() {
+        let mut store = EventStore::default();
+        assert!(handle(&mut store, &tcp_record(100, b"POST ")).is_empty(), "held for the rest");
+        let rest = b"/api/upload HTTP/1.1\r\nHost: cloud.example.com\r\n\r\n";
+        let made = handle(&mut store, &tcp_record(105, rest));
+        let [ev] = made.as_slice() else { panic!("one event: {made:?}") };
+        let json = serde_json::to_value(ev).unwrap();
+        assert_eq!(
+            (&json["kind"], &json["method"], &json["uri"], &json["host"]),
+            (&"http".into(), &"POST".into(), &"/api/upload".into(), &"cloud.example.com".into())
+        );
+        assert!(handle(&mut store, &tcp_record(105, rest)).is_empty(), "a retransmission");
+        let cam = Mac([0x80, 0x9f, 0x9b, 0x45, 0xa3, 0x28]);
+        assert_eq!(
+            (store.counts.get(&(cam, SampleKind::Http)), store.counts.get(&(cam, SampleKind::Flow))),
+            (Some(&1), None)
+        );
+        assert_eq!((store.reassembly.stats.segments_joined, store.reassembly.stats.retransmissions), (1, 1));
+        // A head that never gets its continuation comes out on flush, as it came.
+        assert!(handle(&mut store, &tcp_record(5000, b"GET ")).is_empty());
+        let mut flushed = Vec::new();
+        store.flush(Clock::Epoch, |ev, _| flushed.push(ev.clone()));
+        assert_eq!(flushed.len(), 1);
+        assert_eq!((flushed[0].kind, store.recent.len()), (SampleKind::Flow, 2));
     }
 }

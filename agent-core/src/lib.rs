@@ -3,7 +3,8 @@
 //! core and the outputs; the fuzz targets (fuzz/) depend on this crate alone.
 //!
 //! - Input: [`capture`] (pcap/pcapng reader), [`proto`] (one parser per sampled protocol, typed
-//!   results), [`events`] (ring records become events), [`snapshot`] (what a poll of the maps
+//!   results), [`reassembly`] (TCP heads split over segments joined, retransmissions dropped),
+//!   [`events`] (ring records become events), [`snapshot`] (what a poll of the maps
 //!   saw, and deltas between polls), [`macbook`] (per-MAC totals that outlive the kernel's
 //!   entries, and which idle MACs to age out).
 //! - State: [`ledger`] (per-device totals from conversation deltas), [`names`], [`scope`],
@@ -36,6 +37,7 @@ pub mod macbook;
 pub mod names;
 pub mod oui;
 pub mod proto;
+pub mod reassembly;
 pub mod report;
 pub mod scope;
 pub mod snapshot;

@@ -133,6 +133,13 @@ pub struct AgentSection {
     /// Per kind: sent, dropped, suppressed, parse_errors.
     pub samples_by_kind: BTreeMap<&'static str, BTreeMap<&'static str, u64>>,
     pub events_not_in_report: u64,
+    /// TCP segments joined to the head before them (a method alone, a head cut anywhere), held
+    /// heads that went out alone (no continuation in time), of those the ones pushed out of the
+    /// bounded table, and TCP samples dropped as retransmissions (`reassembly`).
+    pub segments_joined: u64,
+    pub segments_unjoined: u64,
+    pub reassembly_evictions: u64,
+    pub retransmissions: u64,
     pub event_log_errors: u64,
     pub names_dropped: u64,
     /// The kernel program's own statistics (as `iotwatch_bpf_events_total`).
@@ -278,6 +285,10 @@ pub fn build(p: &View<'_>, capture: Option<Capture>, clock: Clock) -> Report {
         parse_errors: p.events.parse_errors.values().sum::<u64>() + p.events.undecodable,
         samples_by_kind,
         events_not_in_report: p.events.dropped_from_report,
+        segments_joined: p.events.reassembly.stats.segments_joined,
+        segments_unjoined: p.events.reassembly.stats.segments_unjoined,
+        reassembly_evictions: p.events.reassembly.stats.evictions,
+        retransmissions: p.events.reassembly.stats.retransmissions,
         event_log_errors: p.event_log_errors,
         names_dropped: p.events.names.remotes_dropped,
         bpf,
@@ -441,7 +452,7 @@ mod tests {
                 3,
             ),
         ] {
-            events.handle(&record, Clock::Epoch);
+            events.handle(&record, Clock::Epoch, |_, _| {});
         }
         let mut detectors = crate::detect::Detectors::default();
         let cx = crate::detect::Context { scopes: &scopes, oui: &oui, names: &events.names };

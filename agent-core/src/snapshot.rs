@@ -197,6 +197,7 @@ mod tests {
             first_seen_ns: first,
             last_seen_ns: last,
             flow_samples: 0,
+            flow_end: 0,
         };
         let s = sum_conv(&[v(1, 50, 60), v(0, 0, 0), v(2, 40, 45)]);
         assert_eq!(s, ConvTotals { totals: Totals { packets: 3, bytes: 30 }, first_seen_ns: 40, last_seen_ns: 60 });

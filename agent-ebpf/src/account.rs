@@ -194,7 +194,7 @@ fn add_conversation(key: &ConvKey, packets: u64, bytes: u64, m: &Meta, st: &mut 
         return Conversation::Counted(c);
     }
     let now = m.precise_ns();
-    let fresh = ConvCounters { packets, bytes, first_seen_ns: now, last_seen_ns: now, flow_samples: 0 };
+    let fresh = ConvCounters { packets, bytes, first_seen_ns: now, last_seen_ns: now, flow_samples: 0, flow_end: 0 };
     match CONVERSATIONS.insert(key, fresh, u64::from(BPF_NOEXIST)) {
         Ok(()) => {
             bump(st, Stat::ConvInserts, 1);

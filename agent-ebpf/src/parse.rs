@@ -34,6 +34,8 @@ pub struct Frame {
     /// 0 as TSO and jumbograms leave it). Bytes past it are Ethernet padding, not payload: a
     /// 54-byte ACK arrives as 60 bytes.
     pub ip_end: usize,
+    /// The TCP sequence number (0 for other frames).
+    pub tcp_seq: u32,
 }
 
 /// Zeroes the key with six word stores and one half-word store. Left to itself, LLVM makes a
@@ -68,6 +70,7 @@ pub fn parse<P: Packet>(p: &P, outer_tag_in_meta: bool, f: &mut Frame, st: &mut 
     f.header_len = EthHdr::LEN as u64;
     f.payload_off = 0;
     f.ip_end = 0;
+    f.tcp_seq = 0;
     let mut ether_type = u16::from_be(eth.ether_type);
     let mut off = EthHdr::LEN;
     let mut tags = u32::from(outer_tag_in_meta);
@@ -241,6 +244,7 @@ fn parse_l4<P: Packet>(p: &P, off: usize, f: &mut Frame, st: &mut Stats) {
             Some(tcp) if tcp.doff() >= 5 => {
                 f.payload_off = off + usize::from(tcp.doff()) * 4;
                 f.header_len = f.payload_off as u64;
+                f.tcp_seq = u32::from_be_bytes(tcp.seq);
             }
             Some(_) => bump(st, Stat::Malformed, 1),
             None => bump(st, Stat::TruncatedL4, 1),

@@ -44,6 +44,13 @@ fn global(g: &u32) -> u64 {
     u64::from(unsafe { core::ptr::read_volatile(g) })
 }
 
+/// Where a TCP segment ends in sequence space: its sequence number plus its payload length by the
+/// IP header (the sequence number alone when that length is 0, as TSO leaves it).
+#[inline(always)]
+fn tcp_end(f: &Frame) -> u32 {
+    f.tcp_seq.wrapping_add(f.ip_end.saturating_sub(f.payload_off) as u32)
+}
+
 #[inline(always)]
 fn classify<P: Packet>(p: &P, f: &Frame, has_payload: bool) -> Option<SampleKind> {
     if !has_payload {
@@ -133,13 +140,18 @@ pub fn maybe_sample<P: Packet>(
         None => {
             // The first packets with payload of every conversation, for cleartext detection: a
             // quota per conversation, spent only by samples that reach the ring (below).
-            let taken = match conversation {
+            let (taken, last_end) = match conversation {
                 // SAFETY: per-CPU value, see account.rs.
-                Conversation::Counted(c) => unsafe { (*c).flow_samples },
-                Conversation::Created => 0,
+                Conversation::Counted(c) => unsafe { ((*c).flow_samples, (*c).flow_end) },
+                Conversation::Created => (0, 0),
                 Conversation::Missing => return,
             };
-            if !has_payload || taken >= global(&SAMPLE_FIRST_PACKETS) {
+            if !has_payload || u64::from(taken) >= global(&SAMPLE_FIRST_PACKETS) {
+                return;
+            }
+            // A repeat of the segment sampled last (a retransmission, each frame of a capture
+            // twice) brings no new first packet: the quota is kept for the next segment.
+            if taken > 0 && f.key.proto == ip_proto::TCP && tcp_end(f) == last_end {
                 return;
             }
             SampleKind::Flow
@@ -190,7 +202,10 @@ pub fn maybe_sample<P: Packet>(
         };
         if let Some(c) = c {
             // SAFETY: per-CPU value, see account.rs.
-            unsafe { (*c).flow_samples += 1 };
+            unsafe {
+                (*c).flow_samples += 1;
+                (*c).flow_end = tcp_end(&cpu.frame);
+            }
         }
     }
     st.samples[base + outcome::SENT] += 1;

@@ -8,8 +8,9 @@ use aya::Ebpf;
 use iotwatch_core::{
     clock::{self, Clock},
     detect::{self, Detectors},
-    events::EventStore,
+    events::{Event, EventStore},
     ledger::Ledger,
+    names::Names,
     oui::Oui,
     report::{self, Capture, Report},
     scope::ScopeClassifier,
@@ -71,19 +72,35 @@ struct Sinks<'a> {
 }
 
 impl Sinks<'_> {
+    /// A record makes none, one or a few events (TCP heads joined, retransmissions dropped).
     fn handle(&mut self, record: &[u8]) {
-        if self.events.handle(record, self.clock).is_none() {
-            return;
-        }
-        // The event just made, borrowed alongside the names it taught.
-        let Some(ev) = self.events.recent.back() else { return };
-        let cx = detect::Context { scopes: self.scopes, oui: self.oui, names: &self.events.names };
-        self.detectors.on_event(ev, &cx);
-        if let Some(log) = self.log.as_mut() {
-            log.write(ev);
-        }
-        write_findings(self.detectors, self.log);
+        let Sinks { events, detectors, log, scopes, oui, clock } = self;
+        events.handle(record, *clock, |ev, names| on_event(detectors, log, scopes, oui, ev, names));
     }
+
+    /// The TCP heads still held for their continuation become events.
+    fn flush(&mut self) {
+        let Sinks { events, detectors, log, scopes, oui, clock } = self;
+        events.flush(*clock, |ev, names| on_event(detectors, log, scopes, oui, ev, names));
+    }
+}
+
+/// An event just made, with the names it taught: to the detectors, then to the event log with
+/// the findings it raised.
+fn on_event(
+    detectors: &mut Detectors,
+    log: &mut Option<EventLog>,
+    scopes: &ScopeClassifier,
+    oui: &Oui,
+    ev: &Event,
+    names: &Names,
+) {
+    let cx = detect::Context { scopes, oui, names };
+    detectors.on_event(ev, &cx);
+    if let Some(log) = log.as_mut() {
+        log.write(ev);
+    }
+    write_findings(detectors, log);
 }
 
 /// New findings go to the event log as they are raised.
@@ -199,6 +216,12 @@ impl Pipeline {
     /// Turns one sample record into an event (records read through the ring view).
     pub fn handle_sample(&mut self, record: &[u8]) {
         self.sinks().0.handle(record);
+    }
+
+    /// Turns the TCP heads still held for their continuation into events (replay's end, the
+    /// agent's exit), so that none is lost.
+    pub fn flush_samples(&mut self) {
+        self.sinks().0.flush();
     }
 
     /// Reads the maps once; conversations idle since before `idle_before_ns` leave the map.

@@ -22,6 +22,13 @@ fn tcp_frame(sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
     f
 }
 
+/// [`tcp_frame`] with sequence number `seq` (the builder's frames all have 1).
+fn tcp_frame_at(sport: u16, dport: u16, seq: u32, payload: &[u8]) -> Vec<u8> {
+    let mut f = tcp_frame(sport, dport, payload);
+    f[38..42].copy_from_slice(&seq.to_be_bytes());
+    f
+}
+
 fn unlimited() -> SampleOptions {
     SampleOptions { rate: 0, ..SampleOptions::default() }
 }
@@ -113,8 +120,8 @@ privileged_test! {
             h.send(&udp_frame(DEV_A, 27091, 6000, &[0xde, 0xad, 0xbe, 0xef, 0, 1, 2, 3, 4, 5, 6, 7, 8]), 2);
         }
         // TLS application data after the handshake: not a ClientHello.
-        for _ in 0..4 {
-            h.send(&tcp_frame(50000, 443, &[0x17, 0x03, 0x03, 0x00, 0x20, 1, 2, 3, 4, 5, 6, 7, 8, 9]), 3);
+        for i in 0..4 {
+            h.send(&tcp_frame_at(50000, 443, 1 + i * 14, &[0x17, 0x03, 0x03, 0x00, 0x20, 1, 2, 3, 4, 5, 6, 7, 8, 9]), 3);
         }
         let got = h.take_samples();
         let kinds: Vec<_> = got.iter().map(|(hdr, _)| SampleKind::from_u8(hdr.kind).unwrap()).collect();
@@ -241,6 +248,30 @@ privileged_test! {
         h.send(&tcp_frame(40_000, 9_000, b"third payload"), 104);
         let flow = h.sample_counts()[SampleKind::Flow as usize];
         assert_eq!((flow[outcome::SENT], flow[outcome::SUPPRESSED]), (2, 1));
+    }
+}
+
+privileged_test! {
+    /// A repeat of the segment a conversation's last first-packet sample was (a retransmission, or
+    /// a capture where each frame passes twice) spends no quota: the next segment, here the rest
+    /// of a request whose method came alone, is still sampled. A retransmission that carries more
+    /// than the segment it repeats is sampled.
+    fn a_repeated_first_packet_spends_no_quota() {
+        let mut h = Harness::sampling(unlimited());
+        let at = |sport: u16, seq: u32, payload: &[u8]| tcp_frame_at(sport, 9_000, seq, payload);
+        let rest: &[u8] = b"/upload HTTP/1.1\r\nHost: h\r\n\r\n";
+        for f in [at(40_000, 100, b"POST "), at(40_000, 100, b"POST "), at(40_000, 105, rest), at(40_000, 105, rest)] {
+            h.send(&f, 100);
+        }
+        let (short, long): (&[u8], &[u8]) = (&[1, 2], &[1, 2, 3, 4]);
+        for f in [at(40_001, 100, short), at(40_001, 100, long)] {
+            h.send(&f, 100);
+        }
+        let got = h.take_samples();
+        let payloads: Vec<(u16, &[u8])> =
+            got.iter().map(|(s, d)| (s.key.src_port, &d[usize::from(s.payload_off)..])).collect();
+        assert_eq!(payloads, [(40_000, &b"POST "[..]), (40_000, rest), (40_001, short), (40_001, long)]);
+        assert!(got.iter().all(|(s, _)| s.kind == SampleKind::Flow as u8));
     }
 }
 

@@ -344,6 +344,7 @@ pub fn run(args: &ReplayArgs) -> anyhow::Result<Outcome> {
     // The end: every frame run, every conversation's last counts.
     r.sync()?;
     r.pipeline.poll(Some(u64::MAX))?;
+    r.pipeline.flush_samples();
     tracing::debug!(workers = cpus.len(), seconds = ?started.elapsed(), timing = ?r.timing, "replayed");
     let invalid = !r.capture.invalid.is_empty();
     let report = r.pipeline.report(Some(r.capture));

@@ -183,6 +183,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let result = serve_until_signal(&args, &agent, &mut attacher, &mut ebpf).await;
     reader.abort();
     attacher.detach_all(&mut ebpf);
+    // What is left in the ring, then the heads held for a continuation, reach the event log.
+    {
+        let mut a = lock(&agent);
+        a.pipeline.drain_samples();
+        a.pipeline.flush_samples();
+    }
     tracing::info!("detached from {}; exiting", args.bridge);
     result
 }
