@@ -42,6 +42,9 @@ const MAX_JUDGED: usize = 65_536;
 /// A conversation between a LAN device and an Internet host: device MAC, its address and port,
 /// the Internet host's address and port, IP protocol.
 type LanInternet = (Mac, IpAddr, u16, IpAddr, u16, u8);
+/// When each direction of such a conversation was first seen; the inbound one with its line of
+/// evidence.
+type Directions = BTreeMap<LanInternet, (Option<(f64, (u64, String))>, Option<f64>)>;
 
 #[derive(Debug, Default)]
 struct Ping {
@@ -110,7 +113,7 @@ impl Conversations {
         // Devices that opened something new in this poll, with a few of those conversations.
         let mut grew: BTreeMap<Mac, Vec<(u64, String)>> = BTreeMap::new();
         // Per conversation: when its inbound and its outbound direction were first seen.
-        let mut directions: BTreeMap<LanInternet, (Option<(f64, (u64, String))>, Option<f64>)> = BTreeMap::new();
+        let mut directions = Directions::new();
         for d in deltas {
             let Some((src_ip, dst_ip)) = conv_ips(&d.key) else { continue };
             let (src, dst) = (Mac(d.key.src_mac), Mac(d.key.dst_mac));
@@ -264,13 +267,7 @@ impl Conversations {
         }
     }
 
-    fn cloud_hits(
-        &mut self,
-        directions: BTreeMap<LanInternet, (Option<(f64, (u64, String))>, Option<f64>)>,
-        now: f64,
-        cfg: &Config,
-        hits: &mut Vec<Hit>,
-    ) {
+    fn cloud_hits(&mut self, directions: Directions, now: f64, cfg: &Config, hits: &mut Vec<Hit>) {
         if self.judged.len() + directions.len() > MAX_JUDGED {
             self.judged.retain(|_, ts| now - *ts < cfg.window_s.min(600.0));
             if self.judged.len() + directions.len() > MAX_JUDGED {
