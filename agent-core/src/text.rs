@@ -3,6 +3,7 @@
 
 use std::fmt::Write as _;
 
+pub use crate::clock::utc;
 use crate::{
     report::{DeviceRow, Report},
     scope::Scope,
@@ -18,22 +19,6 @@ pub fn human_bytes(b: u64) -> String {
         u += 1;
     }
     if u == 0 { format!("{b} B") } else { format!("{v:.1} {}", UNITS[u]) }
-}
-
-/// Seconds since the epoch as `YYYY-MM-DD HH:MM:SS` UTC (civil-from-days, no time crate needed).
-pub fn utc(ts: f64) -> String {
-    let secs = ts.floor() as i64;
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}", rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
 /// The busiest peer of a scope and how many more there are: `203.0.113.10 (+5)`.

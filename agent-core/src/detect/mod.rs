@@ -186,7 +186,7 @@ pub(crate) fn counted(d: &Delta, clock: crate::clock::Clock) -> (u64, String) {
     } else {
         (String::new(), String::new())
     };
-    let first = crate::text::utc(clock.seconds(d.first_seen_ns));
+    let first = crate::clock::utc(clock.seconds(d.first_seen_ns));
     (
         COUNTED,
         format!(

@@ -89,7 +89,7 @@ impl Presence {
                 details: json!({"vendor": vendor, "names": names, "randomised": mac.is_local()}),
                 evidence: vec![(
                     super::COUNTED,
-                    format!("{mac}: first {tx} frame(s) sent, by {} UTC", crate::text::utc(now)),
+                    format!("{mac}: first {tx} frame(s) sent, by {} UTC", crate::clock::utc(now)),
                 )],
             });
         }
