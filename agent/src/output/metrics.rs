@@ -54,6 +54,7 @@ pub struct Metrics {
     scrape_duration: Gauge,
     findings: IntCounterVec,
     findings_dropped: IntCounter,
+    reassembly: IntCounterVec,
     last_seen: GaugeVec,
     ntp_servers: IntGaugeVec,
     scan_hosts: IntGaugeVec,
@@ -270,6 +271,17 @@ impl Metrics {
                     "Findings that left the report to make room for newer ones (the counters keep them)."
                 )
             ),
+            reassembly: register!(
+                r,
+                names,
+                counters(
+                    "iotwatch_tcp_segments_total",
+                    "Sampled TCP segments before parsing: joined to the head before them (a request split after its \
+                     method), held heads that went out alone (unjoined; evicted: the table was full), and \
+                     retransmissions dropped.",
+                    &["outcome"]
+                )
+            ),
             last_seen: register!(
                 r,
                 names,
@@ -427,6 +439,15 @@ impl Metrics {
             raise(&self.findings.with_label_values(&[rule, mac.as_str()]), *n);
         }
         raise(&self.findings_dropped, d.findings.dropped);
+        let r = p.events.reassembly.stats;
+        for (outcome, n) in [
+            ("joined", r.segments_joined),
+            ("unjoined", r.segments_unjoined),
+            ("evicted", r.evictions),
+            ("retransmission", r.retransmissions),
+        ] {
+            raise(&self.reassembly.with_label_values(&[outcome]), n);
+        }
         // Gauges: devices folded into "other" have no series (a sum of times or servers means nothing).
         let admitted = |m: &mut Self, mac: Mac| -> Option<String> { m.devices.admit(&mac).then(|| mac.to_string()) };
         let last_seen: Vec<_> = d.presence.last_seen().collect();
