@@ -50,9 +50,12 @@ pub enum SampleKind {
     Mqtt = 7,
     /// One of the first packets of a new conversation that no other kind claimed.
     Flow = 8,
+    /// An ICMP or ICMPv6 destination unreachable: it quotes the datagram it answers (the talk: a
+    /// gateway answering a device's DNS queries with port unreachable).
+    Icmp = 9,
 }
 
-pub const KINDS: usize = 9;
+pub const KINDS: usize = 10;
 
 impl SampleKind {
     pub const ALL: [SampleKind; KINDS] = [
@@ -65,6 +68,7 @@ impl SampleKind {
         SampleKind::Tls,
         SampleKind::Mqtt,
         SampleKind::Flow,
+        SampleKind::Icmp,
     ];
 
     pub const fn from_u8(v: u8) -> Option<Self> {
@@ -87,6 +91,7 @@ impl SampleKind {
             SampleKind::Tls => "tls",
             SampleKind::Mqtt => "mqtt",
             SampleKind::Flow => "flow",
+            SampleKind::Icmp => "icmp",
         }
     }
 }
@@ -357,6 +362,18 @@ pub const fn udp_by_port(sport: u16, dport: u16) -> Option<SampleKind> {
     None
 }
 
+/// ICMP destination unreachable (type 3) and ICMPv6 destination unreachable (type 1); echo and
+/// the rest are counted, not sampled.
+#[inline(always)]
+pub const fn classify_icmp(proto: u8, peek: Peek) -> Option<SampleKind> {
+    let unreachable = match proto {
+        crate::wire::ip_proto::ICMP => 3,
+        crate::wire::ip_proto::ICMPV6 => 1,
+        _ => return None,
+    };
+    if peek.byte(0) == unreachable { Some(SampleKind::Icmp) } else { None }
+}
+
 /// Kind of a TCP segment with payload, by content (DNS by port).
 #[inline(always)]
 pub const fn classify_tcp(sport: u16, dport: u16, peek: Peek) -> Option<SampleKind> {
@@ -384,6 +401,16 @@ mod tests {
         let mut p = [0u8; PEEK];
         p[..b.len().min(PEEK)].copy_from_slice(&b[..b.len().min(PEEK)]);
         Peek::new(p)
+    }
+
+    #[test]
+    fn icmp_unreachables_only() {
+        assert_eq!(classify_icmp(1, peek(&[3, 3])), Some(SampleKind::Icmp));
+        assert_eq!(classify_icmp(58, peek(&[1, 4])), Some(SampleKind::Icmp));
+        assert_eq!(classify_icmp(1, peek(&[8, 0])), None, "echo request");
+        assert_eq!(classify_icmp(58, peek(&[128, 0])), None, "ICMPv6 echo request");
+        assert_eq!(classify_icmp(58, peek(&[3, 0])), None, "ICMPv6 type 3 is time exceeded");
+        assert_eq!(classify_icmp(17, peek(&[3, 3])), None);
     }
 
     #[test]

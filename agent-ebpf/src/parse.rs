@@ -28,7 +28,8 @@ pub struct Frame {
     pub key: ConvKey,
     /// Bytes of headers (from the Ethernet header through L4) that every GSO segment repeats.
     pub header_len: u64,
-    /// Where the TCP/UDP payload starts; 0 when the L4 header is not complete (no payload known).
+    /// Where the TCP/UDP payload (the ICMP message) starts; 0 when the L4 header is not complete
+    /// (no payload known).
     pub payload_off: usize,
     /// Where the IP packet ends by its own header; 0 when unknown (no IP header, or a length of
     /// 0 as TSO and jumbograms leave it). Bytes past it are Ethernet padding, not payload: a
@@ -230,6 +231,11 @@ fn parse_ipv6<P: Packet>(p: &P, off: usize, f: &mut Frame, st: &mut Stats) {
 #[inline(always)]
 fn parse_l4<P: Packet>(p: &P, off: usize, f: &mut Frame, st: &mut Stats) {
     f.header_len = off as u64;
+    if f.key.proto == ip_proto::ICMP || f.key.proto == ip_proto::ICMPV6 {
+        // The message is the payload: an unreachable is sampled for the datagram it quotes.
+        f.payload_off = off;
+        return;
+    }
     if f.key.proto != ip_proto::TCP && f.key.proto != ip_proto::UDP {
         return;
     }

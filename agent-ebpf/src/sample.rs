@@ -7,8 +7,8 @@ use agent_common::{
     DeviceCounters,
     sample::{
         DEFAULT_BURST, DEFAULT_CPU_RATE, DEFAULT_FIRST_PACKETS, DEFAULT_NEW_SOURCE_RATE, DEFAULT_RATE, NEW_SOURCE_NS,
-        NEW_SOURCE_TOKENS, PEEK, Peek, SAMPLE_MAX, Sample, SampleHeader, SampleKind, classify_tcp, classify_udp,
-        outcome, udp_by_port,
+        NEW_SOURCE_TOKENS, PEEK, Peek, SAMPLE_MAX, Sample, SampleHeader, SampleKind, classify_icmp, classify_tcp,
+        classify_udp, outcome, udp_by_port,
     },
     wire::ip_proto,
 };
@@ -70,7 +70,7 @@ fn classify<P: Packet>(p: &P, f: &Frame, has_payload: bool) -> Option<SampleKind
     match f.key.proto {
         ip_proto::UDP => classify_udp(f.key.src_port, f.key.dst_port, peek),
         ip_proto::TCP => classify_tcp(f.key.src_port, f.key.dst_port, peek),
-        _ => None,
+        proto => classify_icmp(proto, peek),
     }
 }
 
@@ -146,7 +146,10 @@ pub fn maybe_sample<P: Packet>(
                 Conversation::Created => (0, 0),
                 Conversation::Missing => return,
             };
-            if !has_payload || u64::from(taken) >= global(&SAMPLE_FIRST_PACKETS) {
+            if !has_payload
+                || u64::from(taken) >= global(&SAMPLE_FIRST_PACKETS)
+                || (f.key.proto != ip_proto::TCP && f.key.proto != ip_proto::UDP)
+            {
                 return;
             }
             // A repeat of the segment sampled last (a retransmission, each frame of a capture

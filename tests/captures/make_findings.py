@@ -17,9 +17,11 @@ and its negative twin. Device N is 02:77:00:00:01:NN at 192.168.77.1NN; the gate
                           15 none: it connects out
  16 scan (198.51.100.1-254 on port 23)   17 none: three hosts
  18 new_device (first frame at the end; every other device speaks at the start)
+ 19 dns_unreachable (its DNS queries to the gateway answered with ICMP port unreachable)
+                          21 none: DNS answered; an NTP query refused with port unreachable
 Deterministic."""
 import sys
-from scapy.all import ARP, DNS, DNSQR, DNSRR, ICMP, IP, NTP, TCP, UDP, Ether, Raw, wrpcap
+from scapy.all import ARP, DNS, DNSQR, DNSRR, ICMP, IP, NTP, TCP, UDP, Ether, Raw, UDPerror, IPerror, wrpcap
 
 GW, GW_IP = "02:77:00:00:00:01", "192.168.77.1"
 T0 = 1700000000.0
@@ -68,7 +70,7 @@ class Tcp:
 
 
 # Every device but 18 says hello at the start (ARP), so the first poll's baseline holds them.
-for n in list(range(1, 18)) + [20]:
+for n in list(range(1, 18)) + [19, 20, 21]:
     at(0.01 * n, eth(mac(n), "ff:ff:ff:ff:ff:ff") / ARP(hwsrc=mac(n), psrc=ip(n), pdst=GW_IP))
 at(0.5, eth(GW, "ff:ff:ff:ff:ff:ff") / ARP(op=2, hwsrc=GW, psrc=GW_IP, pdst=GW_IP))
 # Traffic to the Internet through the gateway: what makes it the gateway.
@@ -159,6 +161,20 @@ for i in range(1, 255):
 for i in range(1, 4):
     c = Tcp(mac(17), ip(17), 41000 + i, GW, "192.0.2.%d" % (10 + i), 443)
     c.handshake(75.0 + i)
+
+# 19: DNS queries to the gateway, refused with port unreachable (the talk's door sensor);
+# 21: a DNS query answered, and an NTP query refused.
+for i in range(3):
+    q = IP(src=ip(19), dst=GW_IP) / UDP(sport=41000 + i, dport=53) / DNS(id=i, rd=1, qd=DNSQR(qname="eu-api.coolkit.cc"))
+    at(80.0 + 5 * i, eth(mac(19), GW) / q)
+    at(80.001 + 5 * i, eth(GW, mac(19)) / IP(src=GW_IP, dst=ip(19)) / ICMP(type=3, code=3) / IPerror(bytes(q)[:28]))
+q = IP(src=ip(21), dst=GW_IP) / UDP(sport=42000, dport=53) / DNS(id=9, rd=1, qd=DNSQR(qname="example.com"))
+at(82.0, eth(mac(21), GW) / q)
+at(82.001, eth(GW, mac(21)) / IP(src=GW_IP, dst=ip(21)) / UDP(sport=53, dport=42000)
+   / DNS(id=9, qr=1, rd=1, ra=1, qd=DNSQR(qname="example.com"), an=DNSRR(rrname="example.com", type="A", ttl=60, rdata="203.0.113.99")))
+q = IP(src=ip(21), dst=GW_IP) / UDP(sport=42001, dport=123) / NTP(version=4, mode=3)
+at(83.0, eth(mac(21), GW) / q)
+at(83.001, eth(GW, mac(21)) / IP(src=GW_IP, dst=ip(21)) / ICMP(type=3, code=3) / IPerror(bytes(q)[:28]))
 
 # 18: a device that was never there before.
 at(100.0, eth(mac(18), "ff:ff:ff:ff:ff:ff") / ARP(hwsrc=mac(18), psrc=ip(18), pdst=GW_IP))

@@ -29,6 +29,7 @@ fn expected() -> BTreeMap<String, BTreeSet<&'static str>> {
         (14, "cloud_initiated"),
         (16, "scan"),
         (18, "new_device"),
+        (19, "dns_unreachable"),
     ]
     .into_iter()
     .map(|(n, rule)| (mac(n), BTreeSet::from([rule])))
@@ -92,7 +93,7 @@ privileged_test! {
         let r = replay(&file);
         let want: BTreeMap<String, BTreeSet<String>> =
             expected().into_iter().map(|(m, rules)| (m, rules.into_iter().map(str::to_owned).collect())).collect();
-        assert_eq!(rules_by_device(&r), want, "findings by device (twins: 2, 4, 5, 7, 9, 11, 13, 15, 17, 20)");
+        assert_eq!(rules_by_device(&r), want, "findings by device (twins: 2, 4, 5, 7, 9, 11, 13, 15, 17, 20, 21)");
 
         // Evidence: ids of events in the report, and what they were.
         let lateral = finding(&r, "lateral_movement");
@@ -117,6 +118,14 @@ privileged_test! {
         assert_eq!((fw["details"]["total_bytes"].as_u64(), fw["details"]["connections"].as_u64()), (Some(3_145_728), Some(3)));
         let mdns = finding(&r, "unsolicited_mdns");
         assert_eq!(mdns["details"]["leaks"], serde_json::json!(["firmware", "model", "serial"]));
+        let refused = finding(&r, "dns_unreachable");
+        assert_eq!((refused["details"]["refusals"].as_u64(), refused["details"]["servers"][0].as_str()), (Some(3), Some("192.168.77.1")));
+        let unreachables = tshark_distinct(&file, "icmp.type == 3 && icmp.code == 3 && udp.dstport == 53", "frame.number");
+        assert_eq!(unreachables.len(), 3, "tshark: port unreachables quoting DNS");
+        // The kernel samples ICMP unreachables (4: three to device 19, one to 21), never echoes.
+        let events = r["events"].as_array().expect("events");
+        assert_eq!(events.iter().filter(|e| e["kind"] == "icmp").count(), 4);
+        assert!(!events.iter().any(|e| e["src_mac"] == mac(12).as_str()), "device 12's pings are not sampled");
         let cleartext = finding(&r, "cleartext");
         assert!(cleartext["count"].as_u64() >= Some(2), "XML over UDP and MQTT with credentials: {cleartext}");
 

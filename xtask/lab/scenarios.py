@@ -399,6 +399,24 @@ def scan(a):
     return 0
 
 
+def dns_refused(a):
+    """One DNS query (A iwlab.example) to SERVER:53 over a connected UDP socket: success is the
+    server's host refusing it with ICMP port unreachable (ECONNREFUSED), as the talk's gateway did."""
+    query = struct.pack("!HHHHHH", 0x1f2e, 0x0100, 1, 0, 0, 0) + dns_name("iwlab.example") + struct.pack("!HH", 1, 1)
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.settimeout(a.timeout)
+    s.connect((a.server, 53))
+    s.send(query)
+    try:
+        s.recv(512)
+    except ConnectionRefusedError:
+        print(f"{a.server}:53 refused the query (ICMP port unreachable)", flush=True)
+        return 0
+    except socket.timeout:
+        return fail(f"{a.server}:53: no answer and no ICMP error within {a.timeout} s")
+    return fail(f"{a.server}:53 answered: a DNS server listens there")
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -457,6 +475,11 @@ def main():
     c.add_argument("--expect-size", type=int, default=0)
     c.add_argument("--user-agent", default="iwlab-updater/1.0")
     c.set_defaults(f=ranged_get)
+
+    c = sub.add_parser("dns-refused")
+    c.add_argument("--server", required=True)
+    c.add_argument("--timeout", type=float, default=2)
+    c.set_defaults(f=dns_refused)
 
     c = sub.add_parser("scan")
     c.add_argument("--net", required=True, help="a /24, e.g. 203.0.113.0")

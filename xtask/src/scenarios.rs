@@ -57,7 +57,7 @@ pub struct Scenario {
 }
 
 /// The stable rule names of the detectors (issue 12).
-pub const RULES: [&str; 9] = [
+pub const RULES: [&str; 10] = [
     "lateral_movement",
     "unsolicited_mdns",
     "ntp_fanout",
@@ -67,6 +67,7 @@ pub const RULES: [&str; 9] = [
     "cloud_initiated",
     "new_device",
     "scan",
+    "dns_unreachable",
 ];
 
 const fn finding(name: &'static str, rule: &'static str, what: &'static str) -> Scenario {
@@ -78,7 +79,7 @@ const fn quiet(name: &'static str, rules: &'static [&'static str], what: &'stati
 }
 
 /// Device index `i` plays `SCENARIOS[i - 1]`. The last one joins after the agent started.
-pub const SCENARIOS: [Scenario; 21] = [
+pub const SCENARIOS: [Scenario; 22] = [
     finding(
         "lateral-movement",
         "lateral_movement",
@@ -115,6 +116,11 @@ pub const SCENARIOS: [Scenario; 21] = [
     finding("cloud-initiated", "cloud_initiated", "an Internet host opens TCP to its port 9000 and exchanges bytes"),
     quiet("three-hosts", &["scan", "cloud_initiated"], "HTTP to three Internet hosts every 10 s"),
     finding("telnet-scan", "scan", "one connection attempt to port 23 on each of 203.0.113.1-254"),
+    finding(
+        "dns-refused",
+        "dns_unreachable",
+        "asks the gateway for DNS every 10 s; nothing listens there, it answers ICMP port unreachable",
+    ),
     finding("new-device", "new_device", "joins the bridge 15 s after the agent started, then fetches a status"),
 ];
 
@@ -517,6 +523,15 @@ impl Scenarios {
                 1,
                 0,
                 0,
+            ),
+            (
+                "dns-refused",
+                Place::Device(0),
+                "DNS query to the gateway, refused",
+                format!("{py} dns-refused --server 192.168.77.1"),
+                6,
+                10,
+                5,
             ),
             (
                 "internet-ping",
@@ -1189,6 +1204,11 @@ pub fn traffic_check(device: usize, report: &Value, events: &[Value]) -> Result<
         "telnet-scan" => {
             let swept = all_peers.iter().filter(|p| st(p, "ip").starts_with("203.0.113.")).count();
             need(swept >= 254, format!("{swept} peers in 203.0.113.0/24 (want 254)"))
+        }
+        "dns-refused" => {
+            let refused =
+                to("icmp").iter().filter(|e| num(e, "original_dst_port") == 53.0 && st(e, "reason") == "port").count();
+            need(refused > 0, format!("{refused} ICMP port unreachables quoting its DNS queries"))
         }
         "new-device" => {
             let seen = device_json(report, &mac).is_some();

@@ -8,6 +8,7 @@
 //! - [`firmware`], `firmware_over_http`, Range downloads over many connections joined.
 //! - [`cleartext`], Telnet, MQTT without TLS, identifiers in HTTP requests, text to the Internet.
 //! - [`conversations`], `scan`, `cloud_initiated`, `gateway_ping`, `large_upload`, from deltas.
+//! - [`unreachable`], `dns_unreachable` (DNS queries answered with ICMP port unreachable).
 //! - [`presence`], `new_device` and each device's last-seen time (offline rules use it).
 //!
 //! Findings are deduplicated here: one finding per device and rule per window, with a count;
@@ -28,6 +29,7 @@ pub mod discovery;
 pub mod firmware;
 pub mod ntp;
 pub mod presence;
+pub mod unreachable;
 
 /// A rule's stable name is its identity in the report, the event log, the metrics and alerts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -42,10 +44,11 @@ pub enum Rule {
     NewDevice,
     Scan,
     LargeUpload,
+    DnsUnreachable,
 }
 
 impl Rule {
-    pub const ALL: [Rule; 10] = [
+    pub const ALL: [Rule; 11] = [
         Rule::LateralMovement,
         Rule::UnsolicitedMdns,
         Rule::NtpFanout,
@@ -56,6 +59,7 @@ impl Rule {
         Rule::NewDevice,
         Rule::Scan,
         Rule::LargeUpload,
+        Rule::DnsUnreachable,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -70,6 +74,7 @@ impl Rule {
             Rule::NewDevice => "new_device",
             Rule::Scan => "scan",
             Rule::LargeUpload => "large_upload",
+            Rule::DnsUnreachable => "dns_unreachable",
         }
     }
 }
@@ -304,6 +309,7 @@ pub struct Detectors {
     pub cleartext: cleartext::Cleartext,
     pub conversations: conversations::Conversations,
     pub presence: presence::Presence,
+    pub unreachable: unreachable::Unreachable,
 }
 
 impl Detectors {
@@ -317,6 +323,7 @@ impl Detectors {
         self.ntp.on_event(ev, &self.config, &mut hits);
         self.firmware.on_event(ev, &self.config, &mut hits);
         self.cleartext.on_event(ev, cx, &mut hits);
+        self.unreachable.on_event(ev, &mut hits);
         self.record(hits);
     }
 

@@ -34,7 +34,17 @@ pub fn all() -> Vec<(Kind, &'static str, Vec<u8>)> {
         (Kind::Mqtt, "publish_tcp", mqtt_publish()),
         (Kind::Flow, "cleartext_udp", br#"{"devSerial":"E25105525","password":"ABCDEF","ssid":"home-wifi"}"#.to_vec()),
         (Kind::Flow, "binary_tcp", vec![0x9e, 0x00, 0x01, 0xff, 0x7f, 0x45, 0x5a, 0x00, 0x10]),
+        (Kind::Icmp, "port_unreachable_dns", icmp_port_unreachable_dns()),
     ]
+}
+
+/// The talk's Sonoff door sensor: its DNS query to the gateway answered with ICMP port
+/// unreachable (type 3, code 3), quoting the query's IPv4 and UDP headers.
+pub fn icmp_port_unreachable_dns() -> Vec<u8> {
+    let mut m = vec![3, 3, 0, 0, 0, 0, 0, 0];
+    m.extend([0x45, 0, 0, 61, 0x12, 0x34, 0, 0, 64, 17, 0, 0, 192, 168, 2, 190, 192, 168, 2, 1]);
+    m.extend([0xa0, 0x28, 0, 53, 0, 41, 0, 0]);
+    m
 }
 
 pub fn ssdp_msearch() -> Vec<u8> {

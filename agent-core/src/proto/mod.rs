@@ -19,7 +19,7 @@
 //!   the snapshot, which loses the SNI of a post-quantum ClientHello that spans two segments;
 //!   using it only for the SNI/ALPN/supported_versions lists would pull nom, phf and a
 //!   proc-macro stack into the agent for three length-prefixed lists.
-//! - NTP, DHCPv4/v6, MQTT, flow classification: fixed layouts and TLVs, a few dozen lines
+//! - NTP, DHCPv4/v6, MQTT, ICMP unreachables, flow classification: fixed layouts and TLVs, a few dozen lines
 //!   each; no crate decodes them tolerant of a cut with fewer dependencies.
 
 use serde::Serialize;
@@ -28,6 +28,7 @@ pub mod dhcp;
 pub mod dns;
 pub mod flow;
 pub mod http;
+pub mod icmp;
 pub mod mqtt;
 pub mod ntp;
 pub mod ssdp;
@@ -75,6 +76,7 @@ pub enum EventFields {
     Tls(tls::TlsEvent),
     Mqtt(mqtt::MqttEvent),
     Flow(flow::FlowEvent),
+    Icmp(icmp::IcmpEvent),
 }
 
 impl EventFields {
@@ -89,6 +91,7 @@ impl EventFields {
             EventFields::Tls(_) => Kind::Tls,
             EventFields::Mqtt(_) => Kind::Mqtt,
             EventFields::Flow(_) => Kind::Flow,
+            EventFields::Icmp(_) => Kind::Icmp,
         }
     }
 }
@@ -106,6 +109,7 @@ pub fn parse(kind: Kind, payload: &[u8], transport_is_tcp: bool) -> Result<Event
         Kind::Tls => EventFields::Tls(tls::parse(payload)?),
         Kind::Mqtt => EventFields::Mqtt(mqtt::parse(payload)?),
         Kind::Flow => EventFields::Flow(flow::classify(payload, transport_is_tcp)),
+        Kind::Icmp => EventFields::Icmp(icmp::parse(payload)?),
     })
 }
 

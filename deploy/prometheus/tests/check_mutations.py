@@ -237,6 +237,35 @@ MUTANTS = {
     "IotwatchAbnormalUpload without a day of history": (
         "          and on (job, instance, mac)\n          instance_mac:iotwatch_device_internet_tx_bytes:increase1h offset 1d\n", ""),
     "IotwatchAbnormalUpload without for": ("offset 1d\n        for: 30m\n", "offset 1d\n"),
+    'IotwatchDnsUnreachable without rule filter in increase': ('increase(iotwatch_findings_total{rule="dns_unreachable"}[2h])',
+        'increase(iotwatch_findings_total[2h])'),
+    'IotwatchDnsUnreachable without rule filter on new series': ('(iotwatch_findings_total{rule="dns_unreachable"} unless',
+        '(iotwatch_findings_total unless'),
+    'IotwatchDnsUnreachable over 1h': ('increase(iotwatch_findings_total{rule="dns_unreachable"}[2h]) > 0',
+        'increase(iotwatch_findings_total{rule="dns_unreachable"}[1h]) > 0'),
+    'IotwatchDnsUnreachable with new series for 1h': ('unless iotwatch_findings_total{rule="dns_unreachable"} offset 2h)',
+        'unless iotwatch_findings_total{rule="dns_unreachable"} offset 1h)'),
+    'IotwatchDnsUnreachable missing new series': ('            or\n            (iotwatch_findings_total{rule="dns_unreachable"} unless iotwatch_findings_total{rule="dns_unreachable"} offset 2h)\n',
+        ''),
+    'IotwatchDnsUnreachable on the raw counter': ('increase(iotwatch_findings_total{rule="dns_unreachable"}[2h]) > 0',
+        'iotwatch_findings_total{rule="dns_unreachable"} > 0'),
+    'IotwatchDnsUnreachable with for': ('offset 2h)\n          ) > 0\n        labels:\n          severity: warning\n        annotations:\n          summary: "Device {{ $labels.mac }} asks DNS of a host that serves none"',
+        'offset 2h)\n          ) > 0\n        for: 15m\n        labels:\n          severity: warning\n        annotations:\n          summary: "Device {{ $labels.mac }} asks DNS of a host that serves none"'),
+    "IotwatchDeviceOffline without max_over_time (forgets devices on an agent restart)": (
+        "max_over_time(iotwatch_device_last_seen_timestamp_seconds[1d])", "iotwatch_device_last_seen_timestamp_seconds"),
+    "IotwatchDeviceOffline at 5 minutes": (") > 900 < 86400", ") > 300 < 86400"),
+    "IotwatchDeviceOffline without the one-day limit": (") > 900 < 86400", ") > 900"),
+    "IotwatchDeviceOffline without the agent guard": (
+        "          and on (job, instance)\n          iotwatch_build_info\n", ""),
+    "IotwatchDeviceOffline with for": (
+        "          iotwatch_build_info\n        labels:\n", "          iotwatch_build_info\n        for: 15m\n        labels:\n"),
+    "IotwatchAbnormalUpload without the floor": (
+        "          instance_mac:iotwatch_device_internet_tx_bytes:increase1h > 10e6\n          and on (job, instance, mac)\n", ""),
+    "IotwatchAbnormalUpload at twice the baseline": (
+        "> 4 * instance_mac:iotwatch_device_internet_tx_bytes:avg7d_increase1h", "> 2 * instance_mac:iotwatch_device_internet_tx_bytes:avg7d_increase1h"),
+    "IotwatchAbnormalUpload without a day of history": (
+        "          and on (job, instance, mac)\n          instance_mac:iotwatch_device_internet_tx_bytes:increase1h offset 1d\n", ""),
+    "IotwatchAbnormalUpload without for": ("offset 1d\n        for: 30m\n", "offset 1d\n"),
 }
 
 
