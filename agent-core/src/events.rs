@@ -149,6 +149,14 @@ impl EventStore {
         }
     }
 
+    /// Makes events of the heads held longer than the reassembly's bound at `now_ns` (the
+    /// program's clock): the live agent calls it on every poll.
+    pub fn expire(&mut self, now_ns: u64, clock: Clock, mut on_event: impl FnMut(&Event, &Names)) {
+        for message in self.reassembly.expire_at(now_ns) {
+            self.add(&message, clock, &mut on_event);
+        }
+    }
+
     fn add(&mut self, message: &Message<'_>, clock: Clock, on_event: &mut impl FnMut(&Event, &Names)) {
         let (h, kind) = (&message.header, message.kind);
         let mut ev = match event_of(h, kind, &message.payload, clock) {

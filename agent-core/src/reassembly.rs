@@ -351,6 +351,14 @@ impl Reassembler {
         out
     }
 
+    /// Lets go of the heads that have waited longer than the bound at `now_ns`: the live agent
+    /// asks on every poll, since a quiet network sends no sample that would end the wait.
+    pub fn expire_at(&mut self, now_ns: u64) -> Vec<Message<'static>> {
+        let mut out = Vec::new();
+        self.expire(now_ns, &mut out);
+        out
+    }
+
     /// Whether the fingerprint is new (then remembered, the oldest forgotten past the bound).
     fn remember(&mut self, fp: u64) -> bool {
         if self.limits.recent_segments == 0 {
@@ -573,6 +581,16 @@ mod tests {
         let got = run(&mut r, &[sample(40_007, 1, b"POST ", 0), sample(40_007, 1, &whole, 200)]);
         assert_eq!((got.len(), http(&got[0]).uri.as_deref()), (1, Some("/api/upload")));
         assert_eq!((r.stats.retransmissions, r.stats.segments_unjoined), (1, 0));
+    }
+
+    #[test]
+    fn a_held_head_goes_out_once_it_waited_longer_than_the_bound() {
+        let mut r = Reassembler::default();
+        assert!(run(&mut r, &[sample(40_009, 1, b"POST ", 0)]).is_empty());
+        assert!(r.expire_at(T0 + r.limits.hold_ns).is_empty(), "not longer than the bound yet");
+        let out = r.expire_at(T0 + r.limits.hold_ns + 1);
+        assert_eq!((out.len(), &out[0].payload[..]), (1, &b"POST "[..]));
+        assert_eq!((r.held(), r.stats.segments_unjoined), (0, 1));
     }
 
     #[test]

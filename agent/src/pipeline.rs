@@ -78,6 +78,12 @@ impl Sinks<'_> {
         events.handle(record, *clock, |ev, names| on_event(detectors, log, scopes, oui, ev, names));
     }
 
+    /// The TCP heads held longer than the reassembly's bound (program clock `now_ns`) become events.
+    fn expire(&mut self, now_ns: u64) {
+        let Sinks { events, detectors, log, scopes, oui, clock } = self;
+        events.expire(now_ns, *clock, |ev, names| on_event(detectors, log, scopes, oui, ev, names));
+    }
+
     /// The TCP heads still held for their continuation become events.
     fn flush(&mut self) {
         let Sinks { events, detectors, log, scopes, oui, clock } = self;
@@ -227,6 +233,10 @@ impl Pipeline {
     /// Reads the maps once; conversations idle since before `idle_before_ns` leave the map.
     pub fn poll(&mut self, idle_before_ns: Option<u64>) -> anyhow::Result<()> {
         self.drain_samples();
+        if self.clock == Clock::Live {
+            // Replay lets its held heads go at the end; live, a quiet network might never.
+            self.sinks().0.expire(clock::monotonic_ns());
+        }
         let snap = self.collector.poll(idle_before_ns)?;
         for delta in &snap.deltas {
             self.ledger.apply(delta, &self.scopes);
