@@ -62,6 +62,7 @@ fn scenario_lab(args: &LabArgs, bin: &Path) -> Result<()> {
         work_dir: work.clone(),
         prometheus_port: Some(prometheus::port_or_free(PROMETHEUS_PORT)?),
         duration: duration.unwrap_or(FOREVER),
+        capture: None,
     })?;
     println!(
         "lab: bridge {}, gateway {}, internet hosts {:?}, {} devices (device {} joins after {} s)",

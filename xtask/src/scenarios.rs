@@ -1236,14 +1236,93 @@ pub struct ScenarioLabOptions {
     pub prometheus_port: Option<u16>,
     /// Bound of the long-running traffic.
     pub duration: Duration,
+    /// A capture of the lab's traffic to write here (see [`LabCapture`]), or none.
+    pub capture: Option<PathBuf>,
 }
 
-/// The lab with its agent (event log in `work_dir/events.ndjson`), Prometheus and scenarios.
-/// Dropped in order: agent (detaches), Prometheus, scenarios, then the lab's namespaces.
+/// `tcpdump -i BRIDGE -s 0 -w FILE`: the whole lab's traffic as one capture, for replaying it
+/// through `iotwatch replay`. On the bridge device rather than on its ports: tcpdump puts the
+/// bridge in promiscuous mode, and a promiscuous bridge hands a copy of every frame it forwards
+/// between ports up to its own device, so the bridge alone sees each frame once (forwarded,
+/// flooded, to and from the host), where the ports would hold every port-to-port frame twice
+/// (egress of one, ingress of the other); it also sees the port of the device that joins late
+/// without being told. Frames a port's own interface would send never cross the bridge, but
+/// the lab's ports send none (findings_lab checks that every MAC the agent saw is captured).
+pub struct LabCapture {
+    child: Option<Child>,
+    pub file: PathBuf,
+    log: PathBuf,
+}
+
+/// What tcpdump said when it stopped.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CaptureStats {
+    pub captured: u64,
+    pub dropped: u64,
+}
+
+impl LabCapture {
+    /// Starts and waits (bounded) until tcpdump listens. Immediate mode and a 32 MiB buffer:
+    /// frames are written as they come (none waits in a block that SIGINT could discard) and a
+    /// burst (the scan's SYNs, a download) is not dropped.
+    pub fn start(iface: &str, file: &Path) -> Result<Self> {
+        let log = file.with_extension("tcpdump.log");
+        let f = fs::File::create(&log).with_context(|| format!("cannot create {}", log.display()))?;
+        let file_s = file.display().to_string();
+        let args = ["-n", "-i", iface, "-s", "0", "-B", "32768", "-U", "--immediate-mode", "-w", &file_s];
+        let mut c = cmd::command("tcpdump", &args);
+        c.stdin(Stdio::null()).stdout(Stdio::null()).stderr(f);
+        cmd::supervised(&mut c, libc::SIGTERM);
+        let child = c.spawn().context("cannot start tcpdump (cargo xtask setup installs it)")?;
+        let mut me = Self { child: Some(child), file: file.to_path_buf(), log };
+        let end = Instant::now() + Duration::from_secs(10);
+        while !me.output().contains("listening on") {
+            if let Some(status) = me.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                bail!("tcpdump on {iface} exited ({status}): {}", me.output().trim());
+            }
+            ensure!(Instant::now() < end, "tcpdump on {iface} does not listen after 10 s: {}", me.output().trim());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(me)
+    }
+
+    fn output(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Stops it (SIGINT: tcpdump flushes the file and prints its counts) and returns the counts.
+    pub fn stop(&mut self) -> Result<CaptureStats> {
+        let Some(mut c) = self.child.take() else { bail!("the capture was stopped already") };
+        let status = cmd::stop(&mut c, libc::SIGINT, Duration::from_secs(10));
+        let out = self.output();
+        ensure!(status.is_some_and(|s| s.success()), "tcpdump did not stop cleanly ({status:?}): {}", out.trim());
+        // "123 packets captured", "0 packets dropped by kernel"
+        let count = |what: &str| -> Result<u64> {
+            out.lines()
+                .find_map(|l| l.strip_suffix(what).and_then(|n| n.trim().parse().ok()))
+                .with_context(|| format!("no \"{what}\" in tcpdump's output: {}", out.trim()))
+        };
+        Ok(CaptureStats { captured: count(" packets captured")?, dropped: count(" packets dropped by kernel")? })
+    }
+}
+
+impl Drop for LabCapture {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            cmd::stop(&mut c, libc::SIGINT, Duration::from_secs(5));
+        }
+    }
+}
+
+/// The lab with its agent (event log in `work_dir/events.ndjson`), Prometheus and scenarios,
+/// and the capture if asked for. Dropped in order: agent (detaches), Prometheus, scenarios,
+/// capture, then the lab's namespaces.
 pub struct ScenarioLab {
     pub agent: Agent,
     pub prometheus: Option<Prometheus>,
     pub scenarios: Scenarios,
+    /// Before the lab: it stops before the bridge goes.
+    pub capture: Option<LabCapture>,
     pub lab: HomeLab,
     pub events: PathBuf,
     pub started: Instant,
@@ -1258,6 +1337,8 @@ impl ScenarioLab {
             ipv6: true,
             static_neighbors: false,
         })?;
+        // Before the agent: the capture holds at least what the agent sees.
+        let capture = o.capture.as_deref().map(|file| LabCapture::start(&lab.bridge, file)).transpose()?;
         fs::create_dir_all(&o.work_dir)?;
         let events = o.work_dir.join("events.ndjson");
         let _ = fs::remove_file(&events);
@@ -1281,7 +1362,7 @@ impl ScenarioLab {
             .map(|port| Prometheus::start(&o.agent_listen, port, Duration::from_secs(30)))
             .transpose()?;
         let scenarios = Scenarios::start(&lab, o.duration)?;
-        Ok(Self { agent, prometheus, scenarios, lab, events, started })
+        Ok(Self { agent, prometheus, scenarios, capture, lab, events, started })
     }
 
     /// One step: late device, clients, and every process still alive.
