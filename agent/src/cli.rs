@@ -229,7 +229,8 @@ pub struct DetectArgs {
     /// large_upload: bytes sent to one Internet host within the window.
     #[arg(long = "detect.upload-bytes", default_value_t = Config::DEFAULT.upload_bytes)]
     pub upload_bytes: u64,
-    /// cloud_initiated: seconds after the first conversation in which first directions are unknown.
+    /// Seconds after the start in which cloud_initiated leaves conversations alone (they may
+    /// predate it) and, with no known devices remembered, new_device learns the devices present.
     #[arg(long = "detect.startup-grace", default_value_t = Config::DEFAULT.startup_grace_s as u64)]
     pub startup_grace: u64,
 }

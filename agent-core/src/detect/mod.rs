@@ -108,7 +108,8 @@ pub struct Config {
     /// Bytes sent to one Internet peer within `window_s`.
     pub upload_bytes: u64,
     /// Conversations first seen this soon after the start may have begun before it: their first
-    /// direction is unknown, so `cloud_initiated` leaves them alone.
+    /// direction is unknown, so `cloud_initiated` leaves them alone. With no known devices
+    /// remembered, `new_device` learns the devices present for this long.
     pub startup_grace_s: f64,
 }
 
@@ -338,7 +339,7 @@ impl Detectors {
     ) {
         let mut hits = Vec::new();
         self.conversations.on_poll(deltas, now, clock, cx, &self.config, &mut hits);
-        self.presence.on_poll(macs, now, cx, &mut hits);
+        self.presence.on_poll(macs, now, self.config.startup_grace_s, cx, &mut hits);
         self.record(hits);
     }
 

@@ -2,8 +2,10 @@
 //!
 //! `new_device`: a unicast MAC that sent a frame and was never seen before. What "before" means
 //! is remembered across restarts (the agent keeps the known MACs in its state directory). With
-//! no memory at all (a first start, a replay), the MACs of the first poll are the baseline: a
-//! box just plugged in does not call every device on the network new.
+//! no memory at all (a first start, a replay), the MACs seen in the first `startup_grace_s` are
+//! the baseline: a box just plugged in does not call every device on the network new. Not the
+//! first poll alone: live it comes right after the programs attach, and saw only the devices
+//! that happened to send in that instant (in the lab, 2 to 7 of 20).
 //!
 //! Offline and back online are Prometheus rules over each device's last-seen time, which this
 //! module keeps: the time of the poll at which the device's sent-frame count last grew.
@@ -22,8 +24,10 @@ pub const MAX_KNOWN: usize = 65_536;
 pub struct Presence {
     /// Every MAC known, with when it was first seen (seconds since the epoch).
     known: HashMap<Mac, f64>,
-    /// Whether the known set is the baseline (loaded, or a first poll was taken).
+    /// Whether the known set is the baseline (loaded, or learnt for the grace period).
     baselined: bool,
+    /// With no memory, the end of the learning period (set at the first poll).
+    learning_until: Option<f64>,
     /// Sent frames at the last poll, and when they last grew.
     last: HashMap<Mac, (u64, f64)>,
     /// The known set changed since [`Presence::take_changed`].
@@ -53,8 +57,14 @@ impl Presence {
         self.last.iter().map(|(m, (_, ts))| (*m, *ts))
     }
 
-    /// `macs`: every MAC's sent-frame count at this poll.
-    pub fn on_poll(&mut self, macs: &[(Mac, u64)], now: f64, cx: &Context<'_>, hits: &mut Vec<Hit>) {
+    /// `macs`: every MAC's sent-frame count at this poll; `grace`: how long a first start learns.
+    pub fn on_poll(&mut self, macs: &[(Mac, u64)], now: f64, grace: f64, cx: &Context<'_>, hits: &mut Vec<Hit>) {
+        if !self.baselined {
+            let until = *self.learning_until.get_or_insert(now + grace);
+            // Learnt until the period ends; the poll that ends it still learns.
+            self.baselined = now > until;
+        }
+        let learning = !self.baselined;
         for &(mac, tx) in macs {
             if mac.is_group() || tx == 0 {
                 continue;
@@ -72,7 +82,7 @@ impl Presence {
             } else {
                 self.not_remembered += 1;
             }
-            if !self.baselined {
+            if learning {
                 continue;
             }
             let vendor = if mac.is_local() { None } else { cx.oui.vendor(mac).map(str::to_owned) };
@@ -93,7 +103,6 @@ impl Presence {
                 )],
             });
         }
-        self.baselined = true;
     }
 }
 
@@ -135,24 +144,26 @@ mod tests {
     use super::{super::testing::*, *};
 
     #[test]
-    fn the_first_poll_is_the_baseline_then_a_new_mac_is_a_new_device() {
+    fn devices_seen_while_learning_are_the_baseline_then_a_new_mac_is_a_new_device() {
         let mut t = Bench::default();
         t.poll(&[], &[(HUB, 10), (SSDP_GROUP_MAC, 0)], 100.0);
+        // Still learning (a first start learns for --detect.startup-grace, 30 s): not new.
+        t.poll(&[], &[(HUB, 11), (GW, 3)], 120.0);
         assert!(t.findings().is_empty());
-        t.poll(&[], &[(HUB, 12), (CAM, 1)], 105.0);
+        t.poll(&[], &[(HUB, 12), (GW, 3), (CAM, 1)], 135.0);
         let f = t.only(Rule::NewDevice);
-        assert_eq!((f.mac, f.ts), (CAM, 105.0));
+        assert_eq!((f.mac, f.ts), (CAM, 135.0));
         assert_eq!(f.details["vendor"], "Sichuan AI-Link Technology Co., Ltd.");
         assert!(t.det.presence.take_changed());
         assert!(!t.det.presence.take_changed());
         let seen: HashMap<Mac, f64> = t.det.presence.last_seen().collect();
-        assert_eq!((seen[&HUB], seen[&CAM]), (105.0, 105.0));
-        t.poll(&[], &[(HUB, 12), (CAM, 1)], 110.0);
-        assert_eq!(t.det.presence.last_seen().find(|(m, _)| *m == HUB).unwrap().1, 105.0, "no new frame, no new time");
+        assert_eq!((seen[&HUB], seen[&CAM], seen[&GW]), (135.0, 135.0, 120.0));
+        t.poll(&[], &[(HUB, 12), (CAM, 1)], 140.0);
+        assert_eq!(t.det.presence.last_seen().find(|(m, _)| *m == HUB).unwrap().1, 135.0, "no new frame, no new time");
     }
 
     #[test]
-    fn remembered_macs_are_not_new_after_a_restart_and_the_first_poll_counts() {
+    fn remembered_macs_are_not_new_after_a_restart_and_there_is_no_learning_then() {
         let mut t = Bench::default();
         t.det.presence.remember([(HUB, 1.0)]);
         t.poll(&[], &[(HUB, 10), (CAM, 1)], 100.0);
