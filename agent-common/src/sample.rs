@@ -489,6 +489,6 @@ mod tests {
         for k in SampleKind::ALL {
             assert_eq!(SampleKind::from_u8(k as u8), Some(k));
         }
-        assert_eq!(SampleKind::from_u8(9), None);
+        assert_eq!(SampleKind::from_u8(KINDS as u8), None);
     }
 }
