@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Clients and small servers of the lab's finding scenarios (xtask/src/scenarios.rs).
+"""Clients and small servers of the lab's finding scenarios (xtask/src/scenarios/play.rs).
 
 One subcommand per role, standard library only (Debian's /usr/bin/python3). Every
 subcommand is bounded: one-shot ones by their own timeouts (and xtask's `timeout`),

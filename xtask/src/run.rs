@@ -48,7 +48,7 @@ pub fn lab(args: &LabArgs) -> Result<()> {
     if args.classic { classic_lab(args, &bin) } else { scenario_lab(args, &bin) }
 }
 
-/// The finding scenarios (scenarios.rs), a real Prometheus, findings printed as they appear.
+/// The finding scenarios (xtask/src/scenarios/), a real Prometheus, findings printed as they appear.
 fn scenario_lab(args: &LabArgs, bin: &Path) -> Result<()> {
     let work = agent::target_dir().join("lab");
     let duration = args.duration.map(Duration::from_secs);
