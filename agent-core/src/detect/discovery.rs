@@ -51,6 +51,8 @@ struct Discovered {
 #[derive(Debug, Default)]
 pub struct Discovery {
     discovered: HashMap<Mac, Discovered>,
+    /// Per device: the kinds of private data its latest unsolicited announcement gave away.
+    leak_scores: HashMap<Mac, usize>,
     /// mDNS question names (lowercase) and when they were asked.
     questions: VecDeque<(f64, String)>,
 }
@@ -74,6 +76,11 @@ fn discovery_kind(ev: &Event) -> Option<&'static str> {
 }
 
 impl Discovery {
+    /// Devices that announced on mDNS unasked, and their latest leak score (0 to 5).
+    pub fn leak_scores(&self) -> impl Iterator<Item = (Mac, usize)> + '_ {
+        self.leak_scores.iter().map(|(m, s)| (*m, *s))
+    }
+
     pub fn on_event(&mut self, ev: &Event, cx: &Context<'_>, cfg: &Config, hits: &mut Vec<Hit>) {
         if let Some(how) = discovery_kind(ev) {
             make_room(&mut self.discovered, MAX_DEVICES, |d| d.ts);
@@ -155,6 +162,9 @@ impl Discovery {
             return;
         }
         let leak = leaks(d);
+        if self.leak_scores.len() < MAX_DEVICES || self.leak_scores.contains_key(&ev.src_mac) {
+            self.leak_scores.insert(ev.src_mac, leak.len());
+        }
         let blobs: Vec<&String> =
             d.txt.iter().zip(&d.txt_flags).filter(|(_, f)| f.long || f.base64_like).map(|(t, _)| t).collect();
         let summary = if leak.is_empty() {
@@ -352,6 +362,7 @@ mod tests {
         let f = t.only(Rule::UnsolicitedMdns);
         assert_eq!(f.details["leaks"], json!(["firmware", "mac", "model", "serial", "user_name"]));
         assert_eq!(f.details["leak_score"], 5);
+        assert_eq!(t.det.discovery.leak_scores().collect::<Vec<_>>(), [(CAM, 5)]);
         assert!(f.summary.contains("5 of 5"), "{}", f.summary);
     }
 

@@ -59,6 +59,7 @@ pub struct Metrics {
     ntp_servers: IntGaugeVec,
     scan_hosts: IntGaugeVec,
     firmware_bytes: IntGaugeVec,
+    mdns_leak_score: IntGaugeVec,
     limits: Limits,
     devices: LabelBudget<Mac>,
     ports: HashMap<Mac, LabelBudget<(Transport, u16)>>,
@@ -320,6 +321,16 @@ impl Metrics {
                     &["mac"]
                 )
             ),
+            mdns_leak_score: register!(
+                r,
+                names,
+                gauges(
+                    "iotwatch_device_mdns_leak_score",
+                    "Kinds of private data (model, serial, MAC, firmware version, a person's name) in a device's latest \
+                     unsolicited mDNS announcement, 0 to 5.",
+                    &["mac"]
+                )
+            ),
             registry: r,
             names: std::mem::take(names),
             limits,
@@ -468,6 +479,13 @@ impl Metrics {
         for (mac, n) in opened {
             if let Some(l) = admitted(self, mac) {
                 self.scan_hosts.with_label_values(&[l.as_str()]).set(n as i64);
+            }
+        }
+        self.mdns_leak_score.reset();
+        let scores: Vec<_> = d.discovery.leak_scores().collect();
+        for (mac, n) in scores {
+            if let Some(l) = admitted(self, mac) {
+                self.mdns_leak_score.with_label_values(&[l.as_str()]).set(n as i64);
             }
         }
         self.firmware_bytes.reset();
