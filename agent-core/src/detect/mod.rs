@@ -260,7 +260,11 @@ impl Findings {
         if self.list.len() >= MAX_FINDINGS
             && let Some(old) = self.list.pop_front()
         {
-            self.open.remove(&(old.rule, old.mac));
+            // Only if it is still the open one: a newer finding of the same device and rule
+            // (raised after the window) stays open.
+            if self.open.get(&(old.rule, old.mac)) == Some(&old.id) {
+                self.open.remove(&(old.rule, old.mac));
+            }
             self.dropped += 1;
         }
         if self.raised.len() < MAX_RAISED || self.raised.contains_key(&(hit.rule, hit.mac)) {
@@ -454,5 +458,19 @@ mod tests {
         }
         let scan = f.list().find(|x| x.rule == Rule::Scan).unwrap();
         assert_eq!((scan.evidence.len(), scan.count), (MAX_EVIDENCE, MAX_EVIDENCE as u64 + 5));
+    }
+
+    #[test]
+    fn an_old_finding_leaving_for_room_leaves_the_newer_one_of_its_device_open() {
+        let mut f = Findings::default();
+        f.add(hit(Rule::Scan, 1, 0.0, 1), 3600.0);
+        f.add(hit(Rule::Scan, 1, 4000.0, 2), 3600.0); // after the window: a second finding
+        for i in 0..(MAX_FINDINGS - 1) {
+            f.add(hit(Rule::NewDevice, (i % 250) as u8, i as f64 * 10_000.0, 10 + i as u64), 3600.0);
+        }
+        assert_eq!(f.dropped, 1, "the first scan finding left");
+        f.add(hit(Rule::Scan, 1, 4100.0, 99_999), 3600.0);
+        let scans: Vec<_> = f.list().filter(|x| x.rule == Rule::Scan).collect();
+        assert_eq!((scans.len(), scans[0].count), (1, 2), "merged into the open one, not a third");
     }
 }
