@@ -67,6 +67,11 @@ pub fn uri_identifiers(uri: &str) -> BTreeSet<String> {
 
 impl Cleartext {
     pub fn on_event(&mut self, ev: &Event, cx: &Context<'_>, hits: &mut Vec<Hit>) {
+        // The finding is about a device on the LAN: what comes from the Internet arrives from
+        // the gateway's MAC, which offers no Telnet of its own (its LAN client's bytes raise it).
+        if ev.src_ip.is_none_or(|ip| cx.scopes.of_ip(ip) != Scope::Lan) {
+            return;
+        }
         let scope = ev.dst_ip.map(|ip| cx.scopes.of_ip(ip));
         let peer = match (ev.dst_ip, ev.dst_port) {
             (Some(ip), Some(port)) => format!("{ip}:{port}"),
@@ -222,6 +227,9 @@ mod tests {
         let cam: Vec<_> = t.findings().into_iter().filter(|f| f.mac == CAM).collect();
         assert_eq!(cam.len(), 1);
         assert_eq!(cam[0].details["identifiers"], json!(["mac", "mac_in_uri", "sn"]));
+        // A Telnet server on the Internet: its bytes come through the gateway, which offers none.
+        t.event(4.0, GW, INET, 23, CAM, LAN_CAM, 40002, EventFields::Flow(flow::classify(b"login: ", true)));
+        assert!(t.findings().iter().all(|f| f.mac != GW), "{:?}", t.findings());
         assert!(!cam[0].details.to_string().contains("A1"), "values are never reported");
     }
 }
