@@ -36,6 +36,8 @@ use crate::{
 pub const PING_MIN_SPAN_S: f64 = 20.0;
 /// Targets remembered per device for `scan`.
 const MAX_TARGETS: usize = 8192;
+/// MACs remembered as where Internet-bound frames go (the gateway is the busiest).
+const MAX_GATEWAYS: usize = 64;
 /// Conversations whose first direction was judged, remembered so each is judged once.
 const MAX_JUDGED: usize = 65_536;
 
@@ -104,6 +106,8 @@ impl Conversations {
             if let Some((_, dst)) = conv_ips(&d.key)
                 && cx.scopes.of_ip(dst) == Scope::Internet
             {
+                // Few MACs route to the Internet; a flood of made-up ones keeps the busiest.
+                make_room(&mut self.gateways, MAX_GATEWAYS, |n| *n as f64);
                 *self.gateways.entry(Mac(d.key.dst_mac)).or_default() += 1;
             }
             let first = secs(d.first_seen_ns);

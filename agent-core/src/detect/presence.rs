@@ -69,9 +69,12 @@ impl Presence {
             if mac.is_group() || tx == 0 {
                 continue;
             }
-            let last = self.last.entry(mac).or_insert((0, now));
-            if tx > last.0 {
-                *last = (tx, now);
+            // Bounded like the known set: past it, later MACs get no last-seen time.
+            if self.last.len() < MAX_KNOWN || self.last.contains_key(&mac) {
+                let last = self.last.entry(mac).or_insert((0, now));
+                if tx > last.0 {
+                    *last = (tx, now);
+                }
             }
             if self.known.contains_key(&mac) {
                 continue;
