@@ -8,7 +8,7 @@
 //! - detectors: each positive scenario's device has its finding in the report, in the event
 //!   log (with evidence that names logged events) and in `iotwatch_findings_total`; each
 //!   negative twin's device has none of the rules it must not raise, in any of the three;
-//! - Prometheus: the nine alert rules are loaded and healthy, each positive's alert fires with
+//! - Prometheus: the findings alert rules are loaded and healthy, each positive's alert fires with
 //!   the device's `mac`, no negative twin's does;
 //! - dashboard: every panel's query of deploy/grafana/iotwatch.json, and every variable's,
 //!   returns data from that Prometheus.
