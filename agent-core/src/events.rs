@@ -72,17 +72,6 @@ fn kind_name<S: serde::Serializer>(kind: &SampleKind, s: S) -> Result<S::Ok, S::
     s.serialize_str(kind.name())
 }
 
-/// The kind of a sample; a kind this agent does not know is parsed as a flow.
-fn kind_of(h: &SampleHeader) -> SampleKind {
-    SampleKind::from_u8(h.kind).unwrap_or(SampleKind::Flow)
-}
-
-/// Builds the event of a sample, or the parse error.
-pub fn event(h: &SampleHeader, data: &[u8], clock: Clock) -> Result<Event, (SampleKind, proto::ParseError)> {
-    let payload = data.get(usize::from(h.payload_off)..).unwrap_or(&[]);
-    event_of(h, kind_of(h), payload, clock)
-}
-
 /// The event of a payload of `kind` (one segment's, or several joined by [`Reassembler`]) with the
 /// addresses and time of `h`.
 fn event_of(
