@@ -112,11 +112,14 @@ privileged_test! {
         wait_listening(&lab, &d2.ns, "-t", 8200, &mut minidlna);
         wait_listening(&lab, &d2.ns, "-u", 1900, &mut minidlna);
 
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("daemons/msearch.py").display().to_string();
-        let locations = run(&lab, &d1.ns, 15, &["/usr/bin/python3", &script, ST, "3"]);
+        // The lab's control point (the lateral-movement scenario's), without its fetch.
+        let script = xtask::workspace_root().join("xtask/lab/scenarios.py").display().to_string();
+        let ua = "iwd/1.0 UPnP/1.1 msearch/1.0";
+        let locations =
+            run(&lab, &d1.ns, 15, &["/usr/bin/python3", &script, "msearch", "--st", ST, "--wait", "3", "--user-agent", ua]);
         let location = format!("http://{}:8200/rootDesc.xml", d2.ip);
         assert!(
-            locations.lines().any(|l| l == location),
+            locations.lines().any(|l| l.strip_prefix("location ") == Some(location.as_str())),
             "minidlna answered the M-SEARCH with {location}; got {locations:?}\n{}",
             minidlna.output()
         );
