@@ -161,7 +161,7 @@ impl EventStore {
         let src = Mac(h.key.src_mac);
         *self.counts.entry((src, kind)).or_default() += 1;
         let ips = conv_ips(&h.key);
-        self.names.learn(src, ips, &ev.fields);
+        self.names.learn(ips, &ev.fields);
         if let (EventFields::Ntp(n), Some((_, server))) = (&ev.fields, ips)
             && n.is_client()
         {

@@ -7,7 +7,8 @@
 //!   [`events`] (ring records become events), [`snapshot`] (what a poll of the maps
 //!   saw, and deltas between polls), [`macbook`] (per-MAC totals that outlive the kernel's
 //!   entries, and which idle MACs to age out).
-//! - State: [`ledger`] (per-device totals from conversation deltas), [`names`], [`scope`],
+//! - State: [`ledger`] (per-device totals from conversation deltas), [`identity`] (device names
+//!   with their sources), [`names`] (remote names), [`scope`],
 //!   [`oui`], [`labels`] (bounded label values), [`clock`].
 //! - Findings: [`detect`] (one module per group of rules; findings deduplicated and bounded).
 //! - Output models: [`view`] (the plain view every output reads), [`report`] (schema
@@ -30,6 +31,7 @@ pub mod capture;
 pub mod clock;
 pub mod detect;
 pub mod events;
+pub mod identity;
 pub mod labels;
 pub mod ledger;
 pub mod mac;

@@ -1,6 +1,7 @@
-//! Names learnt from traffic: device names from DHCP hostnames and mDNS announcements, remote
-//! names from the DNS answers devices received and the TLS SNI they sent. All of it is
-//! attacker-controlled text: sanitised, length-capped, and bounded in number.
+//! Names of remote peers learnt from traffic: the DNS answers devices received (the name asked
+//! for, and the end of its CNAME chain) and the TLS SNI they sent. Devices' own names are in
+//! [`crate::identity`]. All of it is attacker-controlled text: sanitised, length-capped, and
+//! bounded in number.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -9,7 +10,6 @@ use std::{
 
 use crate::{
     labels::sanitize,
-    mac::Mac,
     proto::{EventFields, dns::RecordData},
 };
 
@@ -20,7 +20,6 @@ pub const MAX_REMOTES: usize = 16_384;
 
 #[derive(Debug, Default)]
 pub struct Names {
-    devices: BTreeMap<Mac, BTreeSet<String>>,
     remotes: BTreeMap<IpAddr, BTreeSet<String>>,
     pub remotes_dropped: u64,
 }
@@ -33,10 +32,6 @@ fn add(set: &mut BTreeSet<String>, name: &str) {
 }
 
 impl Names {
-    pub fn device(&self, mac: Mac) -> Vec<String> {
-        self.devices.get(&mac).map(|s| s.iter().cloned().collect()).unwrap_or_default()
-    }
-
     pub fn remote(&self, ip: IpAddr) -> Vec<String> {
         self.remotes.get(&ip).map(|s| s.iter().cloned().collect()).unwrap_or_default()
     }
@@ -49,26 +44,9 @@ impl Names {
         add(self.remotes.entry(ip).or_default(), name);
     }
 
-    /// Learns from one event sent by `src` (with the frame's addresses, if IP).
-    pub fn learn(&mut self, src: Mac, ips: Option<(IpAddr, IpAddr)>, fields: &EventFields) {
+    /// Learns from one event (with the frame's addresses, if IP).
+    pub fn learn(&mut self, ips: Option<(IpAddr, IpAddr)>, fields: &EventFields) {
         match fields {
-            EventFields::Dhcp(d) => {
-                if let Some(host) = &d.hostname {
-                    // The client's own MAC, when the message says it, else the sender's.
-                    let mac = d.client_mac.unwrap_or(src);
-                    add(self.devices.entry(mac).or_default(), host);
-                }
-            }
-            EventFields::Mdns(m) if m.response => {
-                // An announcement: the host names whose addresses are the sender's own.
-                for r in &m.records {
-                    if let RecordData::Addr(addr) = r.data
-                        && ips.is_some_and(|(own, _)| own == addr)
-                    {
-                        add(self.devices.entry(src).or_default(), &r.name);
-                    }
-                }
-            }
             EventFields::Dns(d) if d.response => {
                 for r in &d.records {
                     if let RecordData::Addr(ip) = r.data {

@@ -1,45 +1,83 @@
-//! Vendor names from the IEEE MA-L registry (Debian's `ieee-data`, `oui.txt`).
+//! Vendor names from the IEEE registries (Debian's `ieee-data`): MA-L (24-bit blocks, `oui.csv`),
+//! MA-M (28-bit, `mam.csv`), MA-S (36-bit, `oui36.csv`) and the older IAB (36-bit, `iab.csv`).
 //!
-//! Read from a package, never downloaded at run time. Debian bookworm's copy is from 2022:
-//! devices made since may show no vendor; `--enrich.oui-file` points at a newer file.
+//! A MA-M or MA-S block lies inside a MA-L block registered to "IEEE Registration Authority", so
+//! the longest block that holds a MAC names its vendor. Read from a package, never downloaded at
+//! run time. Debian bookworm's copy is from 2022: devices made since may show no vendor;
+//! `--enrich.oui-file` points at newer files.
 
 use std::{collections::HashMap, fs, path::Path};
 
 use crate::mac::Mac;
 
-pub const DEFAULT_OUI_FILE: &str = "/usr/share/ieee-data/oui.txt";
+pub const DEFAULT_OUI_FILES: [&str; 4] = [
+    "/usr/share/ieee-data/oui.csv",
+    "/usr/share/ieee-data/mam.csv",
+    "/usr/share/ieee-data/oui36.csv",
+    "/usr/share/ieee-data/iab.csv",
+];
+
+/// Block sizes in bits, longest first: the order of lookup.
+const BLOCK_BITS: [u8; 3] = [36, 28, 24];
 
 #[derive(Debug, Default)]
 pub struct Oui {
-    vendors: HashMap<[u8; 3], String>,
+    /// (block size in bits, the MAC's first that many bits) -> organisation.
+    vendors: HashMap<(u8, u64), String>,
+}
+
+fn prefix(mac: [u8; 6], bits: u8) -> u64 {
+    let v = mac.iter().fold(0u64, |acc, b| acc << 8 | u64::from(*b));
+    v >> (48 - u32::from(bits))
 }
 
 impl Oui {
-    /// An empty table (and a warning) when the file is missing: vendors are a nicety.
-    pub fn load(path: &Path) -> Self {
-        match fs::read(path) {
-            Ok(bytes) => Self::parse(&String::from_utf8_lossy(&bytes)),
-            Err(e) => {
-                tracing::warn!(
-                    "no vendor names: cannot read {} ({e}); install ieee-data or pass --enrich.oui-file",
+    /// The registries of `paths`; a file that cannot be read is one warning (vendors are a
+    /// nicety), and the others are still used.
+    pub fn load(paths: &[impl AsRef<Path>]) -> Self {
+        let mut oui = Self::default();
+        for path in paths {
+            let path = path.as_ref();
+            match fs::read(path) {
+                Ok(bytes) => oui.add(&String::from_utf8_lossy(&bytes)),
+                Err(e) => tracing::warn!(
+                    "fewer vendor names: cannot read {} ({e}); install ieee-data (cargo xtask setup) or pass --enrich.oui-file",
                     path.display()
-                );
-                Self::default()
+                ),
+            }
+        }
+        oui
+    }
+
+    /// One registry, in its CSV form (`MA-M,208593B,IOG Products LLC,...`: the assignment's
+    /// hex digits give the block size) or the text form of MA-L (`00-22-72   (hex)\t\tName`).
+    pub fn parse(text: &str) -> Self {
+        let mut oui = Self::default();
+        oui.add(text);
+        oui
+    }
+
+    fn add(&mut self, text: &str) {
+        for line in text.lines() {
+            if let Some((hex, name)) = line.split_once("(hex)") {
+                let digits: String = hex.trim().split('-').collect();
+                self.insert(&digits, name.trim());
+            } else if let Some((_registry, rest)) = line.split_once(',')
+                && let Some((assignment, rest)) = rest.split_once(',')
+            {
+                self.insert(assignment, &csv_field(rest));
             }
         }
     }
 
-    /// Lines of the form `00-22-72   (hex)\t\tAmerican Micro-Fuel Device Corp.`.
-    pub fn parse(text: &str) -> Self {
-        let mut vendors = HashMap::new();
-        for line in text.lines() {
-            let Some((prefix, name)) = line.split_once("(hex)") else { continue };
-            let hex: Vec<u8> = prefix.trim().split('-').filter_map(|b| u8::from_str_radix(b, 16).ok()).collect();
-            if let [a, b, c] = hex[..] {
-                vendors.insert([a, b, c], name.trim().to_owned());
-            }
+    fn insert(&mut self, digits: &str, name: &str) {
+        let bits = digits.len() * 4;
+        if name.is_empty() || !BLOCK_BITS.contains(&(bits as u8)) {
+            return;
         }
-        Self { vendors }
+        if let Ok(v) = u64::from_str_radix(digits, 16) {
+            self.vendors.insert((bits as u8, v), name.to_owned());
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -50,26 +88,84 @@ impl Oui {
         self.vendors.is_empty()
     }
 
-    /// The vendor of a MAC; locally administered MACs (randomised, virtual) have none.
+    /// The vendor of a MAC, from its longest registered block; locally administered MACs
+    /// (randomised, virtual) and group addresses have none.
     pub fn vendor(&self, mac: Mac) -> Option<&str> {
         if mac.is_local() || mac.is_group() {
             return None;
         }
-        self.vendors.get(&[mac.0[0], mac.0[1], mac.0[2]]).map(String::as_str)
+        BLOCK_BITS.iter().find_map(|bits| self.vendors.get(&(*bits, prefix(mac.0, *bits)))).map(String::as_str)
     }
+}
+
+/// The first field of `rest`: quoted (`"Name, Inc."`, `""` for a quote) or up to the next comma.
+fn csv_field(rest: &str) -> String {
+    let Some(quoted) = rest.strip_prefix('"') else {
+        return rest.split(',').next().unwrap_or_default().trim().to_owned();
+    };
+    let mut out = String::new();
+    let mut chars = quoted.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' if chars.peek() == Some(&'"') => {
+                out.push('"');
+                chars.next();
+            }
+            '"' => break,
+            c => out.push(c),
+        }
+    }
+    out.trim().to_owned()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    const MAC: fn(&str) -> Mac = |s| s.parse().unwrap();
+
     #[test]
-    fn parses_hex_lines_only() {
+    fn the_longest_registered_block_names_the_vendor() {
+        let oui = Oui::parse(concat!(
+            "Registry,Assignment,Organization Name,Organization Address\n",
+            "MA-L,70B3D5,IEEE Registration Authority,445 Hoes Lane Piscataway NJ US 08554\n",
+            "MA-L,809F9B,\"Sichuan AI-Link Technology Co., Ltd.\",\"Chengdu, CN\"\n",
+            "MA-M,208593B,IOG Products LLC,9737 LURLINE AVENUE CHATSWORTH CA US 91311\n",
+            "MA-S,70B3D5F2F,TELEPLATFORMS,\"Polbina st., 3/1 Moscow  RU 109388 \"\n",
+            "MA-S,70B3D5720,\"Quote \"\"Inc\"\"\",\n",
+        ));
+        assert_eq!(oui.len(), 5);
+        let v = |s| oui.vendor(MAC(s));
+        assert_eq!(v("80:9f:9b:45:a3:28"), Some("Sichuan AI-Link Technology Co., Ltd."), "MA-L, quoted with a comma");
+        assert_eq!(v("20:85:93:b1:22:33"), Some("IOG Products LLC"), "MA-M: 28 bits");
+        assert_eq!(v("20:85:93:c1:22:33"), None, "the next MA-M block is someone else's");
+        assert_eq!(v("70:b3:d5:f2:f1:23"), Some("TELEPLATFORMS"), "MA-S: 36 bits, inside the IEEE's MA-L");
+        assert_eq!(v("70:b3:d5:72:0f:ff"), Some("Quote \"Inc\""));
+        assert_eq!(v("70:b3:d5:11:11:11"), Some("IEEE Registration Authority"), "no MA-S block: the MA-L");
+        assert_eq!(v("82:9f:9b:45:a3:28"), None, "locally administered");
+        assert_eq!(v("81:9f:9b:45:a3:28"), None, "group");
+    }
+
+    #[test]
+    fn the_text_form_of_ma_l_still_reads() {
         let oui = Oui::parse(
             "OUI/MA-L  Organization\n\n80-9F-9B   (hex)\t\tSichuan AI-Link Technology Co., Ltd.\n809F9B     (base 16)\t\tSichuan AI-Link Technology Co., Ltd.\n\t\t\t\tAddress\n",
         );
         assert_eq!(oui.len(), 1);
-        assert_eq!(oui.vendor(Mac([0x80, 0x9f, 0x9b, 0x45, 0xa3, 0x28])), Some("Sichuan AI-Link Technology Co., Ltd."));
-        assert_eq!(oui.vendor(Mac([0x02, 0x9f, 0x9b, 0x45, 0xa3, 0x28])), None);
+        assert_eq!(oui.vendor(MAC("80:9f:9b:45:a3:28")), Some("Sichuan AI-Link Technology Co., Ltd."));
+    }
+
+    /// Debian's ieee-data, where it is installed: all three block sizes resolve.
+    #[test]
+    fn debians_registries_resolve_every_block_size() {
+        if !Path::new(DEFAULT_OUI_FILES[0]).exists() {
+            assert!(std::env::var_os("CI").is_none(), "CI installs ieee-data (cargo xtask setup)");
+            return;
+        }
+        let oui = Oui::load(&DEFAULT_OUI_FILES);
+        assert!(oui.len() > 30_000, "{} blocks", oui.len());
+        assert_eq!(oui.vendor(MAC("20:85:93:b1:22:33")), Some("IOG Products LLC"));
+        assert_eq!(oui.vendor(MAC("70:b3:d5:f2:f1:23")), Some("TELEPLATFORMS"));
+        assert!(oui.vendor(MAC("b8:27:eb:00:00:01")).is_some_and(|v| v.contains("Raspberry")));
     }
 }

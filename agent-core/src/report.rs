@@ -10,6 +10,7 @@ use crate::{
     clock::Clock,
     detect::Finding,
     events::Event,
+    identity::{Name, Source},
     ledger::{Direction, FirstDirection, Totals, Transport},
     mac::Mac,
     scope::Scope,
@@ -105,7 +106,20 @@ pub struct ProtocolRow {
 pub struct DeviceRow {
     pub mac: Mac,
     pub vendor: Option<String>,
+    /// The name to show: the best of `name_sources` by the documented order, else the vendor
+    /// with the MAC's last three bytes, else the MAC; `name_source` says which won.
+    pub name: String,
+    pub name_source: &'static str,
+    /// The names that name the device (not its software), best first.
     pub names: Vec<String>,
+    /// Every name learnt, with its source and when it was last seen.
+    pub name_sources: Vec<Name>,
+    /// A locally administered MAC: randomised (phones) or virtual; it has no vendor.
+    pub randomised: bool,
+    /// Other randomised MACs that gave the same DHCP or mDNS host name: the same device.
+    pub same_device_as: Vec<Mac>,
+    /// When the device was first seen (remembered across restarts), if known.
+    pub first_seen: Option<f64>,
     pub ips: Vec<IpAddr>,
     pub tx_packets: u64,
     pub tx_bytes: u64,
@@ -239,10 +253,25 @@ pub fn build(p: &View<'_>, capture: Option<Capture>, clock: Clock) -> Report {
                 .map(|((proto, port), t)| PortRow { proto: *proto, port: *port, packets: t.packets, bytes: t.bytes })
                 .collect();
             ports.sort_by(|a, b| b.bytes.cmp(&a.bytes).then_with(|| a.port.cmp(&b.port)));
+            let vendor = p.oui.vendor(*mac);
+            let display = p.identities.display(*mac, vendor);
+            let name_sources = p.identities.names(*mac);
+            let mut names: Vec<String> = Vec::new();
+            for n in name_sources.iter().filter(|n| Source::PREFERENCE.contains(&n.source)) {
+                if !names.contains(&n.name) {
+                    names.push(n.name.clone());
+                }
+            }
             DeviceRow {
                 mac: *mac,
-                vendor: p.oui.vendor(*mac).map(str::to_owned),
-                names: p.events.names.device(*mac),
+                vendor: vendor.map(str::to_owned),
+                name: display.name,
+                name_source: display.source,
+                names,
+                name_sources,
+                randomised: mac.is_local(),
+                same_device_as: Vec::new(),
+                first_seen: p.detectors.presence.known().get(mac).copied(),
                 ips: d.ips.iter().copied().collect(),
                 tx_packets: tx.packets,
                 tx_bytes: tx.bytes,
@@ -261,6 +290,10 @@ pub fn build(p: &View<'_>, capture: Option<Capture>, clock: Clock) -> Report {
             }
         })
         .collect();
+    let same_device = p.identities.same_device();
+    for d in &mut devices {
+        d.same_device_as = same_device.get(&d.mac).cloned().unwrap_or_default();
+    }
     devices.sort_by(|a, b| (b.tx_bytes + b.rx_bytes).cmp(&(a.tx_bytes + a.rx_bytes)).then_with(|| a.mac.cmp(&b.mac)));
 
     let bpf = agent_common::Stat::ALL
@@ -377,6 +410,7 @@ mod tests {
         events: EventStore,
         counts: SampleCounts,
         detectors: crate::detect::Detectors,
+        identities: crate::identity::Identities,
     }
 
     impl State {
@@ -387,6 +421,7 @@ mod tests {
                 oui: &self.oui,
                 scopes: &self.scopes,
                 events: &self.events,
+                identities: &self.identities,
                 detectors: &self.detectors,
                 sample_counts: &self.counts,
                 event_log_errors: 0,
@@ -454,15 +489,19 @@ mod tests {
         ] {
             events.handle(&record, Clock::Epoch, |_, _| {});
         }
+        let mut identities = crate::identity::Identities::default();
+        for ev in &events.recent {
+            identities.learn(ev, &scopes);
+        }
         let mut detectors = crate::detect::Detectors::default();
-        let cx = crate::detect::Context { scopes: &scopes, oui: &oui, names: &events.names };
+        let cx = crate::detect::Context { scopes: &scopes, oui: &oui, identities: &identities };
         for ev in &events.recent {
             detectors.on_event(ev, &cx);
         }
         let mut counts = SampleCounts::default();
         counts[Kind::Ssdp as usize] = [1, 0, 0, 0];
         counts[Kind::Ntp as usize] = [2, 1, 3, 4];
-        State { ledger, last, oui, scopes, events, counts, detectors }
+        State { ledger, last, oui, scopes, events, counts, detectors, identities }
     }
 
     fn snapshot_path() -> std::path::PathBuf {
@@ -497,6 +536,11 @@ mod tests {
         let camera = r.devices.iter().find(|d| d.mac == Mac(CAMERA)).expect("the camera is a device");
         assert_eq!(camera.vendor.as_deref(), Some("Example Cameras Ltd."));
         assert_eq!(camera.names, ["HS105"], "its DHCP hostname");
+        assert_eq!((camera.name.as_str(), camera.name_source), ("HS105", "dhcp_hostname"));
+        let sources: Vec<_> = camera.name_sources.iter().map(|n| n.source.as_str()).collect();
+        assert_eq!(sources, ["dhcp_hostname", "dhcp_vendor_class", "dhcp_fingerprint", "http_user_agent"]);
+        let hub = r.devices.iter().find(|d| d.mac == Mac(HUB)).expect("the hub");
+        assert_eq!((hub.name.as_str(), hub.name_source, hub.randomised), ("02:77:00:00:00:14", "mac", true));
         let cloud = camera.peers.iter().find(|p| p.ip.to_string() == "203.0.113.7").expect("the cloud peer");
         assert_eq!(
             (cloud.scope, cloud.first_direction, cloud.bytes),

@@ -54,10 +54,14 @@ pub fn render(r: &Report) -> String {
     let _ = writeln!(
         out,
         "{:<17}  {:<22} {:>20}  {:>20}  {:<30} {:<30} TOP PORTS",
-        "DEVICE", "VENDOR / NAME", "SENT", "RECEIVED", "LAN PEERS", "INTERNET PEERS"
+        "DEVICE", "NAME", "SENT", "RECEIVED", "LAN PEERS", "INTERNET PEERS"
     );
     for d in &r.devices {
-        let who = d.names.first().cloned().or_else(|| d.vendor.clone()).unwrap_or_else(|| "-".to_owned());
+        let who = match d.name_source {
+            crate::identity::FROM_MAC if d.randomised => "(randomised MAC)".to_owned(),
+            crate::identity::FROM_MAC => "-".to_owned(),
+            _ => d.name.clone(),
+        };
         let who: String = who.chars().take(22).collect();
         let ports: Vec<String> = d.ports.iter().take(4).map(|p| format!("{}/{}", p.proto, p.port)).collect();
         let _ = writeln!(

@@ -4,6 +4,7 @@
 use crate::{
     detect::Detectors,
     events::EventStore,
+    identity::Identities,
     ledger::Ledger,
     oui::Oui,
     scope::ScopeClassifier,
@@ -17,6 +18,7 @@ pub struct View<'a> {
     pub oui: &'a Oui,
     pub scopes: &'a ScopeClassifier,
     pub events: &'a EventStore,
+    pub identities: &'a Identities,
     pub detectors: &'a Detectors,
     pub sample_counts: &'a SampleCounts,
     pub event_log_errors: u64,

@@ -3,7 +3,7 @@
 use std::{net::SocketAddr, path::PathBuf};
 
 use clap::{Args, Parser, Subcommand};
-use iotwatch_core::{detect::Config, oui::DEFAULT_OUI_FILE, scope::Prefix};
+use iotwatch_core::{detect::Config, oui::DEFAULT_OUI_FILES, scope::Prefix};
 
 use crate::kernel::{
     attach::AttachMode,
@@ -119,9 +119,10 @@ pub struct EnrichArgs {
     /// without one, 10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16 and fc00::/7 are.
     #[arg(long = "lan.prefix", value_parser = parse_prefix)]
     pub lan_prefixes: Vec<Prefix>,
-    /// IEEE OUI registry (oui.txt) for vendor names.
-    #[arg(long = "enrich.oui-file", default_value = DEFAULT_OUI_FILE)]
-    pub oui_file: PathBuf,
+    /// IEEE registries for vendor names (repeatable): MA-L, MA-M, MA-S and IAB, in their CSV
+    /// form (or MA-L's oui.txt).
+    #[arg(long = "enrich.oui-file", default_values = DEFAULT_OUI_FILES)]
+    pub oui_files: Vec<PathBuf>,
 }
 
 impl MapArgs {

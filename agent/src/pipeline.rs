@@ -9,8 +9,8 @@ use iotwatch_core::{
     clock::{self, Clock},
     detect::{self, Detectors},
     events::{Event, EventStore},
+    identity::Identities,
     ledger::Ledger,
-    names::Names,
     oui::Oui,
     report::{self, Capture, Report},
     scope::ScopeClassifier,
@@ -24,14 +24,14 @@ use crate::{
         load::{self, LoadOptions},
         ring::{RingView, Samples},
     },
-    output::{event_log::EventLog, state::KnownDevices},
+    output::{event_log::EventLog, state::State},
 };
 
 pub struct Options {
     /// Map sizes, sampling, and whether the programs run on replayed frames.
     pub load: LoadOptions,
     pub scopes: ScopeClassifier,
-    pub oui_file: PathBuf,
+    pub oui_files: Vec<PathBuf>,
     /// Event log (`-` for stdout) and its size bound.
     pub events: Option<String>,
     pub events_max_bytes: u64,
@@ -50,13 +50,15 @@ pub struct Pipeline {
     samples: Samples,
     ledger: Ledger,
     events: EventStore,
+    identities: Identities,
     log: Option<EventLog>,
     scopes: ScopeClassifier,
     oui: Oui,
     clock: Clock,
     last: Snapshot,
     detectors: Detectors,
-    known: Option<KnownDevices>,
+    /// What is remembered across restarts (live only).
+    state: Option<State>,
     /// The detectors' clock: wall time live, the latest capture time in replay.
     now: f64,
 }
@@ -64,6 +66,7 @@ pub struct Pipeline {
 /// Everything one sample goes through: an event, the detectors, the event log.
 struct Sinks<'a> {
     events: &'a mut EventStore,
+    identities: &'a mut Identities,
     detectors: &'a mut Detectors,
     log: &'a mut Option<EventLog>,
     scopes: &'a ScopeClassifier,
@@ -74,34 +77,35 @@ struct Sinks<'a> {
 impl Sinks<'_> {
     /// A record makes none, one or a few events (TCP heads joined, retransmissions dropped).
     fn handle(&mut self, record: &[u8]) {
-        let Sinks { events, detectors, log, scopes, oui, clock } = self;
-        events.handle(record, *clock, |ev, names| on_event(detectors, log, scopes, oui, ev, names));
+        let Sinks { events, identities, detectors, log, scopes, oui, clock } = self;
+        events.handle(record, *clock, |ev, _| on_event(identities, detectors, log, scopes, oui, ev));
     }
 
     /// The TCP heads held longer than the reassembly's bound (program clock `now_ns`) become events.
     fn expire(&mut self, now_ns: u64) {
-        let Sinks { events, detectors, log, scopes, oui, clock } = self;
-        events.expire(now_ns, *clock, |ev, names| on_event(detectors, log, scopes, oui, ev, names));
+        let Sinks { events, identities, detectors, log, scopes, oui, clock } = self;
+        events.expire(now_ns, *clock, |ev, _| on_event(identities, detectors, log, scopes, oui, ev));
     }
 
     /// The TCP heads still held for their continuation become events.
     fn flush(&mut self) {
-        let Sinks { events, detectors, log, scopes, oui, clock } = self;
-        events.flush(*clock, |ev, names| on_event(detectors, log, scopes, oui, ev, names));
+        let Sinks { events, identities, detectors, log, scopes, oui, clock } = self;
+        events.flush(*clock, |ev, _| on_event(identities, detectors, log, scopes, oui, ev));
     }
 }
 
-/// An event just made, with the names it taught: to the detectors, then to the event log with
-/// the findings it raised.
+/// An event just made: to the device identities, the detectors, then to the event log with the
+/// findings it raised.
 fn on_event(
+    identities: &mut Identities,
     detectors: &mut Detectors,
     log: &mut Option<EventLog>,
     scopes: &ScopeClassifier,
     oui: &Oui,
     ev: &Event,
-    names: &Names,
 ) {
-    let cx = detect::Context { scopes, oui, names };
+    identities.learn(ev, scopes);
+    let cx = detect::Context { scopes, oui, identities };
     detectors.on_event(ev, &cx);
     if let Some(log) = log.as_mut() {
         log.write(ev);
@@ -126,7 +130,7 @@ impl Pipeline {
         // The vendor registry is read while the verifier works (a replay's start-up is mostly
         // the two).
         let (oui, loaded) = std::thread::scope(|s| {
-            let oui = s.spawn(|| Oui::load(&opts.oui_file));
+            let oui = s.spawn(|| Oui::load(&opts.oui_files));
             let loaded = load::load(&opts.load);
             (oui.join(), loaded)
         });
@@ -140,19 +144,21 @@ impl Pipeline {
         };
         let log = opts.events.as_deref().map(|spec| EventLog::open(spec, opts.events_max_bytes)).transpose()?;
         let mut detectors = Detectors::new(opts.detect);
-        let known = opts.state_dir.map(|dir| KnownDevices::open(&dir, &mut detectors.presence));
+        let mut identities = Identities::default();
+        let state = opts.state_dir.map(|dir| State::open(&dir, &mut detectors.presence, &mut identities));
         let pipeline = Self {
             collector,
             samples,
             ledger: Ledger::default(),
             events: EventStore::default(),
+            identities,
             log,
             scopes: opts.scopes,
             oui,
             clock: opts.clock,
             last: Snapshot::default(),
             detectors,
-            known,
+            state,
             now: 0.0,
         };
         Ok((pipeline, ebpf))
@@ -165,6 +171,7 @@ impl Pipeline {
             oui: &self.oui,
             scopes: &self.scopes,
             events: &self.events,
+            identities: &self.identities,
             detectors: &self.detectors,
             sample_counts: &self.last.samples,
             event_log_errors: self.log.as_ref().map_or(0, |l| l.errors),
@@ -199,6 +206,7 @@ impl Pipeline {
     fn sinks(&mut self) -> (Sinks<'_>, &mut Samples) {
         let sinks = Sinks {
             events: &mut self.events,
+            identities: &mut self.identities,
             detectors: &mut self.detectors,
             log: &mut self.log,
             scopes: &self.scopes,
@@ -230,6 +238,13 @@ impl Pipeline {
         self.sinks().0.flush();
     }
 
+    /// Saves what changed to the state files (`now`: whatever their pace, at exit).
+    pub fn save_state(&mut self, now: bool) {
+        if let Some(state) = &mut self.state {
+            state.save(&mut self.detectors.presence, &mut self.identities, now);
+        }
+    }
+
     /// Reads the maps once; conversations idle since before `idle_before_ns` leave the map.
     pub fn poll(&mut self, idle_before_ns: Option<u64>) -> anyhow::Result<()> {
         self.drain_samples();
@@ -246,14 +261,10 @@ impl Pipeline {
             Clock::Epoch => snap.deltas.iter().map(|d| self.clock.seconds(d.last_seen_ns)).fold(self.now, f64::max),
         };
         let macs: Vec<_> = snap.macs.iter().map(|(mac, c)| (*mac, c.tx_packets)).collect();
-        let cx = detect::Context { scopes: &self.scopes, oui: &self.oui, names: &self.events.names };
+        let cx = detect::Context { scopes: &self.scopes, oui: &self.oui, identities: &self.identities };
         self.detectors.on_poll(&snap.deltas, &macs, self.now, self.clock, &cx);
         write_findings(&mut self.detectors, &mut self.log);
-        if let Some(known) = &mut self.known
-            && self.detectors.presence.take_changed()
-        {
-            known.save(&self.detectors.presence);
-        }
+        self.save_state(false);
         self.last = snap;
         Ok(())
     }

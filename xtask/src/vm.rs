@@ -536,9 +536,11 @@ fn build_initramfs(kdir: &Path, kver: &str, sysroot: &Path, arch: Arch, deb: &Pa
     }
     fs::write(r.join("modules/order"), order)?;
     // The agent's default --enrich.oui-file (the package depends on ieee-data).
-    let oui = Path::new("/usr/share/ieee-data/oui.txt");
-    if oui.is_file() {
-        copy(oui, &r.join("usr/share/ieee-data/oui.txt"))?;
+    for name in ["oui.csv", "mam.csv", "oui36.csv", "iab.csv"] {
+        let oui = Path::new("/usr/share/ieee-data").join(name);
+        if oui.is_file() {
+            copy(&oui, &r.join("usr/share/ieee-data").join(name))?;
+        }
     }
     fs::write(r.join("replay.pcap"), replay_capture())?;
     fs::write(r.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n")?;

@@ -21,7 +21,7 @@ use std::{
 
 use serde::Serialize;
 
-use crate::{events::Event, ledger::Delta, mac::Mac, names::Names, oui::Oui, scope::ScopeClassifier};
+use crate::{events::Event, identity::Identities, ledger::Delta, mac::Mac, oui::Oui, scope::ScopeClassifier};
 
 pub mod cleartext;
 pub mod conversations;
@@ -300,7 +300,7 @@ impl Findings {
 pub struct Context<'a> {
     pub scopes: &'a ScopeClassifier,
     pub oui: &'a Oui,
-    pub names: &'a Names,
+    pub identities: &'a Identities,
 }
 
 /// All detectors, fed by the pipeline: every event, and every poll's deltas.

@@ -89,10 +89,13 @@ impl Presence {
                 continue;
             }
             let vendor = if mac.is_local() { None } else { cx.oui.vendor(mac).map(str::to_owned) };
-            let names = cx.names.device(mac);
-            let who = names.first().cloned().or_else(|| vendor.clone()).unwrap_or_else(|| {
-                if mac.is_local() { "a randomised MAC".to_owned() } else { "an unknown vendor".to_owned() }
-            });
+            let names: Vec<String> = cx.identities.names(mac).into_iter().map(|n| n.name).collect();
+            let display = cx.identities.display(mac, vendor.as_deref());
+            let who = match display.source {
+                crate::identity::FROM_MAC if mac.is_local() => "a randomised MAC".to_owned(),
+                crate::identity::FROM_MAC => "an unknown vendor".to_owned(),
+                _ => display.name,
+            };
             hits.push(Hit {
                 rule: Rule::NewDevice,
                 mac,

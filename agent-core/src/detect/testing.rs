@@ -9,9 +9,9 @@ use super::{Config, Context, Detectors, Finding, Rule};
 use crate::{
     clock::Clock,
     events::Event,
+    identity::Identities,
     ledger::{Delta, v4_key},
     mac::Mac,
-    names::Names,
     oui::Oui,
     proto::{
         EventFields,
@@ -37,7 +37,7 @@ pub struct Bench {
     pub det: Detectors,
     scopes: ScopeClassifier,
     oui: Oui,
-    names: Names,
+    pub identities: Identities,
     next_id: u64,
 }
 
@@ -81,7 +81,7 @@ impl Bench {
             det: Detectors::new(config),
             scopes: ScopeClassifier::new(vec!["192.168.77.0/24".parse().unwrap()]),
             oui: Oui::parse("80-9F-9B   (hex)\t\tSichuan AI-Link Technology Co., Ltd.\n"),
-            names: Names::default(),
+            identities: Identities::default(),
             next_id: 0,
         }
     }
@@ -112,7 +112,7 @@ impl Bench {
             dst_port: Some(dst_port),
             fields,
         };
-        let cx = Context { scopes: &self.scopes, oui: &self.oui, names: &self.names };
+        let cx = Context { scopes: &self.scopes, oui: &self.oui, identities: &self.identities };
         self.det.on_event(&ev, &cx);
         let _: SampleKind = ev.kind;
         self.next_id
@@ -120,7 +120,7 @@ impl Bench {
 
     /// One poll at wall time `now` (the replay clock: program ns are epoch ns).
     pub fn poll(&mut self, deltas: &[Delta], macs: &[(Mac, u64)], now: f64) {
-        let cx = Context { scopes: &self.scopes, oui: &self.oui, names: &self.names };
+        let cx = Context { scopes: &self.scopes, oui: &self.oui, identities: &self.identities };
         self.det.on_poll(deltas, macs, now, Clock::Epoch, &cx);
     }
 

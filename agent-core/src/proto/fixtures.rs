@@ -24,6 +24,7 @@ pub fn all() -> Vec<(Kind, &'static str, Vec<u8>)> {
         (Kind::Ntp, "server", ntp_server()),
         (Kind::Http, "get_range", http_get_range()),
         (Kind::Http, "partial_content", http_206()),
+        (Kind::Http, "upnp_description", http_upnp_description()),
         (Kind::Http, "cut_non_utf8", b"GET /snap.jpg HTTP/1.1\r\nUser-Agent: IPC\xff\xfe\r\nRan".to_vec()),
         (Kind::Dhcp, "discover", dhcp_discover()),
         (Kind::Dhcp, "solicit_v6", dhcpv6_solicit()),
@@ -156,6 +157,20 @@ pub fn http_206() -> Vec<u8> {
     b"HTTP/1.1 206 Partial Content\r\nServer: nginx\r\nContent-Type: application/octet-stream\r\n\
 Content-Length: 4096\r\nContent-Range: bytes 0-4095/7340032\r\n\r\n"
         .to_vec()
+}
+
+/// A UPnP device's answer to a fetch of its description (minidlna's, shortened).
+pub fn http_upnp_description() -> Vec<u8> {
+    concat!(
+        "HTTP/1.1 200 OK\r\nContent-Type: text/xml; charset=\"utf-8\"\r\nContent-Length: 2186\r\n",
+        "Server: Debian DLNADOC/1.50 UPnP/1.0 MiniDLNA/1.3.0\r\n\r\n",
+        "<?xml version=\"1.0\"?>\r\n<root xmlns=\"urn:schemas-upnp-org:device-1-0\"><device>",
+        "<deviceType>urn:schemas-upnp-org:device:MediaServer:1</deviceType>",
+        "<friendlyName>Living Room NAS</friendlyName><manufacturer>Justin Maggard</manufacturer>",
+        "<modelName>MiniDLNA</modelName><modelNumber>1.3.0</modelNumber></device></root>",
+    )
+    .as_bytes()
+    .to_vec()
 }
 
 pub fn dhcp_discover() -> Vec<u8> {

@@ -2,7 +2,10 @@
 
 use serde::Serialize;
 
-use super::{ParseError, is_false, text};
+use super::{
+    ParseError, is_false, text,
+    upnp::{UpnpDevice, parse_description},
+};
 
 /// Enough for real heads; more is refused rather than allocated.
 const MAX_HEADERS: usize = 64;
@@ -30,6 +33,9 @@ pub struct HttpEvent {
     pub content_length: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub content_range: Option<String>,
+    /// A response whose body is a UPnP description: the device it describes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upnp: Option<UpnpDevice>,
     /// The snapshot cut the header block; the fields above are those before the cut.
     #[serde(skip_serializing_if = "is_false")]
     pub truncated: bool,
@@ -137,9 +143,16 @@ pub fn parse(payload: &[u8]) -> Result<HttpEvent, ParseError> {
             ev.content_type = owned("content-type");
             ev.content_length = head.get("content-length").and_then(|v| v.trim().parse().ok());
             ev.content_range = owned("content-range");
+            ev.upnp = body(payload).and_then(parse_description);
         }
     }
     Ok(ev)
+}
+
+/// The bytes after the head's blank line, if the head ended.
+fn body(payload: &[u8]) -> Option<&[u8]> {
+    let end = payload.windows(4).position(|w| w == b"\r\n\r\n")?;
+    payload.get(end + 4..)
 }
 
 /// Reads an HTTP-style head. A block cut by the snapshot is parsed up to its last complete

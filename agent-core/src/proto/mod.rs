@@ -33,6 +33,7 @@ pub mod mqtt;
 pub mod ntp;
 pub mod ssdp;
 pub mod tls;
+pub mod upnp;
 
 #[cfg(test)]
 pub(crate) mod fixtures;

@@ -258,7 +258,7 @@ pub fn run(args: &ReplayArgs) -> anyhow::Result<Outcome> {
     let (pipeline, ebpf) = Pipeline::open(pipeline::Options {
         load,
         scopes: ScopeClassifier::new(lan),
-        oui_file: args.enrich.oui_file.clone(),
+        oui_files: args.enrich.oui_files.clone(),
         events: args.sampling.events.clone(),
         events_max_bytes: args.sampling.events_max_bytes,
         clock: Clock::Epoch,

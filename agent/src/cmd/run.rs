@@ -149,7 +149,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let (mut pipeline, mut ebpf) = Pipeline::open(pipeline::Options {
         load: args.load_options(),
         scopes: ScopeClassifier::new(lan_prefixes(&args.bridge, &args.enrich.lan_prefixes)),
-        oui_file: args.enrich.oui_file.clone(),
+        oui_files: args.enrich.oui_files.clone(),
         events: args.sampling.events.clone(),
         events_max_bytes: args.sampling.events_max_bytes,
         clock: Clock::Live,
@@ -188,6 +188,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         let mut a = lock(&agent);
         a.pipeline.drain_samples();
         a.pipeline.flush_samples();
+        a.pipeline.save_state(true);
     }
     tracing::info!("detached from {}; exiting", args.bridge);
     result

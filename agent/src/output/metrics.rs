@@ -150,8 +150,8 @@ impl Metrics {
                 names,
                 gauges(
                     "iotwatch_device_info",
-                    "A device (unicast MAC seen on the bridge), its IEEE vendor and the name it gave itself (DHCP hostname, mDNS host name).",
-                    &["mac", "vendor", "name"]
+                    "A device (unicast MAC seen on the bridge): its IEEE vendor, its display name and the source that gave it (name_source: upnp_friendly_name, dhcp_hostname, mdns_host, dhcpv6_fqdn, mdns_service, upnp_model, oui_vendor or mac), and whether its MAC is randomised (locally administered).",
+                    &["mac", "vendor", "name", "name_source", "randomised"]
                 )
             ),
             bpf_events: register!(
@@ -358,9 +358,13 @@ impl Metrics {
         for (mac, dev) in devices {
             let label = self.mac_label(*mac);
             if label != OTHER {
-                let vendor = sanitize(oui.vendor(*mac).unwrap_or(""), 64);
-                let name = sanitize(p.events.names.device(*mac).first().map_or("", String::as_str), 64);
-                self.device_info.with_label_values(&[label.as_str(), vendor.as_str(), name.as_str()]).set(1);
+                let vendor = oui.vendor(*mac);
+                let display = p.identities.display(*mac, vendor);
+                let (vendor, name) = (sanitize(vendor.unwrap_or(""), 64), sanitize(&display.name, 64));
+                let randomised = if mac.is_local() { "true" } else { "false" };
+                self.device_info
+                    .with_label_values(&[label.as_str(), &vendor, &name, display.source, randomised])
+                    .set(1);
             }
             for ((dir, scope), t) in &dev.traffic {
                 traffic.entry((label.clone(), *dir, scope.as_str())).or_default().add(t.packets, t.bytes);
@@ -532,6 +536,8 @@ mod tests {
 
     static DETECTORS: std::sync::LazyLock<iotwatch_core::detect::Detectors> =
         std::sync::LazyLock::new(iotwatch_core::detect::Detectors::default);
+    static IDENTITIES: std::sync::LazyLock<iotwatch_core::identity::Identities> =
+        std::sync::LazyLock::new(iotwatch_core::identity::Identities::default);
 
     fn view<'a>(
         ledger: &'a Ledger,
@@ -541,7 +547,17 @@ mod tests {
         events: &'a EventStore,
         counts: &'a SampleCounts,
     ) -> View<'a> {
-        View { ledger, last, oui, scopes, events, detectors: &DETECTORS, sample_counts: counts, event_log_errors: 0 }
+        View {
+            ledger,
+            last,
+            oui,
+            scopes,
+            events,
+            identities: &IDENTITIES,
+            detectors: &DETECTORS,
+            sample_counts: counts,
+            event_log_errors: 0,
+        }
     }
 
     fn limits(max_devices: usize, top_ports: usize) -> Limits {

@@ -1,71 +1,130 @@
-//! What the agent remembers across restarts: the known devices (for `new_device`), in
-//! `known-devices.json` in the state directory, written whole to a temporary file and renamed
-//! over the old one (a crash leaves the old file or the new one, never half of one). A file
-//! that cannot be read is set aside as `known-devices.json.bad` with a warning: the agent then
-//! starts with no memory, as on a first start.
+//! What the agent remembers across restarts, in the state directory, one versioned JSON file per
+//! fact: `known-devices.json` (the baseline of `new_device`, with first-seen times) and
+//! `identities.json` (every device name with its source and last-seen time).
+//!
+//! Each file is written whole to a temporary file and renamed over the old one (a crash leaves
+//! the old file or the new one, never half of one). A file that cannot be used (corrupt, another
+//! schema, larger than [`MAX_FILE_BYTES`]) is set aside as `NAME.bad` with a warning, and the
+//! agent starts without that memory, as on a first start. The files are bounded because what
+//! they hold is (MAX_KNOWN devices, identity::MAX_DEVICES with a few names each).
 
 use std::{
     fs,
     path::{Path, PathBuf},
+    time::{Duration, Instant},
 };
 
-use iotwatch_core::detect::presence::{Presence, parse_known};
+use iotwatch_core::{
+    detect::presence::{Presence, parse_known},
+    identity::{self, Identities},
+};
 
-const FILE: &str = "known-devices.json";
+const KNOWN: &str = "known-devices.json";
+const IDENTITIES: &str = "identities.json";
+/// Larger files are not read: no state file of ours grows this large.
+pub const MAX_FILE_BYTES: u64 = 16 << 20;
+/// Names change all the time (last-seen times): saved at most this often, and at exit.
+const IDENTITIES_EVERY: Duration = Duration::from_secs(60);
 
-pub struct KnownDevices {
+/// One state file: read once, saved atomically, its first failure to save a warning.
+struct StateFile {
     path: PathBuf,
-    /// Only the first failure to save is a warning; the rest are debug lines.
+    what: &'static str,
     warned: bool,
 }
 
-impl KnownDevices {
-    /// Loads the known devices of `dir` into `presence`.
-    pub fn open(dir: &Path, presence: &mut Presence) -> Self {
-        let path = dir.join(FILE);
-        match fs::read_to_string(&path) {
-            Ok(text) => match parse_known(&text) {
-                Ok(known) => {
-                    tracing::info!(devices = known.len(), "known devices read from {}", path.display());
-                    presence.remember(known);
-                }
-                Err(e) => {
-                    let bad = dir.join(format!("{FILE}.bad"));
-                    tracing::warn!(
-                        "{} is unusable ({e}); set aside as {}, starting with no known devices",
-                        path.display(),
-                        bad.display()
-                    );
-                    let _ = fs::rename(&path, &bad);
-                }
-            },
+impl StateFile {
+    /// Opens `dir/name` and parses it; `None` (with a log line saying why) when there is
+    /// nothing usable.
+    fn open<T>(
+        dir: &Path,
+        name: &str,
+        what: &'static str,
+        parse: impl FnOnce(&str) -> Result<T, String>,
+    ) -> (Self, Option<T>) {
+        let path = dir.join(name);
+        let file = Self { path: path.clone(), what, warned: false };
+        let text = match fs::metadata(&path) {
+            Ok(m) if m.len() > MAX_FILE_BYTES => Err(format!("{} bytes, more than {MAX_FILE_BYTES}", m.len())),
+            Ok(_) => fs::read_to_string(&path).map_err(|e| e.to_string()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                tracing::info!(
-                    "no {} yet: the devices of the first poll are the baseline of new_device",
-                    path.display()
-                );
+                tracing::info!("no {} yet: starting with no {what}", path.display());
+                return (file, None);
             }
-            Err(e) => tracing::warn!("cannot read {}: {e}; starting with no known devices", path.display()),
+            Err(e) => {
+                tracing::warn!("cannot read {}: {e}; starting with no {what}", path.display());
+                return (file, None);
+            }
+        };
+        match text.and_then(|t| parse(&t)) {
+            Ok(value) => (file, Some(value)),
+            Err(e) => {
+                let bad = dir.join(format!("{name}.bad"));
+                tracing::warn!(
+                    "{} is unusable ({e}); set aside as {}, starting with no {what}",
+                    path.display(),
+                    bad.display()
+                );
+                let _ = fs::rename(&path, &bad);
+                (file, None)
+            }
         }
-        Self { path, warned: false }
     }
 
-    pub fn save(&mut self, presence: &Presence) {
+    fn save(&mut self, value: &impl serde::Serialize) {
         let tmp = self.path.with_extension("json.tmp");
-        let result = serde_json::to_vec_pretty(&presence.to_file())
+        let result = serde_json::to_vec_pretty(value)
             .map_err(std::io::Error::other)
             .and_then(|bytes| fs::write(&tmp, bytes))
             .and_then(|()| fs::rename(&tmp, &self.path));
         if let Err(e) = result {
             if !self.warned {
                 tracing::warn!(
-                    "cannot save the known devices to {}: {e} (new devices will be new again after a restart)",
+                    "cannot save the {} to {}: {e} (they will be forgotten at a restart)",
+                    self.what,
                     self.path.display()
                 );
                 self.warned = true;
             } else {
-                tracing::debug!("cannot save the known devices: {e}");
+                tracing::debug!("cannot save the {}: {e}", self.what);
             }
+        }
+    }
+}
+
+/// The agent's state files.
+pub struct State {
+    known: StateFile,
+    identities: StateFile,
+    identities_saved: Option<Instant>,
+}
+
+impl State {
+    /// Loads what `dir` remembers into `presence` and `identities`.
+    pub fn open(dir: &Path, presence: &mut Presence, identities: &mut Identities) -> Self {
+        let (known, remembered) = StateFile::open(dir, KNOWN, "known devices", parse_known);
+        if let Some(devices) = remembered {
+            tracing::info!(devices = devices.len(), "known devices read from {}", known.path.display());
+            presence.remember(devices);
+        }
+        let (ids, remembered) = StateFile::open(dir, IDENTITIES, "device names", identity::parse_file);
+        if let Some(file) = remembered {
+            tracing::info!(devices = file.devices.len(), "device names read from {}", ids.path.display());
+            identities.remember(file);
+        }
+        Self { known, identities: ids, identities_saved: None }
+    }
+
+    /// Saves what changed: the known devices at once, the names at most every minute; both
+    /// when `now` (at exit).
+    pub fn save(&mut self, presence: &mut Presence, identities: &mut Identities, now: bool) {
+        if presence.take_changed() || now {
+            self.known.save(&presence.to_file());
+        }
+        let due = now || self.identities_saved.is_none_or(|t| t.elapsed() >= IDENTITIES_EVERY);
+        if (due && identities.take_changed()) || now {
+            self.identities.save(&identities.to_file());
+            self.identities_saved = Some(Instant::now());
         }
     }
 }
@@ -77,21 +136,28 @@ mod tests {
     use super::*;
 
     #[test]
-    fn known_devices_survive_a_restart_and_a_corrupt_file_is_set_aside() {
+    fn state_survives_a_restart_and_a_corrupt_file_is_set_aside() {
         let dir = std::env::temp_dir().join(format!("iotwatch-state-{}", std::process::id()));
         fs::create_dir_all(&dir).unwrap();
-        let mut p = Presence::default();
-        let mut k = KnownDevices::open(&dir, &mut p);
+        let (mut p, mut ids) = (Presence::default(), Identities::default());
+        let mut state = State::open(&dir, &mut p, &mut ids);
         p.remember([(Mac([2, 0, 0, 0, 0, 1]), 5.0)]);
-        k.save(&p);
-        let mut again = Presence::default();
-        KnownDevices::open(&dir, &mut again);
+        let file = identity::parse_file(
+            r#"{"schema":"iotwatch.identities/v1","devices":[{"mac":"d8:f1:5b:aa:bb:cc","names":[{"name":"HS105","source":"dhcp_hostname","last_seen":7.0}]}]}"#,
+        )
+        .unwrap();
+        ids.remember(file);
+        state.save(&mut p, &mut ids, true);
+        let (mut again, mut ids_again) = (Presence::default(), Identities::default());
+        State::open(&dir, &mut again, &mut ids_again);
         assert_eq!(again.known().get(&Mac([2, 0, 0, 0, 0, 1])), Some(&5.0));
-        fs::write(dir.join(FILE), b"{not json").unwrap();
-        let mut fresh = Presence::default();
-        KnownDevices::open(&dir, &mut fresh);
-        assert!(fresh.known().is_empty());
-        assert!(dir.join("known-devices.json.bad").exists());
+        assert_eq!(ids_again.display(Mac([0xd8, 0xf1, 0x5b, 0xaa, 0xbb, 0xcc]), None).name, "HS105");
+        fs::write(dir.join(KNOWN), b"{not json").unwrap();
+        fs::write(dir.join(IDENTITIES), br#"{"schema":"something/v9","devices":[]}"#).unwrap();
+        let (mut fresh, mut ids_fresh) = (Presence::default(), Identities::default());
+        State::open(&dir, &mut fresh, &mut ids_fresh);
+        assert!(fresh.known().is_empty() && ids_fresh.is_empty());
+        assert!(dir.join("known-devices.json.bad").exists() && dir.join("identities.json.bad").exists());
         fs::remove_dir_all(&dir).unwrap();
     }
 }
