@@ -42,7 +42,7 @@ pub enum Source {
     UpnpFriendlyName,
     /// DHCPv4 option 12.
     DhcpHostname,
-    /// The owner of an mDNS A/AAAA record for the device's own address (`.local` dropped).
+    /// The owner of an mDNS A/AAAA record for the device's own address.
     MdnsHost,
     /// DHCPv6 option 39.
     Dhcpv6Fqdn,
@@ -227,7 +227,9 @@ impl Identities {
                 continue;
             }
             for n in id.names.iter().filter(|n| matches!(n.source, Source::DhcpHostname | Source::MdnsHost)) {
-                let macs = by_name.entry(n.name.to_lowercase()).or_default();
+                let host = n.name.to_lowercase();
+                let host = host.strip_suffix(".local").unwrap_or(&host);
+                let macs = by_name.entry(host.to_owned()).or_default();
                 if !macs.contains(mac) {
                     macs.push(*mac);
                 }
@@ -306,10 +308,7 @@ pub fn parse_file(text: &str) -> Result<IdentityFile, String> {
 
 /// Adds or refreshes a name; a source's oldest name makes room for a new one.
 fn add(id: &mut Identity, source: Source, name: &str, ts: f64) {
-    let mut name = sanitize(name.trim().trim_end_matches('.'), MAX_NAME_CHARS);
-    if source == Source::MdnsHost {
-        name = name.strip_suffix(".local").map(str::to_owned).unwrap_or(name);
-    }
+    let name = sanitize(name.trim().trim_end_matches('.'), MAX_NAME_CHARS);
     if name.is_empty() {
         return;
     }
@@ -470,7 +469,7 @@ mod tests {
         assert_eq!(ids.display(CAM, None).source, FROM_MAC);
         let inst = RecordData::Name("Front Door._hap._tcp.local".into());
         ids.learn(&event(CAM, "192.168.77.5", 2.0, mdns("192.168.77.5", vec![("_hap._tcp.local", inst)])), &s);
-        assert_eq!(ids.display(CAM, None), Display { name: "cam-1".into(), source: "mdns_host" });
+        assert_eq!(ids.display(CAM, None), Display { name: "cam-1.local".into(), source: "mdns_host" });
         ids.learn(&event(CAM, "0.0.0.0", 3.0, dhcp(CAM, 1, "HS105")), &s);
         assert_eq!(ids.display(CAM, None).name, "HS105");
         ids.learn(&event(CAM, "192.168.77.5", 4.0, description("Porch camera")), &s);
@@ -481,7 +480,7 @@ mod tests {
             [
                 ("upnp_friendly_name", "Porch camera".to_owned()),
                 ("dhcp_hostname", "HS105".into()),
-                ("mdns_host", "cam-1".into()),
+                ("mdns_host", "cam-1.local".into()),
                 ("mdns_service", "Front Door".into()),
                 ("upnp_model", "Acme Cam 2".into()),
                 ("dhcp_vendor_class", "udhcp 1.36.1".into()),
@@ -508,7 +507,8 @@ mod tests {
     fn randomised_macs_with_one_hostname_are_one_device() {
         let (mut ids, s) = (Identities::default(), scopes());
         ids.learn(&event(PHONE_A, "0.0.0.0", 1.0, dhcp(PHONE_A, 1, "Annas-Phone")), &s);
-        ids.learn(&event(PHONE_B, "0.0.0.0", 9.0, dhcp(PHONE_B, 1, "annas-phone")), &s);
+        let own = RecordData::Addr("192.168.77.9".parse().unwrap());
+        ids.learn(&event(PHONE_B, "192.168.77.9", 9.0, mdns("192.168.77.99", vec![("annas-phone.local", own)])), &s);
         // A vendor MAC with the same name is another device (two phones of one model).
         ids.learn(&event(CAM, "0.0.0.0", 9.0, dhcp(CAM, 1, "Annas-Phone")), &s);
         let same = ids.same_device();

@@ -168,9 +168,16 @@ pub fn lab(prefix: &str, ipv6: bool) -> HomeLab {
 
 /// The agent on the lab's bridge, TC, every sample kept, events to `<dir>/events.ndjson`.
 pub fn start_agent(lab: &HomeLab, dir: &Workdir, port: u16) -> (Agent, PathBuf) {
+    start_agent_with(lab, dir, port, &[])
+}
+
+/// [`start_agent`] with more arguments (its stderr in `<dir>/agent.log`, overwritten).
+pub fn start_agent_with(lab: &HomeLab, dir: &Workdir, port: u16, more: &[&str]) -> (Agent, PathBuf) {
     let events = dir.path("events.ndjson");
     let listen = format!("127.0.0.1:{port}");
-    let extra = ["--events".to_owned(), events.display().to_string(), "--sample.rate".to_owned(), "0".to_owned()];
+    let mut extra =
+        vec!["--events".to_owned(), events.display().to_string(), "--sample.rate".to_owned(), "0".to_owned()];
+    extra.extend(more.iter().map(|a| (*a).to_owned()));
     let log = dir.path("agent.log");
     let mut agent =
         Agent::spawn(&agent_bin(), &lab.bridge, "tc", &listen, &extra, Some(&log)).expect("start the agent");

@@ -3,6 +3,48 @@
 use std::{fs, time::Duration};
 
 use iotwatch_tests::{daemons::*, privileged_test};
+use xtask::HomeLab;
+
+/// dnsmasq on the gateway: DHCP for 192.168.77.100-150, and DNS with cloud.example.test.
+fn dnsmasq(lab: &HomeLab, dir: &Workdir) -> Daemon {
+    let gw = &lab.gateway;
+    let args = [
+        "dnsmasq".to_owned(),
+        "--no-daemon".into(),
+        "--conf-file=/dev/null".into(),
+        "--user=root".into(),
+        "--group=root".into(),
+        "--interface=eth0".into(),
+        "--bind-interfaces".into(),
+        "--no-resolv".into(),
+        "--no-hosts".into(),
+        "--log-queries".into(),
+        "--log-dhcp".into(),
+        "--log-facility=-".into(),
+        "--dhcp-range=192.168.77.100,192.168.77.150,255.255.255.0,1h".into(),
+        "--dhcp-authoritative".into(),
+        "--host-record=cloud.example.test,203.0.113.10".into(),
+        format!("--pid-file={}", dir.text("dnsmasq.pid")),
+        format!("--dhcp-leasefile={}", dir.text("dnsmasq.leases")),
+    ];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut dnsmasq = Daemon::spawn(lab, &gw.ns, dir, "dnsmasq", &args);
+    wait_listening(lab, &gw.ns, "-u", 67, &mut dnsmasq);
+    wait_listening(lab, &gw.ns, "-u", 53, &mut dnsmasq);
+    dnsmasq
+}
+
+/// busybox udhcpc in `ns`: DISCOVER, REQUEST with `hostname`; -s /bin/true keeps the lab's
+/// address (the lease is not applied).
+fn udhcpc(lab: &HomeLab, ns: &str, hostname: &str) {
+    let host = format!("hostname:{hostname}");
+    run(
+        lab,
+        ns,
+        20,
+        &["busybox", "udhcpc", "-i", "eth0", "-x", &host, "-n", "-q", "-t", "3", "-T", "2", "-s", "/bin/true"],
+    );
+}
 
 // dnsmasq on the gateway: DHCP with a hostname, DNS for an Internet name, names in the report.
 privileged_test! {
@@ -12,53 +54,8 @@ privileged_test! {
         let gw = lab.gateway.clone();
         let dir = Workdir::new("iwd2");
         let (agent, events) = start_agent(&lab, &dir, 19482);
-        let args = [
-            "dnsmasq".to_owned(),
-            "--no-daemon".into(),
-            "--conf-file=/dev/null".into(),
-            "--user=root".into(),
-            "--group=root".into(),
-            "--interface=eth0".into(),
-            "--bind-interfaces".into(),
-            "--no-resolv".into(),
-            "--no-hosts".into(),
-            "--log-queries".into(),
-            "--log-dhcp".into(),
-            "--log-facility=-".into(),
-            "--dhcp-range=192.168.77.100,192.168.77.150,255.255.255.0,1h".into(),
-            "--dhcp-authoritative".into(),
-            "--host-record=cloud.example.test,203.0.113.10".into(),
-            format!("--pid-file={}", dir.text("dnsmasq.pid")),
-            format!("--dhcp-leasefile={}", dir.text("dnsmasq.leases")),
-        ];
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let mut dnsmasq = Daemon::spawn(&lab, &gw.ns, &dir, "dnsmasq", &args);
-        wait_listening(&lab, &gw.ns, "-u", 67, &mut dnsmasq);
-        wait_listening(&lab, &gw.ns, "-u", 53, &mut dnsmasq);
-
-        // busybox udhcpc: DISCOVER, REQUEST with hostname camera1; -s /bin/true keeps the lab's
-        // address (the lease is not applied).
-        run(
-            &lab,
-            &d1.ns,
-            20,
-            &[
-                "busybox",
-                "udhcpc",
-                "-i",
-                "eth0",
-                "-x",
-                "hostname:camera1",
-                "-n",
-                "-q",
-                "-t",
-                "3",
-                "-T",
-                "2",
-                "-s",
-                "/bin/true",
-            ],
-        );
+        let mut dnsmasq = dnsmasq(&lab, &dir);
+        udhcpc(&lab, &d1.ns, "camera1");
         let leases = fs::read_to_string(dir.path("dnsmasq.leases")).unwrap_or_default();
         assert!(
             leases.contains(&d1.mac) && leases.contains("camera1"),
@@ -141,5 +138,58 @@ privileged_test! {
         });
         check_metrics(&agent, &[(a, "dhcp"), (a, "dns"), (gwmac, "dhcp"), (gwmac, "dns")]);
         dnsmasq.check_alive();
+    }
+}
+
+// Names survive a restart: the agent learns a DHCP hostname, exits, starts again on the same
+// state directory and names the device before it says anything; a corrupted state file is set
+// aside and the agent starts without it.
+privileged_test! {
+    fn names_survive_a_restart() {
+        let lab = lab("iwd8", false);
+        let d1 = lab.devices[0].clone();
+        let dir = Workdir::new("iwd8");
+        let state = dir.path("state");
+        fs::create_dir_all(&state).expect("state dir");
+        let state_arg = state.display().to_string();
+        let with_state = ["--state.dir", state_arg.as_str()];
+        let a = d1.mac.as_str();
+        let gw_ip = lab.gateway.ip.to_string();
+        let ping = || run(&lab, &d1.ns, 10, &["ping", "-c", "2", "-i", "0.2", "-W", "2", &gw_ip]);
+        let named = |r: &Json| {
+            let dev = device(r, a);
+            dev["name"].as_str() == Some("camera1") && dev["name_source"].as_str() == Some("dhcp_hostname")
+        };
+        {
+            let (mut agent, _) = start_agent_with(&lab, &dir, 19488, &with_state);
+            let mut dnsmasq = dnsmasq(&lab, &dir);
+            udhcpc(&lab, &d1.ns, "camera1");
+            ping();
+            wait_report(&agent, "device 1 named camera1 by its DHCP hostname", |r| named(r));
+            dnsmasq.check_alive();
+            agent.stop().expect("the agent exits cleanly, saving its state");
+        }
+        let saved = fs::read_to_string(state.join("identities.json")).expect("identities.json written at exit");
+        assert!(saved.contains("iotwatch.identities/v1") && saved.contains("camera1"), "{saved}");
+
+        // No DHCP this time: only a ping, and the name is there.
+        {
+            let (mut agent, _) = start_agent_with(&lab, &dir, 19488, &with_state);
+            ping();
+            wait_report(&agent, "device 1 still named camera1 after the restart", |r| named(r));
+            agent.stop().expect("clean exit");
+        }
+
+        fs::write(state.join("identities.json"), b"{\"schema\": \"iotwatch.identities/v1\", \"devi").expect("corrupt it");
+        let (mut agent, _) = start_agent_with(&lab, &dir, 19488, &with_state);
+        ping();
+        let r = wait_report(&agent, "device 1 counted after the corrupt state file", |r| {
+            r["devices"].items().iter().any(|d| d["mac"].as_str() == Some(a))
+        });
+        assert_eq!(device(&r, a)["name_source"].as_str(), Some("mac"), "no name remembered");
+        assert!(state.join("identities.json.bad").exists(), "the corrupt file is set aside");
+        let log = fs::read_to_string(dir.path("agent.log")).unwrap_or_default();
+        assert!(log.contains("identities.json is unusable") && log.contains("set aside"), "a warning says so: {log}");
+        agent.stop().expect("clean exit");
     }
 }

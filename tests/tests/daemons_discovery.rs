@@ -4,6 +4,7 @@
 use std::{fs, path::Path, time::Duration};
 
 use iotwatch_tests::{daemons::*, privileged_test};
+use xtask::metrics::http_get;
 
 // avahi-daemon (no D-Bus, own /run and services dir in a private mount namespace) announces
 // its host name and a static service on start.
@@ -180,6 +181,31 @@ privileged_test! {
             ],
         );
         check_metrics(&agent, &[(a, "ssdp"), (b, "ssdp"), (a, "http"), (b, "http")]);
+        // The description it served names it; its SSDP answers say its software; the control
+        // point's User-Agent is the control point's.
+        let r = wait_report(&agent, "device 2 named IWD Media by its UPnP description", |r| {
+            let dev = device(r, b);
+            dev["name"].as_str() == Some("IWD Media") && dev["name_source"].as_str() == Some("upnp_friendly_name")
+        });
+        let sources = |mac: &str| -> Vec<(String, String)> {
+            device(&r, mac)["name_sources"]
+                .items()
+                .iter()
+                .map(|n| (n["source"].as_str().unwrap_or("").to_owned(), n["name"].as_str().unwrap_or("").to_owned()))
+                .collect()
+        };
+        let (of_b, of_a) = (sources(b), sources(a));
+        assert!(
+            of_b.iter().any(|(s, n)| s == "upnp_model" && n.contains("MiniDLNA"))
+                && of_b.iter().any(|(s, n)| s == "ssdp_server" && n.contains("MiniDLNA"))
+                && of_b.iter().any(|(s, n)| s == "ssdp_usn" && n.starts_with("uuid:")),
+            "device 2's names: {of_b:?}"
+        );
+        assert!(of_a.contains(&("http_user_agent".to_owned(), "iwd-cp/1.0".to_owned())), "device 1's names: {of_a:?}");
+        assert!(!of_a.iter().any(|(_, n)| n.contains("IWD Media")), "the fetcher is not named by what it fetched");
+        let metrics = http_get(&agent.listen, "/metrics", Duration::from_secs(5)).expect("GET /metrics");
+        let info = format!(r#"iotwatch_device_info{{mac="{b}",name="IWD Media",name_source="upnp_friendly_name",randomised="true""#);
+        assert!(metrics.lines().any(|l| l.starts_with(&info)), "{info} in /metrics");
         minidlna.check_alive();
     }
 }
