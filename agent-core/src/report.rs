@@ -114,7 +114,8 @@ pub struct DeviceRow {
     /// Sent and received bytes by peer scope (by name: the report's keys are text).
     pub scopes: BTreeMap<&'static str, ProtocolRow>,
     pub peers: Vec<PeerRow>,
-    /// Destination ports the device sent to, busiest first.
+    /// What the device sent, by service port (the port of the side that accepted the
+    /// conversation: its own when it answers, the server's when it is the client), busiest first.
     pub ports: Vec<PortRow>,
     pub ntp_servers: Vec<String>,
     pub protocols: BTreeMap<&'static str, ProtocolRow>,
