@@ -2,9 +2,17 @@
 //!
 //! A device is a unicast MAC seen on the bridge. Its tx traffic is what it sent (scope of the
 //! destination), its rx traffic what was sent to it (scope of the source).
+//!
+//! Ports per device are service ports: the port of the side that accepted the conversation, so
+//! that a server's answers count under its own port and not under each client's ephemeral one.
+//! The kernel counts each direction of a conversation on its own; the direction first seen opened
+//! it, and its destination port is the service port. The ledger remembers, for a bounded number
+//! of conversations, each direction's first-seen time and what it counted under which port, so
+//! that it decides from both directions whatever the order (and the poll) their deltas come in,
+//! and moves what it counted when a direction seen later turns out to have been first.
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::{BTreeMap, BTreeSet, HashMap},
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
 };
 
@@ -117,14 +125,27 @@ impl FirstDirection {
 /// A remote address a device exchanged IP traffic with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Peer {
+    /// Both directions: `tx` plus `rx`.
     pub totals: Totals,
+    /// What the device sent to the peer.
+    pub tx: Totals,
+    /// What the device received from the peer.
+    pub rx: Totals,
     pub first_seen_ns: u64,
+    /// The latest last-seen of their conversations (program clock, as `first_seen_ns`).
+    pub last_seen_ns: u64,
     pub first_direction: FirstDirection,
 }
 
 impl Peer {
+    /// `dir`: `Outbound` when the device sent `d`, `Inbound` when it received it.
     fn add(&mut self, d: &Delta, dir: FirstDirection) {
         self.totals.add(d.packets, d.bytes);
+        match dir {
+            FirstDirection::Outbound => self.tx.add(d.packets, d.bytes),
+            FirstDirection::Inbound => self.rx.add(d.packets, d.bytes),
+        }
+        self.last_seen_ns = self.last_seen_ns.max(d.last_seen_ns);
         if d.first_seen_ns < self.first_seen_ns {
             self.first_seen_ns = d.first_seen_ns;
             self.first_direction = dir;
@@ -134,6 +155,12 @@ impl Peer {
 
 /// Peers kept per device; the rest are counted in `Ledger::peers_dropped`.
 pub const MAX_PEERS_PER_DEVICE: usize = 4096;
+
+/// TCP/UDP conversations whose opener the ledger remembers (as many as the conversation map
+/// holds by default; about 150 bytes each). Past it, the longest idle are forgotten, counted in
+/// `Ledger::openers_forgotten`: one that comes back with its reply alone counts under the
+/// reply's destination port.
+pub const MAX_OPENERS: usize = 65_536;
 
 /// Source and destination addresses of a conversation key, if it has an IP header.
 pub fn conv_ips(key: &ConvKey) -> Option<(IpAddr, IpAddr)> {
@@ -150,7 +177,9 @@ pub fn conv_ips(key: &ConvKey) -> Option<(IpAddr, IpAddr)> {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Device {
     pub traffic: BTreeMap<(Direction, Scope), Totals>,
-    /// Frames the device sent, by transport and destination port.
+    /// Frames the device sent, by transport and service port: the destination port of the
+    /// direction that opened the conversation (its own port when it answers, the server's when
+    /// it is the client).
     pub ports: BTreeMap<(Transport, u16), Totals>,
     /// Remote addresses, both directions.
     pub peers: BTreeMap<IpAddr, Peer>,
@@ -172,7 +201,57 @@ impl Device {
     }
 }
 
-#[derive(Clone, Debug, Default)]
+/// A TCP/UDP conversation, both directions: its two ends in a fixed order (the lower address
+/// and port first), so that a direction and its reverse find the same entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct ConvId {
+    ip_version: u8,
+    proto: u8,
+    a: ([u8; 16], u16),
+    b: ([u8; 16], u16),
+}
+
+impl ConvId {
+    /// The conversation of `key`, and which of its directions `key` is (0: a to b, 1: b to a).
+    fn of(key: &ConvKey) -> (Self, usize) {
+        let (src, dst) = ((key.src_ip, key.src_port), (key.dst_ip, key.dst_port));
+        let (a, b, side) = if src <= dst { (src, dst, 0) } else { (dst, src, 1) };
+        (ConvId { ip_version: key.ip_version, proto: key.proto, a, b }, side)
+    }
+
+    /// The destination port of direction `side`.
+    fn dst_port(&self, side: usize) -> u16 {
+        if side == 0 { self.b.1 } else { self.a.1 }
+    }
+}
+
+/// One direction of a remembered conversation.
+#[derive(Clone, Copy, Debug)]
+struct Side {
+    /// The earliest first-seen of its deltas: a kernel entry made anew (aged out, evicted) does
+    /// not make the direction younger.
+    first_seen_ns: u64,
+    /// Its sender, and what the sender's `ports` counted of it under the service port.
+    mac: Mac,
+    counted: Totals,
+}
+
+/// What the ledger remembers of a conversation to find its service port.
+#[derive(Clone, Copy, Debug, Default)]
+struct Opening {
+    sides: [Option<Side>; 2],
+    last_seen_ns: u64,
+}
+
+impl Opening {
+    /// The direction that opened the conversation: the one first seen (on a tie, the one to
+    /// the lower port, so that the order of the deltas does not matter).
+    fn opener(&self, id: &ConvId) -> Option<usize> {
+        (0..2).filter_map(|i| self.sides[i].map(|s| (s.first_seen_ns, id.dst_port(i), i))).min().map(|(.., i)| i)
+    }
+}
+
+#[derive(Clone, Debug)]
 pub struct Ledger {
     devices: BTreeMap<Mac, Device>,
     /// Every IP address: as source (tx) and destination (rx) of the outermost IP header.
@@ -180,6 +259,16 @@ pub struct Ledger {
     /// Every TCP/UDP destination port.
     ports: BTreeMap<(Transport, u16), Totals>,
     peers_dropped: u64,
+    /// Openers of conversations, for devices' service ports; at most `max_openers`.
+    openers: HashMap<ConvId, Opening>,
+    max_openers: usize,
+    openers_forgotten: u64,
+}
+
+impl Default for Ledger {
+    fn default() -> Self {
+        Self::with_max_openers(MAX_OPENERS)
+    }
 }
 
 /// Name of an IP protocol for the report.
@@ -201,7 +290,14 @@ fn add_peer(dev: &mut Device, ip: IpAddr, d: &Delta, dir: FirstDirection, droppe
     if let Some(p) = dev.peers.get_mut(&ip) {
         p.add(d, dir);
     } else if dev.peers.len() < MAX_PEERS_PER_DEVICE {
-        let mut p = Peer { totals: Totals::default(), first_seen_ns: u64::MAX, first_direction: dir };
+        let mut p = Peer {
+            totals: Totals::default(),
+            tx: Totals::default(),
+            rx: Totals::default(),
+            first_seen_ns: u64::MAX,
+            last_seen_ns: 0,
+            first_direction: dir,
+        };
         p.add(d, dir);
         dev.peers.insert(ip, p);
     } else {
@@ -210,6 +306,19 @@ fn add_peer(dev: &mut Device, ip: IpAddr, d: &Delta, dir: FirstDirection, droppe
 }
 
 impl Ledger {
+    /// A ledger that remembers the openers of at most `max` conversations (at least one).
+    pub fn with_max_openers(max: usize) -> Self {
+        Self {
+            devices: BTreeMap::new(),
+            ips: BTreeMap::new(),
+            ports: BTreeMap::new(),
+            peers_dropped: 0,
+            openers: HashMap::new(),
+            max_openers: max.max(1),
+            openers_forgotten: 0,
+        }
+    }
+
     pub fn apply(&mut self, d: &Delta, scopes: &ScopeClassifier) {
         let (src, dst) = (Mac(d.key.src_mac), Mac(d.key.dst_mac));
         let ips = conv_ips(&d.key);
@@ -226,13 +335,13 @@ impl Ledger {
         if let Some(t) = transport {
             self.ports.entry((t, d.key.dst_port)).or_default().add(d.packets, d.bytes);
         }
+        if let Some(t) = transport {
+            self.count_service_port(d, t);
+        }
         if !src.is_group() {
             let dev = self.devices.entry(src).or_default();
             dev.traffic.entry((Direction::Tx, tx_scope)).or_default().add(d.packets, d.bytes);
             dev.protocols.entry(protocol).or_default().tx.add(d.packets, d.bytes);
-            if let Some(t) = transport {
-                dev.ports.entry((t, d.key.dst_port)).or_default().add(d.packets, d.bytes);
-            }
             if let Some((src_ip, dst_ip)) = ips {
                 // rx_scope is the source address's scope.
                 if matches!(rx_scope, Scope::Lan | Scope::LinkLocal) && !src_ip.is_unspecified() {
@@ -251,6 +360,57 @@ impl Ledger {
         }
     }
 
+    /// Counts `d` in its sender's ports under the conversation's service port. When `d` shows
+    /// that the other direction was not the first after all, what both directions counted moves
+    /// to the new service port.
+    fn count_service_port(&mut self, d: &Delta, t: Transport) {
+        let (id, side) = ConvId::of(&d.key);
+        if !self.openers.contains_key(&id) && self.openers.len() >= self.max_openers {
+            self.forget_idlest();
+        }
+        let conv = self.openers.entry(id).or_default();
+        let before = conv.opener(&id).map(|i| id.dst_port(i));
+        let src = Mac(d.key.src_mac);
+        let s = conv.sides[side].get_or_insert(Side {
+            first_seen_ns: d.first_seen_ns,
+            mac: src,
+            counted: Totals::default(),
+        });
+        s.first_seen_ns = s.first_seen_ns.min(d.first_seen_ns);
+        if s.mac != src {
+            // Another sender for the same addresses and ports (a gateway that changed): what the
+            // old one counted stays where it is.
+            *s = Side { first_seen_ns: s.first_seen_ns, mac: src, counted: Totals::default() };
+        }
+        conv.last_seen_ns = conv.last_seen_ns.max(d.last_seen_ns);
+        let port = conv.opener(&id).map_or(d.key.dst_port, |i| id.dst_port(i));
+        if let Some(old) = before.filter(|old| *old != port) {
+            for s in conv.sides.iter().flatten().filter(|s| s.counted != Totals::default()) {
+                if let Some(dev) = self.devices.get_mut(&s.mac) {
+                    move_totals(&mut dev.ports, (t, old), (t, port), s.counted);
+                }
+            }
+        }
+        if !src.is_group() {
+            let dev = self.devices.entry(src).or_default();
+            dev.ports.entry((t, port)).or_default().add(d.packets, d.bytes);
+            if let Some(s) = conv.sides[side].as_mut() {
+                s.counted.add(d.packets, d.bytes);
+            }
+        }
+    }
+
+    /// Forgets the openers of the longest idle eighth of the remembered conversations.
+    fn forget_idlest(&mut self) {
+        let keep = self.max_openers - self.max_openers.div_ceil(8);
+        let drop = self.openers.len().saturating_sub(keep).max(1);
+        let mut idle: Vec<u64> = self.openers.values().map(|o| o.last_seen_ns).collect();
+        let cutoff = *idle.select_nth_unstable(drop - 1).1;
+        let before = self.openers.len();
+        self.openers.retain(|_, o| o.last_seen_ns > cutoff);
+        self.openers_forgotten += (before - self.openers.len()) as u64;
+    }
+
     pub fn devices(&self) -> &BTreeMap<Mac, Device> {
         &self.devices
     }
@@ -267,6 +427,28 @@ impl Ledger {
     pub fn peers_dropped(&self) -> u64 {
         self.peers_dropped
     }
+
+    /// Conversations whose opener was forgotten to stay within [`MAX_OPENERS`].
+    pub fn openers_forgotten(&self) -> u64 {
+        self.openers_forgotten
+    }
+}
+
+/// Moves `t` from one key of `ports` to another; a key left with nothing goes.
+fn move_totals(
+    ports: &mut BTreeMap<(Transport, u16), Totals>,
+    from: (Transport, u16),
+    to: (Transport, u16),
+    t: Totals,
+) {
+    if let Some(f) = ports.get_mut(&from) {
+        f.packets = f.packets.saturating_sub(t.packets);
+        f.bytes = f.bytes.saturating_sub(t.bytes);
+        if *f == Totals::default() {
+            ports.remove(&from);
+        }
+    }
+    ports.entry(to).or_default().add(t.packets, t.bytes);
 }
 
 /// An IPv4 conversation's key, as the program would have made it (the core's tests build
@@ -353,6 +535,101 @@ mod tests {
         assert_eq!(peer.first_direction, FirstDirection::Outbound);
         assert_eq!(peer.first_seen_ns, 10);
         assert_eq!(peer.totals, Totals { packets: 2, bytes: 120 });
+    }
+
+    const HUB: [u8; 6] = [2, 0x77, 0, 0, 0, 0x14];
+
+    /// A TCP/UDP direction from (mac, ip, port) to (mac, ip, port), first seen at `first`.
+    fn dir(from: ([u8; 6], [u8; 4], u16), to: ([u8; 6], [u8; 4], u16), proto: u8, first: u64, bytes: u64) -> Delta {
+        let key = v4_key(from.0, to.0, from.1, to.1, proto, from.2, to.2);
+        Delta { key, packets: 1, bytes, first_seen_ns: first, last_seen_ns: first + 5 }
+    }
+
+    fn ports(l: &Ledger, mac: [u8; 6]) -> Vec<(Transport, u16, u64)> {
+        l.devices()[&Mac(mac)].ports.iter().map(|((t, p), v)| (*t, *p, v.bytes)).collect()
+    }
+
+    #[test]
+    fn a_server_answering_many_clients_has_its_own_port_and_the_clients_have_it_too() {
+        let mut l = Ledger::default();
+        let hub = (HUB, [192, 168, 77, 20], 8815);
+        for i in 0..23u8 {
+            let cam = ([2, 0x77, 0, 0, 1, i], [192, 168, 77, 100 + i], 50_000 + u16::from(i));
+            l.apply(&dir(cam, hub, 6, 10 + u64::from(i) * 10, 100), &scopes());
+            l.apply(&dir(hub, cam, 6, 11 + u64::from(i) * 10, 1000), &scopes());
+            assert_eq!(ports(&l, cam.0), vec![(Transport::Tcp, 8815, 100)], "the client counts the server's port");
+        }
+        assert_eq!(ports(&l, HUB), vec![(Transport::Tcp, 8815, 23_000)], "not 23 ephemeral ports");
+        // The ledger's own ports stay by destination port.
+        assert_eq!(l.ports().len(), 24);
+        assert_eq!(l.ports()[&(Transport::Tcp, 8815)].bytes, 2300);
+    }
+
+    #[test]
+    fn udp_request_and_response_count_under_the_servers_port() {
+        let mut l = Ledger::default();
+        let (cam, gw) = ((CAM, [192, 168, 77, 11], 40_002), (GW, [192, 168, 77, 1], 53));
+        // The same poll, the answer read first.
+        l.apply(&dir(gw, cam, 17, 21, 120), &scopes());
+        l.apply(&dir(cam, gw, 17, 20, 60), &scopes());
+        assert_eq!(ports(&l, CAM), vec![(Transport::Udp, 53, 60)]);
+        assert_eq!(ports(&l, GW), vec![(Transport::Udp, 53, 120)]);
+        // More of both later.
+        l.apply(&dir(cam, gw, 17, 20, 60), &scopes());
+        l.apply(&dir(gw, cam, 17, 21, 120), &scopes());
+        assert_eq!(ports(&l, CAM), vec![(Transport::Udp, 53, 120)]);
+        assert_eq!(ports(&l, GW), vec![(Transport::Udp, 53, 240)]);
+    }
+
+    #[test]
+    fn the_opening_direction_arriving_in_a_later_poll_moves_what_the_answer_counted() {
+        let mut l = Ledger::default();
+        let (cam, hub) = ((CAM, [192, 168, 77, 11], 43_412), (HUB, [192, 168, 77, 20], 8815));
+        // Poll 1 read only the answer: alone, it looks like a conversation the hub opened.
+        l.apply(&dir(hub, cam, 6, 20, 1000), &scopes());
+        assert_eq!(ports(&l, HUB), vec![(Transport::Tcp, 43_412, 1000)]);
+        // Poll 2: the request, first seen before the answer.
+        l.apply(&dir(cam, hub, 6, 10, 100), &scopes());
+        assert_eq!(ports(&l, HUB), vec![(Transport::Tcp, 8815, 1000)], "the answer's bytes moved");
+        assert_eq!(ports(&l, CAM), vec![(Transport::Tcp, 8815, 100)]);
+        // The request's kernel entry aged out and came back, first seen after the answer: still
+        // the camera's conversation.
+        l.apply(&dir(cam, hub, 6, 500, 100), &scopes());
+        l.apply(&dir(hub, cam, 6, 20, 1000), &scopes());
+        assert_eq!(ports(&l, HUB), vec![(Transport::Tcp, 8815, 2000)]);
+        assert_eq!(ports(&l, CAM), vec![(Transport::Tcp, 8815, 200)]);
+        assert_eq!(l.openers_forgotten(), 0);
+    }
+
+    #[test]
+    fn openers_are_remembered_within_a_bound_and_forgetting_is_counted() {
+        let mut l = Ledger::with_max_openers(2);
+        let hub = (HUB, [192, 168, 77, 20], 8815);
+        for (i, port) in [40_001, 40_002, 40_003].into_iter().enumerate() {
+            l.apply(&dir((CAM, [192, 168, 77, 11], port), hub, 6, 10 * (i as u64 + 1), 100), &scopes());
+        }
+        assert_eq!(l.openers_forgotten(), 1, "the idlest of three went");
+        // The forgotten one's answer comes alone: counted under the client's port, as a
+        // conversation of its own.
+        l.apply(&dir(hub, (CAM, [192, 168, 77, 11], 40_001), 6, 11, 1000), &scopes());
+        assert_eq!(ports(&l, HUB), vec![(Transport::Tcp, 40_001, 1000)]);
+        // A remembered one's answer counts under the server's port.
+        l.apply(&dir(hub, (CAM, [192, 168, 77, 11], 40_003), 6, 31, 1000), &scopes());
+        assert_eq!(ports(&l, HUB), vec![(Transport::Tcp, 8815, 1000), (Transport::Tcp, 40_001, 1000)]);
+        assert_eq!(l.openers_forgotten(), 2, "room for the answer's conversation");
+    }
+
+    #[test]
+    fn peers_split_sent_and_received_and_keep_the_latest_time() {
+        let mut l = Ledger::default();
+        let (cam, cloud) = ((CAM, [192, 168, 77, 11], 40_000), (GW, [203, 0, 113, 10], 443));
+        l.apply(&dir(cam, cloud, 6, 10, 100), &scopes());
+        l.apply(&dir(cloud, cam, 6, 12, 3000), &scopes());
+        l.apply(&Delta { last_seen_ns: 90, ..dir(cam, cloud, 6, 10, 50) }, &scopes());
+        let peer = l.devices()[&Mac(CAM)].peers[&"203.0.113.10".parse::<IpAddr>().unwrap()];
+        assert_eq!((peer.tx, peer.rx), (Totals { packets: 2, bytes: 150 }, Totals { packets: 1, bytes: 3000 }));
+        assert_eq!(peer.totals, Totals { packets: 3, bytes: 3150 });
+        assert_eq!((peer.first_seen_ns, peer.last_seen_ns), (10, 90));
     }
 
     #[test]

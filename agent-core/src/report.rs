@@ -92,6 +92,12 @@ pub struct PeerRow {
     pub bytes: u64,
     pub first_direction: FirstDirection,
     pub first_ts: f64,
+    /// `packets` and `bytes` by direction: sent to the peer (tx), received from it (rx).
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    pub last_ts: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -128,7 +134,8 @@ pub struct DeviceRow {
     /// Sent and received bytes by peer scope (by name: the report's keys are text).
     pub scopes: BTreeMap<&'static str, ProtocolRow>,
     pub peers: Vec<PeerRow>,
-    /// Destination ports the device sent to, busiest first.
+    /// What the device sent, by service port (the port of the side that accepted the
+    /// conversation: its own when it answers, the server's when it is the client), busiest first.
     pub ports: Vec<PortRow>,
     pub ntp_servers: Vec<String>,
     pub protocols: BTreeMap<&'static str, ProtocolRow>,
@@ -160,6 +167,9 @@ pub struct AgentSection {
     pub bpf: BTreeMap<&'static str, u64>,
     pub conversation_evictions: u64,
     pub peers_dropped: u64,
+    /// Conversations whose opener the ledger forgot (bounded memory): one that comes back with
+    /// its answer alone counts under the answer's destination port in the device's `ports`.
+    pub openers_forgotten: u64,
     /// Findings that left the report to make room for newer ones.
     pub findings_dropped: u64,
 }
@@ -244,6 +254,11 @@ pub fn build(p: &View<'_>, capture: Option<Capture>, clock: Clock) -> Report {
                     bytes: peer.totals.bytes,
                     first_direction: peer.first_direction,
                     first_ts: clock.seconds(peer.first_seen_ns),
+                    tx_packets: peer.tx.packets,
+                    tx_bytes: peer.tx.bytes,
+                    rx_packets: peer.rx.packets,
+                    rx_bytes: peer.rx.bytes,
+                    last_ts: clock.seconds(peer.last_seen_ns),
                 })
                 .collect();
             peers.sort_by(|a, b| b.bytes.cmp(&a.bytes).then_with(|| a.ip.cmp(&b.ip)));
@@ -327,6 +342,7 @@ pub fn build(p: &View<'_>, capture: Option<Capture>, clock: Clock) -> Report {
         bpf,
         conversation_evictions: p.last.evictions,
         peers_dropped: p.ledger.peers_dropped(),
+        openers_forgotten: p.ledger.openers_forgotten(),
         findings_dropped: p.detectors.findings.dropped,
     };
     Report {
@@ -546,6 +562,10 @@ mod tests {
             (cloud.scope, cloud.first_direction, cloud.bytes),
             (Scope::Internet, FirstDirection::Outbound, 13_000)
         );
+        assert_eq!((cloud.tx_bytes, cloud.rx_bytes), (4_000, 9_000), "sent to it, received from it");
+        let gateway = r.devices.iter().find(|d| d.mac == Mac(GATEWAY)).expect("the gateway is a device");
+        let gateway_ports: Vec<_> = gateway.ports.iter().map(|p| p.port).collect();
+        assert_eq!(gateway_ports, [443], "it relays the cloud's answers: the service port, not the camera's 40000");
         assert_eq!(camera.ntp_servers, ["198.51.100.5"]);
         assert_eq!(r.macs.len(), 4, "every MAC, multicast destinations included");
         assert_eq!(r.agent.samples_dropped, 1);

@@ -174,9 +174,12 @@ pub struct RunArgs {
     /// Devices with their own series; the rest are summed as mac="other".
     #[arg(long = "metrics.max-devices", default_value_t = 256)]
     pub max_devices: usize,
-    /// Destination ports with their own series per device; the rest are port="other".
+    /// Service ports with their own series per device; the rest are port="other".
     #[arg(long = "metrics.top-ports", default_value_t = 10)]
     pub top_ports: usize,
+    /// Seconds back in which the distinct peers of a device count (iotwatch_device_peers).
+    #[arg(long = "metrics.peer-window", default_value_t = 3600)]
+    pub peer_window: u64,
     /// Samples per second per CPU, whatever the number of sources (0 = no cap).
     #[arg(long = "sample.cpu-rate", default_value_t = agent_common::sample::DEFAULT_CPU_RATE)]
     pub cpu_rate: u32,
@@ -315,6 +318,7 @@ mod tests {
         assert_eq!(run.attach, AttachMode::XdpSkb);
         assert_eq!(run.enrich.lan_prefixes.len(), 1);
         assert_eq!(run.listen.port(), 9477);
+        assert_eq!((run.top_ports, run.max_devices, run.peer_window), (10, 256, 3600), "the metrics' caps and window");
         assert!(Cli::try_parse_from(["iotwatch", "run", "--bridge", "br0", "--lan.prefix", "nonsense"]).is_err());
     }
 

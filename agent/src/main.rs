@@ -40,8 +40,13 @@ fn main() -> ExitCode {
             };
         }
         Command::MetricNames => {
-            let limits =
-                metrics::Limits { max_devices: 1, top_ports: 1, map_capacity_macs: 1, map_capacity_conversations: 1 };
+            let limits = metrics::Limits {
+                max_devices: 1,
+                top_ports: 1,
+                peer_window_ns: 1,
+                map_capacity_macs: 1,
+                map_capacity_conversations: 1,
+            };
             metrics::Metrics::new(limits).names().iter().for_each(|n| println!("{n}"));
             Ok(())
         }

@@ -61,6 +61,8 @@ pub struct Pipeline {
     state: Option<State>,
     /// The detectors' clock: wall time live, the latest capture time in replay.
     now: f64,
+    /// The latest last-seen of a conversation (program clock): replay's now.
+    latest_ns: u64,
 }
 
 /// Everything one sample goes through: an event, the detectors, the event log.
@@ -160,6 +162,7 @@ impl Pipeline {
             detectors,
             state,
             now: 0.0,
+            latest_ns: 0,
         };
         Ok((pipeline, ebpf))
     }
@@ -181,6 +184,15 @@ impl Pipeline {
     /// The report of everything seen so far.
     pub fn report(&self, capture: Option<Capture>) -> Report {
         report::build(&self.view(), capture, self.clock)
+    }
+
+    /// The program's clock now (the clock of conversations' first and last seen): monotonic
+    /// live, the latest capture time seen in replay.
+    pub fn program_now_ns(&self) -> u64 {
+        match self.clock {
+            Clock::Live => clock::monotonic_ns(),
+            Clock::Epoch => self.latest_ns,
+        }
     }
 
     /// What the latest poll saw.
@@ -255,6 +267,7 @@ impl Pipeline {
         let snap = self.collector.poll(idle_before_ns)?;
         for delta in &snap.deltas {
             self.ledger.apply(delta, &self.scopes);
+            self.latest_ns = self.latest_ns.max(delta.last_seen_ns);
         }
         self.now = match self.clock {
             Clock::Live => self.clock.seconds(clock::monotonic_ns()),

@@ -48,7 +48,7 @@ impl Agent {
         let idle_before = clock::monotonic_ns().checked_sub(self.idle.as_nanos() as u64);
         self.pipeline.poll(idle_before)?;
         let p = &self.pipeline;
-        self.metrics.sync(&p.view(), &self.attached, start.elapsed().as_secs_f64());
+        self.metrics.sync(&p.view(), p.program_now_ns(), &self.attached, start.elapsed().as_secs_f64());
         self.metrics.set_refused(&self.refused);
         let oversized = p.view().last.stats.get(agent_common::Stat::XdpOversized as usize).copied().unwrap_or(0);
         let quiet = self.oversized_warned.1.is_some_and(|t| t.elapsed() < Duration::from_secs(600));
@@ -166,6 +166,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let limits = Limits {
         max_devices: args.max_devices,
         top_ports: args.top_ports,
+        peer_window_ns: args.peer_window.saturating_mul(1_000_000_000),
         map_capacity_macs: args.maps.max_macs,
         map_capacity_conversations: args.maps.max_conversations,
     };

@@ -14,6 +14,7 @@ use iotwatch_core::{
     labels::{LabelBudget, OTHER, sanitize},
     ledger::{Direction, Totals, Transport},
     mac::Mac,
+    scope::Scope,
     view::View,
 };
 use prometheus::{Encoder as _, Gauge, GaugeVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
@@ -24,6 +25,8 @@ use crate::kernel::attach::Hook;
 pub struct Limits {
     pub max_devices: usize,
     pub top_ports: usize,
+    /// How far back the distinct peers of `iotwatch_device_peers` count (program clock).
+    pub peer_window_ns: u64,
     pub map_capacity_macs: u32,
     pub map_capacity_conversations: u32,
 }
@@ -38,6 +41,8 @@ pub struct Metrics {
     mac_bytes: IntCounterVec,
     port_packets: IntCounterVec,
     port_bytes: IntCounterVec,
+    device_peers: IntGaugeVec,
+    openers_forgotten: IntCounter,
     device_info: IntGaugeVec,
     bpf_events: IntCounterVec,
     map_entries: IntGaugeVec,
@@ -132,7 +137,9 @@ impl Metrics {
                 names,
                 counters(
                     "iotwatch_device_port_packets_total",
-                    "Wire frames a device sent, by transport and destination port (top ports per device, the rest as port=\"other\").",
+                    "Wire frames a device sent, by transport and service port: the port of the side that accepted the \
+                     conversation, its own when it answers, the server's when it is the client (top ports per device, \
+                     the rest as port=\"other\").",
                     &["mac", "proto", "port"]
                 )
             ),
@@ -141,8 +148,27 @@ impl Metrics {
                 names,
                 counters(
                     "iotwatch_device_port_bytes_total",
-                    "Wire bytes a device sent, by transport and destination port.",
+                    "Wire bytes a device sent, by transport and service port, see iotwatch_device_port_packets_total.",
                     &["mac", "proto", "port"]
+                )
+            ),
+            device_peers: register!(
+                r,
+                names,
+                gauges(
+                    "iotwatch_device_peers",
+                    "Distinct remote addresses of the LAN (scope=\"lan\") and of the Internet (scope=\"internet\") a \
+                     device exchanged traffic with within --metrics.peer-window.",
+                    &["mac", "scope"]
+                )
+            ),
+            openers_forgotten: register!(
+                r,
+                names,
+                IntCounter::new(
+                    "iotwatch_conversation_openers_forgotten_total",
+                    "Conversations whose opener the agent forgot to stay within its bound (the idlest go): an answer \
+                     that comes back alone then counts under the client's port in iotwatch_device_port_*."
                 )
             ),
             device_info: register!(
@@ -346,7 +372,9 @@ impl Metrics {
         if self.devices.admit(&mac) { mac.to_string() } else { OTHER.to_owned() }
     }
 
-    pub fn sync(&mut self, p: &View<'_>, attached: &[(String, Hook)], seconds: f64) {
+    /// Raises the counters and sets the gauges to what `p` holds; `now_ns` is the program's
+    /// clock now (the clock of the ledger's last-seen times).
+    pub fn sync(&mut self, p: &View<'_>, now_ns: u64, attached: &[(String, Hook)], seconds: f64) {
         let (ledger, snap, oui) = (p.ledger, p.last, p.oui);
         // Busiest first, so that when the cap bites, the busiest devices keep their own series.
         let mut devices: Vec<_> = ledger.devices().iter().collect();
@@ -413,6 +441,7 @@ impl Metrics {
         raise(&self.aged_out.with_label_values(&[DEVICE_STATS]), snap.macs_aged_out);
         raise(&self.aged_out.with_label_values(&[CONVERSATIONS]), snap.aged_out);
         raise(&self.evictions, snap.evictions);
+        raise(&self.openers_forgotten, ledger.openers_forgotten());
         raise(&self.overflow.with_label_values(&["device"]), self.devices.overflow());
         raise(&self.overflow.with_label_values(&["port"]), self.ports.values().map(LabelBudget::overflow).sum());
         let mut events: BTreeMap<(String, &str), u64> = BTreeMap::new();
@@ -433,6 +462,7 @@ impl Metrics {
         }
         raise(&self.event_log_errors, p.event_log_errors);
         self.sync_findings(p);
+        self.sync_peers(p, now_ns);
         self.attached.reset();
         for (iface, hook) in attached {
             self.attached.with_label_values(&[iface.as_str(), hook.as_str()]).set(1);
@@ -500,6 +530,30 @@ impl Metrics {
         }
     }
 
+    /// Distinct LAN and Internet peers of each device with its own series, seen since
+    /// `--metrics.peer-window` before `now_ns` (devices folded into "other" have none: a sum of
+    /// distinct counts means nothing).
+    fn sync_peers(&mut self, p: &View<'_>, now_ns: u64) {
+        self.device_peers.reset();
+        let since = now_ns.saturating_sub(self.limits.peer_window_ns);
+        for (mac, dev) in p.ledger.devices() {
+            if !self.devices.admit(mac) {
+                continue;
+            }
+            let (mut lan, mut internet) = (0, 0);
+            for ip in dev.peers.iter().filter(|(_, peer)| peer.last_seen_ns >= since).map(|(ip, _)| *ip) {
+                match p.scopes.of_ip(ip) {
+                    Scope::Lan => lan += 1,
+                    Scope::Internet => internet += 1,
+                    _ => {}
+                }
+            }
+            let label = mac.to_string();
+            self.device_peers.with_label_values(&[label.as_str(), Scope::Lan.as_str()]).set(lan);
+            self.device_peers.with_label_values(&[label.as_str(), Scope::Internet.as_str()]).set(internet);
+        }
+    }
+
     /// Ports refused by the attach mode, 1 each; a port attached or gone disappears.
     pub fn set_refused(&mut self, refused: &[String]) {
         self.refused.reset();
@@ -561,7 +615,7 @@ mod tests {
     }
 
     fn limits(max_devices: usize, top_ports: usize) -> Limits {
-        Limits { max_devices, top_ports, map_capacity_macs: 16, map_capacity_conversations: 64 }
+        Limits { max_devices, top_ports, peer_window_ns: 100, map_capacity_macs: 16, map_capacity_conversations: 64 }
     }
 
     fn delta(src: u8, dport: u16, bytes: u64) -> Delta {
@@ -604,7 +658,7 @@ mod tests {
         let mut m = Metrics::new(limits(2, 2));
         let (oui, events, mut counts) = (Oui::default(), EventStore::default(), SampleCounts::default());
         counts[SampleKind::Ssdp as usize][outcome::SUPPRESSED] = 3;
-        m.sync(&view(&ledger, &snap, &oui, &scopes, &events, &counts), &[("p1".into(), Hook::TcIngress)], 0.01);
+        m.sync(&view(&ledger, &snap, &oui, &scopes, &events, &counts), 1, &[("p1".into(), Hook::TcIngress)], 0.01);
         let text = m.render();
         assert!(
             line(&text, r#"iotwatch_device_bytes_total{direction="tx",mac="02:00:00:00:00:0a",scope="internet"} 1600"#)
@@ -657,7 +711,7 @@ mod tests {
         // More traffic later: counters rise to the new totals, the folded device stays folded.
         ledger.apply(&delta(11, 80, 50), &scopes);
         ledger.apply(&delta(10, 443, 900), &scopes);
-        m.sync(&view(&ledger, &snap, &oui, &scopes, &events, &counts), &[], 0.01);
+        m.sync(&view(&ledger, &snap, &oui, &scopes, &events, &counts), 1, &[], 0.01);
         let text = m.render();
         assert!(
             line(&text, r#"iotwatch_device_bytes_total{direction="tx",mac="other",scope="internet"} 100"#).is_some(),
@@ -669,5 +723,99 @@ mod tests {
             "{text}"
         );
         assert!(line(&text, "iotwatch_attached_interfaces{").is_none(), "detached interfaces disappear");
+    }
+
+    /// A TCP or UDP direction between two devices' (last byte of MAC and IP, port), first seen
+    /// at `first` and last seen at `last`.
+    fn conv(from: (u8, u16), to: (u8, u16), remote: Option<[u8; 4]>, first: u64, last: u64, bytes: u64) -> Delta {
+        let mut key = ConvKey {
+            src_mac: [2, 0, 0, 0, 0, from.0],
+            dst_mac: [2, 0, 0, 0, 0, to.0],
+            ip_version: ip_version::V4,
+            proto: 6,
+            src_port: from.1,
+            dst_port: to.1,
+            ..ConvKey::default()
+        };
+        key.src_ip[..4].copy_from_slice(&[192, 168, 77, from.0]);
+        key.dst_ip[..4].copy_from_slice(&remote.unwrap_or([192, 168, 77, to.0]));
+        Delta { key, packets: 1, bytes, first_seen_ns: first, last_seen_ns: last }
+    }
+
+    #[test]
+    fn distinct_peers_in_the_window_by_scope_and_none_for_other() {
+        let scopes = ScopeClassifier::new(vec!["192.168.77.0/24".parse().unwrap()]);
+        let mut ledger = Ledger::default();
+        for d in [
+            // Device 10 (the busiest): a LAN peer at 950, Internet peers at 990 and 800 (before the
+            // window of 100 that ends at 1000), a multicast group (not counted).
+            conv((10, 40_000), (20, 80), None, 900, 950, 5000),
+            conv((10, 40_001), (1, 443), Some([203, 0, 113, 7]), 900, 990, 5000),
+            conv((10, 40_002), (1, 443), Some([198, 51, 100, 9]), 700, 800, 5000),
+            conv((10, 40_003), (1, 1900), Some([239, 255, 255, 250]), 990, 990, 5000),
+            // Device 11: folded into "other", like device 20 (a cap of 2: devices 10 and 1, the
+            // gateway, the busiest).
+            conv((11, 40_000), (1, 443), Some([203, 0, 113, 7]), 990, 990, 10),
+        ] {
+            ledger.apply(&d, &scopes);
+        }
+        let mut m = Metrics::new(limits(2, 10));
+        let (oui, events, counts, snap) =
+            (Oui::default(), EventStore::default(), SampleCounts::default(), Snapshot::default());
+        m.sync(&view(&ledger, &snap, &oui, &scopes, &events, &counts), 1000, &[], 0.01);
+        let text = m.render();
+        for want in [
+            r#"iotwatch_device_peers{mac="02:00:00:00:00:0a",scope="lan"} 1"#,
+            r#"iotwatch_device_peers{mac="02:00:00:00:00:0a",scope="internet"} 1"#,
+            // The gateway's peers are the LAN addresses of devices 10 and 11.
+            r#"iotwatch_device_peers{mac="02:00:00:00:00:01",scope="lan"} 2"#,
+            r#"iotwatch_device_peers{mac="02:00:00:00:00:01",scope="internet"} 0"#,
+            r#"iotwatch_label_overflow_total{label="device"} 2"#,
+        ] {
+            assert!(line(&text, want).is_some(), "{want} in {text}");
+        }
+        assert!(line(&text, r#"iotwatch_device_peers{mac="other""#).is_none(), "{text}");
+        for folded in ["0b", "14"] {
+            let start = format!(r#"iotwatch_device_peers{{mac="02:00:00:00:00:{folded}""#);
+            assert!(line(&text, &start).is_none(), "{text}");
+        }
+        // Later, with nothing new: the peers leave the window, the series stay at 0.
+        m.sync(&view(&ledger, &snap, &oui, &scopes, &events, &counts), 2000, &[], 0.01);
+        let text = m.render();
+        assert!(
+            line(&text, r#"iotwatch_device_peers{mac="02:00:00:00:00:0a",scope="internet"} 0"#).is_some(),
+            "{text}"
+        );
+    }
+
+    /// A server answering many clients has one port series: its own service port, not one per
+    /// client's ephemeral port folded into "other".
+    #[test]
+    fn a_servers_answers_fill_no_port_budget() {
+        let scopes = ScopeClassifier::new(vec!["192.168.77.0/24".parse().unwrap()]);
+        let mut ledger = Ledger::default();
+        for i in 0..23u8 {
+            let client = (100 + i, 50_000 + u16::from(i));
+            let first = 10 * u64::from(i);
+            ledger.apply(&conv(client, (20, 8815), None, first, first + 2, 100), &scopes);
+            ledger.apply(&conv((20, 8815), client, None, first + 1, first + 2, 1000), &scopes);
+        }
+        let mut m = Metrics::new(limits(64, 2));
+        let (oui, events, counts, snap) =
+            (Oui::default(), EventStore::default(), SampleCounts::default(), Snapshot::default());
+        m.sync(&view(&ledger, &snap, &oui, &scopes, &events, &counts), 300, &[], 0.01);
+        let text = m.render();
+        let hub: Vec<_> = text
+            .lines()
+            .filter(|l| l.starts_with(r#"iotwatch_device_port_bytes_total{mac="02:00:00:00:00:14""#))
+            .collect();
+        assert_eq!(hub, [r#"iotwatch_device_port_bytes_total{mac="02:00:00:00:00:14",port="8815",proto="tcp"} 23000"#]);
+        assert!(
+            line(&text, r#"iotwatch_device_port_bytes_total{mac="02:00:00:00:00:64",port="8815",proto="tcp"} 100"#)
+                .is_some(),
+            "a client counts the server's port: {text}"
+        );
+        assert!(line(&text, r#"iotwatch_label_overflow_total{label="port"} 0"#).is_some(), "{text}");
+        assert!(line(&text, "iotwatch_conversation_openers_forgotten_total 0").is_some(), "{text}");
     }
 }
