@@ -8,7 +8,8 @@
 //!   saw, and deltas between polls), [`macbook`] (per-MAC totals that outlive the kernel's
 //!   entries, and which idle MACs to age out).
 //! - State: [`ledger`] (per-device totals from conversation deltas), [`names`], [`scope`],
-//!   [`oui`], [`labels`] (bounded label values), [`clock`].
+//!   [`oui`], [`peerdb`] (ASN, organisation, country and provider of Internet peers),
+//!   [`labels`] (bounded label values), [`clock`].
 //! - Findings: [`detect`] (one module per group of rules; findings deduplicated and bounded).
 //! - Output models: [`view`] (the plain view every output reads), [`report`] (schema
 //!   `iotwatch.report/v1`), [`text`] (the report as a table).
@@ -36,6 +37,7 @@ pub mod mac;
 pub mod macbook;
 pub mod names;
 pub mod oui;
+pub mod peerdb;
 pub mod proto;
 pub mod reassembly;
 pub mod report;
