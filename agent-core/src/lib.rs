@@ -8,8 +8,9 @@
 //!   saw, and deltas between polls), [`macbook`] (per-MAC totals that outlive the kernel's
 //!   entries, and which idle MACs to age out).
 //! - State: [`ledger`] (per-device totals from conversation deltas), [`identity`] (device names
-//!   with their sources), [`names`] (remote names), [`scope`],
-//!   [`oui`], [`labels`] (bounded label values), [`clock`].
+//!   with their sources), [`names`] (remote names), [`scope`], [`oui`], [`peerdb`] (ASN,
+//!   organisation, country and provider of Internet peers), [`labels`] (bounded label values),
+//!   [`clock`].
 //! - Findings: [`detect`] (one module per group of rules; findings deduplicated and bounded).
 //! - Output models: [`view`] (the plain view every output reads), [`report`] (schema
 //!   `iotwatch.report/v1`), [`text`] (the report as a table).
@@ -38,6 +39,7 @@ pub mod mac;
 pub mod macbook;
 pub mod names;
 pub mod oui;
+pub mod peerdb;
 pub mod proto;
 pub mod reassembly;
 pub mod report;
