@@ -13,6 +13,7 @@ use crate::{
     identity::{Name, Source},
     ledger::{Direction, FirstDirection, Totals, Transport},
     mac::Mac,
+    peerdb::PeerInfo,
     scope::Scope,
     view::View,
 };
@@ -88,6 +89,8 @@ pub struct PeerRow {
     pub asn: Option<u32>,
     pub org: Option<String>,
     pub country: Option<String>,
+    /// The provider behind the ASN or organisation (`Amazon`, `Google`...), Internet peers only.
+    pub provider: Option<&'static str>,
     pub packets: u64,
     pub bytes: u64,
     pub first_direction: FirstDirection,
@@ -243,22 +246,28 @@ pub fn build(p: &View<'_>, capture: Option<Capture>, clock: Clock) -> Report {
             let mut peers: Vec<PeerRow> = d
                 .peers
                 .iter()
-                .map(|(ip, peer)| PeerRow {
-                    ip: *ip,
-                    scope: p.scopes.of_ip(*ip),
-                    names: p.events.names.remote(*ip),
-                    asn: None,
-                    org: None,
-                    country: None,
-                    packets: peer.totals.packets,
-                    bytes: peer.totals.bytes,
-                    first_direction: peer.first_direction,
-                    first_ts: clock.seconds(peer.first_seen_ns),
-                    tx_packets: peer.tx.packets,
-                    tx_bytes: peer.tx.bytes,
-                    rx_packets: peer.rx.packets,
-                    rx_bytes: peer.rx.bytes,
-                    last_ts: clock.seconds(peer.last_seen_ns),
+                .map(|(ip, peer)| {
+                    let scope = p.scopes.of_ip(*ip);
+                    // Only Internet peers: the LAN's addresses are nobody's ASN.
+                    let info = if scope == Scope::Internet { p.peers.lookup(*ip) } else { PeerInfo::default() };
+                    PeerRow {
+                        ip: *ip,
+                        scope,
+                        names: p.events.names.remote(*ip),
+                        asn: info.asn,
+                        org: info.org.as_deref().map(str::to_owned),
+                        country: info.country.map(|c| c.as_str().to_owned()),
+                        provider: info.provider,
+                        packets: peer.totals.packets,
+                        bytes: peer.totals.bytes,
+                        first_direction: peer.first_direction,
+                        first_ts: clock.seconds(peer.first_seen_ns),
+                        tx_packets: peer.tx.packets,
+                        tx_bytes: peer.tx.bytes,
+                        rx_packets: peer.rx.packets,
+                        rx_bytes: peer.rx.bytes,
+                        last_ts: clock.seconds(peer.last_seen_ns),
+                    }
                 })
                 .collect();
             peers.sort_by(|a, b| b.bytes.cmp(&a.bytes).then_with(|| a.ip.cmp(&b.ip)));
@@ -427,6 +436,7 @@ mod tests {
         counts: SampleCounts,
         detectors: crate::detect::Detectors,
         identities: crate::identity::Identities,
+        peers: crate::peerdb::PeerDb,
     }
 
     impl State {
@@ -435,6 +445,7 @@ mod tests {
                 ledger: &self.ledger,
                 last: &self.last,
                 oui: &self.oui,
+                peers: &self.peers,
                 scopes: &self.scopes,
                 events: &self.events,
                 identities: &self.identities,
@@ -517,7 +528,22 @@ mod tests {
         let mut counts = SampleCounts::default();
         counts[Kind::Ssdp as usize] = [1, 0, 0, 0];
         counts[Kind::Ntp as usize] = [2, 1, 3, 4];
-        State { ledger, last, oui, scopes, events, counts, detectors, identities }
+        State { ledger, last, oui, scopes, events, counts, detectors, identities, peers: peer_db() }
+    }
+
+    /// The test "Internet": 203.0.113.0/24 is Amazon's in the US, 198.51.100.0/24 nobody's.
+    fn peer_db() -> crate::peerdb::PeerDb {
+        static CALLS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("iotwatch-report-{}-{call}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let (asn, country) = (dir.join("asn.csv"), dir.join("country.csv"));
+        std::fs::write(&asn, "203.0.113.0,203.0.113.255,16509,\"Amazon.com, Inc.\"\n").expect("write");
+        std::fs::write(&country, "203.0.113.0,203.0.113.255,US\n").expect("write");
+        let (db, warnings) = crate::peerdb::PeerDb::load(&[asn], &[country]);
+        assert!(warnings.is_empty(), "{warnings:?}");
+        let _ = std::fs::remove_dir_all(&dir);
+        db
     }
 
     fn snapshot_path() -> std::path::PathBuf {
@@ -567,6 +593,12 @@ mod tests {
         let gateway_ports: Vec<_> = gateway.ports.iter().map(|p| p.port).collect();
         assert_eq!(gateway_ports, [443], "it relays the cloud's answers: the service port, not the camera's 40000");
         assert_eq!(camera.ntp_servers, ["198.51.100.5"]);
+        assert_eq!(
+            (cloud.asn, cloud.org.as_deref(), cloud.country.as_deref(), cloud.provider),
+            (Some(16509), Some("Amazon.com, Inc."), Some("US"), Some("Amazon"))
+        );
+        let ntp = camera.peers.iter().find(|p| p.ip.to_string() == "198.51.100.5").expect("the NTP server");
+        assert_eq!((ntp.asn, ntp.country.as_deref(), ntp.provider), (None, None, None), "not in the database");
         assert_eq!(r.macs.len(), 4, "every MAC, multicast destinations included");
         assert_eq!(r.agent.samples_dropped, 1);
         assert_eq!(r.agent.parse_errors, 1, "the NTP sample in mode 0");

@@ -7,6 +7,7 @@ use crate::{
     identity::Identities,
     ledger::Ledger,
     oui::Oui,
+    peerdb::PeerDb,
     scope::ScopeClassifier,
     snapshot::{SampleCounts, Snapshot},
 };
@@ -16,6 +17,8 @@ pub struct View<'a> {
     /// What the latest poll saw: exact per-MAC counters and the program's statistics.
     pub last: &'a Snapshot,
     pub oui: &'a Oui,
+    /// ASN, organisation, country and provider of Internet peers.
+    pub peers: &'a PeerDb,
     pub scopes: &'a ScopeClassifier,
     pub events: &'a EventStore,
     pub identities: &'a Identities,

@@ -3,7 +3,7 @@
 use std::{net::SocketAddr, path::PathBuf};
 
 use clap::{Args, Parser, Subcommand};
-use iotwatch_core::{detect::Config, oui::DEFAULT_OUI_FILES, scope::Prefix};
+use iotwatch_core::{detect::Config, oui::DEFAULT_OUI_FILES, peerdb, scope::Prefix};
 
 use crate::kernel::{
     attach::AttachMode,
@@ -123,6 +123,26 @@ pub struct EnrichArgs {
     /// form (or MA-L's oui.txt).
     #[arg(long = "enrich.oui-file", default_values = DEFAULT_OUI_FILES)]
     pub oui_files: Vec<PathBuf>,
+    /// ASN and organisation of Internet peers (repeatable): CSV ranges (ip-location-db's asn)
+    /// or MMDB (MaxMind GeoLite2-ASN), recognised by content; '' for none.
+    #[arg(long = "enrich.asn-db", default_values = peerdb::DEFAULT_ASN_PATHS)]
+    pub asn_dbs: Vec<PathBuf>,
+    /// Country of Internet peers (repeatable): MMDB (ip-location-db's, MaxMind GeoLite2-Country
+    /// or City) or CSV ranges; '' for none.
+    #[arg(long = "enrich.country-db", default_values = peerdb::DEFAULT_COUNTRY_PATHS)]
+    pub country_dbs: Vec<PathBuf>,
+}
+
+impl EnrichArgs {
+    /// The peer database of the flags (a missing file is a warning, and its part stays empty).
+    pub fn peer_db(&self) -> peerdb::PeerDb {
+        let given = |paths: &[PathBuf]| paths.iter().filter(|p| !p.as_os_str().is_empty()).cloned().collect::<Vec<_>>();
+        let (db, warnings) = peerdb::PeerDb::load(&given(&self.asn_dbs), &given(&self.country_dbs));
+        for w in warnings {
+            tracing::warn!("{w}");
+        }
+        db
+    }
 }
 
 impl MapArgs {
@@ -180,6 +200,10 @@ pub struct RunArgs {
     /// Seconds back in which the distinct peers of a device count (iotwatch_device_peers).
     #[arg(long = "metrics.peer-window", default_value_t = 3600)]
     pub peer_window: u64,
+    /// Countries, and providers, of Internet peers with their own series per device; the rest
+    /// are "other".
+    #[arg(long = "metrics.top-destinations", default_value_t = 10)]
+    pub top_destinations: usize,
     /// Samples per second per CPU, whatever the number of sources (0 = no cap).
     #[arg(long = "sample.cpu-rate", default_value_t = agent_common::sample::DEFAULT_CPU_RATE)]
     pub cpu_rate: u32,

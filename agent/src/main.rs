@@ -43,6 +43,7 @@ fn main() -> ExitCode {
             let limits = metrics::Limits {
                 max_devices: 1,
                 top_ports: 1,
+                top_destinations: 1,
                 peer_window_ns: 1,
                 map_capacity_macs: 1,
                 map_capacity_conversations: 1,

@@ -12,6 +12,7 @@ use iotwatch_core::{
     identity::Identities,
     ledger::Ledger,
     oui::Oui,
+    peerdb::PeerDb,
     report::{self, Capture, Report},
     scope::ScopeClassifier,
     snapshot::Snapshot,
@@ -32,6 +33,8 @@ pub struct Options {
     pub load: LoadOptions,
     pub scopes: ScopeClassifier,
     pub oui_files: Vec<PathBuf>,
+    /// The peer databases (ASN, country) among the enrichment flags.
+    pub enrich: crate::cli::EnrichArgs,
     /// Event log (`-` for stdout) and its size bound.
     pub events: Option<String>,
     pub events_max_bytes: u64,
@@ -54,6 +57,7 @@ pub struct Pipeline {
     log: Option<EventLog>,
     scopes: ScopeClassifier,
     oui: Oui,
+    peers: PeerDb,
     clock: Clock,
     last: Snapshot,
     detectors: Detectors,
@@ -131,13 +135,15 @@ impl Pipeline {
     pub fn open(opts: Options) -> anyhow::Result<(Self, Ebpf)> {
         // The vendor registry is read while the verifier works (a replay's start-up is mostly
         // the two).
-        let (oui, loaded) = std::thread::scope(|s| {
+        let (oui, peers, loaded) = std::thread::scope(|s| {
             let oui = s.spawn(|| Oui::load(&opts.oui_files));
+            let peers = s.spawn(|| opts.enrich.peer_db());
             let loaded = load::load(&opts.load);
-            (oui.join(), loaded)
+            (oui.join(), peers.join(), loaded)
         });
         let mut ebpf = loaded?;
         let oui = oui.map_err(|_| anyhow::anyhow!("reading the OUI registry panicked"))?;
+        let peers = peers.map_err(|_| anyhow::anyhow!("reading the peer databases panicked"))?;
         let collector = Collector::new(Maps::take(&mut ebpf)?);
         let samples = if opts.ring_view {
             Samples::take_view(&mut ebpf, opts.load.sampling.ring_bytes)?
@@ -157,6 +163,7 @@ impl Pipeline {
             log,
             scopes: opts.scopes,
             oui,
+            peers,
             clock: opts.clock,
             last: Snapshot::default(),
             detectors,
@@ -172,6 +179,7 @@ impl Pipeline {
             ledger: &self.ledger,
             last: &self.last,
             oui: &self.oui,
+            peers: &self.peers,
             scopes: &self.scopes,
             events: &self.events,
             identities: &self.identities,

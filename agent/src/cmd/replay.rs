@@ -259,6 +259,7 @@ pub fn run(args: &ReplayArgs) -> anyhow::Result<Outcome> {
         load,
         scopes: ScopeClassifier::new(lan),
         oui_files: args.enrich.oui_files.clone(),
+        enrich: args.enrich.clone(),
         events: args.sampling.events.clone(),
         events_max_bytes: args.sampling.events_max_bytes,
         clock: Clock::Epoch,

@@ -150,6 +150,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         load: args.load_options(),
         scopes: ScopeClassifier::new(lan_prefixes(&args.bridge, &args.enrich.lan_prefixes)),
         oui_files: args.enrich.oui_files.clone(),
+        enrich: args.enrich.clone(),
         events: args.sampling.events.clone(),
         events_max_bytes: args.sampling.events_max_bytes,
         clock: Clock::Live,
@@ -166,6 +167,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let limits = Limits {
         max_devices: args.max_devices,
         top_ports: args.top_ports,
+        top_destinations: args.top_destinations,
         peer_window_ns: args.peer_window.saturating_mul(1_000_000_000),
         map_capacity_macs: args.maps.max_macs,
         map_capacity_conversations: args.maps.max_conversations,

@@ -14,6 +14,7 @@ use iotwatch_core::{
     labels::{LabelBudget, OTHER, sanitize},
     ledger::{Direction, Totals, Transport},
     mac::Mac,
+    peerdb,
     scope::Scope,
     view::View,
 };
@@ -25,6 +26,8 @@ use crate::kernel::attach::Hook;
 pub struct Limits {
     pub max_devices: usize,
     pub top_ports: usize,
+    /// Countries, and providers, with series of their own per device.
+    pub top_destinations: usize,
     /// How far back the distinct peers of `iotwatch_device_peers` count (program clock).
     pub peer_window_ns: u64,
     pub map_capacity_macs: u32,
@@ -42,6 +45,13 @@ pub struct Metrics {
     port_packets: IntCounterVec,
     port_bytes: IntCounterVec,
     device_peers: IntGaugeVec,
+    /// Bytes and packets to and from Internet peers by their country and provider.
+    country_bytes: IntCounterVec,
+    country_packets: IntCounterVec,
+    provider_bytes: IntCounterVec,
+    provider_packets: IntCounterVec,
+    peerdb_lookups: IntCounterVec,
+    peerdb_entries: IntGaugeVec,
     openers_forgotten: IntCounter,
     device_info: IntGaugeVec,
     bpf_events: IntCounterVec,
@@ -68,7 +78,19 @@ pub struct Metrics {
     limits: Limits,
     devices: LabelBudget<Mac>,
     ports: HashMap<Mac, LabelBudget<(Transport, u16)>>,
+    /// Per device, the countries and the providers with series of their own.
+    destinations: HashMap<(Mac, Place), LabelBudget<String>>,
 }
+
+/// What a destination label names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum Place {
+    Country,
+    Provider,
+}
+
+/// The label of a peer the databases know nothing of.
+const UNKNOWN: &str = "unknown";
 
 fn raise(c: &IntCounter, target: u64) {
     let cur = c.get();
@@ -160,6 +182,66 @@ impl Metrics {
                     "Distinct remote addresses of the LAN (scope=\"lan\") and of the Internet (scope=\"internet\") a \
                      device exchanged traffic with within --metrics.peer-window.",
                     &["mac", "scope"]
+                )
+            ),
+            country_bytes: register!(
+                r,
+                names,
+                counters(
+                    "iotwatch_device_country_bytes_total",
+                    "Wire bytes a device sent to (tx) or received from (rx) Internet peers, by the peers' country \
+                     (ISO 3166 code; \"unknown\" where the country database has none; top countries per device, the \
+                     rest \"other\").",
+                    &["mac", "direction", "country"]
+                )
+            ),
+            country_packets: register!(
+                r,
+                names,
+                counters(
+                    "iotwatch_device_country_packets_total",
+                    "Wire frames a device sent to (tx) or received from (rx) Internet peers, by the peers' country.",
+                    &["mac", "direction", "country"]
+                )
+            ),
+            provider_bytes: register!(
+                r,
+                names,
+                counters(
+                    "iotwatch_device_provider_bytes_total",
+                    "Wire bytes a device sent to (tx) or received from (rx) Internet peers, by the peers' provider \
+                     (Amazon, Google...; \"unknown\" where the ASN is not a known provider's; top providers per \
+                     device, the rest \"other\").",
+                    &["mac", "direction", "provider"]
+                )
+            ),
+            provider_packets: register!(
+                r,
+                names,
+                counters(
+                    "iotwatch_device_provider_packets_total",
+                    "Wire frames a device sent to (tx) or received from (rx) Internet peers, by the peers' provider.",
+                    &["mac", "direction", "provider"]
+                )
+            ),
+            peerdb_lookups: register!(
+                r,
+                names,
+                counters(
+                    "iotwatch_peerdb_lookups_total",
+                    "Lookups of Internet peers in the ASN and country databases, answered from the cache (hit) or \
+                     not (miss).",
+                    &["outcome"]
+                )
+            ),
+            peerdb_entries: register!(
+                r,
+                names,
+                gauges(
+                    "iotwatch_peerdb_entries",
+                    "Ranges (CSV) or nodes (MMDB) loaded per database kind (asn, country); 0: none loaded, peers go \
+                     without that enrichment.",
+                    &["kind"]
                 )
             ),
             openers_forgotten: register!(
@@ -362,6 +444,7 @@ impl Metrics {
             limits,
             devices: LabelBudget::new(limits.max_devices),
             ports: HashMap::new(),
+            destinations: HashMap::new(),
         };
         m.map_capacity.with_label_values(&[DEVICE_STATS]).set(i64::from(limits.map_capacity_macs));
         m.map_capacity.with_label_values(&[CONVERSATIONS]).set(i64::from(limits.map_capacity_conversations));
@@ -463,6 +546,7 @@ impl Metrics {
         raise(&self.event_log_errors, p.event_log_errors);
         self.sync_findings(p);
         self.sync_peers(p, now_ns);
+        self.sync_destinations(p);
         self.attached.reset();
         for (iface, hook) in attached {
             self.attached.with_label_values(&[iface.as_str(), hook.as_str()]).set(1);
@@ -530,6 +614,58 @@ impl Metrics {
         }
     }
 
+    /// Each device's traffic with Internet peers, by their country and by their provider (devices
+    /// with series of their own; the Internet traffic of the others is in `mac="other"` of
+    /// iotwatch_device_bytes_total). Sums over the ledger's peers, which are never removed, so
+    /// the counters only rise.
+    fn sync_destinations(&mut self, p: &View<'_>) {
+        let mut sums: BTreeMap<(String, Direction, Place, String), Totals> = BTreeMap::new();
+        for (mac, dev) in p.ledger.devices() {
+            if !self.devices.admit(mac) {
+                continue;
+            }
+            let mut peers: Vec<_> =
+                dev.peers.iter().filter(|(ip, _)| p.scopes.of_ip(**ip) == Scope::Internet).collect();
+            // Busiest first, so that the cap keeps the busiest countries and providers.
+            peers.sort_by_key(|(_, peer)| std::cmp::Reverse(peer.totals.bytes));
+            for (ip, peer) in peers {
+                let info = p.peers.lookup(*ip);
+                let country = info.country.map_or(UNKNOWN.to_owned(), |c| c.as_str().to_owned());
+                let provider = info.provider.unwrap_or(UNKNOWN).to_owned();
+                for (place, value) in [(Place::Country, country), (Place::Provider, provider)] {
+                    let budget = self
+                        .destinations
+                        .entry((*mac, place))
+                        .or_insert_with(|| LabelBudget::new(self.limits.top_destinations));
+                    let value = if budget.admit(&value) { value } else { OTHER.to_owned() };
+                    for (dir, t) in [(Direction::Tx, peer.tx), (Direction::Rx, peer.rx)] {
+                        sums.entry((mac.to_string(), dir, place, value.clone())).or_default().add(t.packets, t.bytes);
+                    }
+                }
+            }
+        }
+        for ((mac, dir, place, value), t) in &sums {
+            let l = [mac.as_str(), dir.as_str(), value.as_str()];
+            let (bytes, packets) = match place {
+                Place::Country => (&self.country_bytes, &self.country_packets),
+                Place::Provider => (&self.provider_bytes, &self.provider_packets),
+            };
+            raise(&bytes.with_label_values(&l), t.bytes);
+            raise(&packets.with_label_values(&l), t.packets);
+        }
+        for (place, name) in [(Place::Country, "country"), (Place::Provider, "provider")] {
+            let folded = self.destinations.iter().filter(|((_, pl), _)| *pl == place).map(|(_, b)| b.overflow()).sum();
+            raise(&self.overflow.with_label_values(&[name]), folded);
+        }
+        let cache = p.peers.cache_stats();
+        raise(&self.peerdb_lookups.with_label_values(&["hit"]), cache.hits);
+        raise(&self.peerdb_lookups.with_label_values(&["miss"]), cache.misses);
+        for (kind, name) in [(peerdb::SourceKind::Asn, "asn"), (peerdb::SourceKind::Country, "country")] {
+            let entries: usize = p.peers.sources().iter().filter(|s| s.kind == kind).map(|s| s.entries).sum();
+            self.peerdb_entries.with_label_values(&[name]).set(entries as i64);
+        }
+    }
+
     /// Distinct LAN and Internet peers of each device with its own series, seen since
     /// `--metrics.peer-window` before `now_ns` (devices folded into "other" have none: a sum of
     /// distinct counts means nothing).
@@ -590,6 +726,8 @@ mod tests {
 
     static DETECTORS: std::sync::LazyLock<iotwatch_core::detect::Detectors> =
         std::sync::LazyLock::new(iotwatch_core::detect::Detectors::default);
+    static PEERS: std::sync::LazyLock<iotwatch_core::peerdb::PeerDb> =
+        std::sync::LazyLock::new(iotwatch_core::peerdb::PeerDb::empty);
     static IDENTITIES: std::sync::LazyLock<iotwatch_core::identity::Identities> =
         std::sync::LazyLock::new(iotwatch_core::identity::Identities::default);
 
@@ -608,6 +746,7 @@ mod tests {
             scopes,
             events,
             identities: &IDENTITIES,
+            peers: &PEERS,
             detectors: &DETECTORS,
             sample_counts: counts,
             event_log_errors: 0,
@@ -615,7 +754,14 @@ mod tests {
     }
 
     fn limits(max_devices: usize, top_ports: usize) -> Limits {
-        Limits { max_devices, top_ports, peer_window_ns: 100, map_capacity_macs: 16, map_capacity_conversations: 64 }
+        Limits {
+            max_devices,
+            top_ports,
+            top_destinations: 2,
+            peer_window_ns: 100,
+            map_capacity_macs: 16,
+            map_capacity_conversations: 64,
+        }
     }
 
     fn delta(src: u8, dport: u16, bytes: u64) -> Delta {
@@ -817,5 +963,62 @@ mod tests {
         );
         assert!(line(&text, r#"iotwatch_label_overflow_total{label="port"} 0"#).is_some(), "{text}");
         assert!(line(&text, "iotwatch_conversation_openers_forgotten_total 0").is_some(), "{text}");
+    }
+
+    #[test]
+    fn internet_traffic_by_country_and_provider_with_a_cap() {
+        let dir = std::env::temp_dir().join(format!("iotwatch-metrics-peers-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (asn, country) = (dir.join("asn.csv"), dir.join("country.csv"));
+        std::fs::write(&asn, "203.0.113.0,203.0.113.255,16509,\"Amazon.com, Inc.\"\n198.18.0.0,198.19.255.255,45102,Alibaba (US) Technology Co.\n").unwrap();
+        std::fs::write(
+            &country,
+            "203.0.113.0,203.0.113.255,US\n198.18.0.0,198.19.255.255,CN\n192.0.2.0,192.0.2.255,DE\n",
+        )
+        .unwrap();
+        let (peers, warnings) = iotwatch_core::peerdb::PeerDb::load(&[asn], &[country]);
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
+        let scopes = ScopeClassifier::new(vec!["192.168.77.0/24".parse().unwrap()]);
+        let mut ledger = Ledger::default();
+        // Busiest first: US (Amazon) 1000, CN (Alibaba) 500, DE (no provider) 100, and a peer
+        // nobody knows 10: with two of each kept, DE and the unknown fold into "other".
+        for (dst, bytes) in
+            [([203, 0, 113, 10], 1000), ([198, 18, 0, 1], 500), ([192, 0, 2, 1], 100), ([198, 51, 100, 1], 10)]
+        {
+            let mut d = delta(10, 443, bytes);
+            d.key.dst_ip[..4].copy_from_slice(&dst);
+            ledger.apply(&d, &scopes);
+        }
+        let (snap, oui, events, counts) =
+            (Snapshot::default(), Oui::default(), EventStore::default(), SampleCounts::default());
+        let mut m = Metrics::new(limits(8, 4));
+        let v = View { peers: &peers, ..view(&ledger, &snap, &oui, &scopes, &events, &counts) };
+        m.sync(&v, 1, &[], 0.0);
+        let text = m.render();
+        let mac = "02:00:00:00:00:0a";
+        for (metric, value, bytes) in [
+            ("country", "US", 1000),
+            ("country", "CN", 500),
+            ("country", "other", 110),
+            ("provider", "Amazon", 1000),
+            ("provider", "Alibaba", 500),
+            ("provider", "other", 110),
+        ] {
+            // Labels in the exposition are sorted by name.
+            let want = if metric == "country" {
+                format!(
+                    r#"iotwatch_device_country_bytes_total{{country="{value}",direction="tx",mac="{mac}"}} {bytes}"#
+                )
+            } else {
+                format!(
+                    r#"iotwatch_device_provider_bytes_total{{direction="tx",mac="{mac}",provider="{value}"}} {bytes}"#
+                )
+            };
+            assert!(text.lines().any(|l| l == want), "{want} in:\n{text}");
+        }
+        assert!(line(&text, r#"iotwatch_label_overflow_total{label="country"} 2"#).is_some(), "DE and unknown folded");
+        assert!(line(&text, r#"iotwatch_peerdb_entries{kind="asn"} 2"#).is_some());
+        assert!(line(&text, r#"iotwatch_peerdb_lookups_total{outcome="miss"} 4"#).is_some(), "{text}");
     }
 }
