@@ -1,8 +1,9 @@
 //! `cargo xtask dist [--target TRIPLE]`: the release agent (agent/build.rs embeds the eBPF
 //! object) for this machine or for the Raspberry Pi 4 (`aarch64-unknown-linux-gnu`), and a
 //! Debian package of it in `target/dist/`: the binary, the systemd unit and its defaults
-//! (a conffile), the Prometheus rules, the Grafana dashboard and provisioning, the docs and
-//! the licences.
+//! (a conffile), the Prometheus rules, the Grafana dashboard and provisioning, the peer
+//! databases (ip-location-db's ASN and country files, from where set-up installed them), the
+//! docs and the licences.
 //!
 //! Packed with `dpkg-deb` from a staged tree rather than with cargo-deb: cargo-deb reads its
 //! configuration from the agent's Cargo.toml, while everything the package holds besides the
@@ -22,7 +23,7 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 
-use crate::{agent, cmd, workspace_root};
+use crate::{agent, cmd, setup, workspace_root};
 
 /// The architectures the package is built for; the row of a kernel in vm.rs names one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -139,6 +140,19 @@ const FILES: &[(&str, &str)] = &[
     ("deploy/debian/copyright", "usr/share/doc/iotwatch/copyright"),
 ];
 
+/// Where the package installs the peer databases: where set-up installs them on a
+/// development machine, so the agent's defaults hold for both.
+const PEER_DB_DEST: &str = "usr/share/iotwatch/ip-location-db";
+
+/// Files of this machine in the package, not of the repository (no third-party database is
+/// committed): (source, installed path). Set-up installs them (`setup::ip_location_db_files`).
+pub fn machine_files() -> Vec<(PathBuf, String)> {
+    setup::ip_location_db_files()
+        .into_iter()
+        .map(|f| (Path::new(setup::IP_LOCATION_DB_DIR).join(f), format!("{PEER_DB_DEST}/{f}")))
+        .collect()
+}
+
 /// Installed paths `check_contents` requires (and the docs may name: deploycheck.rs).
 pub const REQUIRED: &[&str] = &[
     "usr/bin/iotwatch",
@@ -149,6 +163,13 @@ pub const REQUIRED: &[&str] = &[
     "usr/share/iotwatch/grafana/provisioning/dashboards/iotwatch.yaml",
     "usr/share/iotwatch/grafana/provisioning/datasources/prometheus.yaml",
     "usr/share/doc/iotwatch/copyright",
+    "usr/share/iotwatch/ip-location-db/asn-ipv4.csv",
+    "usr/share/iotwatch/ip-location-db/asn-ipv6.csv",
+    "usr/share/iotwatch/ip-location-db/geo-whois-asn-country.mmdb",
+    "usr/share/iotwatch/ip-location-db/DBIP-LICENSE",
+    "usr/share/iotwatch/ip-location-db/ROUTEVIEWS-LICENSE",
+    "usr/share/iotwatch/ip-location-db/NRO_LICENSE",
+    "usr/share/iotwatch/ip-location-db/VERSION",
 ];
 
 const CONFFILES: &[&str] = &["/etc/default/iotwatch"];
@@ -168,6 +189,7 @@ pub fn installed_paths() -> Result<BTreeSet<String>> {
             set.insert((*dest).to_owned());
         }
     }
+    set.extend(machine_files().into_iter().map(|(_, dest)| dest));
     Ok(set)
 }
 
@@ -193,6 +215,12 @@ pub fn package(bin: &Path, arch: Arch, out: &Path) -> Result<PathBuf> {
         } else {
             put(&p, dest, 0o644)?;
         }
+    }
+    for (src, dest) in machine_files() {
+        if !src.is_file() {
+            bail!("{} is missing: `cargo xtask setup` installs the peer databases the package ships", src.display());
+        }
+        put(&src, &dest, 0o644)?;
     }
     for s in SCRIPTS {
         put(&root.join("deploy/debian").join(s), &format!("DEBIAN/{s}"), 0o755)?;
@@ -421,6 +449,26 @@ mod tests {
         }
         for c in CONFFILES {
             assert!(paths.contains(c.trim_start_matches('/')), "conffile {c} is not installed");
+        }
+    }
+
+    #[test]
+    fn peer_databases_are_packaged_where_set_up_installs_them() {
+        let files = machine_files();
+        assert_eq!(files.len(), setup::ip_location_db_files().len());
+        for (src, dest) in &files {
+            assert_eq!(Path::new("/").join(dest).parent(), Some(Path::new(setup::IP_LOCATION_DB_DIR)), "{dest}");
+            assert_eq!(src.file_name(), Path::new(dest).file_name());
+        }
+        // Every required data file is one set-up installs.
+        for r in REQUIRED.iter().filter(|r| r.starts_with(PEER_DB_DEST)) {
+            assert!(files.iter().any(|(_, d)| d == r), "{r} is required but set-up does not install it");
+        }
+        // Where set-up ran, every file is there.
+        if Path::new(setup::IP_LOCATION_DB_DIR).join("VERSION").is_file() {
+            for (src, _) in &files {
+                assert!(src.is_file(), "{} is missing: run `cargo xtask setup`", src.display());
+            }
         }
     }
 

@@ -68,6 +68,47 @@ const POLICY_RC_D: &str = "/usr/sbin/policy-rc.d";
 /// cargo-fuzz, for the bounded fuzz run of `cargo xtask test` (with nightly).
 pub const CARGO_FUZZ_VERSION: &str = "0.13.2";
 
+/// Where the peer databases go: the Debian package ships the same files at the same place
+/// (`iotwatch_core::peerdb::DEFAULT_DIR`; xtask does not depend on the agent's crates).
+pub const IP_LOCATION_DB_DIR: &str = "/usr/share/iotwatch/ip-location-db";
+
+/// The version of ip-location-db's npm packages, written to `IP_LOCATION_DB_DIR/VERSION`.
+/// Its data is of 2026-06-17. Upstream has deprecated its npm releases (their README): a
+/// newer version needs a new source, not a new number here.
+pub const IP_LOCATION_DB_VERSION: &str = "2.3.2026061719";
+
+/// One of ip-location-db's npm packages: the integrity (sha512, base64) that the registry
+/// publishes for the pinned version, and the files of its `package/` directory installed.
+#[derive(Debug, Clone, Copy)]
+pub struct NpmData {
+    pub package: &'static str,
+    pub integrity: &'static str,
+    pub files: &'static [&'static str],
+}
+
+/// ASN and organisation (CC BY 4.0: RouteViews, DB-IP, NRO; their licence files and the
+/// description of upstream's modifications go with them) and country (CC0; its NRO_LICENSE
+/// is the same file as the ASN package's).
+pub const IP_LOCATION_DB: &[NpmData] = &[
+    NpmData {
+        package: "@ip-location-db/asn",
+        integrity: "sha512-PpqYi7wyEyWwunXBtl+y3Vi403SvNywotWwvmiYCOUtE0SVol/Sf492Ee+eErEznmGapxEQB2SAfrpXuZ9a+vQ==",
+        files: &["asn-ipv4.csv", "asn-ipv6.csv", "DBIP-LICENSE", "ROUTEVIEWS-LICENSE", "NRO_LICENSE", "MODIFICATIONS"],
+    },
+    NpmData {
+        package: "@ip-location-db/geo-whois-asn-country-mmdb",
+        integrity: "sha512-xemBDNQl4mCYDuVbqe3jKGKsVDykZGkfvebhtOh/3VGLadq8vsp7t7ontpMUt3hH7sAGT0eLDyJ99SV+0waxZg==",
+        files: &["geo-whois-asn-country.mmdb"],
+    },
+];
+
+/// Every file set-up puts in `IP_LOCATION_DB_DIR` (the data, the licences, `VERSION`).
+pub fn ip_location_db_files() -> Vec<&'static str> {
+    let mut files: Vec<&str> = IP_LOCATION_DB.iter().flat_map(|p| p.files.iter().copied()).collect();
+    files.push("VERSION");
+    files
+}
+
 /// Checks and installs everything; every other subcommand calls this first.
 pub fn setup() -> Result<()> {
     foreign_architectures()?;
@@ -76,7 +117,116 @@ pub fn setup() -> Result<()> {
     rust_targets()?;
     bpf_linker()?;
     cargo_fuzz()?;
+    ip_location_db()?;
     Ok(())
+}
+
+/// ip-location-db's pinned packages, fetched by npm (the registry's own client), checked
+/// against the pinned sha512 before anything is unpacked, and installed in
+/// `IP_LOCATION_DB_DIR` (each file written aside and renamed, `VERSION` last).
+fn ip_location_db() -> Result<()> {
+    let what = format!("ip-location-db {IP_LOCATION_DB_VERSION}");
+    let dir = Path::new(IP_LOCATION_DB_DIR);
+    let version = std::fs::read_to_string(dir.join("VERSION")).unwrap_or_default();
+    if version.trim() == IP_LOCATION_DB_VERSION && ip_location_db_files().iter().all(|f| dir.join(f).is_file()) {
+        item(&what, "present");
+        return Ok(());
+    }
+    item(&what, "installing");
+    npm()?;
+    let tmp = crate::tmp::TempDir::new("iotwatch-ip-location-db")?;
+    for p in IP_LOCATION_DB {
+        let spec = format!("{}@{IP_LOCATION_DB_VERSION}", p.package);
+        cmd::output(
+            cmd::command("npm", &["pack", &spec, "--ignore-scripts", "--silent", "--pack-destination"]).arg(tmp.path()),
+        )
+        .with_context(|| format!("npm could not fetch {spec}: check access to the npm registry (`npm ping`)"))?;
+        let tgz = tmp.join(npm_tarball_name(p.package, IP_LOCATION_DB_VERSION));
+        let got = sha512_integrity(&tgz)?;
+        if got != p.integrity {
+            bail!(
+                "{} is not the pinned {spec}: its sha512 is {got}, expected {}; nothing was installed",
+                tgz.display(),
+                p.integrity
+            );
+        }
+        let unpacked = tmp.join(p.package.replace(['@', '/'], "_"));
+        std::fs::create_dir_all(&unpacked)?;
+        cmd::output(cmd::command("tar", &["-xzf"]).arg(&tgz).arg("-C").arg(&unpacked))?;
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {} (are you root?)", dir.display()))?;
+        for f in p.files {
+            install_file(&unpacked.join("package").join(f), &dir.join(f))
+                .with_context(|| format!("{spec} has no usable {f}"))?;
+        }
+    }
+    let version = tmp.join("VERSION");
+    std::fs::write(&version, format!("{IP_LOCATION_DB_VERSION}\n"))?;
+    install_file(&version, &dir.join("VERSION"))?;
+    item(&what, "installed");
+    Ok(())
+}
+
+/// Copies `from` to `to` through a temporary name beside it, mode 0644: a reader never sees
+/// half a file.
+fn install_file(from: &Path, to: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let part = to.with_extension("part");
+    std::fs::copy(from, &part).with_context(|| format!("cannot copy {} to {}", from.display(), part.display()))?;
+    std::fs::set_permissions(&part, std::fs::Permissions::from_mode(0o644))?;
+    std::fs::rename(&part, to).with_context(|| format!("cannot rename {} to {}", part.display(), to.display()))?;
+    Ok(())
+}
+
+/// npm, for the data packages: Debian's `npm` package where the machine has none.
+fn npm() -> Result<()> {
+    if cmd::exists("npm") {
+        return Ok(());
+    }
+    item("npm", "installing");
+    let _policy = PolicyRcD::forbid_service_starts()?;
+    let apt_env = [("DEBIAN_FRONTEND", "noninteractive")];
+    cmd::stream(Command::new("apt-get").arg("update").envs(apt_env))
+        .context("apt-get update failed: check network access to the Debian mirrors and /etc/apt/sources.list")?;
+    cmd::stream(Command::new("apt-get").args(["install", "-y", "--no-install-recommends", "npm"]).envs(apt_env))
+        .context("apt-get install npm failed: run it by hand to see why")?;
+    item("npm", "installed");
+    Ok(())
+}
+
+/// The file `npm pack` writes for a package: `@scope/name` becomes `scope-name-VERSION.tgz`.
+pub fn npm_tarball_name(package: &str, version: &str) -> String {
+    format!("{}-{version}.tgz", package.trim_start_matches('@').replace('/', "-"))
+}
+
+/// `sha512-` and the base64 of the file's SHA-512, as npm's `integrity` field writes it.
+fn sha512_integrity(path: &Path) -> Result<String> {
+    let out = cmd::output(cmd::command("sha512sum", &["--binary"]).arg(path))?;
+    let hex = out.split_whitespace().next().unwrap_or_default();
+    let bytes = (0..hex.len() / 2)
+        .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16))
+        .collect::<Result<Vec<u8>, _>>()
+        .with_context(|| format!("sha512sum printed {out:?}"))?;
+    if bytes.len() != 64 {
+        bail!("sha512sum printed {out:?}");
+    }
+    Ok(format!("sha512-{}", base64(&bytes)))
+}
+
+/// Standard base64 with padding.
+pub fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let n = chunk.iter().enumerate().fold(0u32, |n, (i, &b)| n | u32::from(b) << (16 - 8 * i));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
 }
 
 fn cargo_fuzz() -> Result<()> {
@@ -286,5 +436,47 @@ fn bpf_linker() -> Result<()> {
             "bpf-linker was installed but `bpf-linker --version` reports {other:?}: \
              put ~/.cargo/bin first on PATH"
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_of_known_values() {
+        for (input, want) in [("", ""), ("f", "Zg=="), ("fo", "Zm8="), ("foo", "Zm9v"), ("foobar", "Zm9vYmFy")] {
+            assert_eq!(base64(input.as_bytes()), want);
+        }
+        assert_eq!(base64(&[0xfb, 0xff]), "+/8=");
+    }
+
+    #[test]
+    fn integrity_of_a_file() {
+        let dir = crate::tmp::TempDir::new("iotwatch-setup-test").expect("temp dir");
+        let f = dir.join("empty");
+        std::fs::write(&f, b"").expect("write");
+        assert_eq!(
+            sha512_integrity(&f).expect("sha512sum"),
+            "sha512-z4PhNX7vuL3xVChQ1m2AB9Yg5AULVxXcg/SpIdNs6c5H0NE8XYXysP+DGNKHfuwvY7kxvUdBeoGlODJ6+SfaPg=="
+        );
+    }
+
+    #[test]
+    fn npm_tarball_names() {
+        assert_eq!(npm_tarball_name("@ip-location-db/asn", "2.3.2026061719"), "ip-location-db-asn-2.3.2026061719.tgz");
+        assert_eq!(npm_tarball_name("is-number", "7.0.0"), "is-number-7.0.0.tgz");
+    }
+
+    #[test]
+    fn pinned_integrities_are_sha512_in_base64() {
+        for p in IP_LOCATION_DB {
+            let b64 = p.integrity.strip_prefix("sha512-").expect("sha512");
+            assert_eq!(b64.len(), 88, "{}", p.package);
+            assert!(b64.ends_with("=="));
+        }
+        let files = ip_location_db_files();
+        let unique: std::collections::BTreeSet<_> = files.iter().collect();
+        assert_eq!(unique.len(), files.len(), "a file installed twice");
     }
 }
