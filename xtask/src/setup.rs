@@ -121,8 +121,9 @@ pub fn setup() -> Result<()> {
     Ok(())
 }
 
-/// ip-location-db's pinned packages, fetched by npm (the registry's own client), checked
-/// against the pinned sha512 before anything is unpacked, and installed in
+/// ip-location-db's pinned packages, fetched from the npm registry with curl (a package's
+/// tarball has a fixed address there), checked against the pinned sha512 before anything is
+/// unpacked, and installed in
 /// `IP_LOCATION_DB_DIR` (each file written aside and renamed, `VERSION` last).
 fn ip_location_db() -> Result<()> {
     let what = format!("ip-location-db {IP_LOCATION_DB_VERSION}");
@@ -133,15 +134,13 @@ fn ip_location_db() -> Result<()> {
         return Ok(());
     }
     item(&what, "installing");
-    npm()?;
     let tmp = crate::tmp::TempDir::new("iotwatch-ip-location-db")?;
     for p in IP_LOCATION_DB {
         let spec = format!("{}@{IP_LOCATION_DB_VERSION}", p.package);
-        cmd::output(
-            cmd::command("npm", &["pack", &spec, "--ignore-scripts", "--silent", "--pack-destination"]).arg(tmp.path()),
-        )
-        .with_context(|| format!("npm could not fetch {spec}: check access to the npm registry (`npm ping`)"))?;
         let tgz = tmp.join(npm_tarball_name(p.package, IP_LOCATION_DB_VERSION));
+        let url = npm_tarball_url(p.package, IP_LOCATION_DB_VERSION);
+        cmd::output(cmd::command("curl", &["-fsSL", "--retry", "3", "-o"]).arg(&tgz).arg(&url))
+            .with_context(|| format!("could not fetch {spec} from {url}: check access to registry.npmjs.org"))?;
         let got = sha512_integrity(&tgz)?;
         if got != p.integrity {
             bail!(
@@ -177,25 +176,16 @@ fn install_file(from: &Path, to: &Path) -> Result<()> {
     Ok(())
 }
 
-/// npm, for the data packages: Debian's `npm` package where the machine has none.
-fn npm() -> Result<()> {
-    if cmd::exists("npm") {
-        return Ok(());
-    }
-    item("npm", "installing");
-    let _policy = PolicyRcD::forbid_service_starts()?;
-    let apt_env = [("DEBIAN_FRONTEND", "noninteractive")];
-    cmd::stream(Command::new("apt-get").arg("update").envs(apt_env))
-        .context("apt-get update failed: check network access to the Debian mirrors and /etc/apt/sources.list")?;
-    cmd::stream(Command::new("apt-get").args(["install", "-y", "--no-install-recommends", "npm"]).envs(apt_env))
-        .context("apt-get install npm failed: run it by hand to see why")?;
-    item("npm", "installed");
-    Ok(())
-}
-
-/// The file `npm pack` writes for a package: `@scope/name` becomes `scope-name-VERSION.tgz`.
+/// The file name of a package's tarball: `@scope/name` becomes `scope-name-VERSION.tgz`.
 pub fn npm_tarball_name(package: &str, version: &str) -> String {
     format!("{}-{version}.tgz", package.trim_start_matches('@').replace('/', "-"))
+}
+
+/// Where the npm registry serves a package's tarball: `@scope/name` at
+/// `https://registry.npmjs.org/@scope/name/-/name-VERSION.tgz`.
+pub fn npm_tarball_url(package: &str, version: &str) -> String {
+    let name = package.rsplit('/').next().unwrap_or(package);
+    format!("https://registry.npmjs.org/{package}/-/{name}-{version}.tgz")
 }
 
 /// `sha512-` and the base64 of the file's SHA-512, as npm's `integrity` field writes it.
@@ -466,6 +456,10 @@ mod tests {
     fn npm_tarball_names() {
         assert_eq!(npm_tarball_name("@ip-location-db/asn", "2.3.2026061719"), "ip-location-db-asn-2.3.2026061719.tgz");
         assert_eq!(npm_tarball_name("is-number", "7.0.0"), "is-number-7.0.0.tgz");
+        assert_eq!(
+            npm_tarball_url("@ip-location-db/asn", "2.3.2026061719"),
+            "https://registry.npmjs.org/@ip-location-db/asn/-/asn-2.3.2026061719.tgz"
+        );
     }
 
     #[test]
