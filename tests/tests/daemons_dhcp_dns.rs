@@ -2,8 +2,33 @@
 
 use std::{fs, time::Duration};
 
+use iotwatch_core::peerdb::mmdb_writer::{MmdbWriter, Value};
 use iotwatch_tests::{daemons::*, privileged_test};
-use xtask::HomeLab;
+use xtask::{HomeLab, metrics::http_get};
+
+/// The test Internet's peer databases, made here: 203.0.113.0/24 is Amazon's (ASN 16509) in
+/// the US by an ASN CSV, and a country MMDB in ip-location-db's layout says so; the other test
+/// ranges are elsewhere. Returns the agent's flags for them.
+fn peer_dbs(dir: &Workdir) -> Vec<String> {
+    let asn = dir.path("asn.csv");
+    fs::write(
+        &asn,
+        "198.51.100.0,198.51.100.255,45102,Alibaba (US) Technology Co. Ltd.\n203.0.113.0,203.0.113.255,16509,\"Amazon.com, Inc.\"\n",
+    )
+    .expect("write the ASN CSV");
+    let country = dir.path("country.mmdb");
+    let mut w = MmdbWriter::new("iotwatch-test-country");
+    for (cidr, cc) in [("198.51.100.0/24", "CN"), ("203.0.113.0/24", "US"), ("192.0.2.0/24", "DE")] {
+        w.insert_cidr(cidr, &Value::ip_location_db_country(cc)).expect("a test range");
+    }
+    w.write(&country).expect("write the country MMDB");
+    vec![
+        "--enrich.asn-db".into(),
+        asn.display().to_string(),
+        "--enrich.country-db".into(),
+        country.display().to_string(),
+    ]
+}
 
 /// dnsmasq on the gateway: DHCP for 192.168.77.100-150, and DNS with cloud.example.test.
 fn dnsmasq(lab: &HomeLab, dir: &Workdir) -> Daemon {
@@ -53,7 +78,9 @@ privileged_test! {
         let d1 = lab.devices[0].clone();
         let gw = lab.gateway.clone();
         let dir = Workdir::new("iwd2");
-        let (agent, events) = start_agent(&lab, &dir, 19482);
+        let dbs = peer_dbs(&dir);
+        let dbs: Vec<&str> = dbs.iter().map(String::as_str).collect();
+        let (agent, events) = start_agent_with(&lab, &dir, 19482, &dbs);
         let mut dnsmasq = dnsmasq(&lab, &dir);
         udhcpc(&lab, &d1.ns, "camera1");
         let leases = fs::read_to_string(dir.path("dnsmasq.leases")).unwrap_or_default();
@@ -137,6 +164,29 @@ privileged_test! {
                 })
         });
         check_metrics(&agent, &[(a, "dhcp"), (a, "dns"), (gwmac, "dhcp"), (gwmac, "dns")]);
+        // The peer the device resolved and pinged: who holds it and where, by the test's databases.
+        let r = wait_report(&agent, "device 1's peer 203.0.113.10 with its ASN, organisation, country, provider", |r| {
+            device(r, a)["peers"].items().iter().any(|p| p["ip"].as_str() == Some("203.0.113.10") && !p["asn"].is_null())
+        });
+        let dev = device(&r, a);
+        assert_eq!((dev["name"].as_str(), dev["name_source"].as_str()), (Some("camera1"), Some("dhcp_hostname")));
+        let peer = dev["peers"].items().iter().find(|p| p["ip"].as_str() == Some("203.0.113.10")).expect("the peer");
+        assert_eq!(
+            (peer["asn"].as_u64(), peer["org"].as_str(), peer["country"].as_str(), peer["provider"].as_str()),
+            (Some(16509), Some("Amazon.com, Inc."), Some("US"), Some("Amazon")),
+            "{peer}"
+        );
+        let lan = dev["peers"].items().iter().find(|p| p["scope"].as_str() == Some("lan")).expect("a LAN peer");
+        assert!(lan["asn"].is_null() && lan["country"].is_null(), "LAN peers are nobody's: {lan}");
+        let metrics = http_get(&agent.listen, "/metrics", Duration::from_secs(5)).expect("GET /metrics");
+        for want in [
+            format!(r#"iotwatch_device_country_packets_total{{country="US",direction="tx",mac="{a}"}} "#),
+            format!(r#"iotwatch_device_provider_packets_total{{direction="tx",mac="{a}",provider="Amazon"}} "#),
+            format!(r#"iotwatch_device_info{{mac="{a}",name="camera1",name_source="dhcp_hostname","#),
+            r#"iotwatch_peerdb_entries{kind="asn"} 2"#.to_owned(),
+        ] {
+            assert!(metrics.lines().any(|l| l.starts_with(&want)), "{want}... in /metrics");
+        }
         dnsmasq.check_alive();
     }
 }
@@ -181,7 +231,10 @@ privileged_test! {
         }
 
         fs::write(state.join("identities.json"), b"{\"schema\": \"iotwatch.identities/v1\", \"devi").expect("corrupt it");
-        let (mut agent, _) = start_agent_with(&lab, &dir, 19488, &with_state);
+        // And a peer database that is not there: one warning, and the agent runs without it.
+        let missing = dir.path("no-such-asn.csv").display().to_string();
+        let args = [with_state[0], with_state[1], "--enrich.asn-db", missing.as_str()];
+        let (mut agent, _) = start_agent_with(&lab, &dir, 19488, &args);
         ping();
         let r = wait_report(&agent, "device 1 counted after the corrupt state file", |r| {
             r["devices"].items().iter().any(|d| d["mac"].as_str() == Some(a))
@@ -190,6 +243,11 @@ privileged_test! {
         assert!(state.join("identities.json.bad").exists(), "the corrupt file is set aside");
         let log = fs::read_to_string(dir.path("agent.log")).unwrap_or_default();
         assert!(log.contains("identities.json is unusable") && log.contains("set aside"), "a warning says so: {log}");
+        let warning: Vec<&str> = log.lines().filter(|l| l.contains(&missing)).collect();
+        assert!(
+            warning.len() == 1 && warning[0].contains("WARN") && warning[0].contains("--enrich.asn-db"),
+            "one warning names the missing database and the flag: {log}"
+        );
         agent.stop().expect("clean exit");
     }
 }
