@@ -599,6 +599,10 @@ mod tests {
         );
         let ntp = camera.peers.iter().find(|p| p.ip.to_string() == "198.51.100.5").expect("the NTP server");
         assert_eq!((ntp.asn, ntp.country.as_deref(), ntp.provider), (None, None, None), "not in the database");
+        // The text report: the display name, and where the camera's Internet traffic goes.
+        let text = crate::text::render(&r);
+        let line = text.lines().find(|l| l.starts_with("d8:f1:5b:aa:bb:cc")).expect("the camera's line");
+        assert!(line.contains(" HS105 ") && line.contains("Amazon | US"), "{line}");
         assert_eq!(r.macs.len(), 4, "every MAC, multicast destinations included");
         assert_eq!(r.agent.samples_dropped, 1);
         assert_eq!(r.agent.parse_errors, 1, "the NTP sample in mode 0");

@@ -31,6 +31,33 @@ fn peers_summary(d: &DeviceRow, scope: Scope) -> String {
     }
 }
 
+/// Where a device's Internet traffic goes, busiest first: its top providers (else the
+/// organisation) and countries, `Amazon, Tencent | US, CN`; `-` without Internet peers or when
+/// the peer databases know none of them.
+fn destinations_summary(d: &DeviceRow) -> String {
+    let mut providers: Vec<(String, u64)> = Vec::new();
+    let mut countries: Vec<(String, u64)> = Vec::new();
+    let add = |list: &mut Vec<(String, u64)>, key: Option<&str>, bytes: u64| {
+        let Some(key) = key else { return };
+        match list.iter_mut().find(|(k, _)| k == key) {
+            Some((_, b)) => *b += bytes,
+            None => list.push((key.to_owned(), bytes)),
+        }
+    };
+    for p in d.peers.iter().filter(|p| p.scope == Scope::Internet) {
+        add(&mut providers, p.provider.or(p.org.as_deref()), p.bytes);
+        add(&mut countries, p.country.as_deref(), p.bytes);
+    }
+    let top = |mut list: Vec<(String, u64)>, n: usize| {
+        list.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        list.into_iter().take(n).map(|(k, _)| k).collect::<Vec<_>>().join(", ")
+    };
+    match (top(providers, 2), top(countries, 3)) {
+        (p, c) if p.is_empty() && c.is_empty() => "-".to_owned(),
+        (p, c) => format!("{} | {}", if p.is_empty() { "?" } else { &p }, if c.is_empty() { "?" } else { &c }),
+    }
+}
+
 pub fn render(r: &Report) -> String {
     let mut out = String::new();
     if let Some(c) = &r.capture {
@@ -53,8 +80,8 @@ pub fn render(r: &Report) -> String {
     );
     let _ = writeln!(
         out,
-        "{:<17}  {:<22} {:>20}  {:>20}  {:<30} {:<30} TOP PORTS",
-        "DEVICE", "NAME", "SENT", "RECEIVED", "LAN PEERS", "INTERNET PEERS"
+        "{:<17}  {:<32} {:>20}  {:>20}  {:<30} {:<30} {:<30} TOP PORTS",
+        "DEVICE", "NAME", "SENT", "RECEIVED", "LAN PEERS", "INTERNET PEERS", "PROVIDERS | COUNTRIES"
     );
     for d in &r.devices {
         let who = match d.name_source {
@@ -62,17 +89,18 @@ pub fn render(r: &Report) -> String {
             crate::identity::FROM_MAC => "-".to_owned(),
             _ => d.name.clone(),
         };
-        let who: String = who.chars().take(22).collect();
+        let who: String = who.chars().take(32).collect();
         let ports: Vec<String> = d.ports.iter().take(4).map(|p| format!("{}/{}", p.proto, p.port)).collect();
         let _ = writeln!(
             out,
-            "{:<17}  {:<22} {:>20}  {:>20}  {:<30} {:<30} {}",
+            "{:<17}  {:<32} {:>20}  {:>20}  {:<30} {:<30} {:<30} {}",
             d.mac,
             who,
             format!("{} pkt {:>9}", d.tx_packets, human_bytes(d.tx_bytes)),
             format!("{} pkt {:>9}", d.rx_packets, human_bytes(d.rx_bytes)),
             truncate(&peers_summary(d, Scope::Lan), 30),
             truncate(&peers_summary(d, Scope::Internet), 30),
+            truncate(&destinations_summary(d), 30),
             if ports.is_empty() { "-".to_owned() } else { ports.join(" ") },
         );
     }
