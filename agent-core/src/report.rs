@@ -521,14 +521,15 @@ mod tests {
             identities.learn(ev, &scopes);
         }
         let mut detectors = crate::detect::Detectors::default();
-        let cx = crate::detect::Context { scopes: &scopes, oui: &oui, identities: &identities };
+        let peers = peer_db();
+        let cx = crate::detect::Context { scopes: &scopes, oui: &oui, identities: &identities, peers: &peers };
         for ev in &events.recent {
             detectors.on_event(ev, &cx);
         }
         let mut counts = SampleCounts::default();
         counts[Kind::Ssdp as usize] = [1, 0, 0, 0];
         counts[Kind::Ntp as usize] = [2, 1, 3, 4];
-        State { ledger, last, oui, scopes, events, counts, detectors, identities, peers: peer_db() }
+        State { ledger, last, oui, scopes, events, counts, detectors, identities, peers }
     }
 
     /// The test "Internet": 203.0.113.0/24 is Amazon's in the US, 198.51.100.0/24 nobody's.

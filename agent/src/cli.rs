@@ -261,6 +261,10 @@ pub struct DetectArgs {
     /// predate it) and, with no known devices remembered, new_device learns the devices present.
     #[arg(long = "detect.startup-grace", default_value_t = Config::DEFAULT.startup_grace_s as u64)]
     pub startup_grace: u64,
+    /// new_destination: seconds from a device's first conversation with the Internet in which
+    /// the countries and providers it talks to are its baseline.
+    #[arg(long = "detect.destination-baseline", default_value_t = Config::DEFAULT.destination_baseline_s as u64)]
+    pub destination_baseline: u64,
 }
 
 impl DetectArgs {
@@ -276,6 +280,7 @@ impl DetectArgs {
             ping_min_packets: self.ping_min_packets,
             upload_bytes: self.upload_bytes,
             startup_grace_s: self.startup_grace as f64,
+            destination_baseline_s: self.destination_baseline as f64,
         }
     }
 }

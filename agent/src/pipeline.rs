@@ -77,26 +77,27 @@ struct Sinks<'a> {
     log: &'a mut Option<EventLog>,
     scopes: &'a ScopeClassifier,
     oui: &'a Oui,
+    peers: &'a PeerDb,
     clock: Clock,
 }
 
 impl Sinks<'_> {
     /// A record makes none, one or a few events (TCP heads joined, retransmissions dropped).
     fn handle(&mut self, record: &[u8]) {
-        let Sinks { events, identities, detectors, log, scopes, oui, clock } = self;
-        events.handle(record, *clock, |ev, _| on_event(identities, detectors, log, scopes, oui, ev));
+        let Sinks { events, identities, detectors, log, scopes, oui, peers, clock } = self;
+        events.handle(record, *clock, |ev, _| on_event(identities, detectors, log, scopes, oui, peers, ev));
     }
 
     /// The TCP heads held longer than the reassembly's bound (program clock `now_ns`) become events.
     fn expire(&mut self, now_ns: u64) {
-        let Sinks { events, identities, detectors, log, scopes, oui, clock } = self;
-        events.expire(now_ns, *clock, |ev, _| on_event(identities, detectors, log, scopes, oui, ev));
+        let Sinks { events, identities, detectors, log, scopes, oui, peers, clock } = self;
+        events.expire(now_ns, *clock, |ev, _| on_event(identities, detectors, log, scopes, oui, peers, ev));
     }
 
     /// The TCP heads still held for their continuation become events.
     fn flush(&mut self) {
-        let Sinks { events, identities, detectors, log, scopes, oui, clock } = self;
-        events.flush(*clock, |ev, _| on_event(identities, detectors, log, scopes, oui, ev));
+        let Sinks { events, identities, detectors, log, scopes, oui, peers, clock } = self;
+        events.flush(*clock, |ev, _| on_event(identities, detectors, log, scopes, oui, peers, ev));
     }
 }
 
@@ -108,10 +109,11 @@ fn on_event(
     log: &mut Option<EventLog>,
     scopes: &ScopeClassifier,
     oui: &Oui,
+    peers: &PeerDb,
     ev: &Event,
 ) {
     identities.learn(ev, scopes);
-    let cx = detect::Context { scopes, oui, identities };
+    let cx = detect::Context { scopes, oui, identities, peers };
     detectors.on_event(ev, &cx);
     if let Some(log) = log.as_mut() {
         log.write(ev);
@@ -153,7 +155,7 @@ impl Pipeline {
         let log = opts.events.as_deref().map(|spec| EventLog::open(spec, opts.events_max_bytes)).transpose()?;
         let mut detectors = Detectors::new(opts.detect);
         let mut identities = Identities::default();
-        let state = opts.state_dir.map(|dir| State::open(&dir, &mut detectors.presence, &mut identities));
+        let state = opts.state_dir.map(|dir| State::open(&dir, &mut detectors, &mut identities));
         let pipeline = Self {
             collector,
             samples,
@@ -231,6 +233,7 @@ impl Pipeline {
             log: &mut self.log,
             scopes: &self.scopes,
             oui: &self.oui,
+            peers: &self.peers,
             clock: self.clock,
         };
         (sinks, &mut self.samples)
@@ -261,7 +264,7 @@ impl Pipeline {
     /// Saves what changed to the state files (`now`: whatever their pace, at exit).
     pub fn save_state(&mut self, now: bool) {
         if let Some(state) = &mut self.state {
-            state.save(&mut self.detectors.presence, &mut self.identities, now);
+            state.save(&mut self.detectors, &mut self.identities, now);
         }
     }
 
@@ -282,7 +285,8 @@ impl Pipeline {
             Clock::Epoch => snap.deltas.iter().map(|d| self.clock.seconds(d.last_seen_ns)).fold(self.now, f64::max),
         };
         let macs: Vec<_> = snap.macs.iter().map(|(mac, c)| (*mac, c.tx_packets)).collect();
-        let cx = detect::Context { scopes: &self.scopes, oui: &self.oui, identities: &self.identities };
+        let cx =
+            detect::Context { scopes: &self.scopes, oui: &self.oui, identities: &self.identities, peers: &self.peers };
         self.detectors.on_poll(&snap.deltas, &macs, self.now, self.clock, &cx);
         write_findings(&mut self.detectors, &mut self.log);
         self.save_state(false);

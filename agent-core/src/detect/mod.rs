@@ -10,6 +10,7 @@
 //! - [`conversations`], `scan`, `cloud_initiated`, `gateway_ping`, `large_upload`, from deltas.
 //! - [`unreachable`], `dns_unreachable` (DNS queries answered with ICMP port unreachable).
 //! - [`presence`], `new_device` and each device's last-seen time (offline rules use it).
+//! - [`destinations`], `new_destination` (a country or provider a device never talked to).
 //!
 //! Findings are deduplicated here: one finding per device and rule per window, with a count;
 //! the store is bounded and counts what it had to drop.
@@ -21,10 +22,13 @@ use std::{
 
 use serde::Serialize;
 
-use crate::{events::Event, identity::Identities, ledger::Delta, mac::Mac, oui::Oui, scope::ScopeClassifier};
+use crate::{
+    events::Event, identity::Identities, ledger::Delta, mac::Mac, oui::Oui, peerdb::PeerDb, scope::ScopeClassifier,
+};
 
 pub mod cleartext;
 pub mod conversations;
+pub mod destinations;
 pub mod discovery;
 pub mod firmware;
 pub mod ntp;
@@ -45,10 +49,11 @@ pub enum Rule {
     Scan,
     LargeUpload,
     DnsUnreachable,
+    NewDestination,
 }
 
 impl Rule {
-    pub const ALL: [Rule; 11] = [
+    pub const ALL: [Rule; 12] = [
         Rule::LateralMovement,
         Rule::UnsolicitedMdns,
         Rule::NtpFanout,
@@ -60,6 +65,7 @@ impl Rule {
         Rule::Scan,
         Rule::LargeUpload,
         Rule::DnsUnreachable,
+        Rule::NewDestination,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -75,6 +81,7 @@ impl Rule {
             Rule::Scan => "scan",
             Rule::LargeUpload => "large_upload",
             Rule::DnsUnreachable => "dns_unreachable",
+            Rule::NewDestination => "new_destination",
         }
     }
 }
@@ -111,6 +118,9 @@ pub struct Config {
     /// direction is unknown, so `cloud_initiated` leaves them alone. With no known devices
     /// remembered, `new_device` learns the devices present for this long.
     pub startup_grace_s: f64,
+    /// What a device talks to in its first this many seconds on the Internet is what it
+    /// normally talks to (`new_destination`).
+    pub destination_baseline_s: f64,
 }
 
 impl Config {
@@ -126,6 +136,7 @@ impl Config {
         ping_min_packets: 10,
         upload_bytes: 512 << 20,
         startup_grace_s: 30.0,
+        destination_baseline_s: 3600.0,
     };
 }
 
@@ -301,6 +312,8 @@ pub struct Context<'a> {
     pub scopes: &'a ScopeClassifier,
     pub oui: &'a Oui,
     pub identities: &'a Identities,
+    /// ASN, country and provider of Internet peers.
+    pub peers: &'a PeerDb,
 }
 
 /// All detectors, fed by the pipeline: every event, and every poll's deltas.
@@ -315,6 +328,7 @@ pub struct Detectors {
     pub conversations: conversations::Conversations,
     pub presence: presence::Presence,
     pub unreachable: unreachable::Unreachable,
+    pub destinations: destinations::Destinations,
 }
 
 impl Detectors {
@@ -344,6 +358,7 @@ impl Detectors {
         let mut hits = Vec::new();
         self.conversations.on_poll(deltas, now, clock, cx, &self.config, &mut hits);
         self.presence.on_poll(macs, now, self.config.startup_grace_s, cx, &mut hits);
+        self.destinations.on_poll(deltas, clock, cx, &self.config, &mut hits);
         self.record(hits);
     }
 

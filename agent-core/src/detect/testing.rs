@@ -13,6 +13,7 @@ use crate::{
     ledger::{Delta, v4_key},
     mac::Mac,
     oui::Oui,
+    peerdb::PeerDb,
     proto::{
         EventFields,
         http::{HttpEvent, Method},
@@ -38,6 +39,7 @@ pub struct Bench {
     scopes: ScopeClassifier,
     oui: Oui,
     pub identities: Identities,
+    peers: PeerDb,
     next_id: u64,
 }
 
@@ -82,8 +84,24 @@ impl Bench {
             scopes: ScopeClassifier::new(vec!["192.168.77.0/24".parse().unwrap()]),
             oui: Oui::parse("80-9F-9B   (hex)\t\tSichuan AI-Link Technology Co., Ltd.\n"),
             identities: Identities::default(),
+            peers: PeerDb::empty(),
             next_id: 0,
         }
+    }
+
+    /// A bench whose peer databases are the CSVs given (ASN rows, country rows).
+    pub fn with_peers(asn_csv: &str, country_csv: &str) -> Self {
+        static CALLS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("iotwatch-bench-{}-{call}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (asn, country) = (dir.join("asn.csv"), dir.join("country.csv"));
+        std::fs::write(&asn, asn_csv).unwrap();
+        std::fs::write(&country, country_csv).unwrap();
+        let (peers, warnings) = PeerDb::load(&[asn], &[country]);
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
+        Self { peers, ..Self::default() }
     }
 
     /// Feeds one event (ids count from 1) and returns its id.
@@ -112,7 +130,7 @@ impl Bench {
             dst_port: Some(dst_port),
             fields,
         };
-        let cx = Context { scopes: &self.scopes, oui: &self.oui, identities: &self.identities };
+        let cx = Context { scopes: &self.scopes, oui: &self.oui, identities: &self.identities, peers: &self.peers };
         self.det.on_event(&ev, &cx);
         let _: SampleKind = ev.kind;
         self.next_id
@@ -120,7 +138,7 @@ impl Bench {
 
     /// One poll at wall time `now` (the replay clock: program ns are epoch ns).
     pub fn poll(&mut self, deltas: &[Delta], macs: &[(Mac, u64)], now: f64) {
-        let cx = Context { scopes: &self.scopes, oui: &self.oui, identities: &self.identities };
+        let cx = Context { scopes: &self.scopes, oui: &self.oui, identities: &self.identities, peers: &self.peers };
         self.det.on_poll(deltas, macs, now, Clock::Epoch, &cx);
     }
 

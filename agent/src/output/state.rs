@@ -1,6 +1,7 @@
 //! What the agent remembers across restarts, in the state directory, one versioned JSON file per
-//! fact: `known-devices.json` (the baseline of `new_device`, with first-seen times) and
-//! `identities.json` (every device name with its source and last-seen time).
+//! fact: `known-devices.json` (the baseline of `new_device`, with first-seen times),
+//! `identities.json` (every device name with its source and last-seen time) and
+//! `destinations.json` (the countries and providers each device talks to, for `new_destination`).
 //!
 //! Each file is written whole to a temporary file and renamed over the old one (a crash leaves
 //! the old file or the new one, never half of one). A file that cannot be used (corrupt, another
@@ -15,16 +16,18 @@ use std::{
 };
 
 use iotwatch_core::{
-    detect::presence::{Presence, parse_known},
+    detect::{Detectors, destinations, presence::parse_known},
     identity::{self, Identities},
 };
 
 const KNOWN: &str = "known-devices.json";
 const IDENTITIES: &str = "identities.json";
+const DESTINATIONS: &str = "destinations.json";
 /// Larger files are not read: no state file of ours grows this large.
 pub const MAX_FILE_BYTES: u64 = 16 << 20;
-/// Names change all the time (last-seen times): saved at most this often, and at exit.
-const IDENTITIES_EVERY: Duration = Duration::from_secs(60);
+/// Names (last-seen times) and destinations change all the time: saved at most this often, and
+/// at exit.
+const SAVE_EVERY: Duration = Duration::from_secs(60);
 
 /// One state file: read once, saved atomically, its first failure to save a warning.
 struct StateFile {
@@ -96,36 +99,47 @@ impl StateFile {
 pub struct State {
     known: StateFile,
     identities: StateFile,
-    identities_saved: Option<Instant>,
+    destinations: StateFile,
+    saved: Option<Instant>,
 }
 
 impl State {
-    /// Loads what `dir` remembers into `presence` and `identities`.
-    pub fn open(dir: &Path, presence: &mut Presence, identities: &mut Identities) -> Self {
+    /// Loads what `dir` remembers into the detectors and `identities`.
+    pub fn open(dir: &Path, detectors: &mut Detectors, identities: &mut Identities) -> Self {
         let (known, remembered) = StateFile::open(dir, KNOWN, "known devices", parse_known);
         if let Some(devices) = remembered {
             tracing::info!(devices = devices.len(), "known devices read from {}", known.path.display());
-            presence.remember(devices);
+            detectors.presence.remember(devices);
+        }
+        let (dest, remembered) = StateFile::open(dir, DESTINATIONS, "known destinations", destinations::parse_file);
+        if let Some(file) = remembered {
+            tracing::info!(devices = file.devices.len(), "destinations read from {}", dest.path.display());
+            detectors.destinations.remember(file);
         }
         let (ids, remembered) = StateFile::open(dir, IDENTITIES, "device names", identity::parse_file);
         if let Some(file) = remembered {
             tracing::info!(devices = file.devices.len(), "device names read from {}", ids.path.display());
             identities.remember(file);
         }
-        Self { known, identities: ids, identities_saved: None }
+        Self { known, identities: ids, destinations: dest, saved: None }
     }
 
-    /// Saves what changed: the known devices at once, the names at most every minute; both
-    /// when `now` (at exit).
-    pub fn save(&mut self, presence: &mut Presence, identities: &mut Identities, now: bool) {
-        if presence.take_changed() || now {
-            self.known.save(&presence.to_file());
+    /// Saves what changed: the known devices at once, names and destinations at most every
+    /// minute; all of it when `now` (at exit).
+    pub fn save(&mut self, detectors: &mut Detectors, identities: &mut Identities, now: bool) {
+        if detectors.presence.take_changed() || now {
+            self.known.save(&detectors.presence.to_file());
         }
-        let due = now || self.identities_saved.is_none_or(|t| t.elapsed() >= IDENTITIES_EVERY);
-        if (due && identities.take_changed()) || now {
+        if !(now || self.saved.is_none_or(|t| t.elapsed() >= SAVE_EVERY)) {
+            return;
+        }
+        if identities.take_changed() || now {
             self.identities.save(&identities.to_file());
-            self.identities_saved = Some(Instant::now());
         }
+        if detectors.destinations.take_changed() || now {
+            self.destinations.save(&detectors.destinations.to_file());
+        }
+        self.saved = Some(Instant::now());
     }
 }
 
@@ -139,24 +153,25 @@ mod tests {
     fn state_survives_a_restart_and_a_corrupt_file_is_set_aside() {
         let dir = std::env::temp_dir().join(format!("iotwatch-state-{}", std::process::id()));
         fs::create_dir_all(&dir).unwrap();
-        let (mut p, mut ids) = (Presence::default(), Identities::default());
+        let (mut p, mut ids) = (Detectors::default(), Identities::default());
         let mut state = State::open(&dir, &mut p, &mut ids);
-        p.remember([(Mac([2, 0, 0, 0, 0, 1]), 5.0)]);
+        p.presence.remember([(Mac([2, 0, 0, 0, 0, 1]), 5.0)]);
         let file = identity::parse_file(
             r#"{"schema":"iotwatch.identities/v1","devices":[{"mac":"d8:f1:5b:aa:bb:cc","names":[{"name":"HS105","source":"dhcp_hostname","last_seen":7.0}]}]}"#,
         )
         .unwrap();
         ids.remember(file);
         state.save(&mut p, &mut ids, true);
-        let (mut again, mut ids_again) = (Presence::default(), Identities::default());
+        let (mut again, mut ids_again) = (Detectors::default(), Identities::default());
         State::open(&dir, &mut again, &mut ids_again);
-        assert_eq!(again.known().get(&Mac([2, 0, 0, 0, 0, 1])), Some(&5.0));
+        assert!(dir.join(DESTINATIONS).exists());
+        assert_eq!(again.presence.known().get(&Mac([2, 0, 0, 0, 0, 1])), Some(&5.0));
         assert_eq!(ids_again.display(Mac([0xd8, 0xf1, 0x5b, 0xaa, 0xbb, 0xcc]), None).name, "HS105");
         fs::write(dir.join(KNOWN), b"{not json").unwrap();
         fs::write(dir.join(IDENTITIES), br#"{"schema":"something/v9","devices":[]}"#).unwrap();
-        let (mut fresh, mut ids_fresh) = (Presence::default(), Identities::default());
+        let (mut fresh, mut ids_fresh) = (Detectors::default(), Identities::default());
         State::open(&dir, &mut fresh, &mut ids_fresh);
-        assert!(fresh.known().is_empty() && ids_fresh.is_empty());
+        assert!(fresh.presence.known().is_empty() && ids_fresh.is_empty());
         assert!(dir.join("known-devices.json.bad").exists() && dir.join("identities.json.bad").exists());
         fs::remove_dir_all(&dir).unwrap();
     }

@@ -114,6 +114,7 @@ FINDING_ALERTS = [
     ("IotwatchScan", "scan", "critical", 'Device {{ $labels.mac }} is scanning hosts or ports'),
     ("IotwatchLargeUpload", "large_upload", "warning", 'Device {{ $labels.mac }} uploaded a lot to one Internet host'),
     ("IotwatchDnsUnreachable", "dns_unreachable", "warning", 'Device {{ $labels.mac }} asks DNS of a host that serves none'),
+    ("IotwatchNewDestination", "new_destination", "warning", 'Device {{ $labels.mac }} talks to a new country or provider'),
 ]
 
 
