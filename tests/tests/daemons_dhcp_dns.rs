@@ -3,6 +3,7 @@
 use std::{fs, time::Duration};
 
 use iotwatch_tests::{daemons::*, privileged_test};
+use xtask::dhcp;
 
 // dnsmasq on the gateway: DHCP with a hostname, DNS for an Internet name, names in the report.
 privileged_test! {
@@ -12,53 +13,26 @@ privileged_test! {
         let gw = lab.gateway.clone();
         let dir = Workdir::new("iwd2");
         let (agent, events) = start_agent(&lab, &dir, 19482);
-        let args = [
-            "dnsmasq".to_owned(),
-            "--no-daemon".into(),
-            "--conf-file=/dev/null".into(),
-            "--user=root".into(),
-            "--group=root".into(),
-            "--interface=eth0".into(),
-            "--bind-interfaces".into(),
-            "--no-resolv".into(),
-            "--no-hosts".into(),
-            "--log-queries".into(),
-            "--log-dhcp".into(),
-            "--log-facility=-".into(),
-            "--dhcp-range=192.168.77.100,192.168.77.150,255.255.255.0,1h".into(),
-            "--dhcp-authoritative".into(),
-            "--host-record=cloud.example.test,203.0.113.10".into(),
-            format!("--pid-file={}", dir.text("dnsmasq.pid")),
-            format!("--dhcp-leasefile={}", dir.text("dnsmasq.leases")),
-        ];
+        let mut args = dhcp::dnsmasq_argv(&dir.text("dnsmasq.pid"), &dir.text("dnsmasq.leases"));
+        args.extend(
+            [
+                "--log-queries",
+                "--dhcp-range=192.168.77.100,192.168.77.150,255.255.255.0,1h",
+                "--host-record=cloud.example.test,203.0.113.10",
+            ]
+            .map(str::to_owned),
+        );
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let mut dnsmasq = Daemon::spawn(&lab, &gw.ns, &dir, "dnsmasq", &args);
         wait_listening(&lab, &gw.ns, "-u", 67, &mut dnsmasq);
         wait_listening(&lab, &gw.ns, "-u", 53, &mut dnsmasq);
 
-        // busybox udhcpc: DISCOVER, REQUEST with hostname camera1; -s /bin/true keeps the lab's
-        // address (the lease is not applied).
-        run(
-            &lab,
-            &d1.ns,
-            20,
-            &[
-                "busybox",
-                "udhcpc",
-                "-i",
-                "eth0",
-                "-x",
-                "hostname:camera1",
-                "-n",
-                "-q",
-                "-t",
-                "3",
-                "-T",
-                "2",
-                "-s",
-                "/bin/true",
-            ],
-        );
+        // busybox udhcpc: DISCOVER, REQUEST with hostname camera1; its script is /bin/true, which
+        // keeps the lab's address (the lease is not applied).
+        let camera =
+            dhcp::DhcpIdentity { hostname: "camera1", vendor_class: "udhcp 1.35.0", params: &[1, 3, 6, 12, 15, 28, 42] };
+        let udhcpc = dhcp::udhcpc_argv(&camera);
+        run(&lab, &d1.ns, 20, &udhcpc.iter().map(String::as_str).collect::<Vec<_>>());
         let leases = fs::read_to_string(dir.path("dnsmasq.leases")).unwrap_or_default();
         assert!(
             leases.contains(&d1.mac) && leases.contains("camera1"),
