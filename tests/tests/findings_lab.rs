@@ -88,7 +88,7 @@ impl Checks {
 }
 
 fn mac(device: usize) -> String {
-    xtask::lab::device_mac(device)
+    scenarios::device_mac(device)
 }
 
 fn has(findings: &[Finding], rule: &str, mac: &str) -> bool {
