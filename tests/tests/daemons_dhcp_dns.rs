@@ -4,7 +4,7 @@ use std::{fs, time::Duration};
 
 use iotwatch_core::peerdb::mmdb_writer::{MmdbWriter, Value};
 use iotwatch_tests::{daemons::*, privileged_test};
-use xtask::{HomeLab, metrics::http_get};
+use xtask::{HomeLab, dhcp, metrics::http_get};
 
 /// The test Internet's peer databases, made here: 203.0.113.0/24 is Amazon's (ASN 16509) in
 /// the US by an ASN CSV, and a country MMDB in ip-location-db's layout says so; the other test
@@ -33,25 +33,15 @@ fn peer_dbs(dir: &Workdir) -> Vec<String> {
 /// dnsmasq on the gateway: DHCP for 192.168.77.100-150, and DNS with cloud.example.test.
 fn dnsmasq(lab: &HomeLab, dir: &Workdir) -> Daemon {
     let gw = &lab.gateway;
-    let args = [
-        "dnsmasq".to_owned(),
-        "--no-daemon".into(),
-        "--conf-file=/dev/null".into(),
-        "--user=root".into(),
-        "--group=root".into(),
-        "--interface=eth0".into(),
-        "--bind-interfaces".into(),
-        "--no-resolv".into(),
-        "--no-hosts".into(),
-        "--log-queries".into(),
-        "--log-dhcp".into(),
-        "--log-facility=-".into(),
-        "--dhcp-range=192.168.77.100,192.168.77.150,255.255.255.0,1h".into(),
-        "--dhcp-authoritative".into(),
-        "--host-record=cloud.example.test,203.0.113.10".into(),
-        format!("--pid-file={}", dir.text("dnsmasq.pid")),
-        format!("--dhcp-leasefile={}", dir.text("dnsmasq.leases")),
-    ];
+    let mut args = dhcp::dnsmasq_argv(&dir.text("dnsmasq.pid"), &dir.text("dnsmasq.leases"));
+    args.extend(
+        [
+            "--log-queries",
+            "--dhcp-range=192.168.77.100,192.168.77.150,255.255.255.0,1h",
+            "--host-record=cloud.example.test,203.0.113.10",
+        ]
+        .map(str::to_owned),
+    );
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut dnsmasq = Daemon::spawn(lab, &gw.ns, dir, "dnsmasq", &args);
     wait_listening(lab, &gw.ns, "-u", 67, &mut dnsmasq);
@@ -59,16 +49,13 @@ fn dnsmasq(lab: &HomeLab, dir: &Workdir) -> Daemon {
     dnsmasq
 }
 
-/// busybox udhcpc in `ns`: DISCOVER, REQUEST with `hostname`; -s /bin/true keeps the lab's
-/// address (the lease is not applied).
-fn udhcpc(lab: &HomeLab, ns: &str, hostname: &str) {
-    let host = format!("hostname:{hostname}");
-    run(
-        lab,
-        ns,
-        20,
-        &["busybox", "udhcpc", "-i", "eth0", "-x", &host, "-n", "-q", "-t", "3", "-T", "2", "-s", "/bin/true"],
-    );
+/// busybox udhcpc in `ns`: DISCOVER, REQUEST with hostname camera1; its script is /bin/true,
+/// which keeps the lab's address (the lease is not applied).
+fn udhcpc(lab: &HomeLab, ns: &str) {
+    let camera =
+        dhcp::DhcpIdentity { hostname: "camera1", vendor_class: "udhcp 1.35.0", params: &[1, 3, 6, 12, 15, 28, 42] };
+    let udhcpc = dhcp::udhcpc_argv(&camera);
+    run(lab, ns, 20, &udhcpc.iter().map(String::as_str).collect::<Vec<_>>());
 }
 
 // dnsmasq on the gateway: DHCP with a hostname, DNS for an Internet name, names in the report.
@@ -82,7 +69,7 @@ privileged_test! {
         let dbs: Vec<&str> = dbs.iter().map(String::as_str).collect();
         let (agent, events) = start_agent_with(&lab, &dir, 19482, &dbs);
         let mut dnsmasq = dnsmasq(&lab, &dir);
-        udhcpc(&lab, &d1.ns, "camera1");
+        udhcpc(&lab, &d1.ns);
         let leases = fs::read_to_string(dir.path("dnsmasq.leases")).unwrap_or_default();
         assert!(
             leases.contains(&d1.mac) && leases.contains("camera1"),
@@ -213,7 +200,7 @@ privileged_test! {
         {
             let (mut agent, _) = start_agent_with(&lab, &dir, 19488, &with_state);
             let mut dnsmasq = dnsmasq(&lab, &dir);
-            udhcpc(&lab, &d1.ns, "camera1");
+            udhcpc(&lab, &d1.ns);
             ping();
             wait_report(&agent, "device 1 named camera1 by its DHCP hostname", |r| named(r));
             dnsmasq.check_alive();

@@ -3,8 +3,11 @@
 //! with an event log, a real Prometheus (Debian's) scraping it every second with
 //! deploy/prometheus's rules, and then:
 //!
-//! - traffic (independent of the detectors): every client ran and succeeded, and each
-//!   scenario's traffic shows in the agent's protocol events and per-peer counts;
+//! - traffic (independent of the detectors): every client ran and succeeded (each device's DHCP
+//!   exchange among them), and each scenario's traffic shows in the agent's protocol events and
+//!   per-peer counts;
+//! - identity: each device has the vendor of its OUI (none for the randomised phone), its DHCP
+//!   hostname and mDNS host name among its names, and its DHCP options in the event log;
 //! - detectors: each positive scenario's device has its finding in the report, in the event
 //!   log (with evidence that names logged events) and in `iotwatch_findings_total`; each
 //!   negative twin's device has none of the rules it must not raise, in any of the three;
@@ -67,7 +70,7 @@ impl Checks {
 
     fn table(&self) -> String {
         let mut out = String::new();
-        for group in ["traffic", "detectors", "prometheus", "dashboard", "replay"] {
+        for group in ["traffic", "identity", "detectors", "prometheus", "dashboard", "replay"] {
             let of: Vec<&Check> = self.0.iter().filter(|c| c.group == group).collect();
             let ok = of.iter().filter(|c| c.result.is_ok()).count();
             out.push_str(&format!("== {group}: {ok} of {} pass\n", of.len()));
@@ -88,7 +91,7 @@ impl Checks {
 }
 
 fn mac(device: usize) -> String {
-    xtask::lab::device_mac(device)
+    scenarios::device_mac(device)
 }
 
 fn has(findings: &[Finding], rule: &str, mac: &str) -> bool {
@@ -312,6 +315,15 @@ privileged_test! {
         }
         for (i, s) in SCENARIOS.iter().enumerate() {
             checks.add("traffic", format!("d{} {} traffic", i + 1, s.name), scenarios::traffic_check(i + 1, &report, &events));
+        }
+
+        // ---- identity: vendor, DHCP and mDNS names, as each device's identity in the table says.
+        for (i, s) in SCENARIOS.iter().enumerate() {
+            checks.add(
+                "identity",
+                format!("d{} {} ({})", i + 1, s.name, s.identity.model),
+                scenarios::identity_check(i + 1, &report, &events),
+            );
         }
 
         // ---- detectors: report, event log (with evidence), metric.

@@ -16,6 +16,7 @@ import struct
 import sys
 import time
 import urllib.request
+import xml.etree.ElementTree
 
 MDNS_GROUP = "224.0.0.251"
 MDNS_PORT = 5353
@@ -71,8 +72,23 @@ def msearch(a):
             req = urllib.request.Request(loc, headers={"User-Agent": a.user_agent})
             with urllib.request.urlopen(req, timeout=5) as r:
                 body = r.read()
-            print(f"fetched {loc}: {len(body)} bytes", flush=True)
+            who = description(body)
+            print(f"fetched {loc}: {len(body)} bytes: {who}", flush=True)
     return 0
+
+
+def description(body):
+    """friendlyName, manufacturer and modelName of a UPnP device description."""
+    try:
+        root = xml.etree.ElementTree.fromstring(body)
+    except xml.etree.ElementTree.ParseError as e:
+        return f"not XML ({e})"
+    fields = {}
+    for el in root.iter():
+        tag = el.tag.rsplit("}", 1)[-1]
+        if tag in ("friendlyName", "manufacturer", "modelName") and tag not in fields:
+            fields[tag] = (el.text or "").strip()
+    return ", ".join(f"{k} {v!r}" for k, v in fields.items())
 
 
 # ------------------------------------------------------------------------------------------
@@ -145,11 +161,29 @@ def mdns_socket(ip):
     return s
 
 
+def rr(name, rtype, ttl, rdata, flush=True):
+    """One resource record (class IN, the cache-flush bit for unique records)."""
+    cls = 0x8001 if flush else 0x0001
+    return dns_name(name) + struct.pack("!HHIH", rtype, cls, ttl, len(rdata)) + rdata
+
+
+def txt_rdata(items):
+    out = b""
+    for t in items:
+        b = t.encode()[:255]
+        out += bytes([len(b)]) + b
+    return out or b"\x00"
+
+
 def mdns_respond(a):
-    """A responder that only answers: A queries for --name get one answer, multicast to the
-    group as RFC 6762 says (no question section), or unicast with the question to a legacy
-    querier (source port not 5353). It never announces and never probes."""
+    """A responder that only answers, multicast to the group as RFC 6762 says (no question
+    section), or unicast with the question to a legacy querier (source port not 5353). A query
+    for --name (A or ANY) gets its A record; with --service, a browse (PTR or ANY) for the
+    service type gets the PTR to --instance, with the instance's SRV and TXT records and the A
+    record as additional records. It never announces and never probes."""
     name = a.name.lower().rstrip(".")
+    service = (a.service or "").lower().rstrip(".")
+    instance = f"{a.instance}.{a.service.rstrip('.')}" if a.service else ""
     s = mdns_socket(a.ip)
     s.settimeout(0.5)
     end = time.monotonic() + a.duration
@@ -162,19 +196,85 @@ def mdns_respond(a):
             continue
         except (ValueError, IndexError, struct.error):
             continue
-        if flags & 0x8000 or not any(q == name and t in (1, 255) for q, t in qs):
+        if flags & 0x8000:
             continue
-        rr = dns_name(name) + struct.pack("!HHIH", 1, 0x8001, 120, 4) + socket.inet_aton(a.ip)
+        host_rr = rr(a.name, 1, 120, socket.inet_aton(a.ip))
+        answers, additional = [], []
+        asked = [(q, t) for q, t in qs if q == name and t in (1, 255)]
+        if asked:
+            answers.append(host_rr)
+        browse = [(q, t) for q, t in qs if service and q == service and t in (12, 255)]
+        if browse:
+            answers.append(rr(a.service, 12, 4500, dns_name(instance), flush=False))
+            srv = struct.pack("!HHH", 0, 0, a.port) + dns_name(a.name)
+            additional += [rr(instance, 33, 120, srv), rr(instance, 16, 4500, txt_rdata(a.txt))]
+            if not asked:
+                additional.append(host_rr)
+            asked += browse
+        if not answers:
+            continue
         if src[1] != MDNS_PORT:
             qid = msg[:2]
-            reply = qid + struct.pack("!HHHHH", 0x8400, 1, 1, 0, 0) + dns_name(name) + struct.pack("!HH", 1, 1) + rr
+            q, t = asked[0]
+            head = qid + struct.pack("!HHHHH", 0x8400, 1, len(answers), 0, len(additional))
+            reply = head + dns_name(q) + struct.pack("!HH", t, 1) + b"".join(answers + additional)
             s.sendto(reply, src)
         else:
-            time.sleep(0.02)  # RFC 6762 allows an immediate answer for a unique record
-            reply = struct.pack("!HHHHHH", 0, 0x8400, 0, 1, 0, 0) + rr
-            s.sendto(reply, (MDNS_GROUP, MDNS_PORT))
+            # RFC 6762: a unique record may be answered at once, a shared one (PTR) after
+            # 20-120 ms.
+            time.sleep(random.uniform(0.02, 0.12) if browse else 0.02)
+            head = struct.pack("!HHHHHH", 0, 0x8400, 0, len(answers), 0, len(additional))
+            s.sendto(head + b"".join(answers + additional), (MDNS_GROUP, MDNS_PORT))
         answered += 1
         print(f"answered {src[0]}:{src[1]} ({answered})", flush=True)
+    return 0
+
+
+def ptr_answers(msg):
+    """PTR records anywhere in a DNS message: [(owner, target)]."""
+    _, _, qd, an, ns, ar = struct.unpack("!HHHHHH", msg[:12])
+    _, _, off = questions(msg)
+    out = []
+    for _ in range(an + ns + ar):
+        owner, off = read_name(msg, off)
+        rtype, _, _, rdlen = struct.unpack("!HHIH", msg[off:off + 10])
+        off += 10
+        if rtype == 12:
+            target, _ = read_name(msg, off)
+            out.append((owner.lower(), target))
+        off += rdlen
+    return out
+
+
+def mdns_browse(a):
+    """One multicast query (QM, from port 5353) with a PTR question for each --service, as a
+    home hub browsing for the LAN's devices does; waits until every service type is answered."""
+    kinds = [k.lower().rstrip(".") for k in a.service]
+    s = mdns_socket(a.ip)
+    query = struct.pack("!HHHHHH", 0, 0, len(kinds), 0, 0, 0)
+    for k in kinds:
+        query += dns_name(k) + struct.pack("!HH", 12, 1)
+    s.sendto(query, (MDNS_GROUP, MDNS_PORT))
+    found = {}
+    end = time.monotonic() + a.timeout
+    while time.monotonic() < end and len(found) < len(kinds):
+        s.settimeout(max(0.05, end - time.monotonic()))
+        try:
+            msg, src = s.recvfrom(9000)
+            flags, _, _ = questions(msg)
+            if not flags & 0x8000:
+                continue
+            for owner, target in ptr_answers(msg):
+                if owner in kinds:
+                    found.setdefault(owner, set()).add(target)
+                    print(f"{owner}: {target} (from {src[0]})", flush=True)
+        except socket.timeout:
+            break
+        except (ValueError, IndexError, struct.error):
+            continue
+    missing = [k for k in kinds if k not in found]
+    if missing:
+        return fail(f"no answer for {', '.join(missing)} within {a.timeout} s")
     return 0
 
 
@@ -434,7 +534,18 @@ def main():
         c.add_argument("--ip", required=True, help="this host's address (multicast interface)")
         c.add_argument("--duration", type=float, default=60)
         c.add_argument("--timeout", type=float, default=3)
+        if f is mdns_respond:
+            c.add_argument("--service", help="a service type to answer browses for: _http._tcp.local")
+            c.add_argument("--instance", help="the service's instance name")
+            c.add_argument("--port", type=int, default=80, help="the service's port (SRV)")
+            c.add_argument("--txt", action="append", default=[], help="a TXT string, key=value")
         c.set_defaults(f=f)
+
+    c = sub.add_parser("mdns-browse")
+    c.add_argument("--ip", required=True, help="this host's address (multicast interface)")
+    c.add_argument("--service", action="append", required=True, help="a service type: _http._tcp.local")
+    c.add_argument("--timeout", type=float, default=3)
+    c.set_defaults(f=mdns_browse)
 
     c = sub.add_parser("udp-sink")
     c.add_argument("--port", type=int, required=True)

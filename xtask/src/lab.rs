@@ -49,7 +49,7 @@ pub struct LabDevice {
     /// 1-based, stable across `add_device`/`remove_device`.
     pub index: usize,
     pub ns: String,
-    /// Lowercase `02:77:00:00:00:xx`.
+    /// Lowercase: the lab's `mac_of(index)` ([`device_mac`] unless created with other MACs).
     pub mac: String,
     pub ip: Ipv4Addr,
     /// The bridge port (root-namespace veth end).
@@ -82,10 +82,15 @@ pub struct HomeLab {
     pub internet: LabInternet,
     pub devices: Vec<LabDevice>,
     options: LabOptions,
+    /// Device index → MAC.
+    mac_of: fn(usize) -> String,
     // Last field: dropped after everything else that may refer to the network.
     guard: NetGuard,
 }
 
+/// Device `index`'s MAC in a lab made by [`HomeLab::create`]: locally administered (no vendor),
+/// `02:77:00:00:00:xx` with xx = 10 + index. The scenario lab gives its devices vendors' MACs
+/// instead (`scenarios::device_mac`, through [`HomeLab::create_with_macs`]).
 pub fn device_mac(index: usize) -> String {
     format!("02:77:00:00:00:{:02x}", 10 + index)
 }
@@ -100,8 +105,16 @@ fn ipv6_sysctls_exist() -> bool {
 }
 
 impl HomeLab {
-    /// Sweeps leftovers of the prefix, then builds the topology in the module doc.
+    /// Sweeps leftovers of the prefix, then builds the topology in the module doc; device
+    /// `index` has MAC [`device_mac`]`(index)`.
     pub fn create(options: LabOptions) -> Result<Self> {
+        Self::create_with_macs(options, device_mac)
+    }
+
+    /// As [`HomeLab::create`], with device `index`'s MAC `mac_of(index)`, for the devices made
+    /// now and those added later (the scenario lab: its devices' identities). The MACs must be
+    /// unicast and distinct.
+    pub fn create_with_macs(options: LabOptions, mac_of: fn(usize) -> String) -> Result<Self> {
         netns::check_prefix(&options.prefix)?;
         ensure!(options.devices <= MAX_DEVICE_INDEX, "at most {MAX_DEVICE_INDEX} lab devices");
         let p = options.prefix.clone();
@@ -156,6 +169,7 @@ impl HomeLab {
             internet: LabInternet { ns: inet, ip: INTERNET_IP, hosts: INTERNET_HOSTS.to_vec() },
             devices: Vec::new(),
             options: options.clone(),
+            mac_of,
             guard,
         };
         if options.static_neighbors {
@@ -234,7 +248,8 @@ impl HomeLab {
         ensure!(index <= MAX_DEVICE_INDEX, "at most {MAX_DEVICE_INDEX} lab devices");
         let p = self.guard.prefix().to_owned();
         let ns = Self::new_ns(&mut self.guard, &format!("d{index}"), self.options.ipv6)?;
-        let dev = LabDevice { index, ns, mac: device_mac(index), ip: device_ip(index), port: format!("{p}p{index}") };
+        let mac = (self.mac_of)(index);
+        let dev = LabDevice { index, ns, mac, ip: device_ip(index), port: format!("{p}p{index}") };
         Self::add_port(&mut self.guard, &self.bridge, &dev.port, &dev.ns, &dev.mac, self.options.ipv6)?;
         netns::ns_ip(&dev.ns, &["addr", "add", &format!("{}/24", dev.ip), "dev", "eth0"])?;
         netns::ns_ip(&dev.ns, &["link", "set", "eth0", "up"])?;

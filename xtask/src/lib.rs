@@ -7,6 +7,7 @@ pub mod bench;
 pub mod cmd;
 pub mod dashboard;
 pub mod deploycheck;
+pub mod dhcp;
 pub mod dist;
 pub mod lab;
 pub mod labcheck;

@@ -53,6 +53,10 @@ fn scenario_lab(args: &LabArgs, bin: &Path) -> Result<()> {
     let work = agent::target_dir().join("lab");
     let duration = args.duration.map(Duration::from_secs);
     println!("lab: scenarios (device, MAC, scenario, expected finding, what it does):\n{}", scenarios::table());
+    println!(
+        "lab: identities (device, MAC, vendor of its OUI, what it plays, DHCP hostname | vendor class | mDNS):\n{}",
+        scenarios::identity_table()
+    );
     let mut sl = ScenarioLab::start(&ScenarioLabOptions {
         prefix: LAB_PREFIX.to_owned(),
         agent_bin: bin.to_path_buf(),
@@ -95,8 +99,13 @@ fn scenario_lab(args: &LabArgs, bin: &Path) -> Result<()> {
     let result = watch_scenarios(&mut sl, duration);
     match (sl.report(), result.is_ok()) {
         (Ok(report), _) => {
-            let v = scenarios::verdicts(&report, &sl.events());
+            let events = sl.events();
+            let v = scenarios::verdicts(&report, &events);
             println!("lab: scenarios after {} s:\n{}", sl.scenarios.elapsed().as_secs(), scenarios::verdict_table(&v));
+            println!(
+                "lab: identities (vendor, names, DHCP options as the agent saw them):\n{}",
+                scenarios::identity_table_seen(&report, &events)
+            );
         }
         (Err(e), true) => eprintln!("lab: no final report: {e:#}"),
         (Err(_), false) => {}

@@ -6,10 +6,7 @@ use anyhow::{Context as _, Result};
 use serde_json::Value;
 
 use super::*;
-use crate::{
-    lab::{device_ip, device_mac},
-    metrics,
-};
+use crate::{lab::device_ip, metrics};
 
 // ---------------------------------------------------------------------------------------------
 // Reading what the agent saw
@@ -65,10 +62,9 @@ pub fn logged_findings(events: &[Value]) -> Vec<Finding> {
     events.iter().filter(|e| st(e, "kind") == "finding").map(Finding::from_json).collect()
 }
 
-/// Device index of a lab MAC (`02:77:00:00:00:xx`, xx = 10 + index).
+/// Device index of a scenario device's MAC (the table's identities).
 pub fn device_of(mac: &str) -> Option<usize> {
-    let last = mac.strip_prefix("02:77:00:00:00:")?;
-    usize::from_str_radix(last, 16).ok()?.checked_sub(10).filter(|i| (1..=SCENARIOS.len()).contains(i))
+    SCENARIOS.iter().position(|s| s.identity.mac.eq_ignore_ascii_case(mac)).map(|i| i + 1)
 }
 
 /// One line for a finding: rule, device and scenario, what the table says of it, summary.
@@ -168,6 +164,62 @@ pub fn verdict_table(v: &[Verdict]) -> String {
             out.push_str(&format!("        traffic: {e}\n"));
         }
     }
+    out
+}
+
+/// Whether the agent knows device `device` as its identity in the table says (independent of the
+/// detectors, like [`traffic_check`]): its vendor from the OUI (none for the randomised phone),
+/// its DHCP hostname and mDNS host name among its names in the report, and a DHCP DISCOVER or
+/// REQUEST from it with its hostname, vendor class and parameter request list in the event log.
+pub fn identity_check(device: usize, report: &Value, events: &[Value]) -> Result<String, String> {
+    let Some(id) = identity(device) else { return Err(format!("no identity for device {device}")) };
+    let Some(dev) = device_json(report, id.mac) else { return Err(format!("{} is not in the report", id.mac)) };
+    let vendor = dev["vendor"].as_str();
+    let names: Vec<&str> = dev["names"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+    let mut problems = Vec::new();
+    let want_vendor = (!id.vendor.is_empty()).then_some(id.vendor);
+    if vendor != want_vendor {
+        problems.push(format!("vendor {vendor:?}, want {want_vendor:?}"));
+    }
+    let mdns = id.mdns.map(|m| format!("{}.local", m.host));
+    for want in std::iter::once(id.dhcp.hostname).chain(mdns.as_deref()) {
+        if !names.contains(&want) {
+            problems.push(format!("no name {want}"));
+        }
+    }
+    let params = id.dhcp.params.iter().map(u8::to_string).collect::<Vec<_>>().join(",");
+    let dhcp = events.iter().any(|e| {
+        st(e, "kind") == "dhcp"
+            && st(e, "src_mac") == id.mac
+            && matches!(st(e, "message_type"), "DISCOVER" | "REQUEST")
+            && st(e, "hostname") == id.dhcp.hostname
+            && st(e, "vendor_class") == id.dhcp.vendor_class
+            && st(e, "param_list") == params
+    });
+    if !dhcp {
+        problems.push(format!(
+            "no DHCP DISCOVER or REQUEST with hostname {}, vendor class {:?}, options {params}",
+            id.dhcp.hostname, id.dhcp.vendor_class
+        ));
+    }
+    let seen = format!("vendor {}, names {names:?}", vendor.unwrap_or("none"));
+    if problems.is_empty() { Ok(seen) } else { Err(format!("{}; {seen}", problems.join("; "))) }
+}
+
+/// One line per scenario device: its identity as the agent knows it, and a count at the end.
+pub fn identity_table_seen(report: &Value, events: &[Value]) -> String {
+    let mut out = String::new();
+    let mut ok = 0;
+    for (i, sc) in SCENARIOS.iter().enumerate() {
+        let r = identity_check(i + 1, report, events);
+        ok += usize::from(r.is_ok());
+        let (mark, detail) = match &r {
+            Ok(d) => ("ok     ", d),
+            Err(d) => ("MISSING", d),
+        };
+        out.push_str(&format!("  d{:<3} {:<17} {} {mark} {detail}\n", i + 1, sc.name, sc.identity.mac));
+    }
+    out.push_str(&format!("  {ok} of {} devices known as their identity says\n", SCENARIOS.len()));
     out
 }
 

@@ -1,10 +1,13 @@
 //! The lab's finding scenarios: every behaviour the detectors report (issue 12), each on a lab
 //! device of its own so that findings are attributed per MAC, and a negative twin for each that
 //! must raise nothing, with real daemons as the peers (minidlna, avahi-daemon, chrony, nginx,
-//! mosquitto) and xtask/lab/scenarios.py for the rest.
+//! mosquitto, dnsmasq) and xtask/lab/scenarios.py for the rest.
 //!
 //! [`SCENARIOS`] is the table: device index (position + 1) → scenario → the finding it must
-//! raise, or the rules it must not. [`Scenarios`] starts the servers once, then runs each
+//! raise, or the rules it must not, and the device's [`Identity`]: the real device it plays,
+//! its MAC under that maker's IEEE OUI (one phone's randomised), and what it says of itself
+//! on the LAN, as real devices do: a DHCP exchange once when it starts (hostname, vendor class,
+//! parameter request list), and for some mDNS (one announces, others answer a browse). [`Scenarios`] starts the servers once, then runs each
 //! client on a schedule from the main thread's [`Scenarios::tick`] (no threads: children are
 //! spawned and reaped), adds the late device, and reports how every client fared.
 //! [`traffic_check`] is the independent oracle that a scenario's traffic did happen, from the
@@ -31,6 +34,8 @@ pub use judge::*;
 pub use play::*;
 pub use whole::*;
 
+use crate::dhcp::DhcpIdentity;
+
 /// What a scenario's device must show.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Expect {
@@ -46,6 +51,85 @@ pub struct Scenario {
     pub expect: Expect,
     /// One line: what the device does.
     pub what: &'static str,
+    /// Who the device is, and how it says so on the LAN.
+    pub identity: Identity,
+}
+
+/// A scenario device's identity, as a real one of its kind has it: a MAC under its maker's IEEE
+/// OUI (the agent reports the vendor), a DHCP exchange with its hostname, vendor class and
+/// parameter request list (run once when it starts, by busybox udhcpc against dnsmasq on the
+/// gateway: [`crate::dhcp`]), and for some an mDNS host name and service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Identity {
+    /// The real device it plays.
+    pub model: &'static str,
+    /// Lowercase: the maker's OUI, then `77:00` and 10 + the device's index in hex (the last
+    /// octet of its address, 192.168.77.(10 + index)). A phone's is locally administered (the
+    /// 0x02 bit of the first octet): a randomised MAC, as Android and iOS use one per network.
+    pub mac: &'static str,
+    /// The OUI's organisation as /usr/share/ieee-data/oui.txt spells it, which is what the
+    /// agent reports as `vendor`; "" for a randomised MAC, which has none.
+    pub vendor: &'static str,
+    pub dhcp: DhcpIdentity,
+    pub mdns: Option<Mdns>,
+}
+
+/// What a device says of itself on mDNS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mdns {
+    /// Its host name, without `.local`.
+    pub host: &'static str,
+    /// true: avahi-daemon announces its records unasked when it starts, as RFC 6762 says (what
+    /// `unsolicited_mdns` reports); false: xtask/lab/scenarios.py's responder answers queries
+    /// for them and never speaks unasked (the home hub browses for its service).
+    pub announces: bool,
+    pub service: Option<Service>,
+}
+
+/// A DNS-SD service instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Service {
+    /// `_googlecast._tcp` (without `.local`).
+    pub kind: &'static str,
+    pub instance: &'static str,
+    pub port: u16,
+    pub txt: &'static [&'static str],
+}
+
+/// Option 55 of the DHCP clients the devices run (udhcpc sends them in ascending order).
+mod params {
+    /// busybox udhcpc's own default: the embedded Linux of cameras, plugs, NAS and hubs.
+    pub const BUSYBOX: &[u8] = &[1, 3, 6, 12, 15, 28, 42];
+    /// The lwIP of Espressif's SDKs (ESP8266, ESP32 firmware).
+    pub const ESP: &[u8] = &[1, 3, 6, 15, 28, 31, 33, 43, 44, 46, 47, 121];
+    /// dhcpcd, the client of Raspberry Pi OS and of many Linux devices.
+    pub const DHCPCD: &[u8] = &[1, 3, 6, 12, 15, 26, 28, 33, 42, 51, 54, 58, 59, 119, 121];
+    /// Android's DHCP client.
+    pub const ANDROID: &[u8] = &[1, 3, 6, 15, 26, 28, 43, 51, 58, 59, 114];
+    /// Windows 10 and 11.
+    pub const WINDOWS: &[u8] = &[1, 3, 6, 15, 31, 33, 43, 44, 46, 47, 119, 121, 249, 252];
+}
+
+const fn id(
+    model: &'static str,
+    mac: &'static str,
+    vendor: &'static str,
+    hostname: &'static str,
+    vendor_class: &'static str,
+    params: &'static [u8],
+) -> Identity {
+    Identity { model, mac, vendor, dhcp: DhcpIdentity { hostname, vendor_class, params }, mdns: None }
+}
+
+impl Identity {
+    const fn mdns(self, host: &'static str, announces: bool, service: Option<Service>) -> Self {
+        Self { mdns: Some(Mdns { host, announces, service }), ..self }
+    }
+
+    /// Whether the MAC is locally administered (randomised): no vendor.
+    pub fn randomised(&self) -> bool {
+        u8::from_str_radix(&self.mac[..2], 16).is_ok_and(|b| b & 0x02 != 0)
+    }
 }
 
 /// The stable rule names of the detectors (issue 12).
@@ -62,63 +146,286 @@ pub const RULES: [&str; 10] = [
     "dns_unreachable",
 ];
 
-const fn finding(name: &'static str, rule: &'static str, what: &'static str) -> Scenario {
-    Scenario { name, expect: Expect::Finding(rule), what }
+const fn finding(name: &'static str, rule: &'static str, what: &'static str, identity: Identity) -> Scenario {
+    Scenario { name, expect: Expect::Finding(rule), what, identity }
 }
 
-const fn quiet(name: &'static str, rules: &'static [&'static str], what: &'static str) -> Scenario {
-    Scenario { name, expect: Expect::Quiet(rules), what }
+const fn quiet(name: &'static str, rules: &'static [&'static str], what: &'static str, identity: Identity) -> Scenario {
+    Scenario { name, expect: Expect::Quiet(rules), what, identity }
 }
 
-/// Device index `i` plays `SCENARIOS[i - 1]`. The last one joins after the agent started.
-pub const SCENARIOS: [Scenario; 22] = [
-    finding(
-        "lateral-movement",
-        "lateral_movement",
-        "SSDP M-SEARCH, then fetches the answering UPnP device's description over HTTP (port 8200)",
-    ),
-    quiet("upnp-device", &["lateral_movement"], "minidlna: answers M-SEARCHes, serves its description on 8200"),
-    quiet("discovery-only", &["lateral_movement"], "SSDP M-SEARCH, reads the answers, fetches nothing"),
-    finding(
-        "mdns-announcer",
-        "unsolicited_mdns",
-        "avahi-daemon announcing its host and a service with md=, sn=, mac=, fw= TXT keys",
-    ),
-    quiet("mdns-responder", &["unsolicited_mdns"], "answers mDNS queries for iwlab-sensor.local, never announces"),
-    quiet(
-        "mdns-querier",
-        &["unsolicited_mdns", "lateral_movement"],
-        "asks for iwlab-sensor.local over mDNS every 10 s",
-    ),
-    finding("ntp-fanout", "ntp_fanout", "chronyd -Q against 25 NTP servers (198.51.100.100-124)"),
-    quiet("ntp-single", &["ntp_fanout"], "chronyd -Q against one NTP server"),
-    finding(
-        "firmware-http",
-        "firmware_over_http",
-        "downloads a 2 MiB firmware.bin over plain HTTP in 4 Range requests on 4 connections",
-    ),
-    quiet("firmware-https", &["firmware_over_http", "cleartext"], "downloads the same firmware.bin over HTTPS"),
-    quiet("image-http", &["firmware_over_http"], "downloads a 2 MiB image/jpeg over plain HTTP"),
-    finding("mqtt-cleartext", "cleartext", "MQTT CONNECT with user name and password to port 1883, no TLS"),
-    quiet("mqtt-tls", &["cleartext"], "the same MQTT CONNECT over TLS (port 8883)"),
-    finding("udp-xml", "cleartext", "cleartext XML with serial number, MAC and public IP over UDP every 5 s"),
-    finding("telnet", "cleartext", "a Telnet login (user name, password) to an Internet host"),
-    finding("gateway-ping", "gateway_ping", "pings the gateway (192.168.77.1) every second"),
-    quiet("internet-ping", &["gateway_ping"], "pings an Internet host every second"),
-    finding("cloud-initiated", "cloud_initiated", "an Internet host opens TCP to its port 9000 and exchanges bytes"),
-    quiet("three-hosts", &["scan", "cloud_initiated"], "HTTP to three Internet hosts every 10 s"),
-    finding("telnet-scan", "scan", "one connection attempt to port 23 on each of 203.0.113.1-254"),
-    finding(
-        "dns-refused",
-        "dns_unreachable",
-        "asks the gateway for DNS every 10 s; nothing listens there, it answers ICMP port unreachable",
-    ),
-    finding(
-        "new-device",
-        "new_device",
-        "joins the bridge 40 s after the agent started (past the 30 s in which a first start learns its devices), then fetches a status",
-    ),
-];
+/// Device index `i` plays `SCENARIOS[i - 1]`, with its identity (MAC, vendor, DHCP, mDNS).
+/// The last one joins after the agent started.
+pub const SCENARIOS: [Scenario; 22] = {
+    use params::*;
+    [
+        finding(
+            "lateral-movement",
+            "lateral_movement",
+            "SSDP M-SEARCH, then fetches the answering UPnP device's description over HTTP (port 8200)",
+            // The talk's camera, which fetched another LAN host's UPnP description.
+            id(
+                "EZVIZ C6N camera",
+                "64:f2:fb:77:00:0b",
+                "Hangzhou Ezviz Software Co.,Ltd.",
+                "C6N-E91847362",
+                "udhcp 1.22.1",
+                BUSYBOX,
+            ),
+        ),
+        quiet(
+            "upnp-device",
+            &["lateral_movement"],
+            "minidlna: answers M-SEARCHes, serves its description on 8200",
+            id(
+                "Synology DS218j NAS (DLNA media server)",
+                "00:11:32:77:00:0c",
+                "Synology Incorporated",
+                "DiskStation",
+                "udhcp 1.16.1",
+                BUSYBOX,
+            )
+            .mdns(
+                "DiskStation",
+                false,
+                Some(Service {
+                    kind: "_http._tcp",
+                    instance: "DiskStation",
+                    port: 5000,
+                    txt: &["vendor=Synology", "model=DS218j", "version_major=7"],
+                }),
+            ),
+        ),
+        quiet(
+            "discovery-only",
+            &["lateral_movement"],
+            "SSDP M-SEARCH, reads the answers, fetches nothing",
+            // A casting app looking for media servers, on a phone with a randomised MAC.
+            id(
+                "Android phone (Pixel 7), randomised MAC",
+                "5e:a1:93:77:00:0d",
+                "",
+                "Pixel-7",
+                "android-dhcp-13",
+                ANDROID,
+            ),
+        ),
+        finding(
+            "mdns-announcer",
+            "unsolicited_mdns",
+            "avahi-daemon announcing its host and a service with md=, sn=, mac=, fw= TXT keys",
+            id("Axis M3045-V camera", "b8:a4:4f:77:00:0e", "Axis Communications AB", "axis-b8a44f77000e", "", BUSYBOX)
+                .mdns(
+                    "axis-b8a44f77000e",
+                    true,
+                    Some(Service {
+                        kind: "_http._tcp",
+                        instance: "AXIS M3045-V - B8A44F77000E",
+                        port: 80,
+                        txt: &["md=AXIS M3045-V", "sn=IWLAB0001234", "mac=b8:a4:4f:77:00:0e", "fw=10.12.182"],
+                    }),
+                ),
+        ),
+        quiet(
+            "mdns-responder",
+            &["unsolicited_mdns"],
+            "answers mDNS queries for iwlab-sensor.local, never announces",
+            id("ESPHome sensor (ESP32)", "24:0a:c4:77:00:0f", "Espressif Inc.", "iwlab-sensor", "", ESP).mdns(
+                "iwlab-sensor",
+                false,
+                None,
+            ),
+        ),
+        quiet(
+            "mdns-querier",
+            &["unsolicited_mdns", "lateral_movement"],
+            "asks for iwlab-sensor.local over mDNS every 10 s, browses for the LAN's services every 30 s",
+            id(
+                "Home Assistant on a Raspberry Pi 4",
+                "dc:a6:32:77:00:10",
+                "Raspberry Pi Trading Ltd",
+                "homeassistant",
+                "dhcpcd-9.4.1:Linux-6.1.21-v8+:aarch64:BCM2835",
+                DHCPCD,
+            ),
+        ),
+        finding(
+            "ntp-fanout",
+            "ntp_fanout",
+            "chronyd -Q against 25 NTP servers (198.51.100.100-124)",
+            // The talk's TP-Link plugs synchronised with about 90 NTP servers.
+            id(
+                "TP-Link Kasa HS105 plug",
+                "50:c7:bf:77:00:11",
+                "TP-LINK TECHNOLOGIES CO.,LTD.",
+                "HS105",
+                "udhcp 1.19.4",
+                BUSYBOX,
+            ),
+        ),
+        quiet(
+            "ntp-single",
+            &["ntp_fanout"],
+            "chronyd -Q against one NTP server",
+            id("Nest Learning Thermostat", "18:b4:30:77:00:12", "Nest Labs Inc.", "Nest-Thermostat", "", BUSYBOX),
+        ),
+        finding(
+            "firmware-http",
+            "firmware_over_http",
+            "downloads a 2 MiB firmware.bin over plain HTTP in 4 Range requests on 4 connections",
+            // The talk's Xiaomi lamp fetched its firmware over plain HTTP.
+            id(
+                "Xiaomi Mi LED Desk Lamp 1S",
+                "04:cf:8c:77:00:13",
+                "XIAOMI Electronics,CO.,LTD",
+                "yeelink-light-lamp4_miio277350139",
+                "",
+                ESP,
+            ),
+        ),
+        quiet(
+            "firmware-https",
+            &["firmware_over_http", "cleartext"],
+            "downloads the same firmware.bin over HTTPS",
+            id("Sonos One speaker", "54:2a:1b:77:00:14", "Sonos, Inc.", "SonosZP", "udhcp 1.24.1", BUSYBOX).mdns(
+                "Sonos-542A1B770014",
+                false,
+                Some(Service {
+                    kind: "_sonos._tcp",
+                    instance: "Living Room",
+                    port: 1443,
+                    txt: &["vers=3", "protovers=1.24.1"],
+                }),
+            ),
+        ),
+        quiet(
+            "image-http",
+            &["firmware_over_http"],
+            "downloads a 2 MiB image/jpeg over plain HTTP",
+            // A smart display showing photos.
+            id("Google Nest Hub", "3c:8d:20:77:00:15", "Google, Inc.", "Google-Nest-Hub", "", DHCPCD).mdns(
+                "Google-Nest-Hub",
+                false,
+                Some(Service {
+                    kind: "_googlecast._tcp",
+                    instance: "Google-Nest-Hub-3c8d20770015",
+                    port: 8009,
+                    txt: &["md=Google Nest Hub", "fn=Kitchen display", "ve=05"],
+                }),
+            ),
+        ),
+        finding(
+            "mqtt-cleartext",
+            "cleartext",
+            "MQTT CONNECT with user name and password to port 1883, no TLS",
+            id("Tasmota smart plug (ESP8266)", "a4:cf:12:77:00:16", "Espressif Inc.", "tasmota-770016-0022", "", ESP),
+        ),
+        quiet(
+            "mqtt-tls",
+            &["cleartext"],
+            "the same MQTT CONNECT over TLS (port 8883)",
+            id("Nuki Smart Lock 3.0 Pro", "54:d2:72:77:00:17", "Nuki Home Solutions GmbH", "Nuki-Smart-Lock", "", ESP),
+        ),
+        finding(
+            "udp-xml",
+            "cleartext",
+            "cleartext XML with serial number, MAC and public IP over UDP every 5 s",
+            id(
+                "Hikvision DS-2CD2143G0-I camera",
+                "44:47:cc:77:00:18",
+                "Hangzhou Hikvision Digital Technology Co.,Ltd.",
+                "DS-2CD2143G0-I",
+                "udhcp 1.20.2",
+                BUSYBOX,
+            ),
+        ),
+        finding(
+            "telnet",
+            "cleartext",
+            "a Telnet login (user name, password) to an Internet host",
+            id(
+                "Dahua XVR5104HS video recorder",
+                "08:ed:ed:77:00:19",
+                "Zhejiang Dahua Technology Co., Ltd.",
+                "XVR5104HS",
+                "udhcp 1.20.2",
+                BUSYBOX,
+            ),
+        ),
+        finding(
+            "gateway-ping",
+            "gateway_ping",
+            "pings the gateway (192.168.77.1) every second",
+            id("AVM FRITZ!Repeater 1200", "bc:05:43:77:00:1a", "AVM GmbH", "fritz.repeater", "", BUSYBOX),
+        ),
+        quiet(
+            "internet-ping",
+            &["gateway_ping"],
+            "pings an Internet host every second",
+            id(
+                "Windows 11 laptop (Intel Wi-Fi)",
+                "ac:ed:5c:77:00:1b",
+                "Intel Corporate",
+                "DESKTOP-7Q2M4KD",
+                "MSFT 5.0",
+                WINDOWS,
+            ),
+        ),
+        finding(
+            "cloud-initiated",
+            "cloud_initiated",
+            "an Internet host opens TCP to its port 9000 and exchanges bytes",
+            // The talk's plugs and lamp were switched from the cloud.
+            id(
+                "Xiaomi Mi Smart Plug",
+                "78:11:dc:77:00:1c",
+                "XIAOMI Electronics,CO.,LTD",
+                "chuangmi-plug-m1_miio28461735",
+                "",
+                ESP,
+            ),
+        ),
+        quiet(
+            "three-hosts",
+            &["scan", "cloud_initiated"],
+            "HTTP to three Internet hosts every 10 s",
+            id(
+                "Philips Hue bridge",
+                "00:17:88:77:00:1d",
+                "Philips Lighting BV",
+                "Philips-hue",
+                "udhcp 1.23.2",
+                BUSYBOX,
+            ),
+        ),
+        finding(
+            "telnet-scan",
+            "scan",
+            "one connection attempt to port 23 on each of 203.0.113.1-254",
+            // A cheap camera turned into a Mirai-style scanner.
+            id("Tuya-based Wi-Fi IP camera", "1c:90:ff:77:00:1e", "Tuya Smart Inc.", "IPCAM", "udhcp 1.20.2", BUSYBOX),
+        ),
+        finding(
+            "dns-refused",
+            "dns_unreachable",
+            "asks the gateway for DNS every 10 s; nothing listens there, it answers ICMP port unreachable",
+            id(
+                "Amazon Echo Dot",
+                "68:db:f5:77:00:1f",
+                "Amazon Technologies Inc.",
+                "amazon-6b1e0f3a2",
+                "android-dhcp-7.1.2",
+                ANDROID,
+            ),
+        ),
+        finding(
+            "new-device",
+            "new_device",
+            "joins the bridge 40 s after the agent started (past the 30 s in which a first start learns its devices), then fetches a status",
+            id("LIFX A19 bulb", "d0:73:d5:77:00:20", "LIFI LABS MANAGEMENT PTY LTD", "LIFX-A19", "", ESP),
+        ),
+    ]
+};
 
 /// Index of the device that joins late (the last of the table).
 pub const LATE_DEVICE: usize = SCENARIOS.len();
@@ -142,6 +449,23 @@ const ST_MEDIA_SERVER: &str = "urn:schemas-upnp-org:device:MediaServer:1";
 /// The scenario of device `index` (1-based).
 pub fn scenario(index: usize) -> Option<&'static Scenario> {
     index.checked_sub(1).and_then(|i| SCENARIOS.get(i))
+}
+
+/// The identity of device `index` (1-based).
+pub fn identity(index: usize) -> Option<&'static Identity> {
+    scenario(index).map(|s| &s.identity)
+}
+
+/// Device `index`'s MAC in the scenario lab: its identity's, and the plain lab's
+/// (`lab::device_mac`) past the table.
+pub fn device_mac(index: usize) -> String {
+    identity(index).map_or_else(|| crate::lab::device_mac(index), |id| id.mac.to_owned())
+}
+
+/// The devices that answer on mDNS and never announce, with what they answer for.
+pub fn answering_mdns() -> Vec<(usize, Mdns)> {
+    let answering = |(i, s): (usize, &Scenario)| s.identity.mdns.filter(|m| !m.announces).map(|m| (i + 1, m));
+    SCENARIOS.iter().enumerate().filter_map(answering).collect()
 }
 
 /// Index of the scenario with this name.
@@ -181,7 +505,6 @@ mod tests {
     use serde_json::Value;
 
     use super::*;
-    use crate::lab::device_mac;
 
     #[test]
     fn table_is_consistent() {
@@ -202,7 +525,56 @@ mod tests {
         }
         assert_eq!(scenario(LATE_DEVICE).map(|s| s.name), Some("new-device"));
         assert_eq!(device_of(&device_mac(7)), Some(7));
+        assert_eq!(device_of(&device_mac(7).to_uppercase()), Some(7));
         assert_eq!(device_of("02:77:00:00:00:02"), None);
+        assert_eq!(device_mac(SCENARIOS.len() + 1), format!("02:77:00:00:00:{:02x}", 10 + SCENARIOS.len() + 1));
+    }
+
+    /// The organisation of every MA-L prefix in an IEEE `oui.txt`.
+    fn oui_orgs(text: &str) -> std::collections::BTreeMap<String, String> {
+        text.lines()
+            .filter_map(|l| l.split_once("(hex)"))
+            .map(|(prefix, org)| (prefix.trim().replace('-', ":").to_lowercase(), org.trim().to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn identities_are_those_of_real_devices() {
+        let mut macs = BTreeSet::new();
+        let mut hostnames = BTreeSet::new();
+        for (i, s) in SCENARIOS.iter().enumerate() {
+            let id = &s.identity;
+            let octets: Vec<u8> = id.mac.split(':').filter_map(|o| u8::from_str_radix(o, 16).ok()).collect();
+            assert_eq!((octets.len(), id.mac.to_lowercase()), (6, id.mac.to_owned()), "{}: {}", s.name, id.mac);
+            assert_eq!(octets[0] & 1, 0, "{}: a unicast MAC", s.name);
+            assert_eq!(&octets[3..], &[0x77, 0, (10 + i + 1) as u8], "{}: OUI:77:00:(10 + index)", s.name);
+            assert_eq!(id.randomised(), id.vendor.is_empty(), "{}: a vendor exactly when not randomised", s.name);
+            assert!(macs.insert(id.mac) && hostnames.insert(id.dhcp.hostname), "{}: MAC and hostname unique", s.name);
+            assert!(id.dhcp.params.windows(2).all(|w| w[0] < w[1]), "{}: option 55 ascending", s.name);
+            let announces = id.mdns.is_some_and(|m| m.announces);
+            assert_eq!(
+                announces,
+                s.expect == Expect::Finding("unsolicited_mdns"),
+                "{}: an unasked announcement is what unsolicited_mdns reports",
+                s.name
+            );
+        }
+        assert_eq!(SCENARIOS.iter().filter(|s| s.identity.randomised()).count(), 1, "one randomised phone");
+        let responder = identity(idx("mdns-responder")).and_then(|i| i.mdns).map(|m| format!("{}.local", m.host));
+        assert_eq!(responder.as_deref(), Some(MDNS_NAME));
+
+        // Every OUI is registered to the vendor the table names (cargo xtask setup installs
+        // ieee-data; without it there is nothing to compare with).
+        let path = "/usr/share/ieee-data/oui.txt";
+        let Ok(text) = std::fs::read_to_string(path) else {
+            eprintln!("SKIP the OUI check: cannot read {path}");
+            return;
+        };
+        let orgs = oui_orgs(&text);
+        for s in SCENARIOS.iter().filter(|s| !s.identity.randomised()) {
+            let id = &s.identity;
+            assert_eq!(orgs.get(&id.mac[..8]).map(String::as_str), Some(id.vendor), "{}: {}", s.name, id.mac);
+        }
     }
 
     #[test]

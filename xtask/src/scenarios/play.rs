@@ -12,8 +12,8 @@ use anyhow::{Context as _, Result, bail, ensure};
 
 use super::*;
 use crate::{
-    cmd,
-    lab::{HomeLab, device_ip, device_mac},
+    cmd, dhcp,
+    lab::{HomeLab, device_ip},
     netns,
     tmp::TempDir,
     workspace_root,
@@ -26,6 +26,8 @@ use crate::{
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Place {
     Device(usize),
+    /// The gateway's namespace (its DHCP server).
+    Gateway,
     Internet,
 }
 
@@ -260,12 +262,14 @@ impl Scenarios {
     fn ns_of(&self, lab: &HomeLab, place: &Place) -> Result<String> {
         Ok(match place {
             Place::Internet => lab.internet.ns.clone(),
+            Place::Gateway => lab.gateway.ns.clone(),
             Place::Device(i) => lab.device(*i).with_context(|| format!("no lab device {i}"))?.ns.clone(),
         })
     }
 
     /// The Internet's servers (chronyd, nginx, mosquitto, a UDP sink, a Telnet login) and the
-    /// LAN's (minidlna, avahi-daemon, the mDNS responder, the control port the cloud opens).
+    /// LAN's (dnsmasq's DHCP on the gateway, minidlna, avahi-daemon, the mDNS responders, the
+    /// control port the cloud opens).
     fn start_servers(&mut self, lab: &HomeLab) -> Result<()> {
         let py = format!("/usr/bin/python3 {}", Self::script());
         let secs = self.duration.as_secs() + 30;
@@ -300,8 +304,15 @@ impl Scenarios {
         // avahi-daemon: /run/avahi-daemon and /etc/avahi/services are compiled-in paths, so this
         // instance gets its own through bind mounts that only its mount namespace sees.
         let announcer = idx("mdns-announcer");
-        let conf = self.config("avahi-daemon.conf", &[("@HOST@", "iwlab-cam")])?;
-        let service = self.config("avahi-camera.service", &[("@MAC@", &device_mac(announcer))])?;
+        let mdns = identity(announcer).and_then(|i| i.mdns).context("the announcer has no mDNS identity")?;
+        let service = mdns.service.context("the announcer has no service")?;
+        let conf = self.config("avahi-daemon.conf", &[("@HOST@", mdns.host)])?;
+        let txt: Vec<String> = service.txt.iter().map(|t| format!("    <txt-record>{t}</txt-record>")).collect();
+        let port = service.port.to_string();
+        let service = self.config(
+            "avahi-camera.service",
+            &[("@NAME@", service.instance), ("@TYPE@", service.kind), ("@PORT@", &port), ("@TXT@", &txt.join("\n"))],
+        )?;
         fs::rename(&service, self.dir.join("avahi-services/iwlab-camera.service"))?;
         let script = format!(
             "mount --bind {dir}/run /run && mount --bind {dir}/avahi-services /etc/avahi/services && \
@@ -312,11 +323,42 @@ impl Scenarios {
         let i = self.server_argv(lab, &place, "avahi-daemon", &argv)?;
         waits.push((i, place, "-u", 5353));
 
-        let responder = idx("mdns-responder");
-        let place = Place::Device(responder);
-        let command = format!("{py} mdns-respond --name {MDNS_NAME} --ip {} --duration {secs}", device_ip(responder));
-        let i = self.server(lab, &place, "mdns-responder", &command)?;
-        waits.push((i, place, "-u", 5353));
+        // The devices that answer on mDNS and never announce: the sensor its host name, the NAS,
+        // the speaker and the display their services too, when the home hub browses.
+        for (device, mdns) in answering_mdns() {
+            let place = Place::Device(device);
+            let mut argv = vec![
+                s("/usr/bin/python3"),
+                Self::script(),
+                s("mdns-respond"),
+                s("--name"),
+                format!("{}.local", mdns.host),
+                s("--ip"),
+                device_ip(device).to_string(),
+                s("--duration"),
+                secs.to_string(),
+            ];
+            if let Some(sv) = mdns.service {
+                argv.extend([s("--service"), format!("{}.local", sv.kind), s("--instance"), s(sv.instance)]);
+                argv.extend([s("--port"), sv.port.to_string()]);
+                for t in sv.txt {
+                    argv.extend([s("--txt"), s(t)]);
+                }
+            }
+            let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+            let name = format!("mdns-responder-d{device}");
+            let i = self.server_argv(lab, &place, &name, &argv)?;
+            waits.push((i, place, "-u", 5353));
+        }
+
+        // dnsmasq on the gateway: DHCP only (no DNS: the dns-refused scenario needs port 53
+        // closed), a reservation for every device at the address it already has.
+        let mut argv = dhcp::dnsmasq_argv(&self.path("dnsmasq.pid"), &self.path("dnsmasq.leases"));
+        argv.extend([s("--port=0"), s("--dhcp-range=192.168.77.0,static,255.255.255.0,12h")]);
+        argv.extend((1..=SCENARIOS.len()).map(|i| format!("--dhcp-host={},{}", device_mac(i), device_ip(i))));
+        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+        let i = self.server_argv(lab, &Place::Gateway, "dnsmasq", &argv)?;
+        waits.push((i, Place::Gateway, "-u", 67));
 
         let place = Place::Device(idx("cloud-initiated"));
         let i =
@@ -354,6 +396,11 @@ impl Scenarios {
         let ip = |name: &str| device_ip(idx(name));
         let mqtt = format!("mosquitto_pub -h {h1} -V mqttv311 -u {MQTT_USER} -P {MQTT_PASSWORD}");
         let curl = "curl -sS --fail --max-time 15 -o /dev/null";
+        // The service types the answering devices offer, as a home hub browses for them.
+        let kinds: std::collections::BTreeSet<&str> =
+            answering_mdns().into_iter().filter_map(|(_, m)| m.service.map(|sv| sv.kind)).collect();
+        let browse: Vec<String> = kinds.iter().map(|k| format!("--service {k}.local")).collect();
+        let browse = browse.join(" ");
         // (device, place, what, command, start s, period s (0: once), bound s (0: long-running))
         let table: Vec<(&str, Place, &'static str, String, u64, u64, u64)> = vec![
             (
@@ -419,6 +466,15 @@ impl Scenarios {
                 format!("{py} mdns-query --name {MDNS_NAME} --ip {} --timeout 3", ip("mdns-querier")),
                 4,
                 10,
+                10,
+            ),
+            (
+                "mdns-querier",
+                Place::Device(0),
+                "mDNS browse for services",
+                format!("{py} mdns-browse --ip {} --timeout 3 {browse}", ip("mdns-querier")),
+                5,
+                30,
                 10,
             ),
             (
@@ -527,9 +583,25 @@ impl Scenarios {
                 15,
             ),
         ];
-        table
-            .into_iter()
-            .map(|(name, place, what, command, start, period, bound)| {
+        // Every device asks for an address once when it starts (the late one when it joins), as
+        // real ones do, with its own identity; the lease is not applied.
+        let dhcp = SCENARIOS.iter().enumerate().map(|(i, sc)| {
+            let device = i + 1;
+            let mut argv: Vec<String> = ["timeout", "-k", "2", "15"].map(str::to_owned).to_vec();
+            argv.extend(dhcp::udhcpc_argv(&sc.identity.dhcp));
+            Action {
+                device,
+                place: Place::Device(device),
+                what: "DHCP with its identity (udhcpc)",
+                argv,
+                start: if device == LATE_DEVICE { LATE_JOIN } else { Duration::ZERO },
+                period: None,
+                long_running: false,
+            }
+        });
+        let dhcp: Vec<Action> = dhcp.collect();
+        dhcp.into_iter()
+            .chain(table.into_iter().map(|(name, place, what, command, start, period, bound)| {
                 let device = idx(name);
                 let mut argv: Vec<String> = Vec::new();
                 if bound > 0 {
@@ -546,7 +618,7 @@ impl Scenarios {
                     period: (period > 0).then(|| Duration::from_secs(period)),
                     long_running: bound == 0,
                 }
-            })
+            }))
             .collect()
     }
 
@@ -593,6 +665,7 @@ impl Scenarios {
             }
             let ns = match &slot.action.place {
                 Place::Internet => lab.internet.ns.clone(),
+                Place::Gateway => lab.gateway.ns.clone(),
                 Place::Device(i) => match lab.device(*i) {
                     Some(d) => d.ns.clone(),
                     None => continue,

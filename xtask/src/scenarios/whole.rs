@@ -15,7 +15,7 @@ use super::*;
 use crate::{
     agent::Agent,
     cmd,
-    lab::{HomeLab, LabOptions, device_mac},
+    lab::{HomeLab, LabOptions},
     prometheus::Prometheus,
 };
 
@@ -131,12 +131,10 @@ pub struct ScenarioLab {
 impl ScenarioLab {
     pub fn start(o: &ScenarioLabOptions) -> Result<Self> {
         let started = Instant::now();
-        let lab = HomeLab::create(LabOptions {
-            prefix: o.prefix.clone(),
-            devices: EARLY_DEVICES,
-            ipv6: true,
-            static_neighbors: false,
-        })?;
+        let options =
+            LabOptions { prefix: o.prefix.clone(), devices: EARLY_DEVICES, ipv6: true, static_neighbors: false };
+        // The devices' MACs are their identities' (vendors' OUIs).
+        let lab = HomeLab::create_with_macs(options, device_mac)?;
         // Before the agent: the capture holds at least what the agent sees.
         let capture = o.capture.as_deref().map(|file| LabCapture::start(&lab.bridge, file)).transpose()?;
         fs::create_dir_all(&o.work_dir)?;
@@ -202,6 +200,34 @@ pub fn table() -> String {
             Expect::Quiet(rules) => format!("none ({})", rules.join(", ")),
         };
         out.push_str(&format!("  d{:<2} {} {:<17} {:<40} {}\n", i + 1, device_mac(i + 1), s.name, expects, s.what));
+    }
+    out
+}
+
+/// The devices' identities as text (for the lab's start and the README): device, MAC, vendor of
+/// its OUI, the device it plays, DHCP hostname and vendor class, mDNS host (announced or answered).
+pub fn identity_table() -> String {
+    let mut out = String::new();
+    for (i, sc) in SCENARIOS.iter().enumerate() {
+        let id = &sc.identity;
+        let vendor = if id.vendor.is_empty() { "(randomised: no vendor)" } else { id.vendor };
+        let class = if id.dhcp.vendor_class.is_empty() { "-" } else { id.dhcp.vendor_class };
+        let mdns = id.mdns.map_or_else(
+            || "-".to_owned(),
+            |m| {
+                let how = if m.announces { "announces" } else { "answers" };
+                let service = m.service.map(|sv| format!(", {}.{}", sv.instance, sv.kind)).unwrap_or_default();
+                format!("{}.local ({how}{service})", m.host)
+            },
+        );
+        out.push_str(&format!(
+            "  d{:<2} {} {:<46} {:<38} {} | {class} | mDNS {mdns}\n",
+            i + 1,
+            id.mac,
+            vendor,
+            id.model,
+            id.dhcp.hostname
+        ));
     }
     out
 }
