@@ -1,6 +1,6 @@
 //! Names of remote peers learnt from traffic: the DNS answers devices received (the name asked
 //! for, and the end of its CNAME chain) and the TLS SNI they sent. Devices' own names are in
-//! [`crate::identity`]. All of it is attacker-controlled text: sanitised, length-capped, and
+//! the identity module. All of it is attacker-controlled text: sanitised, length-capped, and
 //! bounded in number.
 
 use std::{
