@@ -125,12 +125,17 @@ pub struct EnrichArgs {
     pub oui_files: Vec<PathBuf>,
     /// ASN and organisation of Internet peers (repeatable): CSV ranges (ip-location-db's asn)
     /// or MMDB (MaxMind GeoLite2-ASN), recognised by content; '' for none.
-    #[arg(long = "enrich.asn-db", default_values = peerdb::DEFAULT_ASN_PATHS)]
+    #[arg(long = "enrich.asn-db", default_values = peerdb::DEFAULT_ASN_PATHS, value_parser = any_path)]
     pub asn_dbs: Vec<PathBuf>,
     /// Country of Internet peers (repeatable): MMDB (ip-location-db's, MaxMind GeoLite2-Country
     /// or City) or CSV ranges; '' for none.
-    #[arg(long = "enrich.country-db", default_values = peerdb::DEFAULT_COUNTRY_PATHS)]
+    #[arg(long = "enrich.country-db", default_values = peerdb::DEFAULT_COUNTRY_PATHS, value_parser = any_path)]
     pub country_dbs: Vec<PathBuf>,
+}
+
+/// A path, or '' for none (clap's own path parser refuses an empty one).
+fn any_path(s: &str) -> Result<PathBuf, String> {
+    Ok(PathBuf::from(s))
 }
 
 impl EnrichArgs {

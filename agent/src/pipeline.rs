@@ -146,6 +146,12 @@ impl Pipeline {
         let mut ebpf = loaded?;
         let oui = oui.map_err(|_| anyhow::anyhow!("reading the OUI registry panicked"))?;
         let peers = peers.map_err(|_| anyhow::anyhow!("reading the peer databases panicked"))?;
+        // Parsing the ASN CSVs leaves some 5 MB of freed heap that glibc keeps: give it back.
+        #[cfg(target_env = "gnu")]
+        // SAFETY: malloc_trim only releases free memory at the top of the heaps and in free chunks.
+        unsafe {
+            libc::malloc_trim(0);
+        }
         let collector = Collector::new(Maps::take(&mut ebpf)?);
         let samples = if opts.ring_view {
             Samples::take_view(&mut ebpf, opts.load.sampling.ring_bytes)?
