@@ -156,8 +156,17 @@ const OWN_PREFIXES: &[&str] = &[
     "/usr/bin/iotwatch",
 ];
 
-/// Files of the user's system (not ours) that docs name without a directory.
-const SYSTEM_FILES: &[&str] = &["prometheus.yml", "hostapd.conf", "grafana.ini", "web-config.yml"];
+/// Files of the user's system (not ours) that docs name without a directory, and the files the
+/// agent itself writes in its state directory (agent/src/output/state.rs).
+const SYSTEM_FILES: &[&str] = &[
+    "prometheus.yml",
+    "hostapd.conf",
+    "grafana.ini",
+    "web-config.yml",
+    "known-devices.json",
+    "identities.json",
+    "destinations.json",
+];
 
 /// Checks one named path; `dir` is the Markdown file's directory.
 fn path_exists(
