@@ -144,6 +144,7 @@ impl Identities {
         if src.is_group() {
             return;
         }
+        let from_lan = ev.src_ip.is_some_and(|ip| matches!(scopes.of_ip(ip), Scope::Lan | Scope::LinkLocal));
         let mut found: Vec<(Source, String)> = Vec::new();
         match &ev.fields {
             EventFields::Dhcp(d) => dhcp_names(src, d, &mut found),
@@ -154,12 +155,14 @@ impl Identities {
                     s.usn.as_deref().map(|usn| (Source::SsdpUsn, usn.split("::").next().unwrap_or(usn).to_owned())),
                 );
             }
+            // From the Internet, the frame's source MAC is the gateway's: what a remote client or
+            // server says names nobody on the LAN.
+            EventFields::Http(_) if !from_lan => {}
             EventFields::Http(h) if h.method.is_some() => {
                 found.extend(h.user_agent.clone().map(|v| (Source::HttpUserAgent, v)));
             }
             EventFields::Http(h) => {
-                let from_lan = ev.src_ip.is_some_and(|ip| matches!(scopes.of_ip(ip), Scope::Lan | Scope::LinkLocal));
-                if let (Some(u), true) = (&h.upnp, from_lan) {
+                if let Some(u) = &h.upnp {
                     found.extend(u.friendly_name.clone().map(|v| (Source::UpnpFriendlyName, v)));
                     let model: Vec<&str> = [&u.manufacturer, &u.model_name, &u.model_number]
                         .into_iter()
@@ -495,11 +498,17 @@ mod tests {
         let (mut ids, s) = (Identities::default(), scopes());
         // A DHCP request that names another client, a server's answer, a description from the
         // Internet (its frame comes from the gateway's MAC), an mDNS host record for another
-        // address: none of them names anyone.
+        // address, a request from the Internet: none of them names anyone.
         ids.learn(&event(PHONE_A, "0.0.0.0", 1.0, dhcp(CAM, 3, "evil")), &s);
         ids.learn(&event(PHONE_A, "192.168.77.1", 1.0, dhcp(PHONE_A, 5, "from-server")), &s);
         ids.learn(&event(PHONE_A, "203.0.113.7", 1.0, description("cloud")), &s);
         ids.learn(&event(PHONE_A, "192.168.77.9", 1.0, mdns("192.168.77.10", vec![])), &s);
+        let ua = EventFields::Http(HttpEvent {
+            method: Some(Method::Get),
+            user_agent: Some("bot/1".into()),
+            ..Default::default()
+        });
+        ids.learn(&event(PHONE_A, "198.51.100.3", 1.0, ua), &s);
         assert!(ids.is_empty(), "{:?}", ids.names(PHONE_A));
     }
 

@@ -26,8 +26,8 @@ const DESTINATIONS: &str = "destinations.json";
 /// Larger files are not read: no state file of ours grows this large.
 pub const MAX_FILE_BYTES: u64 = 16 << 20;
 /// Names (last-seen times) and destinations change all the time: saved at most this often, and
-/// at exit.
-const SAVE_EVERY: Duration = Duration::from_secs(60);
+/// at exit (a Pi's SD card wears with every write).
+const SAVE_EVERY: Duration = Duration::from_secs(300);
 
 /// One state file: read once, saved atomically, its first failure to save a warning.
 struct StateFile {
@@ -125,7 +125,7 @@ impl State {
     }
 
     /// Saves what changed: the known devices at once, names and destinations at most every
-    /// minute; all of it when `now` (at exit).
+    /// five minutes; all of it when `now` (at exit).
     pub fn save(&mut self, detectors: &mut Detectors, identities: &mut Identities, now: bool) {
         if detectors.presence.take_changed() || now {
             self.known.save(&detectors.presence.to_file());
