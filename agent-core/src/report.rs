@@ -534,17 +534,10 @@ mod tests {
 
     /// The test "Internet": 203.0.113.0/24 is Amazon's in the US, 198.51.100.0/24 nobody's.
     fn peer_db() -> crate::peerdb::PeerDb {
-        static CALLS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!("iotwatch-report-{}-{call}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let (asn, country) = (dir.join("asn.csv"), dir.join("country.csv"));
-        std::fs::write(&asn, "203.0.113.0,203.0.113.255,16509,\"Amazon.com, Inc.\"\n").expect("write");
-        std::fs::write(&country, "203.0.113.0,203.0.113.255,US\n").expect("write");
-        let (db, warnings) = crate::peerdb::PeerDb::load(&[asn], &[country]);
-        assert!(warnings.is_empty(), "{warnings:?}");
-        let _ = std::fs::remove_dir_all(&dir);
-        db
+        crate::peerdb::PeerDb::from_csv_texts(
+            "203.0.113.0,203.0.113.255,16509,\"Amazon.com, Inc.\"\n",
+            "203.0.113.0,203.0.113.255,US\n",
+        )
     }
 
     fn snapshot_path() -> std::path::PathBuf {

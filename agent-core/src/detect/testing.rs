@@ -91,17 +91,7 @@ impl Bench {
 
     /// A bench whose peer databases are the CSVs given (ASN rows, country rows).
     pub fn with_peers(asn_csv: &str, country_csv: &str) -> Self {
-        static CALLS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!("iotwatch-bench-{}-{call}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let (asn, country) = (dir.join("asn.csv"), dir.join("country.csv"));
-        std::fs::write(&asn, asn_csv).unwrap();
-        std::fs::write(&country, country_csv).unwrap();
-        let (peers, warnings) = PeerDb::load(&[asn], &[country]);
-        std::fs::remove_dir_all(&dir).unwrap();
-        assert!(warnings.is_empty(), "{warnings:?}");
-        Self { peers, ..Self::default() }
+        Self { peers: PeerDb::from_csv_texts(asn_csv, country_csv), ..Self::default() }
     }
 
     /// Feeds one event (ids count from 1) and returns its id.

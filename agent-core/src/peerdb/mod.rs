@@ -365,6 +365,23 @@ impl PeerDb {
         (db, warnings)
     }
 
+    /// A database of two CSV texts (ASN rows, country rows), for tests: written to a temporary
+    /// directory and loaded as the agent loads files. Panics on a warning.
+    #[doc(hidden)]
+    pub fn from_csv_texts(asn_csv: &str, country_csv: &str) -> Self {
+        static CALLS: AtomicU64 = AtomicU64::new(0);
+        let call = CALLS.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("iotwatch-peerdb-{}-{call}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("a temporary directory");
+        let (asn, country) = (dir.join("asn.csv"), dir.join("country.csv"));
+        std::fs::write(&asn, asn_csv).expect("write the ASN CSV");
+        std::fs::write(&country, country_csv).expect("write the country CSV");
+        let (db, warnings) = Self::load(&[asn], &[country]);
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(warnings.is_empty(), "{warnings:?}");
+        db
+    }
+
     /// [`PeerDb::load`] with the default paths.
     pub fn load_defaults() -> (Self, Vec<String>) {
         Self::load(&default_asn_paths(), &default_country_paths())

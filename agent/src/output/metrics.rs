@@ -967,18 +967,10 @@ mod tests {
 
     #[test]
     fn internet_traffic_by_country_and_provider_with_a_cap() {
-        let dir = std::env::temp_dir().join(format!("iotwatch-metrics-peers-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let (asn, country) = (dir.join("asn.csv"), dir.join("country.csv"));
-        std::fs::write(&asn, "203.0.113.0,203.0.113.255,16509,\"Amazon.com, Inc.\"\n198.18.0.0,198.19.255.255,45102,Alibaba (US) Technology Co.\n").unwrap();
-        std::fs::write(
-            &country,
+        let peers = iotwatch_core::peerdb::PeerDb::from_csv_texts(
+            "203.0.113.0,203.0.113.255,16509,\"Amazon.com, Inc.\"\n198.18.0.0,198.19.255.255,45102,Alibaba (US) Technology Co.\n",
             "203.0.113.0,203.0.113.255,US\n198.18.0.0,198.19.255.255,CN\n192.0.2.0,192.0.2.255,DE\n",
-        )
-        .unwrap();
-        let (peers, warnings) = iotwatch_core::peerdb::PeerDb::load(&[asn], &[country]);
-        std::fs::remove_dir_all(&dir).unwrap();
-        assert!(warnings.is_empty(), "{warnings:?}");
+        );
         let scopes = ScopeClassifier::new(vec!["192.168.77.0/24".parse().unwrap()]);
         let mut ledger = Ledger::default();
         // Busiest first: US (Amazon) 1000, CN (Alibaba) 500, DE (no provider) 100, and a peer
