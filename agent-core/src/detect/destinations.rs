@@ -1,7 +1,7 @@
 //! `new_destination`: a device talks to a country, or a provider, it never talked to before (a
 //! camera that only ever spoke to Amazon in the US starts sending to a host in another country,
-//! or to another cloud). Judged from conversation deltas with Internet peers, whoever opened
-//! them, through the peer databases: a peer they know nothing of is no destination.
+//! or to another cloud). Judged from what devices send to Internet peers they contacted, through
+//! the peer databases: a peer they know nothing of is no destination.
 //!
 //! What a device talks to during its first `destination_baseline_s` seconds (from its first
 //! conversation with the Internet) is its baseline, and so is everything while the agent has no
@@ -14,6 +14,7 @@ use std::{
     net::IpAddr,
 };
 
+use agent_common::wire::ip_proto;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -44,16 +45,16 @@ pub struct Destinations {
     changed: bool,
 }
 
-/// The LAN device and the Internet peer of a conversation, if it is one between them.
+/// The LAN device and the Internet peer of what a device sent to a peer it contacted: from its
+/// LAN address, and (TCP, UDP) from a port at or above the peer's, a client's ephemeral port
+/// to a service port. What the Internet opens toward a device (scanners knock from every
+/// country) is not where the device goes.
 fn device_and_peer(d: &Delta, cx: &Context<'_>) -> Option<(Mac, IpAddr, IpAddr)> {
     let (src_ip, dst_ip) = conv_ips(&d.key)?;
-    let (src_scope, dst_scope) = (cx.scopes.of_ip(src_ip), cx.scopes.of_ip(dst_ip));
-    let (src, dst) = (Mac(d.key.src_mac), Mac(d.key.dst_mac));
-    match (src_scope, dst_scope) {
-        (Scope::Lan, Scope::Internet) if !src.is_group() => Some((src, src_ip, dst_ip)),
-        (Scope::Internet, Scope::Lan) if !dst.is_group() => Some((dst, dst_ip, src_ip)),
-        _ => None,
-    }
+    let src = Mac(d.key.src_mac);
+    let opened = !matches!(d.key.proto, ip_proto::TCP | ip_proto::UDP) || d.key.src_port >= d.key.dst_port;
+    (cx.scopes.of_ip(src_ip) == Scope::Lan && cx.scopes.of_ip(dst_ip) == Scope::Internet && !src.is_group() && opened)
+        .then_some((src, src_ip, dst_ip))
 }
 
 impl Destinations {
@@ -174,11 +175,11 @@ mod tests {
     const TCP: u8 = 6;
 
     /// INET (203.0.113.10) is Amazon's in the US; 198.51.100.7 Alibaba's in China; 192.0.2.9 a
-    /// German host of no known provider; 198.18.0.1 nobody's.
+    /// German host of no known provider; 198.18.7.5 a Russian one; 198.18.0.1 nobody's.
     fn t() -> Bench {
         let mut t = Bench::with_peers(
-            "203.0.113.0,203.0.113.255,16509,\"Amazon.com, Inc.\"\n198.51.100.0,198.51.100.255,45102,Alibaba (US) Technology Co. Ltd.\n192.0.2.0,192.0.2.255,64500,Example Hosting GmbH\n",
-            "203.0.113.0,203.0.113.255,US\n198.51.100.0,198.51.100.255,CN\n192.0.2.0,192.0.2.255,DE\n",
+            "203.0.113.0,203.0.113.255,16509,\"Amazon.com, Inc.\"\n198.51.100.0,198.51.100.255,45102,Alibaba (US) Technology Co. Ltd.\n192.0.2.0,192.0.2.255,64500,Example Hosting GmbH\n198.18.7.0,198.18.7.255,64501,Scanner Net\n",
+            "203.0.113.0,203.0.113.255,US\n198.51.100.0,198.51.100.255,CN\n192.0.2.0,192.0.2.255,DE\n198.18.7.0,198.18.7.255,RU\n",
         );
         t.det.config.destination_baseline_s = 60.0;
         t
@@ -197,6 +198,10 @@ mod tests {
         to(&mut t, INET, 100.0);
         to(&mut t, ip(198, 18, 0, 1), 110.0);
         assert!(t.findings().is_empty(), "known, and unknown to the databases");
+        // Opened from the Internet (a scanner in Russia), and the device's answers: not where it goes.
+        let (ru, at) = (ip(198, 18, 7, 5), 115.0);
+        t.poll(&[delta(GW, ru, 40001, CAM, LAN_CAM, 23, TCP, (1, 60), (at, at))], &[], at);
+        t.poll(&[delta(CAM, LAN_CAM, 23, GW, ru, 40001, TCP, (1, 60), (at, at))], &[], at);
         to(&mut t, ip(192, 0, 2, 9), 120.0);
         let f = t.only(Rule::NewDestination);
         assert_eq!(
