@@ -18,7 +18,8 @@
 //! after the lab's duration, servers are children of the lab that are stopped on drop (and
 //! killed with their namespace otherwise), and all traffic stays between lab namespaces: the
 //! "Internet" is the lab's internet namespace (documentation addresses, 25 more of them on its
-//! `lo` for the NTP fan-out), and the scan's /24 has no route beyond it.
+//! `lo` for the NTP fan-out, and one benchmarking address), and the scan's /24 has no route
+//! beyond it. [`LAB_NETWORKS`] is what the lab's peer databases say of those addresses.
 //!
 //! Files: this one is the table; [`play`] runs the servers and clients; [`judge`] reads what the
 //! agent saw and compares it with the table; [`whole`] puts lab, agent, Prometheus and
@@ -433,6 +434,49 @@ pub const LATE_DEVICE: usize = SCENARIOS.len();
 pub const EARLY_DEVICES: usize = SCENARIOS.len() - 1;
 /// When the late device joins, after the scenarios started.
 pub const LATE_JOIN: Duration = Duration::from_secs(40);
+/// The lab's `--detect.destination-baseline`: a device's first 20 s on the Internet are its
+/// baseline of `new_destination` (the agent's default is an hour).
+pub const DESTINATION_BASELINE: Duration = Duration::from_secs(20);
+
+/// One range of the lab's "Internet" as the lab's peer databases give it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LabNetwork {
+    pub first: Ipv4Addr,
+    pub last: Ipv4Addr,
+    pub asn: u32,
+    pub org: &'static str,
+    pub country: &'static str,
+    /// What the agent's table of providers makes of the ASN (not written to the databases).
+    pub provider: &'static str,
+}
+
+const AMAZON: (u32, &str, &str, &str) = (16509, "Amazon.com, Inc.", "US", "Amazon");
+const ALIBABA: (u32, &str, &str, &str) = (45102, "Alibaba (US) Technology Co. Ltd.", "CN", "Alibaba");
+
+const fn net(
+    first: Ipv4Addr,
+    last: Ipv4Addr,
+    (asn, org, country, provider): (u32, &'static str, &'static str, &'static str),
+) -> LabNetwork {
+    LabNetwork { first, last, asn, org, country, provider }
+}
+
+/// The lab's peer databases (`--enrich.asn-db`, `--enrich.country-db`; the real ones know nothing
+/// of these ranges): the three documentation ranges, where every scenario but one talks, are one
+/// provider's in one country, so that no scenario meets a new destination by chance; the
+/// benchmarking range of 198.19.0.10 is another provider's in another country.
+pub const LAB_NETWORKS: [LabNetwork; 4] = [
+    net(Ipv4Addr::new(203, 0, 113, 0), Ipv4Addr::new(203, 0, 113, 255), AMAZON),
+    net(Ipv4Addr::new(198, 51, 100, 0), Ipv4Addr::new(198, 51, 100, 255), AMAZON),
+    net(Ipv4Addr::new(192, 0, 2, 0), Ipv4Addr::new(192, 0, 2, 255), AMAZON),
+    net(Ipv4Addr::new(198, 19, 0, 0), Ipv4Addr::new(198, 19, 255, 255), ALIBABA),
+];
+
+/// The lab's network an address is in.
+pub fn lab_network(ip: Ipv4Addr) -> Option<&'static LabNetwork> {
+    LAB_NETWORKS.iter().find(|n| n.first <= ip && ip <= n.last)
+}
+
 /// The NTP servers of the fan-out: 198.51.100.100 and the next ones, on the internet's `lo`.
 pub const FANOUT_SERVERS: u8 = 25;
 /// Size of firmware.bin and photo.jpg.
@@ -575,6 +619,35 @@ mod tests {
             let id = &s.identity;
             assert_eq!(orgs.get(&id.mac[..8]).map(String::as_str), Some(id.vendor), "{}: {}", s.name, id.mac);
         }
+    }
+
+    #[test]
+    fn the_lab_internet_in_its_peer_databases() {
+        // Every Internet host is in a lab network; all but the benchmarking one are one
+        // provider's in one country, the scan's and the NTP fan-out's ranges too.
+        let of = |ip: Ipv4Addr| lab_network(ip).map(|n| (n.provider, n.country));
+        let amazon = Some(("Amazon", "US"));
+        for ip in
+            [internet_host(0), internet_host(1), internet_host(2), Ipv4Addr::new(203, 0, 113, 1), fanout_server(24)]
+        {
+            assert_eq!(of(ip), amazon, "{ip}");
+        }
+        assert_eq!(of(internet_host(3)), Some(("Alibaba", "CN")));
+        assert_eq!(of(crate::lab::INTERNET_IP), None, "the uplink is nobody's");
+
+        let dir = crate::tmp::TempDir::new("iotwatch-labdb-test").unwrap();
+        let flags = lab_flags(dir.path()).unwrap();
+        assert_eq!(
+            flags.iter().step_by(2).collect::<Vec<_>>(),
+            ["--enrich.asn-db", "--enrich.country-db", "--detect.destination-baseline"]
+        );
+        let asn = std::fs::read_to_string(dir.join("asn.csv")).unwrap();
+        assert!(
+            asn.starts_with("start,end,asn,organisation\n203.0.113.0,203.0.113.255,16509,\"Amazon.com, Inc.\"\n"),
+            "{asn}"
+        );
+        let country = std::fs::read_to_string(dir.join("country.csv")).unwrap();
+        assert!(country.ends_with("198.19.0.0,198.19.255.255,CN\n"), "{country}");
     }
 
     #[test]
