@@ -115,6 +115,10 @@ fn scenario_lab(args: &LabArgs, bin: &Path) -> Result<()> {
                 "lab: identities (vendor, names, DHCP options as the agent saw them):\n{}",
                 scenarios::identity_table_seen(&report, &events)
             );
+            match scenarios::peer_db_check(&report) {
+                Ok(seen) => println!("lab: Internet peers: ok, {seen}"),
+                Err(e) => println!("lab: Internet peers: WRONG, {e}"),
+            }
         }
         (Err(e), true) => eprintln!("lab: no final report: {e:#}"),
         (Err(_), false) => {}
