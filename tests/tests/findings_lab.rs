@@ -8,6 +8,8 @@
 //!   per-peer counts;
 //! - identity: each device has the vendor of its OUI (none for the randomised phone), its DHCP
 //!   hostname and mDNS host name among its names, and its DHCP options in the event log;
+//! - peers: the lab's Internet peers carry the ASN, organisation, country and provider that
+//!   the lab's own peer databases give them (`scenarios::LAB_NETWORKS`), live and in replay;
 //! - detectors: each positive scenario's device has its finding in the report, in the event
 //!   log (with evidence that names logged events) and in `iotwatch_findings_total`; each
 //!   negative twin's device has none of the rules it must not raise, in any of the three;
@@ -70,7 +72,7 @@ impl Checks {
 
     fn table(&self) -> String {
         let mut out = String::new();
-        for group in ["traffic", "identity", "detectors", "prometheus", "dashboard", "replay"] {
+        for group in ["traffic", "identity", "peers", "detectors", "prometheus", "dashboard", "replay"] {
             let of: Vec<&Check> = self.0.iter().filter(|c| c.group == group).collect();
             let ok = of.iter().filter(|c| c.result.is_ok()).count();
             out.push_str(&format!("== {group}: {ok} of {} pass\n", of.len()));
@@ -146,6 +148,11 @@ fn who(m: &str) -> String {
 /// (`--bpf.max-conversations 256`, as tests/tests/replay_findings.rs does) so that its polls
 /// follow the capture's time closely.
 ///
+/// Replay gets the lab's flags ([`ScenarioLab::lab_flags`]: its peer databases and its
+/// `new_destination` baseline). That baseline starts at each device's first conversation with
+/// the Internet, by the conversations' own times, so live and replay end it at the same point
+/// of the traffic, 8 s before the new-destination and same-cloud devices reach their later host.
+///
 /// Everything else is compared as is. `cloud_initiated` ignores conversations first seen within
 /// `--detect.startup-grace` (30 s) of the first conversation: the capture starts before the
 /// agent, so replay's grace ends one or two seconds before the live one. The cloud's exchanges
@@ -155,12 +162,13 @@ fn who(m: &str) -> String {
 /// opened from the Internet. The capture holds GSO buffers as one frame each where the live
 /// agent (tc) counts their segments, which changes frame counts, not findings. Without
 /// `--lan.prefix` replay takes the private ranges for the LAN, which gives the same findings
-/// here (the lab's Internet is in documentation ranges); the prefix is given all the same, as
+/// here (the lab's Internet is in documentation and benchmarking ranges); the prefix is given all the same, as
 /// the live agent takes it from the bridge.
 fn replay_checks(
     checks: &mut Checks,
     captured: anyhow::Result<scenarios::CaptureStats>,
     file: &Path,
+    lab_flags: &[String],
     live_report: &Value,
 ) {
     let stats = match captured {
@@ -182,6 +190,7 @@ fn replay_checks(
     let out = Command::new(agent_bin())
         .args(["replay", "--format", "json", "--lan.prefix", xtask::lab::LAN_PREFIX])
         .args(REPLAY_FLAGS)
+        .args(lab_flags)
         .arg(file)
         .output();
     let replayed = match out {
@@ -201,6 +210,13 @@ fn replay_checks(
             return;
         }
     };
+
+    // The lab's peer databases enrich the replay's peers as they do the live agent's.
+    checks.add(
+        "replay",
+        "Internet peers in replay: the lab's ASN, org, country, provider",
+        scenarios::peer_db_check(&replayed),
+    );
 
     // The capture is complete: every MAC that sent a frame live sent one in the capture.
     let senders = |r: &Value| -> BTreeSet<String> {
@@ -326,6 +342,9 @@ privileged_test! {
             );
         }
 
+        // ---- peers: the lab's Internet as its peer databases say (the replay's under replay).
+        checks.add("peers", "Internet peers live: the lab's ASN, org, country, provider", scenarios::peer_db_check(&report));
+
         // ---- detectors: report, event log (with evidence), metric.
         let in_report = scenarios::report_findings(&report);
         let logged = scenarios::logged_findings(&events);
@@ -368,7 +387,7 @@ privileged_test! {
                     let missing: Vec<&String> = evidence.iter().filter(|id| !event_ids.contains(*id)).collect();
                     // Rules over counted conversations have no events to cite: their evidence is
                     // the conversations, as excerpts.
-                    let counted = matches!(rule, "gateway_ping" | "cloud_initiated" | "scan" | "new_device" | "large_upload");
+                    let counted = matches!(rule, "gateway_ping" | "cloud_initiated" | "scan" | "new_device" | "large_upload" | "new_destination");
                     let excerpts = line.and_then(|e| e["excerpts"].as_array()).map_or(0, Vec::len);
                     let cited = if counted { excerpts > 0 } else { !evidence.is_empty() };
                     checks.add(
@@ -460,7 +479,7 @@ privileged_test! {
         }
 
         // ---- replay: the lab's own traffic, captured, raises the same findings.
-        replay_checks(&mut checks, captured, &dir.join("lab.pcap"), &report);
+        replay_checks(&mut checks, captured, &dir.join("lab.pcap"), &sl.lab_flags, &report);
 
         eprintln!(
             "findings_lab: scenarios ran {:.0} s; verdicts:\n{}\nclients:\n{}",

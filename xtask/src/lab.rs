@@ -4,7 +4,8 @@
 //!  root ns ("the Pi"): bridge {p}br 192.168.77.2/24
 //!     ├─ {p}pg ── {p}-gw: eth0 192.168.77.1 ── up0 198.18.0.1 ── {p}-in: eth0 198.18.0.2
 //!     │                                                           lo: 203.0.113.10,
-//!     │                                                               198.51.100.10, 192.0.2.10
+//!     │                                                               198.51.100.10, 192.0.2.10,
+//!     │                                                               198.19.0.10
 //!     ├─ {p}p1 ── {p}-d1: eth0 192.168.77.11, default via .1
 //!     └─ {p}pN ── {p}-dN: eth0 192.168.77.(10+N)
 //! ```
@@ -27,9 +28,16 @@ pub const GATEWAY_IP: Ipv4Addr = Ipv4Addr::new(192, 168, 77, 1);
 pub const GATEWAY_MAC: &str = "02:77:00:00:00:01";
 pub const GATEWAY_UPLINK_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
 pub const INTERNET_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
-/// Simulated Internet hosts (documentation ranges), on the internet namespace's `lo`.
-pub const INTERNET_HOSTS: [Ipv4Addr; 3] =
-    [Ipv4Addr::new(203, 0, 113, 10), Ipv4Addr::new(198, 51, 100, 10), Ipv4Addr::new(192, 0, 2, 10)];
+/// Simulated Internet hosts, on the internet namespace's `lo`: three in the documentation
+/// ranges, and one in the benchmarking range 198.18.0.0/15 (beyond the uplink's 198.18.0.0/24),
+/// which the scenario lab's peer databases give to another provider in another country
+/// (`scenarios::LAB_NETWORKS`).
+pub const INTERNET_HOSTS: [Ipv4Addr; 4] = [
+    Ipv4Addr::new(203, 0, 113, 10),
+    Ipv4Addr::new(198, 51, 100, 10),
+    Ipv4Addr::new(192, 0, 2, 10),
+    Ipv4Addr::new(198, 19, 0, 10),
+];
 /// Device indexes run from 1; 10 + index must stay a valid host octet and two hex digits.
 pub const MAX_DEVICE_INDEX: usize = 240;
 

@@ -92,6 +92,15 @@ fn scenario_lab(args: &LabArgs, bin: &Path) -> Result<()> {
     }
     println!("lab: servers' and clients' logs in {}", sl.scenarios.dir().display());
     println!(
+        "lab: the Internet's peer databases in {} (the agent's --enrich.asn-db, --enrich.country-db): {}",
+        sl.peer_dbs().display(),
+        scenarios::LAB_NETWORKS
+            .iter()
+            .map(|n| format!("{}-{} AS{} {} {}", n.first, n.last, n.asn, n.provider, n.country))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!(
         "lab: {}",
         duration.map_or("Ctrl-C ends the lab".to_owned(), |d| format!("ends in {} s (or Ctrl-C)", d.as_secs()))
     );
@@ -106,6 +115,10 @@ fn scenario_lab(args: &LabArgs, bin: &Path) -> Result<()> {
                 "lab: identities (vendor, names, DHCP options as the agent saw them):\n{}",
                 scenarios::identity_table_seen(&report, &events)
             );
+            match scenarios::peer_db_check(&report) {
+                Ok(seen) => println!("lab: Internet peers: ok, {seen}"),
+                Err(e) => println!("lab: Internet peers: WRONG, {e}"),
+            }
         }
         (Err(e), true) => eprintln!("lab: no final report: {e:#}"),
         (Err(_), false) => {}

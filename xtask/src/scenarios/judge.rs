@@ -1,6 +1,11 @@
 //! Reading what the agent saw (event log, report, Prometheus) and judging it against the table.
 
-use std::{collections::BTreeSet, fs, path::Path, time::Duration};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    fs,
+    path::Path,
+    time::Duration,
+};
 
 use anyhow::{Context as _, Result};
 use serde_json::Value;
@@ -223,6 +228,36 @@ pub fn identity_table_seen(report: &Value, events: &[Value]) -> String {
     out
 }
 
+/// Whether the report's Internet peers carry what the lab's peer databases say of them
+/// ([`LAB_NETWORKS`]: ASN, organisation, country, and the provider the agent makes of the ASN),
+/// for every device, and whether peers of every provider of the lab were seen. Peers outside
+/// the lab's networks (the uplink's 198.18.0.0/24) are not looked at.
+pub fn peer_db_check(report: &Value) -> Result<String, String> {
+    let mut by_provider: BTreeMap<String, usize> = BTreeMap::new();
+    let mut wrong = Vec::new();
+    for d in report["devices"].as_array().into_iter().flatten() {
+        for p in d["peers"].as_array().into_iter().flatten().filter(|p| st(p, "scope") == "internet") {
+            let Some(net) = st(p, "ip").parse().ok().and_then(lab_network) else { continue };
+            let got = (p["asn"].as_u64(), p["org"].as_str(), p["country"].as_str(), p["provider"].as_str());
+            let want = (Some(u64::from(net.asn)), Some(net.org), Some(net.country), Some(net.provider));
+            if got == want {
+                *by_provider.entry(format!("{} {}", net.provider, net.country)).or_default() += 1;
+            } else {
+                wrong.push(format!("{} of {}: {got:?}, want {want:?}", st(p, "ip"), st(d, "mac")));
+            }
+        }
+    }
+    let providers: BTreeSet<String> = LAB_NETWORKS.iter().map(|n| format!("{} {}", n.provider, n.country)).collect();
+    let missing: Vec<&String> = providers.iter().filter(|p| !by_provider.contains_key(*p)).collect();
+    let seen = format!("peers (device, Internet address) per provider and country: {by_provider:?}");
+    if wrong.is_empty() && missing.is_empty() {
+        Ok(seen)
+    } else {
+        let shown = &wrong[..wrong.len().min(5)];
+        Err(format!("{} wrong, first {shown:?}; no peer of {missing:?}; {seen}", wrong.len()))
+    }
+}
+
 fn device_json<'a>(report: &'a Value, mac: &str) -> Option<&'a Value> {
     report["devices"].as_array()?.iter().find(|d| st(d, "mac") == mac)
 }
@@ -428,6 +463,32 @@ pub fn traffic_check(device: usize, report: &Value, events: &[Value]) -> Result<
             let refused =
                 to("icmp").iter().filter(|e| num(e, "original_dst_port") == 53.0 && st(e, "reason") == "port").count();
             need(refused > 0, format!("{refused} ICMP port unreachables quoting its DNS queries"))
+        }
+        "new-destination" | "same-cloud" => {
+            // Its cloud from the start, the later host first past the baseline (which starts at
+            // its first conversation with the Internet), nothing else on the Internet.
+            let later = if sc.name == "new-destination" { h(3) } else { h(2) };
+            let internet: BTreeSet<&str> =
+                all_peers.iter().filter(|p| st(p, "scope") == "internet").map(|p| st(p, "ip")).collect();
+            let first = all_peers
+                .iter()
+                .filter(|p| st(p, "scope") == "internet")
+                .map(|p| num(p, "first_ts"))
+                .fold(f64::INFINITY, f64::min);
+            let after = peer(&all_peers, &later).map_or(f64::NAN, |p| num(p, "first_ts") - first);
+            let hellos = from("tls").iter().filter(|e| st(e, "dst_ip") == later && num(e, "dst_port") == 443.0).count();
+            let baseline = DESTINATION_BASELINE.as_secs_f64();
+            let only = internet.len() == 2 && internet.contains(h(0).as_str()) && internet.contains(later.as_str());
+            need(
+                peer_bytes(&h(0)) > 0.0 && peer_bytes(&later) > 0.0 && hellos > 0 && after >= baseline && only,
+                format!(
+                    "{} bytes with {}, {} with {later} ({hellos} ClientHellos to it), first {after:.1} s after its \
+                     first Internet peer (baseline {baseline} s); Internet peers: {internet:?}",
+                    peer_bytes(&h(0)),
+                    h(0),
+                    peer_bytes(&later)
+                ),
+            )
         }
         "new-device" => {
             let seen = device_json(report, &mac).is_some();

@@ -18,7 +18,8 @@
 //! after the lab's duration, servers are children of the lab that are stopped on drop (and
 //! killed with their namespace otherwise), and all traffic stays between lab namespaces: the
 //! "Internet" is the lab's internet namespace (documentation addresses, 25 more of them on its
-//! `lo` for the NTP fan-out), and the scan's /24 has no route beyond it.
+//! `lo` for the NTP fan-out, and one benchmarking address), and the scan's /24 has no route
+//! beyond it. [`LAB_NETWORKS`] is what the lab's peer databases say of those addresses.
 //!
 //! Files: this one is the table; [`play`] runs the servers and clients; [`judge`] reads what the
 //! agent saw and compares it with the table; [`whole`] puts lab, agent, Prometheus and
@@ -133,7 +134,9 @@ impl Identity {
 }
 
 /// The stable rule names of the detectors (issue 12).
-pub const RULES: [&str; 10] = [
+/// `large_upload` is not among them: no lab scenario raises it (a device would have to send more
+/// than `--detect.upload-bytes`, 512 MiB by default, to one host).
+pub const RULES: [&str; 11] = [
     "lateral_movement",
     "unsolicited_mdns",
     "ntp_fanout",
@@ -144,6 +147,7 @@ pub const RULES: [&str; 10] = [
     "new_device",
     "scan",
     "dns_unreachable",
+    "new_destination",
 ];
 
 const fn finding(name: &'static str, rule: &'static str, what: &'static str, identity: Identity) -> Scenario {
@@ -156,7 +160,7 @@ const fn quiet(name: &'static str, rules: &'static [&'static str], what: &'stati
 
 /// Device index `i` plays `SCENARIOS[i - 1]`, with its identity (MAC, vendor, DHCP, mDNS).
 /// The last one joins after the agent started.
-pub const SCENARIOS: [Scenario; 22] = {
+pub const SCENARIOS: [Scenario; 24] = {
     use params::*;
     [
         finding(
@@ -419,10 +423,32 @@ pub const SCENARIOS: [Scenario; 22] = {
             ),
         ),
         finding(
+            "new-destination",
+            "new_destination",
+            "HTTPS to its cloud (203.0.113.10, Amazon, US) from the start, and past the baseline also to 198.19.0.10 (Alibaba, CN)",
+            // A camera of a US brand, built by a Chinese maker, on Amazon's cloud until it starts
+            // sending to a host in China.
+            id("Wyze Cam v3", "2c:aa:8e:77:00:20", "Wyze Labs Inc", "WYZE_CAKP2JFUS", "udhcp 1.22.1", BUSYBOX),
+        ),
+        quiet(
+            "same-cloud",
+            &["new_destination"],
+            "HTTPS to its cloud (203.0.113.10) from the start, and past the baseline also to 192.0.2.10 (a new host of the same provider and country)",
+            // Its cloud is on AWS: another endpoint there is no new destination.
+            id(
+                "iRobot Roomba i7 vacuum",
+                "50:14:79:77:00:21",
+                "iRobot Corporation",
+                "iRobot-3145C40B80A21571",
+                "udhcp 1.27.2",
+                BUSYBOX,
+            ),
+        ),
+        finding(
             "new-device",
             "new_device",
             "joins the bridge 40 s after the agent started (past the 30 s in which a first start learns its devices), then fetches a status",
-            id("LIFX A19 bulb", "d0:73:d5:77:00:20", "LIFI LABS MANAGEMENT PTY LTD", "LIFX-A19", "", ESP),
+            id("LIFX A19 bulb", "d0:73:d5:77:00:22", "LIFI LABS MANAGEMENT PTY LTD", "LIFX-A19", "", ESP),
         ),
     ]
 };
@@ -433,6 +459,52 @@ pub const LATE_DEVICE: usize = SCENARIOS.len();
 pub const EARLY_DEVICES: usize = SCENARIOS.len() - 1;
 /// When the late device joins, after the scenarios started.
 pub const LATE_JOIN: Duration = Duration::from_secs(40);
+/// The lab's `--detect.destination-baseline`: a device's first 20 s on the Internet are its
+/// baseline of `new_destination` (the agent's default is an hour).
+pub const DESTINATION_BASELINE: Duration = Duration::from_secs(20);
+/// When the new-destination and same-cloud devices start talking to their later host: 28 s past
+/// their first conversation with the Internet (at 2 s), 8 s past the baseline.
+pub const LATER_HOST_AT: Duration = Duration::from_secs(30);
+
+/// One range of the lab's "Internet" as the lab's peer databases give it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LabNetwork {
+    pub first: Ipv4Addr,
+    pub last: Ipv4Addr,
+    pub asn: u32,
+    pub org: &'static str,
+    pub country: &'static str,
+    /// What the agent's table of providers makes of the ASN (not written to the databases).
+    pub provider: &'static str,
+}
+
+const AMAZON: (u32, &str, &str, &str) = (16509, "Amazon.com, Inc.", "US", "Amazon");
+const ALIBABA: (u32, &str, &str, &str) = (45102, "Alibaba (US) Technology Co. Ltd.", "CN", "Alibaba");
+
+const fn net(
+    first: Ipv4Addr,
+    last: Ipv4Addr,
+    (asn, org, country, provider): (u32, &'static str, &'static str, &'static str),
+) -> LabNetwork {
+    LabNetwork { first, last, asn, org, country, provider }
+}
+
+/// The lab's peer databases (`--enrich.asn-db`, `--enrich.country-db`; the real ones know nothing
+/// of these ranges): the three documentation ranges, where every scenario but one talks, are one
+/// provider's in one country, so that no scenario meets a new destination by chance; the
+/// benchmarking range of 198.19.0.10 is another provider's in another country.
+pub const LAB_NETWORKS: [LabNetwork; 4] = [
+    net(Ipv4Addr::new(203, 0, 113, 0), Ipv4Addr::new(203, 0, 113, 255), AMAZON),
+    net(Ipv4Addr::new(198, 51, 100, 0), Ipv4Addr::new(198, 51, 100, 255), AMAZON),
+    net(Ipv4Addr::new(192, 0, 2, 0), Ipv4Addr::new(192, 0, 2, 255), AMAZON),
+    net(Ipv4Addr::new(198, 19, 0, 0), Ipv4Addr::new(198, 19, 255, 255), ALIBABA),
+];
+
+/// The lab's network an address is in.
+pub fn lab_network(ip: Ipv4Addr) -> Option<&'static LabNetwork> {
+    LAB_NETWORKS.iter().find(|n| n.first <= ip && ip <= n.last)
+}
+
 /// The NTP servers of the fan-out: 198.51.100.100 and the next ones, on the internet's `lo`.
 pub const FANOUT_SERVERS: u8 = 25;
 /// Size of firmware.bin and photo.jpg.
@@ -524,6 +596,10 @@ mod tests {
             assert!(SCENARIOS.iter().any(|s| s.expect == Expect::Finding(r)), "no scenario raises {r}");
         }
         assert_eq!(scenario(LATE_DEVICE).map(|s| s.name), Some("new-device"));
+        // new_destination: the later hosts first come well past the baseline of a device whose
+        // first Internet conversation is at 2 s, and within the first round.
+        assert!(LATER_HOST_AT >= Duration::from_secs(2 + 5) + DESTINATION_BASELINE);
+        assert!(LATER_HOST_AT < FIRST_ROUND);
         assert_eq!(device_of(&device_mac(7)), Some(7));
         assert_eq!(device_of(&device_mac(7).to_uppercase()), Some(7));
         assert_eq!(device_of("02:77:00:00:00:02"), None);
@@ -578,6 +654,46 @@ mod tests {
     }
 
     #[test]
+    fn the_lab_internet_in_its_peer_databases() {
+        // Every Internet host is in a lab network; all but the benchmarking one are one
+        // provider's in one country, the scan's and the NTP fan-out's ranges too.
+        let of = |ip: Ipv4Addr| lab_network(ip).map(|n| (n.provider, n.country));
+        let amazon = Some(("Amazon", "US"));
+        for ip in
+            [internet_host(0), internet_host(1), internet_host(2), Ipv4Addr::new(203, 0, 113, 1), fanout_server(24)]
+        {
+            assert_eq!(of(ip), amazon, "{ip}");
+        }
+        assert_eq!(of(internet_host(3)), Some(("Alibaba", "CN")));
+        assert_eq!(of(crate::lab::INTERNET_IP), None, "the uplink is nobody's");
+
+        let dir = crate::tmp::TempDir::new("iotwatch-labdb-test").unwrap();
+        let flags = lab_flags(dir.path()).unwrap();
+        assert_eq!(
+            flags.iter().step_by(2).collect::<Vec<_>>(),
+            ["--enrich.asn-db", "--enrich.country-db", "--detect.destination-baseline"]
+        );
+        let asn = std::fs::read_to_string(dir.join("asn.csv")).unwrap();
+        assert!(
+            asn.starts_with("start,end,asn,organisation\n203.0.113.0,203.0.113.255,16509,\"Amazon.com, Inc.\"\n"),
+            "{asn}"
+        );
+        let country = std::fs::read_to_string(dir.join("country.csv")).unwrap();
+        assert!(country.ends_with("198.19.0.0,198.19.255.255,CN\n"), "{country}");
+
+        let peer = |ip: &str, n: &LabNetwork| serde_json::json!({"ip": ip, "scope": "internet", "asn": n.asn, "org": n.org, "country": n.country, "provider": n.provider});
+        let (amazon, alibaba) = (&LAB_NETWORKS[0], &LAB_NETWORKS[3]);
+        let uplink = serde_json::json!({"ip": "198.18.0.2", "scope": "internet"});
+        let lan = serde_json::json!({"ip": "192.168.77.1", "scope": "lan"});
+        let report = |peers: Vec<Value>| serde_json::json!({"devices": [{"mac": "m", "peers": peers}]});
+        let good = vec![peer("203.0.113.10", amazon), peer("198.19.0.10", alibaba), uplink.clone(), lan];
+        assert!(peer_db_check(&report(good)).is_ok());
+        let unknown = serde_json::json!({"ip": "203.0.113.10", "scope": "internet", "asn": null});
+        assert!(peer_db_check(&report(vec![unknown, peer("198.19.0.10", alibaba)])).is_err(), "no ASN");
+        assert!(peer_db_check(&report(vec![peer("203.0.113.10", amazon), uplink])).is_err(), "no Alibaba peer");
+    }
+
+    #[test]
     fn alert_names() {
         assert_eq!(alert_name("lateral_movement"), "IotwatchLateralMovement");
         assert_eq!(alert_name("firmware_over_http"), "IotwatchFirmwareOverHttp");
@@ -596,6 +712,21 @@ mod tests {
         let mac = device_mac(idx("gateway-ping"));
         let report = serde_json::json!({"devices": [{"mac": mac, "peers": [{"ip": "192.168.77.1", "packets": 40}]}]});
         assert!(traffic_check(idx("gateway-ping"), &report, &[]).is_ok());
+
+        // The new destination first reached past the baseline, with a ClientHello to it.
+        let mac = device_mac(idx("new-destination"));
+        let (cloud, new) = (internet_host(0).to_string(), internet_host(3).to_string());
+        let hello = [serde_json::json!({"kind": "tls", "src_mac": mac, "dst_ip": new, "dst_port": 443})];
+        let report = |new_from: f64| {
+            serde_json::json!({"devices": [{"mac": mac, "peers": [
+                {"ip": cloud, "scope": "internet", "bytes": 5000, "first_ts": 1000.0},
+                {"ip": new, "scope": "internet", "bytes": 5000, "first_ts": new_from},
+            ]}]})
+        };
+        assert!(traffic_check(idx("new-destination"), &report(1028.0), &hello).is_ok());
+        assert!(traffic_check(idx("new-destination"), &report(1010.0), &hello).is_err(), "within the baseline");
+        assert!(traffic_check(idx("new-destination"), &report(1028.0), &[]).is_err(), "no ClientHello");
+        assert!(traffic_check(idx("same-cloud"), &report(1028.0), &hello).is_err(), "another device");
     }
 
     #[test]

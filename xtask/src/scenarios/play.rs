@@ -392,7 +392,7 @@ impl Scenarios {
         let secs = self.duration.as_secs() + 30;
         let cert = self.path("cert.pem");
         let dir = self.dir.path().display().to_string();
-        let [h0, h1, h2] = [0, 1, 2].map(internet_host);
+        let [h0, h1, h2, h3] = [0, 1, 2, 3].map(internet_host);
         let ip = |name: &str| device_ip(idx(name));
         let mqtt = format!("mosquitto_pub -h {h1} -V mqttv311 -u {MQTT_USER} -P {MQTT_PASSWORD}");
         let curl = "curl -sS --fail --max-time 15 -o /dev/null";
@@ -572,6 +572,42 @@ impl Scenarios {
                 12,
                 0,
                 30,
+            ),
+            (
+                "new-destination",
+                Place::Device(0),
+                "HTTPS to its cloud",
+                format!("{curl} --cacert {cert} -A iwlab-cam/1.0 https://{h0}/status.json"),
+                2,
+                10,
+                15,
+            ),
+            (
+                "new-destination",
+                Place::Device(0),
+                "HTTPS to a new cloud (past baseline)",
+                format!("{curl} --cacert {cert} -A iwlab-cam/1.0 https://{h3}/status.json"),
+                LATER_HOST_AT.as_secs(),
+                10,
+                15,
+            ),
+            (
+                "same-cloud",
+                Place::Device(0),
+                "HTTPS to its cloud",
+                format!("{curl} --cacert {cert} -A iwlab-vacuum/1.0 https://{h0}/status.json"),
+                2,
+                10,
+                15,
+            ),
+            (
+                "same-cloud",
+                Place::Device(0),
+                "HTTPS to a new host, same cloud",
+                format!("{curl} --cacert {cert} -A iwlab-vacuum/1.0 https://{h2}/status.json"),
+                LATER_HOST_AT.as_secs(),
+                10,
+                15,
             ),
             (
                 "new-device",

@@ -17,6 +17,7 @@ use crate::{
     cmd,
     lab::{HomeLab, LabOptions},
     prometheus::Prometheus,
+    tmp::TempDir,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -126,6 +127,42 @@ pub struct ScenarioLab {
     pub lab: HomeLab,
     pub events: PathBuf,
     pub started: Instant,
+    /// The flags the lab gives the agent besides its options: its peer databases and its
+    /// `new_destination` baseline ([`lab_flags`]). A replay of the lab's capture needs them too.
+    pub lab_flags: Vec<String>,
+    /// Where the peer databases are; removed after the agent stopped.
+    peer_dbs: TempDir,
+}
+
+/// Writes the lab's peer databases ([`LAB_NETWORKS`]) into `dir` as the agent's CSVs, each
+/// with a header: `asn.csv` (`start,end,asn,organisation`) and `country.csv`
+/// (`start,end,country_code`).
+pub fn write_peer_dbs(dir: &Path) -> Result<(PathBuf, PathBuf)> {
+    let (asn, country) = (dir.join("asn.csv"), dir.join("country.csv"));
+    let mut asn_csv = String::from("start,end,asn,organisation\n");
+    let mut country_csv = String::from("start,end,country_code\n");
+    for n in &LAB_NETWORKS {
+        asn_csv.push_str(&format!("{},{},{},\"{}\"\n", n.first, n.last, n.asn, n.org.replace('"', "\"\"")));
+        country_csv.push_str(&format!("{},{},{}\n", n.first, n.last, n.country));
+    }
+    fs::write(&asn, asn_csv).with_context(|| format!("cannot write {}", asn.display()))?;
+    fs::write(&country, country_csv).with_context(|| format!("cannot write {}", country.display()))?;
+    Ok((asn, country))
+}
+
+/// The lab's flags for the agent, live and in replay: its peer databases in `dir` (written
+/// now), in place of the real ones, which know nothing of the lab's addresses, and
+/// `--detect.destination-baseline` [`DESTINATION_BASELINE`].
+pub fn lab_flags(dir: &Path) -> Result<Vec<String>> {
+    let (asn, country) = write_peer_dbs(dir)?;
+    Ok(vec![
+        s("--enrich.asn-db"),
+        asn.display().to_string(),
+        s("--enrich.country-db"),
+        country.display().to_string(),
+        s("--detect.destination-baseline"),
+        DESTINATION_BASELINE.as_secs().to_string(),
+    ])
 }
 
 impl ScenarioLab {
@@ -143,7 +180,10 @@ impl ScenarioLab {
         let state = o.work_dir.join("state");
         let _ = fs::remove_dir_all(&state);
         fs::create_dir_all(&state)?;
+        let peer_dbs = TempDir::new("iotwatch-lab-peerdb")?;
+        let lab_flags = lab_flags(peer_dbs.path())?;
         let mut extra = vec![s("--events"), events.display().to_string()];
+        extra.extend(lab_flags.iter().cloned());
         extra.extend(o.agent_extra.iter().cloned());
         let mut agent = Agent::spawn_with_env(
             &o.agent_bin,
@@ -160,7 +200,7 @@ impl ScenarioLab {
             .map(|port| Prometheus::start(&o.agent_listen, port, Duration::from_secs(30)))
             .transpose()?;
         let scenarios = Scenarios::start(&lab, o.duration)?;
-        Ok(Self { agent, prometheus, scenarios, capture, lab, events, started })
+        Ok(Self { agent, prometheus, scenarios, capture, lab, events, started, lab_flags, peer_dbs })
     }
 
     /// One step: late device, clients, and every process still alive.
@@ -184,6 +224,11 @@ impl ScenarioLab {
 
     pub fn report(&self) -> Result<Value> {
         report(&self.agent.listen)
+    }
+
+    /// The directory of the lab's peer databases (`asn.csv`, `country.csv`).
+    pub fn peer_dbs(&self) -> &Path {
+        self.peer_dbs.path()
     }
 
     pub fn events(&self) -> Vec<Value> {
