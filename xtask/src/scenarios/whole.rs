@@ -165,6 +165,13 @@ pub fn lab_flags(dir: &Path) -> Result<Vec<String>> {
     ])
 }
 
+/// The `--flag value` pairs of `flags` whose flag the user did not give in `given` (a flag of
+/// the user's replaces the lab's rather than being given twice).
+fn unless_given(flags: Vec<String>, given: &[String]) -> Vec<String> {
+    let named = |f: &str| given.iter().any(|g| g == f || g.starts_with(&format!("{f}=")));
+    flags.chunks(2).filter(|pair| !named(&pair[0])).flatten().cloned().collect()
+}
+
 impl ScenarioLab {
     pub fn start(o: &ScenarioLabOptions) -> Result<Self> {
         let started = Instant::now();
@@ -181,7 +188,7 @@ impl ScenarioLab {
         let _ = fs::remove_dir_all(&state);
         fs::create_dir_all(&state)?;
         let peer_dbs = TempDir::new("iotwatch-lab-peerdb")?;
-        let lab_flags = lab_flags(peer_dbs.path())?;
+        let lab_flags = unless_given(lab_flags(peer_dbs.path())?, &o.agent_extra);
         let mut extra = vec![s("--events"), events.display().to_string()];
         extra.extend(lab_flags.iter().cloned());
         extra.extend(o.agent_extra.iter().cloned());
@@ -284,4 +291,17 @@ pub fn firing(p: &Prometheus) -> Result<BTreeMap<(String, String), String>> {
         .filter(|a| a.state == "firing")
         .map(|a| ((a.name.clone(), a.label("mac").unwrap_or("").to_owned()), a.state.clone()))
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_flag_the_user_gives_replaces_the_labs() {
+        let lab = ["--enrich.asn-db", "a.csv", "--detect.destination-baseline", "20"].map(s).to_vec();
+        let given = [s("--detect.destination-baseline=60")];
+        assert_eq!(unless_given(lab.clone(), &given), ["--enrich.asn-db", "a.csv"]);
+        assert_eq!(unless_given(lab.clone(), &[s("--log.level"), s("debug")]), lab);
+    }
 }
