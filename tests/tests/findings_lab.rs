@@ -218,6 +218,16 @@ fn replay_checks(
         scenarios::peer_db_check(&replayed),
     );
 
+    // Replay knows each device as the live agent does: vendor, names, the name shown and why.
+    let events: Vec<Value> = replayed["events"].as_array().cloned().unwrap_or_default();
+    for i in 0..scenarios::SCENARIOS.len() {
+        checks.add(
+            "replay",
+            format!("identity in replay: d{}", i + 1),
+            scenarios::identity_check(i + 1, &replayed, &events),
+        );
+    }
+
     // The capture is complete: every MAC that sent a frame live sent one in the capture.
     let senders = |r: &Value| -> BTreeSet<String> {
         r["macs"]

@@ -207,7 +207,14 @@ pub fn identity_check(device: usize, report: &Value, events: &[Value]) -> Result
             id.dhcp.hostname, id.dhcp.vendor_class
         ));
     }
-    let seen = format!("vendor {}, names {names:?}", vendor.unwrap_or("none"));
+    // The display name: its DHCP hostname, unless a UPnP description it served named it.
+    let (name, source) = (dev["name"].as_str().unwrap_or(""), dev["name_source"].as_str().unwrap_or(""));
+    if !((source == "dhcp_hostname" && name == id.dhcp.hostname)
+        || (source == "upnp_friendly_name" && !name.is_empty()))
+    {
+        problems.push(format!("shown as {name:?} from {source:?}, want its DHCP hostname or UPnP friendly name"));
+    }
+    let seen = format!("shown as {name:?} ({source}), vendor {}, names {names:?}", vendor.unwrap_or("none"));
     if problems.is_empty() { Ok(seen) } else { Err(format!("{}; {seen}", problems.join("; "))) }
 }
 
