@@ -117,7 +117,7 @@ impl Metrics {
         let build =
             register!(r, names, gauges("iotwatch_build_info", "Build of the running agent.", &["version", "aya"]));
         build.with_label_values(&[env!("CARGO_PKG_VERSION"), "0.14.0"]).set(1);
-        let m = Self {
+        let mut m = Self {
             device_packets: register!(
                 r,
                 names,
@@ -446,6 +446,12 @@ impl Metrics {
             ports: HashMap::new(),
             destinations: HashMap::new(),
         };
+        // The agent's own resident and virtual memory, CPU time, open and maximum file
+        // descriptors, threads and start time (`process_*`, read from /proc/self on each scrape),
+        // under the names Prometheus' client libraries give them.
+        let process = prometheus::process_collector::ProcessCollector::for_self();
+        m.names.extend(prometheus::core::Collector::desc(&process).iter().map(|d| d.fq_name.clone()));
+        m.registry.register(Box::new(process)).expect("process metric names are unique");
         m.map_capacity.with_label_values(&[DEVICE_STATS]).set(i64::from(limits.map_capacity_macs));
         m.map_capacity.with_label_values(&[CONVERSATIONS]).set(i64::from(limits.map_capacity_conversations));
         m
@@ -780,6 +786,28 @@ mod tests {
 
     fn line<'a>(text: &'a str, start: &str) -> Option<&'a str> {
         text.lines().find(|l| l.starts_with(start))
+    }
+
+    /// The process metrics client libraries export, read from /proc/self at each render.
+    #[test]
+    fn process_metrics_are_exported_and_listed() {
+        let m = Metrics::new(limits(1, 1));
+        let text = m.render();
+        for name in [
+            "process_resident_memory_bytes",
+            "process_virtual_memory_bytes",
+            "process_cpu_seconds_total",
+            "process_open_fds",
+            "process_max_fds",
+            "process_start_time_seconds",
+        ] {
+            assert!(m.names().iter().any(|n| n == name), "{name} in {:?}", m.names());
+            let value: f64 = line(&text, &format!("{name} "))
+                .and_then(|l| l.rsplit(' ').next())
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("{name} in {text}"));
+            assert!(value > 0.0 || name == "process_cpu_seconds_total", "{name} = {value}");
+        }
     }
 
     #[test]
