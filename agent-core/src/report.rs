@@ -165,6 +165,8 @@ pub struct AgentSection {
     pub reassembly_evictions: u64,
     pub retransmissions: u64,
     pub event_log_errors: u64,
+    /// Event log lines dropped because its writer fell behind (live only).
+    pub event_log_dropped: u64,
     pub names_dropped: u64,
     /// The kernel program's own statistics (as `iotwatch_bpf_events_total`).
     pub bpf: BTreeMap<&'static str, u64>,
@@ -347,6 +349,7 @@ pub fn build(p: &View<'_>, capture: Option<Capture>, clock: Clock) -> Report {
         reassembly_evictions: p.events.reassembly.stats.evictions,
         retransmissions: p.events.reassembly.stats.retransmissions,
         event_log_errors: p.event_log_errors,
+        event_log_dropped: p.event_log_dropped,
         names_dropped: p.events.names.remotes_dropped,
         bpf,
         conversation_evictions: p.last.evictions,
@@ -452,6 +455,7 @@ mod tests {
                 detectors: &self.detectors,
                 sample_counts: &self.counts,
                 event_log_errors: 0,
+                event_log_dropped: 0,
             }
         }
     }
@@ -551,7 +555,7 @@ mod tests {
     #[test]
     fn the_report_matches_its_snapshot() {
         let state = state();
-        let view = View { event_log_errors: 2, ..state.view() };
+        let view = View { event_log_errors: 2, event_log_dropped: 3, ..state.view() };
         let report =
             build(&view, Some(Capture { packets: 24, wire_bytes: 13_647, ..Capture::default() }), Clock::Epoch);
         let json = serde_json::to_string_pretty(&report).expect("serialises") + "\n";

@@ -24,5 +24,7 @@ pub struct View<'a> {
     pub identities: &'a Identities,
     pub detectors: &'a Detectors,
     pub sample_counts: &'a SampleCounts,
+    /// Event log lines lost to write errors, and dropped because its writer fell behind.
     pub event_log_errors: u64,
+    pub event_log_dropped: u64,
 }

@@ -25,7 +25,10 @@ use crate::{
         load::{self, LoadOptions},
         ring::{RingView, Samples},
     },
-    output::{event_log::EventLog, state::State},
+    output::{
+        event_log::{self, EventLog},
+        state::State,
+    },
 };
 
 pub struct Options {
@@ -158,7 +161,11 @@ impl Pipeline {
         } else {
             Samples::take(&mut ebpf)?
         };
-        let log = opts.events.as_deref().map(|spec| EventLog::open(spec, opts.events_max_bytes)).transpose()?;
+        // Live, a writer thread takes the lines, so that the pipeline (under the agent's lock)
+        // never waits on the disk; replay waits for it and loses nothing.
+        let log_mode = if opts.clock == Clock::Live { event_log::Mode::Background } else { event_log::Mode::Inline };
+        let log =
+            opts.events.as_deref().map(|spec| EventLog::open(spec, opts.events_max_bytes, log_mode)).transpose()?;
         let mut detectors = Detectors::new(opts.detect);
         let mut identities = Identities::default();
         let state = opts.state_dir.map(|dir| State::open(&dir, &mut detectors, &mut identities));
@@ -193,7 +200,8 @@ impl Pipeline {
             identities: &self.identities,
             detectors: &self.detectors,
             sample_counts: &self.last.samples,
-            event_log_errors: self.log.as_ref().map_or(0, |l| l.errors),
+            event_log_errors: self.log.as_ref().map_or(0, EventLog::errors),
+            event_log_dropped: self.log.as_ref().map_or(0, EventLog::dropped),
         }
     }
 
@@ -265,6 +273,25 @@ impl Pipeline {
     /// agent's exit), so that none is lost.
     pub fn flush_samples(&mut self) {
         self.sinks().0.flush();
+    }
+
+    /// Opens the event log's file anew before its next lines (SIGHUP, after an outside rotation).
+    pub fn reopen_event_log(&self) {
+        if let Some(log) = &self.log {
+            log.reopen();
+        }
+    }
+
+    /// The event log goes to stdout and its reader went away.
+    pub fn event_log_closed(&self) -> bool {
+        self.log.as_ref().is_some_and(EventLog::closed_pipe)
+    }
+
+    /// Writes what the event log still holds and waits for it to be written (at exit).
+    pub fn close_event_log(&mut self) {
+        if let Some(log) = &mut self.log {
+            log.close();
+        }
     }
 
     /// Saves what changed to the state files (`now`: whatever their pace, at exit).

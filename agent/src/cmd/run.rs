@@ -191,6 +191,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         let mut a = lock(&agent);
         a.pipeline.drain_samples();
         a.pipeline.flush_samples();
+        a.pipeline.close_event_log();
         a.pipeline.save_state(true);
     }
     tracing::info!("detached from {}; exiting", args.bridge);
@@ -274,6 +275,8 @@ async fn serve_until_signal(
 
     let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    // SIGHUP: the event log's file is opened anew (logrotate's postrotate), nothing else.
+    let mut sighup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     let mut tick = tokio::time::interval(Duration::from_secs(args.poll_interval));
     // Link notifications attach a port that joined or came back at once; the tick catches
     // anything they miss (and is all there is where netlink is unavailable).
@@ -291,6 +294,7 @@ async fn serve_until_signal(
             () = changed.notified() => follow_the_bridge(args, agent, attacher, ebpf),
             _ = sigint.recv() => break Ok(()),
             _ = sigterm.recv() => break Ok(()),
+            _ = sighup.recv() => lock(agent).pipeline.reopen_event_log(),
             ended = &mut server => {
                 let why = match ended {
                     Ok(Err(e)) => format!("{e:#}"),

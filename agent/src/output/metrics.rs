@@ -66,6 +66,7 @@ pub struct Metrics {
     samples: IntCounterVec,
     parse_errors: IntCounterVec,
     event_log_errors: IntCounter,
+    event_log_dropped: IntCounter,
     scrape_duration: Gauge,
     findings: IntCounterVec,
     findings_dropped: IntCounter,
@@ -354,7 +355,15 @@ impl Metrics {
                 names,
                 IntCounter::new(
                     "iotwatch_event_log_errors_total",
-                    "Events that could not be written to the event log."
+                    "Event log lines (events and findings) lost to write errors (a full disk, ...)."
+                )
+            ),
+            event_log_dropped: register!(
+                r,
+                names,
+                IntCounter::new(
+                    "iotwatch_event_log_dropped_total",
+                    "Event log lines dropped because its writer fell behind the events (a slow or stuck disk)."
                 )
             ),
             scrape_duration: register!(
@@ -550,6 +559,7 @@ impl Metrics {
             );
         }
         raise(&self.event_log_errors, p.event_log_errors);
+        raise(&self.event_log_dropped, p.event_log_dropped);
         self.sync_findings(p);
         self.sync_peers(p, now_ns);
         self.sync_destinations(p);
@@ -756,6 +766,7 @@ mod tests {
             detectors: &DETECTORS,
             sample_counts: counts,
             event_log_errors: 0,
+            event_log_dropped: 0,
         }
     }
 
