@@ -35,8 +35,28 @@ pub struct Capture {
     pub skipped_frames: u64,
     /// Skipped frames by link type number (e.g. "113" for Linux cooked capture).
     pub skipped_link_types: BTreeMap<String, u64>,
-    /// Input that was invalid and skipped, with where it was.
+    /// Input that was invalid and skipped, with where it was: the first
+    /// [`MAX_INVALID_LISTED`], so that a hostile file cannot grow the report without bound.
     pub invalid: Vec<InvalidInput>,
+    /// Invalid input past those listed: counted (and in its file's `errors`), not listed.
+    pub invalid_not_listed: u64,
+}
+
+/// Invalid input listed in a report at most; the rest is counted in `invalid_not_listed`.
+pub const MAX_INVALID_LISTED: usize = 100;
+
+impl Capture {
+    /// Notes invalid input: listed while fewer than [`MAX_INVALID_LISTED`] are, counted after.
+    /// Returns whether it was listed.
+    pub fn add_invalid(&mut self, input: InvalidInput) -> bool {
+        if self.invalid.len() < MAX_INVALID_LISTED {
+            self.invalid.push(input);
+            true
+        } else {
+            self.invalid_not_listed += 1;
+            false
+        }
+    }
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -565,6 +585,17 @@ mod tests {
         }
         let want = std::fs::read_to_string(snapshot_path()).expect("agent-core/snapshots/report.json");
         assert_eq!(json, want, "the report changed: see the test's doc comment");
+    }
+
+    /// A file of a million bad records lists the first ones and counts the rest.
+    #[test]
+    fn invalid_input_is_listed_up_to_a_bound_and_counted_after() {
+        let mut c = Capture::default();
+        let listed = (0..MAX_INVALID_LISTED as u64 + 5)
+            .filter(|&i| c.add_invalid(InvalidInput { file: "bad.pcap".into(), offset: i, message: "zero".into() }))
+            .count();
+        assert_eq!((listed, c.invalid.len(), c.invalid_not_listed), (MAX_INVALID_LISTED, MAX_INVALID_LISTED, 5));
+        assert_eq!(c.invalid.last().map(|i| i.offset), Some(MAX_INVALID_LISTED as u64 - 1), "the first are kept");
     }
 
     /// What the snapshot holds, said in words: facts a reader of the report relies on.

@@ -137,6 +137,9 @@ pub fn render(r: &Report) -> String {
         for i in &c.invalid {
             let _ = writeln!(out, "       INVALID {}: at byte {}: {}", i.file, i.offset, i.message);
         }
+        if c.invalid_not_listed > 0 {
+            let _ = writeln!(out, "       INVALID and {} more, not listed", c.invalid_not_listed);
+        }
     }
     out
 }

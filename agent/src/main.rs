@@ -1,13 +1,12 @@
-use std::{io::IsTerminal as _, process::ExitCode, time::Instant};
+use std::{io::IsTerminal as _, process::ExitCode};
 
 use clap::Parser as _;
 use iotwatch::{
-    cli::{Cli, Command, ReplayArgs, ReportFormat},
+    cli::{Cli, Command},
     cmd::{replay, run},
     kernel::bench,
     output::metrics,
 };
-use iotwatch_core::text;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
@@ -29,7 +28,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => runtime.block_on(run::run(args)),
         Command::BenchKernel { repeat } => bench::run(repeat).map(|v| println!("{v:#}")),
-        Command::Replay(args) => return replay(&args),
+        Command::Replay(args) => return replay::main(&args),
         Command::CheckArgs { args } => {
             return match Cli::try_parse_from(std::iter::once("iotwatch".to_owned()).chain(args)) {
                 Ok(_) => ExitCode::SUCCESS,
@@ -59,34 +58,4 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-/// Exit 0 when every frame was read; 1 when invalid input was skipped; 2 when replay failed.
-fn replay(args: &ReplayArgs) -> ExitCode {
-    let start = Instant::now();
-    let outcome = match replay::run(args) {
-        Ok(o) => o,
-        Err(e) => {
-            eprintln!("iotwatch: {e:#}");
-            return ExitCode::from(2);
-        }
-    };
-    if args.stats {
-        let frames = outcome.report.capture.as_ref().map_or(0, |c| c.packets);
-        let secs = start.elapsed().as_secs_f64();
-        eprintln!("replayed {frames} frames in {secs:.3} s: {:.0} frames/s", frames as f64 / secs);
-    }
-    let format =
-        args.format.unwrap_or(if std::io::stdout().is_terminal() { ReportFormat::Text } else { ReportFormat::Json });
-    match format {
-        ReportFormat::Text => print!("{}", text::render(&outcome.report)),
-        ReportFormat::Json => match serde_json::to_string_pretty(&outcome.report) {
-            Ok(j) => println!("{j}"),
-            Err(e) => {
-                eprintln!("iotwatch: encoding the report: {e}");
-                return ExitCode::from(2);
-            }
-        },
-    }
-    if outcome.invalid { ExitCode::from(1) } else { ExitCode::SUCCESS }
 }

@@ -22,8 +22,9 @@
 //!   the records before the previous one are handed on while the workers go on.
 
 use std::{
-    io::IsTerminal as _,
+    io::{IsTerminal as _, Write as _},
     path::Path,
+    process::ExitCode,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -33,12 +34,13 @@ use anyhow::Context as _;
 use iotwatch_core::{
     capture::{self, CaptureError, Format, Packet, linktype},
     clock::Clock,
-    report::{Capture, CaptureFile, InvalidInput, Report},
+    report::{Capture, CaptureFile, InvalidInput, MAX_INVALID_LISTED, Report},
     scope::ScopeClassifier,
+    text,
 };
 
 use crate::{
-    cli::ReplayArgs,
+    cli::{ReplayArgs, ReportFormat},
     kernel::{
         ring::{Record, RingView},
         test_run::MAX_TEST_RUN_DATA,
@@ -55,6 +57,61 @@ pub const DEFAULT_REPLAY_LAN: [&str; 4] = ["10.0.0.0/8", "172.16.0.0/12", "192.1
 pub struct Outcome {
     pub report: Report,
     pub invalid: bool,
+    /// The event log went to stdout and its reader went away: the replay stopped there.
+    pub stdout_closed: bool,
+}
+
+/// Exit statuses of `iotwatch replay`, apart from the argument parser's usage error (2).
+pub mod exit {
+    /// Every frame was read.
+    pub const OK: u8 = 0;
+    /// Invalid input was skipped (said on stderr and in the report's `capture.invalid`).
+    pub const INVALID_INPUT: u8 = 1;
+    /// The replay itself failed (the programs did not load, a worker failed...): no report.
+    pub const FAILED: u8 = 3;
+}
+
+/// `iotwatch replay`: runs the replay and writes the report. A reader that goes away before
+/// the end (`| head`) ends it quietly, with the status of what was read.
+pub fn main(args: &ReplayArgs) -> ExitCode {
+    let start = Instant::now();
+    let outcome = match run(args) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("iotwatch: {e:#}");
+            return ExitCode::from(exit::FAILED);
+        }
+    };
+    let code = ExitCode::from(if outcome.invalid { exit::INVALID_INPUT } else { exit::OK });
+    if outcome.stdout_closed {
+        return code;
+    }
+    if args.stats {
+        let frames = outcome.report.capture.as_ref().map_or(0, |c| c.packets);
+        let secs = start.elapsed().as_secs_f64();
+        eprintln!("replayed {frames} frames in {secs:.3} s: {:.0} frames/s", frames as f64 / secs);
+    }
+    let format =
+        args.format.unwrap_or(if std::io::stdout().is_terminal() { ReportFormat::Text } else { ReportFormat::Json });
+    let text = match format {
+        ReportFormat::Text => text::render(&outcome.report),
+        ReportFormat::Json => match serde_json::to_string_pretty(&outcome.report) {
+            Ok(j) => j + "\n",
+            Err(e) => {
+                eprintln!("iotwatch: encoding the report: {e}");
+                return ExitCode::from(exit::FAILED);
+            }
+        },
+    };
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => code,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => code,
+        Err(e) => {
+            eprintln!("iotwatch: writing the report: {e}");
+            ExitCode::from(exit::FAILED)
+        }
+    }
 }
 
 struct Replayer {
@@ -293,16 +350,28 @@ pub fn run(args: &ReplayArgs) -> anyhow::Result<Outcome> {
     };
     let started = Instant::now();
     let mut progress = Progress::new();
+    // Invalid input past the report's list is counted, not said line by line either.
+    let mut not_shown_told = false;
+    let mut invalid = |capture: &mut Capture, file: &str, e: &CaptureError, what: &str| {
+        if capture.add_invalid(InvalidInput { file: file.to_owned(), offset: e.offset, message: e.message.clone() }) {
+            eprintln!("iotwatch: {file}: {e}{what}");
+        } else if !std::mem::replace(&mut not_shown_told, true) {
+            eprintln!(
+                "iotwatch: more than {MAX_INVALID_LISTED} invalid records or blocks: the rest are counted in the \
+                 report (capture.files[].errors, capture.invalid_not_listed), not shown"
+            );
+        }
+    };
+    let mut stdout_closed = false;
 
-    for path in &args.files {
+    'files: for path in &args.files {
         let name = path.display().to_string();
         let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
         let mut summary = CaptureFile { path: name.clone(), ..CaptureFile::default() };
         match capture::open(path) {
             Err(e) => {
-                eprintln!("iotwatch: {name}: {e}");
                 summary.errors += 1;
-                r.capture.invalid.push(InvalidInput { file: name.clone(), offset: e.offset, message: e.message });
+                invalid(&mut r.capture, &name, &e, "");
             }
             Ok(reader) => {
                 summary.format = Some(match reader.format() {
@@ -322,19 +391,19 @@ pub fn run(args: &ReplayArgs) -> anyhow::Result<Outcome> {
                     };
                     if let Some(e) = error {
                         progress.done();
-                        eprintln!(
-                            "iotwatch: {name}: {e}{}",
-                            if e.fatal { "; the rest of this file is skipped" } else { "; skipped" }
-                        );
                         summary.errors += 1;
-                        r.capture.invalid.push(InvalidInput {
-                            file: name.clone(),
-                            offset: e.offset,
-                            message: e.message.clone(),
-                        });
+                        let what = if e.fatal { "; the rest of this file is skipped" } else { "; skipped" };
+                        invalid(&mut r.capture, &name, &e, what);
                         if e.fatal {
                             break;
                         }
+                    }
+                    if r.pipeline.event_log_closed() {
+                        // `--events -` into a pipe whose reader is gone: nobody reads on.
+                        stdout_closed = true;
+                        progress.done();
+                        r.capture.files.push(summary);
+                        break 'files;
                     }
                 }
             }
@@ -347,7 +416,9 @@ pub fn run(args: &ReplayArgs) -> anyhow::Result<Outcome> {
     r.pipeline.poll(Some(u64::MAX))?;
     r.pipeline.flush_samples();
     tracing::debug!(workers = cpus.len(), seconds = ?started.elapsed(), timing = ?r.timing, "replayed");
+    r.pipeline.close_event_log();
     let invalid = !r.capture.invalid.is_empty();
+    let stdout_closed = stdout_closed || r.pipeline.event_log_closed();
     let report = r.pipeline.report(Some(r.capture));
-    Ok(Outcome { report, invalid })
+    Ok(Outcome { report, invalid, stdout_closed })
 }
