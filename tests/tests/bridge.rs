@@ -454,6 +454,67 @@ privileged_test! {
     }
 }
 
+/// A network interface the test made outside the lab, deleted when the test ends (also on panic).
+struct Link(&'static str);
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["link", "del", self.0]).status();
+    }
+}
+
+privileged_test! {
+    /// One port that cannot take the program does not stop the others: a device without native
+    /// XDP (dummy or VXLAN) joins a bridge of veth ports under `--attach xdp`. The agent starts,
+    /// attaches every veth port and counts their traffic, logs the dummy's reason once (not on
+    /// every retry), and exports it as `iotwatch_attach_failed_interfaces`; once the dummy
+    /// leaves the bridge, the series goes.
+    fn a_port_that_fails_to_attach_leaves_the_others_counted() {
+        let dir = temp_dir("iotwatch-bridge-iwt14");
+        let lab = quiet_lab("iwt14", 2);
+        lab.set_offloads(false).expect("offloads off");
+        // A dummy device where the kernel has them, a VXLAN device otherwise: neither driver has
+        // native XDP, and both are Ethernet devices a bridge takes as ports.
+        let dummy = Link("iwt14nx");
+        let made = Command::new("ip")
+            .args(["link", "add", dummy.0, "type", "dummy"])
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("ip");
+        if !made.success() {
+            root(&["ip", "link", "add", dummy.0, "type", "vxlan", "id", "42", "dstport", "4789"]);
+        }
+        root(&["ip", "link", "set", dummy.0, "master", &lab.bridge, "up"]);
+        let mut agent = start_agent(&lab, &dir, "xdp", 19485, &["--bpf.poll-interval", "1"]);
+        let (a, b) = (&lab.devices[0], &lab.devices[1]);
+        ns(&lab, &a.ns, &["ping", "-c", "4", "-i", "0.2", &b.ip.to_string()]);
+        // A few polls, each trying the dummy again.
+        std::thread::sleep(Duration::from_secs(3));
+        let samples = scrape(&agent.listen).expect("scrape");
+        let hooks = attached(&samples);
+        for port in [&a.port, &b.port, &lab.gateway.port] {
+            assert!(hooks.contains(&(port.clone(), "xdp".into())), "{port} attached: {hooks:?}");
+        }
+        assert!(hooks.contains(&(lab.bridge.clone(), "tc_egress".into())), "{hooks:?}");
+        assert!(!hooks.iter().any(|(i, _)| i == dummy.0), "{hooks:?}");
+        let failed = |s: &[Sample]| sum(s, "iotwatch_attach_failed_interfaces", &[("interface", dummy.0)]);
+        assert_eq!(sum(&samples, "iotwatch_attach_failed_interfaces", &[("interface", dummy.0), ("reason", "no_native_xdp")]), 1);
+        assert_eq!(sum(&samples, "iotwatch_attach_failed_interfaces", &[]), 1, "only the dummy");
+        let (exact, _) = exported(&samples, &a.mac);
+        assert!(exact.tx_packets >= 4 && exact.rx_packets >= 4, "a's pings counted: {exact:?}");
+        let log = std::fs::read_to_string(dir.join("agent-19485.log")).expect("agent log");
+        let lines: Vec<&str> =
+            log.lines().filter(|l| l.contains(&format!("the driver of port {} has no native XDP", dummy.0))).collect();
+        assert_eq!(lines.len(), 1, "logged once, not on every retry:\n{log}");
+        assert!(lines[0].contains("the other ports are still counted") && lines[0].contains("--attach tc"), "{}", lines[0]);
+
+        root(&["ip", "link", "set", dummy.0, "nomaster"]);
+        wait_for("the dummy's series to go", Duration::from_secs(10), || failed(&scrape(&agent.listen).expect("scrape")) == 0);
+        agent.check_alive().expect("the agent runs on");
+        agent.stop().expect("stop");
+    }
+}
+
 /// `iotwatch run` that is expected to exit by itself: its exit status (None if it was still
 /// running after `timeout`, then killed) and its stderr.
 fn run_expecting_exit(args: &[&str], timeout: Duration) -> (Option<std::process::ExitStatus>, String) {
@@ -514,8 +575,9 @@ privileged_test! {
     /// Generic XDP runs after GRO, once per aggregate, with no segment count: measured with
     /// offloads on, a 4 MB transfer of 2,770 segments counted as 78 frames. So `--attach xdp-skb`
     /// refuses a port whose own GRO is on, or whose veth peer (in another namespace) has
-    /// segmentation offload on, naming the offload, why and what to use; each command it suggests
-    /// works, and once they have run the mode counts every wire frame of the same transfer.
+    /// segmentation offload on, naming the offload, why and what to use (every port in one run;
+    /// with all of them refused the agent stops); each command it suggests works, and once they
+    /// have run the mode counts every wire frame of the same transfer.
     fn xdp_skb_refuses_ports_that_receive_aggregates_and_the_fix_works() {
         let dir = temp_dir("iotwatch-bridge-iwt11");
         let lab = quiet_lab("iwt11", 2);
@@ -523,32 +585,38 @@ privileged_test! {
         let args = ["run", "--bridge", &lab.bridge, "--attach", "xdp-skb", "--web.listen-address", "127.0.0.1:19482"];
         let mut fixes = Vec::new();
         let mut seen = (false, false);
-        // The ports' GRO (one line, then all switched off), then each of the three peers.
-        for _ in 0..4 {
+        // Every port is refused, so the agent stops, having said why for each: first their own
+        // GRO (a line per port), then each veth peer's segmentation (a line per peer).
+        for _ in 0..2 {
             let (status, err) = run_expecting_exit(&args, Duration::from_secs(20));
             let Some(status) = status else { panic!("the agent attached with offloads on:\n{err}") };
             assert!(!status.success(), "exit status {status}:\n{err}");
-            let line = err.lines().find(|l| l.contains("refused for `--attach xdp-skb`")).unwrap_or_else(|| panic!("{err}"));
-            assert!(line.contains("generic XDP sees each once, without its segment count"), "why: {line}");
-            assert!(line.contains("use `--attach tc`"), "what to use: {line}");
-            if line.contains("receive offload rx-gro is on") && !seen.0 {
-                // The port's own GRO first: one line naming it and its command.
-                seen.0 = true;
-                let port = lab.devices.iter().map(|d| &d.port).chain([&lab.gateway.port]).find(|p| line.contains(&format!("port {p} ")));
-                let port = port.unwrap_or_else(|| panic!("names a lab port: {line}"));
-                assert_eq!(suggested_fix(line), ["ethtool", "-K", port, "gro", "off"]);
-                for p in lab.devices.iter().map(|d| &d.port).chain([&lab.gateway.port]) {
-                    root(&["ethtool", "-K", p, "gro", "off"]);
+            let refusals: Vec<&str> = err
+                .lines()
+                .filter(|l| l.contains("refused for `--attach xdp-skb`") && !l.starts_with("iotwatch:"))
+                .collect();
+            assert!(!refusals.is_empty(), "{err}");
+            assert!(err.contains("iotwatch: no port of bridge"), "the reason it stops: {err}");
+            for line in refusals {
+                assert!(line.contains("generic XDP sees each once, without its segment count"), "why: {line}");
+                assert!(line.contains("use `--attach tc`"), "what to use: {line}");
+                if line.contains("receive offload rx-gro is on") {
+                    // The port's own GRO: a line naming it and its command.
+                    seen.0 = true;
+                    let port = lab.devices.iter().map(|d| &d.port).chain([&lab.gateway.port]).find(|p| line.contains(&format!("port {p} ")));
+                    let port = port.unwrap_or_else(|| panic!("names a lab port: {line}"));
+                    assert_eq!(suggested_fix(line), ["ethtool", "-K", port, "gro", "off"]);
+                    root(&["ethtool", "-K", port, "gro", "off"]);
+                } else {
+                    assert!(line.contains("has segmentation offload on (") && line.contains("tx-tcp-segmentation"), "TSO: {line}");
+                    seen.1 = true;
+                    let fix = suggested_fix(line);
+                    assert_eq!(fix[..3], ["ip", "netns", "exec"], "{line}");
+                    assert!(line.contains(&format!("its veth peer eth0 in network namespace {} ", fix[3])), "{line}");
+                    let fix: Vec<&str> = fix.iter().map(String::as_str).collect();
+                    root(&fix);
+                    fixes.push(fix.join(" "));
                 }
-            } else {
-                assert!(line.contains("has segmentation offload on (") && line.contains("tx-tcp-segmentation"), "TSO: {line}");
-                seen.1 = true;
-                let fix = suggested_fix(line);
-                assert_eq!(fix[..3], ["ip", "netns", "exec"], "{line}");
-                assert!(line.contains(&format!("its veth peer eth0 in network namespace {} ", fix[3])), "{line}");
-                let fix: Vec<&str> = fix.iter().map(String::as_str).collect();
-                root(&fix);
-                fixes.push(fix.join(" "));
             }
         }
         assert_eq!(fixes.len(), 3, "one fix per peer: {fixes:?}");

@@ -199,24 +199,31 @@ no_btf() {
 }
 
 # Generic XDP sees one buffer per GRO/TSO aggregate, with no segment count, so xdp-skb refuses
-# a port that receives them: here each port, for its veth peer's TSO (on by default). The
-# agent must exit naming the command that makes the port countable; after both commands ran,
-# run_mode xdp-skb counts exactly.
+# a port that receives them: here each port, for its veth peer's TSO (on by default). With every
+# port refused the agent must exit, having named for each the command that makes it countable
+# (one warning a port; its closing error repeats the first); after those commands ran, it
+# starts (and is stopped by the timeout), and run_mode xdp-skb counts exactly.
 xdp_skb_refusal() {
-  local i=0 rc fix port
+  local i=0 n=0 rc refused fixes fix
   MODE=xdp-skb-refusal
-  while [ $i -lt 3 ]; do
+  while [ $i -lt 2 ]; do
     timeout 30 $AGENT --attach xdp-skb > /tmp/agent-$MODE.log 2>&1; rc=$?
-    fix=$(grep -o 'switch the offload off: `[^`]*`' /tmp/agent-$MODE.log | tail -n 1 | sed 's/^[^`]*`//; s/`$//')
-    [ -n "$fix" ] || break
-    port=$(grep -o 'port [a-z0-9]* refused for `--attach xdp-skb`: its veth peer v[ab] in network namespace [ab] has segmentation offload on' /tmp/agent-$MODE.log | cut -d' ' -f2)
-    [ $rc != 0 ] && [ -n "$port" ] && pass "$MODE: $port refused for its veth peer's TSO (exit $rc); running: $fix" \
-      || { fail "$MODE: exit $rc, port '$port'"; agent_log; }
-    eval "$fix" || fail "$MODE: the suggested command failed: $fix"
+    refused=$(grep -v '^iotwatch: ' /tmp/agent-$MODE.log \
+      | grep 'port [a-z0-9]* refused for `--attach xdp-skb`: its veth peer v[ab] in network namespace [ab] has segmentation offload on')
+    [ -n "$refused" ] || break
+    n=$(echo "$refused" | wc -l)
+    fixes=$(echo "$refused" | grep -o 'switch the offload off: `[^`]*`' | sed 's/^[^`]*`//; s/`$//')
+    [ $rc != 0 ] && [ $rc != 124 ] \
+      && pass "$MODE: $n port(s) refused for their veth peers' TSO (exit $rc); running: $(echo "$fixes" | tr '\n' ';')" \
+      || { fail "$MODE: exit $rc with $n port(s) refused"; agent_log; }
+    IFS='
+'
+    for fix in $fixes; do eval "$fix" || fail "$MODE: the suggested command failed: $fix"; done
+    unset IFS
     i=$((i+1))
   done
-  [ $i = 2 ] && pass "$MODE: both ports refused, then countable after the commands named" \
-    || { fail "$MODE: $i refusals (2 expected)"; agent_log; }
+  [ $i = 1 ] && [ "$n" = 2 ] && pass "$MODE: both ports refused in one run, then countable after the commands named" \
+    || { fail "$MODE: $i run(s) with refusals, $n port(s) in the last (1 run, 2 ports expected)"; agent_log; }
 }
 
 replay_check

@@ -33,6 +33,8 @@ pub struct Agent {
     attached: Vec<(String, Hook)>,
     /// Ports the attach mode refused (it could not count them exactly).
     refused: Vec<String>,
+    /// Interfaces not attached, and why (failed or refused).
+    failures: Vec<(String, &'static str)>,
     /// The program's `xdp_oversized` count at the last warning about it, and when that was: a
     /// warning when it grows, at most every ten minutes.
     oversized_warned: (u64, Option<Instant>),
@@ -50,6 +52,7 @@ impl Agent {
         let p = &self.pipeline;
         self.metrics.sync(&p.view(), p.program_now_ns(), &self.attached, start.elapsed().as_secs_f64());
         self.metrics.set_refused(&self.refused);
+        self.metrics.set_attach_failures(&self.failures);
         let oversized = p.view().last.stats.get(agent_common::Stat::XdpOversized as usize).copied().unwrap_or(0);
         let quiet = self.oversized_warned.1.is_some_and(|t| t.elapsed() < Duration::from_secs(600));
         if oversized > self.oversized_warned.0 && !quiet {
@@ -178,6 +181,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         metrics: Metrics::new(limits),
         attached: attacher.attached(),
         refused: attacher.refused(),
+        failures: attacher.failures(),
         oversized_warned: (0, None),
         idle: Duration::from_secs(args.maps.conversation_idle),
     }));
@@ -252,6 +256,7 @@ fn follow_the_bridge(args: &RunArgs, agent: &SharedAgent, attacher: &mut Attache
     let mut a = lock(agent);
     a.attached = attacher.attached();
     a.refused = attacher.refused();
+    a.failures = attacher.failures();
     a.pipeline.set_scopes(ScopeClassifier::new(lan_prefixes(&args.bridge, &args.enrich.lan_prefixes)));
     if let Err(e) = a.refresh() {
         tracing::warn!("reading the maps: {e:#}");

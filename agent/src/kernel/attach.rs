@@ -69,9 +69,66 @@ pub struct Attacher {
     /// Ports not attached because the mode cannot count them exactly, with the index they had
     /// and why; checked again on every sync (the offload may have been switched off).
     refused: BTreeMap<String, (u32, offloads::Aggregates)>,
-    /// Set once the first attach succeeded: from then on a refused port is logged, while at
-    /// start it fails the whole attach with the same line.
-    started: bool,
+    /// Interfaces whose attach failed, tried again on every sync.
+    failed: Failures,
+}
+
+/// Why an interface is not attached, as the log and the metrics say it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Failure {
+    /// The interface's index when it failed: a device created anew under the same name is
+    /// another attempt, logged again.
+    pub ifindex: u32,
+    /// A label value: `xdp_busy`, `no_native_xdp`, `tc`, `xdp`, `load`, `aggregates`.
+    pub reason: &'static str,
+    pub message: String,
+}
+
+/// The interfaces whose attach failed. A failure is logged when it is new (another reason or
+/// another device under the name), not on every retry; a success after one is logged too.
+#[derive(Default)]
+struct Failures(BTreeMap<String, Failure>);
+
+impl Failures {
+    /// Notes a failure; true when it is news (to be logged).
+    fn note(&mut self, iface: &str, failure: Failure) -> bool {
+        let news = self.0.get(iface).is_none_or(|old| (old.ifindex, old.reason) != (failure.ifindex, failure.reason));
+        self.0.insert(iface.to_owned(), failure);
+        news
+    }
+
+    /// The interface is attached, or gone: true when it had failed.
+    fn clear(&mut self, iface: &str) -> bool {
+        self.0.remove(iface).is_some()
+    }
+
+    fn retain(&mut self, keep: impl Fn(&str) -> bool) {
+        self.0.retain(|i, _| keep(i));
+    }
+}
+
+/// At start: the agent goes on when at least one port is attached, or when nothing failed (a
+/// bridge without ports yet: they are attached as they join); when every port failed, it stops
+/// with the first failure.
+fn start_verdict<'a>(ports_attached: usize, mut failures: impl Iterator<Item = &'a str>) -> Result<(), String> {
+    match failures.next() {
+        Some(first) if ports_attached == 0 => Err(first.to_owned()),
+        _ => Ok(()),
+    }
+}
+
+/// An error and its sources, as one line.
+fn chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut line = err.to_string();
+    let mut cur = err.source();
+    while let Some(e) = cur {
+        let more = e.to_string();
+        if !line.contains(&more) {
+            line = format!("{line}: {more}");
+        }
+        cur = e.source();
+    }
+    line
 }
 
 /// The errno behind an attach error, if any.
@@ -112,6 +169,24 @@ pub enum AttachError {
     Xdp { iface: String, source: ProgramError },
     #[error(transparent)]
     Load(#[from] LoadError),
+    #[error("no port of bridge {bridge} could be attached: {first}")]
+    NothingAttached { bridge: String, first: String },
+}
+
+impl AttachError {
+    /// The reason as a metric label.
+    pub const fn reason(&self) -> &'static str {
+        match self {
+            AttachError::Ports { .. } => "ports",
+            AttachError::XdpBusy { .. } => "xdp_busy",
+            AttachError::NoNativeXdp { .. } => "no_native_xdp",
+            AttachError::Tc { .. } => "tc",
+            AttachError::Aggregates { .. } => "aggregates",
+            AttachError::Xdp { .. } => "xdp",
+            AttachError::Load(_) => "load",
+            AttachError::NothingAttached { .. } => "nothing_attached",
+        }
+    }
 }
 
 /// clsact filters (kernels below 6.6), unlike tcx and XDP links, outlive the process that added
@@ -128,7 +203,13 @@ fn remove_stale_filters(iface: &str, attach_type: TcAttachType) {
 
 impl Attacher {
     pub fn new(bridge: &str, mode: AttachMode) -> Self {
-        Self { bridge: bridge.to_owned(), mode, links: BTreeMap::new(), refused: BTreeMap::new(), started: false }
+        Self {
+            bridge: bridge.to_owned(),
+            mode,
+            links: BTreeMap::new(),
+            refused: BTreeMap::new(),
+            failed: Failures::default(),
+        }
     }
 
     /// Interfaces and hooks currently attached.
@@ -141,16 +222,55 @@ impl Attacher {
         self.refused.keys().cloned().collect()
     }
 
-    /// Egress of the bridge plus every current port. Fails on the first error, or if a port is
-    /// refused, detaching nothing that was attached before it (the caller drops everything by
-    /// dropping the `Ebpf`).
+    /// Every interface not attached, and why: ports whose attach failed (and the bridge, if its
+    /// egress failed), and ports refused (`aggregates`).
+    pub fn failures(&self) -> Vec<(String, &'static str)> {
+        let failed = self.failed.0.iter().map(|(i, f)| (i.clone(), f.reason));
+        let refused = self.refused.keys().map(|i| (i.clone(), "aggregates"));
+        let mut all: Vec<_> = failed.chain(refused).collect();
+        all.sort();
+        all
+    }
+
+    /// Egress of the bridge plus every current port. A port that fails (or is refused) is
+    /// logged and left out while the others are attached; only when no port at all could be
+    /// attached does it fail, with the first reason (the caller detaches what was attached).
     pub fn attach_all(&mut self, ebpf: &mut Ebpf) -> Result<(), AttachError> {
         self.sync_ports(ebpf)?;
-        if let Some((port, (_, why))) = self.refused.iter().next() {
-            return Err(AttachError::Aggregates { iface: port.clone(), why: why.clone() });
+        let ports_attached = self.links.keys().filter(|i| **i != self.bridge).count();
+        let refused: Vec<String> = self
+            .refused
+            .iter()
+            .map(|(port, (_, why))| AttachError::Aggregates { iface: port.clone(), why: why.clone() }.to_string())
+            .collect();
+        let failed = self.failed.0.values().map(|f| f.message.as_str());
+        start_verdict(ports_attached, failed.chain(refused.iter().map(String::as_str)))
+            .map_err(|first| AttachError::NothingAttached { bridge: self.bridge.clone(), first })
+    }
+
+    /// Attaches `hook` to `iface`, or notes (and logs, when it is news) why it failed.
+    fn try_attach(&mut self, ebpf: &mut Ebpf, iface: &str, hook: Hook) -> bool {
+        match self.attach_one(ebpf, iface, hook) {
+            Ok(()) => {
+                if self.failed.clear(iface) {
+                    tracing::info!(interface = iface, "attached after failing before");
+                }
+                true
+            }
+            Err(e) => {
+                let failure = Failure { ifindex: netif::ifindex(iface), reason: e.reason(), message: chain(&e) };
+                if self.failed.note(iface, failure.clone()) {
+                    tracing::warn!(
+                        interface = iface,
+                        reason = failure.reason,
+                        "{}; the other ports are still counted, this one is tried again every poll \
+                         (iotwatch_attach_failed_interfaces)",
+                        failure.message
+                    );
+                }
+                false
+            }
         }
-        self.started = true;
-        Ok(())
     }
 
     /// Whether skb-mode XDP can count `port` exactly; a port it cannot is logged (once per
@@ -184,18 +304,17 @@ impl Attacher {
         };
         let entry = (netif::ifindex(port), why);
         if self.refused.get(port) != Some(&entry) {
-            if self.started {
-                let line = AttachError::Aggregates { iface: port.to_owned(), why: entry.1.clone() };
-                tracing::warn!(interface = port, "{line}; the other ports are still counted");
-            }
+            let line = AttachError::Aggregates { iface: port.to_owned(), why: entry.1.clone() };
+            tracing::warn!(interface = port, "{line}; the other ports are still counted");
             self.refused.insert(port.to_owned(), entry);
         }
         false
     }
 
     /// Attaches to ports that joined the bridge or came back under the same name (and to the
-    /// bridge's egress, likewise), and forgets ports that left it; returns what changed as
-    /// (interface, joined).
+    /// bridge's egress, likewise), tries again those that failed, and forgets ports that left
+    /// it; returns what changed as (interface, joined). Fails only when the ports cannot be
+    /// read: one port's failure leaves the others attached.
     pub fn sync_ports(&mut self, ebpf: &mut Ebpf) -> Result<Vec<(String, bool)>, AttachError> {
         let ports = netif::bridge_ports(&self.bridge)
             .map_err(|source| AttachError::Ports { bridge: self.bridge.clone(), source })?;
@@ -213,16 +332,25 @@ impl Attacher {
         }
         if !self.links.contains_key(&self.bridge) {
             let bridge = self.bridge.clone();
-            self.attach_one(ebpf, &bridge, Hook::TcEgress)?;
+            self.try_attach(ebpf, &bridge, Hook::TcEgress);
         }
         let hook = match self.mode {
             AttachMode::Tc => Hook::TcIngress,
             AttachMode::Xdp | AttachMode::XdpSkb => Hook::Xdp,
         };
         self.refused.retain(|port, _| ports.contains(port));
+        let bridge = self.bridge.clone();
+        self.failed.retain(|i| i == bridge || ports.iter().any(|p| p == i));
         for port in ports {
-            if !self.links.contains_key(&port) && self.admit(&port) {
-                self.attach_one(ebpf, &port, hook)?;
+            if self.links.contains_key(&port) {
+                continue;
+            }
+            if !self.admit(&port) {
+                // Refused, not tried: its reason is the refusal now.
+                self.failed.clear(&port);
+                continue;
+            }
+            if self.try_attach(ebpf, &port, hook) {
                 changes.push((port, true));
             }
         }
@@ -297,5 +425,56 @@ impl Attacher {
         for iface in ifaces {
             self.detach_one(ebpf, &iface);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failure(ifindex: u32, reason: &'static str) -> Failure {
+        Failure { ifindex, reason, message: format!("{reason} on {ifindex}") }
+    }
+
+    /// A port that keeps failing the same way is logged once, not on every retry; another
+    /// reason, or the device created anew, is news; a success clears it.
+    #[test]
+    fn a_failure_is_news_once_until_it_changes_or_clears() {
+        let mut f = Failures::default();
+        assert!(f.note("eth0", failure(3, "no_native_xdp")));
+        assert!(!f.note("eth0", failure(3, "no_native_xdp")), "a retry that fails the same way");
+        assert!(f.note("wlan0", failure(4, "xdp_busy")), "another port");
+        assert!(f.note("eth0", failure(3, "xdp_busy")), "another reason");
+        assert!(f.note("eth0", failure(9, "xdp_busy")), "the device created anew");
+        assert!(f.clear("eth0"));
+        assert!(!f.clear("eth0"));
+        assert!(f.note("eth0", failure(9, "xdp_busy")), "failing again after it worked");
+        f.retain(|i| i != "wlan0");
+        assert_eq!(f.0.keys().collect::<Vec<_>>(), ["eth0"], "a port that left is forgotten");
+    }
+
+    /// At start: one attached port is enough to go on; a bridge with no ports yet is fine; only
+    /// when every port failed does the agent stop, with the first reason.
+    #[test]
+    fn the_agent_starts_unless_every_port_failed() {
+        assert_eq!(start_verdict(1, ["port eth0: no native XDP"].into_iter()), Ok(()));
+        assert_eq!(start_verdict(0, std::iter::empty()), Ok(()));
+        assert_eq!(start_verdict(0, ["first", "second"].into_iter()), Err("first".to_owned()));
+    }
+
+    #[test]
+    fn reasons_are_distinct_labels() {
+        let iface = || "p".to_owned();
+        let errors = [
+            AttachError::Ports { bridge: iface(), source: io::Error::other("x") },
+            AttachError::XdpBusy { iface: iface() },
+            AttachError::NoNativeXdp { iface: iface() },
+            AttachError::NothingAttached { bridge: iface(), first: iface() },
+        ];
+        let mut reasons: Vec<_> = errors.iter().map(AttachError::reason).collect();
+        reasons.sort_unstable();
+        reasons.dedup();
+        assert_eq!(reasons.len(), errors.len());
+        assert!(reasons.iter().all(|r| r.chars().all(|c| c.is_ascii_lowercase() || c == '_')));
     }
 }

@@ -62,6 +62,7 @@ pub struct Metrics {
     overflow: IntCounterVec,
     attached: IntGaugeVec,
     refused: IntGaugeVec,
+    attach_failed: IntGaugeVec,
     events: IntCounterVec,
     samples: IntCounterVec,
     parse_errors: IntCounterVec,
@@ -325,6 +326,18 @@ impl Metrics {
                     "Bridge ports not attached because the attach mode cannot count them exactly (xdp-skb on a \
                      port that receives GRO/TSO aggregates; the log says which offload).",
                     &["interface"]
+                )
+            ),
+            attach_failed: register!(
+                r,
+                names,
+                gauges(
+                    "iotwatch_attach_failed_interfaces",
+                    "1 per interface not attached, by reason: the attach failed (xdp_busy: another XDP program holds \
+                     the port; no_native_xdp: its driver has none; tc, xdp, load: the kernel refused, the log says \
+                     why; tried again every poll) or the attach mode refused it (aggregates). The other ports are \
+                     counted.",
+                    &["interface", "reason"]
                 )
             ),
             events: register!(
@@ -711,6 +724,14 @@ impl Metrics {
         self.refused.reset();
         for iface in refused {
             self.refused.with_label_values(&[iface.as_str()]).set(1);
+        }
+    }
+
+    /// Interfaces not attached and why, 1 each; one attached since, or gone, disappears.
+    pub fn set_attach_failures(&mut self, failures: &[(String, &'static str)]) {
+        self.attach_failed.reset();
+        for (iface, reason) in failures {
+            self.attach_failed.with_label_values(&[iface.as_str(), reason]).set(1);
         }
     }
 
