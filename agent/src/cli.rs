@@ -10,7 +10,10 @@ use crate::{
         attach::AttachMode,
         load::{LoadOptions, SampleOptions},
     },
-    output::web::{self, ListenAddress},
+    output::{
+        logging::{self, LogFormat},
+        web::{self, ListenAddress},
+    },
 };
 
 /// Default listen port: outside the well-known exporter ports (9090-9093 Prometheus and
@@ -26,9 +29,12 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:9477";
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
-    /// Log level: error, warn, info, debug, trace.
-    #[arg(long = "log.level", default_value = "info", global = true)]
+    /// Log level: error, warn, info, debug, trace (or TARGET=LEVEL directives, comma-separated).
+    #[arg(long = "log.level", default_value = "info", global = true, value_parser = logging::parse_level)]
     pub log_level: String,
+    /// Log format on stderr: logfmt or json (one line per event, no colour codes).
+    #[arg(long = "log.format", value_enum, default_value = "logfmt", global = true)]
+    pub log_format: LogFormat,
 }
 
 #[derive(Debug, Subcommand)]
@@ -410,6 +416,24 @@ mod tests {
         assert_eq!(r.web_config, Some(PathBuf::from("/etc/iotwatch/web.yml")));
         for bad in ["metrics", "/a b", "/{x}", "/api/v1/report", ""] {
             assert!(run(&["--web.telemetry-path", bad]).is_err(), "{bad:?}");
+        }
+    }
+
+    /// A wrong `--log.level` or `--log.format` stops the agent at the start (clap's usage
+    /// error, exit status 2), wherever it is given.
+    #[test]
+    fn log_flags_are_checked() {
+        let cli = Cli::try_parse_from(["iotwatch", "run", "--bridge", "br0"]).unwrap();
+        assert_eq!((cli.log_level.as_str(), cli.log_format), ("info", LogFormat::Logfmt));
+        let cli =
+            Cli::try_parse_from(["iotwatch", "--log.format", "json", "run", "--bridge", "br0", "--log.level", "DEBUG"])
+                .unwrap();
+        assert_eq!((cli.log_level.as_str(), cli.log_format), ("debug", LogFormat::Json));
+        for bad in
+            [["--log.level", "verbose"], ["--log.level", "inf"], ["--log.format", "text"], ["--log.format", "logfmt2"]]
+        {
+            let e = Cli::try_parse_from(["iotwatch", "run", "--bridge", "br0", bad[0], bad[1]]).expect_err(bad[1]);
+            assert_eq!(e.exit_code(), 2, "{bad:?}: a usage error");
         }
     }
 

@@ -5,20 +5,13 @@ use iotwatch::{
     cli::{Cli, Command, ReplayArgs, ReportFormat},
     cmd::{replay, run},
     kernel::bench,
-    output::metrics,
+    output::{logging, metrics},
 };
 use iotwatch_core::text;
-use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = EnvFilter::try_new(&cli.log_level).unwrap_or_else(|_| EnvFilter::new("info"));
-    // Colour only for a person at a terminal: not into journald, files or pipes.
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .init();
+    logging::init(&cli.log_level, cli.log_format);
     // Blocking threads: one map read at a time, the ring reader, two password checks
     // (output/web.rs); the cap keeps a burst of requests from parking hundreds of threads.
     let runtime = match tokio::runtime::Builder::new_multi_thread()
