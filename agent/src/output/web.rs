@@ -805,6 +805,25 @@ mod tests {
         assert!(exit != 0 && code != 200, "refused while the file is invalid");
     }
 
+    /// deploy/prometheus/web-config.example.yml as a user copies it, next to a certificate
+    /// and key of the names it gives: TLS 1.3 only, and its example user's password.
+    #[test]
+    fn the_deploy_example_works() {
+        let dir = Dir::new("example");
+        certificates(&dir);
+        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/prometheus/web-config.example.yml");
+        std::fs::copy(&example, dir.path("web-config.yml")).expect("copy the example");
+        std::fs::copy(dir.path("server.pem"), dir.path("iotwatch.crt")).expect("cert");
+        std::fs::copy(dir.path("server.key"), dir.path("iotwatch.key")).expect("key");
+        let config = Arc::new(WebConfig::open(&dir.path("web-config.yml")).expect("the example is valid"));
+        let server = Server::start(Arc::new(Fake::default()), Options::new("/metrics", Some(config)));
+        let url = format!("https://127.0.0.1:{}/metrics", server.addr.port());
+        assert_eq!(curl(&dir, &url, &["-u", "prometheus:change me"]).1, 200, "the example's password");
+        assert_eq!(curl(&dir, &url, &[]).1, 401);
+        let (exit, code, _) = curl(&dir, &url, &["-u", "prometheus:change me", "--tls-max", "1.2"]);
+        assert!(exit != 0 && code != 200, "the example's min_version TLS13");
+    }
+
     #[test]
     fn tls_versions_and_client_certificates() {
         let dir = Dir::new("tls");
