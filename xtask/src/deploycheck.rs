@@ -96,9 +96,21 @@ const COMMANDS: [&str; 2] = ["run", "replay"];
 /// `iotwatch run ARGS` (or `replay`) wherever a line of Markdown has it (code blocks, or
 /// inline code ended by a backtick); a `#` comment or a shell operator (`|`, `>`, `;`, `&`)
 /// ends it; `...` (a placeholder) and `--help` lines are not configurations and are left out.
+/// `IOTWATCH_ARGS="ARGS"` (the defaults file's line, shown in a document) is `iotwatch run ARGS`.
 pub fn from_markdown(md: &str, source: &str) -> Vec<Named> {
     let mut v = Vec::new();
     for (i, l) in md.lines().enumerate() {
+        // `IOTWATCH_ARGS="..."` shown for /etc/default/iotwatch: the unit's `iotwatch run`.
+        for (at, _) in l.match_indices("IOTWATCH_ARGS=\"") {
+            let rest = &l[at + "IOTWATCH_ARGS=\"".len()..];
+            let Some((args, _)) = rest.split_once('"') else { continue };
+            if !args.contains("...") && !args.contains('$') {
+                v.push(Named {
+                    source: format!("{source}:{}", i + 1),
+                    args: std::iter::once("run".to_owned()).chain(args.split_whitespace().map(str::to_owned)).collect(),
+                });
+            }
+        }
         for command in COMMANDS {
             let start = format!("iotwatch {command} ");
             for (at, _) in l.match_indices(&start) {
@@ -148,12 +160,16 @@ pub fn named_paths(md: &str) -> BTreeSet<String> {
     for w in md.split(|c: char| {
         c.is_whitespace() || matches!(c, '`' | '(' | ')' | '[' | ']' | '"' | '\'' | '<' | '>' | ',' | ';' | '=')
     }) {
-        let w = w.trim_end_matches([':', '.']);
-        let ours = EXTENSIONS.iter().any(|e| w.ends_with(e)) || OWN_PREFIXES.iter().any(|p| w.starts_with(p));
-        // `.network` alone is a kind of file, not a file.
-        let bare_extension = w.starts_with('.') && !w.starts_with("./") && !w.starts_with("../");
-        if ours && !bare_extension && !w.contains("://") && !w.contains('*') && !w.starts_with(['$', '~', '-']) {
-            set.insert(w.to_owned());
+        // `ID:PATH` (systemd's LoadCredential=) names two; a URL is none of ours.
+        let parts: Vec<&str> = if w.contains("://") { vec![w] } else { w.split(':').collect() };
+        for w in parts {
+            let w = w.trim_end_matches([':', '.']);
+            let ours = EXTENSIONS.iter().any(|e| w.ends_with(e)) || OWN_PREFIXES.iter().any(|p| w.starts_with(p));
+            // `.network` alone is a kind of file, not a file.
+            let bare_extension = w.starts_with('.') && !w.starts_with("./") && !w.starts_with("../");
+            if ours && !bare_extension && !w.contains("://") && !w.contains('*') && !w.starts_with(['$', '~', '-']) {
+                set.insert(w.to_owned());
+            }
         }
     }
     set
@@ -359,14 +375,19 @@ mod tests {
 
     #[test]
     fn finds_command_lines_flags_and_paths_in_markdown() {
-        let md = "```sh\niotwatch run --bridge br0 --attach tc   # comment\ncargo xtask run --bridge br0\niotwatch replay --format json *.pcap | jq .devices\n```\n`iotwatch run ...` is a placeholder, `iotwatch run --help` too.\nUse `iotwatch run --bridge br0 --lan.prefix 10.0.0.0/8` or see [the unit](../systemd/iotwatch.service) and `/usr/share/iotwatch/grafana/`.\n";
+        let md = "```sh\niotwatch run --bridge br0 --attach tc   # comment\ncargo xtask run --bridge br0\niotwatch replay --format json *.pcap | jq .devices\nIOTWATCH_ARGS=\"--bridge br0 --web.listen-address :9477\"\nIOTWATCH_ARGS=\"--bridge br0 ...\"\n```\n`iotwatch run ...` is a placeholder, `iotwatch run --help` too.\nUse `iotwatch run --bridge br0 --lan.prefix 10.0.0.0/8` or see [the unit](../systemd/iotwatch.service) and `/usr/share/iotwatch/grafana/`.\n";
         let v = from_markdown(md, "m");
         assert_eq!(
             v.iter().map(|n| n.args.join(" ")).collect::<Vec<_>>(),
-            ["run --bridge br0 --attach tc", "replay --format json *.pcap", "run --bridge br0 --lan.prefix 10.0.0.0/8"]
+            [
+                "run --bridge br0 --attach tc",
+                "replay --format json *.pcap",
+                "run --bridge br0 --web.listen-address :9477",
+                "run --bridge br0 --lan.prefix 10.0.0.0/8"
+            ]
         );
-        assert_eq!(v[2].source, "m:7");
-        assert_eq!(dotted_flags(md).into_iter().collect::<Vec<_>>(), ["--lan.prefix"]);
+        assert_eq!(v[3].source, "m:9");
+        assert_eq!(dotted_flags(md).into_iter().collect::<Vec<_>>(), ["--lan.prefix", "--web.listen-address"]);
         assert_eq!(
             dotted_flags("--web.listen-address=0.0.0.0:9477, --now --x.y."),
             BTreeSet::from(["--web.listen-address".to_owned(), "--x.y".to_owned()])
@@ -375,6 +396,14 @@ mod tests {
         assert!(
             paths.contains("../systemd/iotwatch.service") && paths.contains("/usr/share/iotwatch/grafana/"),
             "{paths:?}"
+        );
+        assert_eq!(
+            named_paths("LoadCredential=web-config.yml:/etc/iotwatch/web-config.yml, README.md:12"),
+            BTreeSet::from([
+                "web-config.yml".to_owned(),
+                "/etc/iotwatch/web-config.yml".to_owned(),
+                "README.md".to_owned()
+            ])
         );
         assert!(!named_paths("http://localhost:9477/metrics or 10.0.0.0/8").iter().any(|p| p.contains("http")));
         assert!(named_paths("wlan0 has no .network file").is_empty());
