@@ -1,13 +1,19 @@
 //! Command line, in node_exporter's style: `--<area>.<option>`.
 
-use std::{net::SocketAddr, path::PathBuf};
+use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 use iotwatch_core::{detect::Config, oui::DEFAULT_OUI_FILES, peerdb, scope::Prefix};
 
-use crate::kernel::{
-    attach::AttachMode,
-    load::{LoadOptions, SampleOptions},
+use crate::{
+    kernel::{
+        attach::AttachMode,
+        load::{LoadOptions, SampleOptions},
+    },
+    output::{
+        logging::{self, LogFormat},
+        web::{self, ListenAddress},
+    },
 };
 
 /// Default listen port: outside the well-known exporter ports (9090-9093 Prometheus and
@@ -23,9 +29,12 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:9477";
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
-    /// Log level: error, warn, info, debug, trace.
-    #[arg(long = "log.level", default_value = "info", global = true)]
+    /// Log level: error, warn, info, debug, trace (or TARGET=LEVEL directives, comma-separated).
+    #[arg(long = "log.level", default_value = "info", global = true, value_parser = logging::parse_level)]
     pub log_level: String,
+    /// Log format on stderr: logfmt or json (one line per event, no colour codes).
+    #[arg(long = "log.format", value_enum, default_value = "logfmt", global = true)]
+    pub log_format: LogFormat,
 }
 
 #[derive(Debug, Subcommand)]
@@ -185,9 +194,17 @@ pub struct RunArgs {
     /// How to attach to the bridge ports.
     #[arg(long, value_enum, default_value = "tc")]
     pub attach: AttachMode,
-    /// Address to serve /metrics on.
+    /// Address to serve the metrics on, HOST:PORT (repeatable): `:9477` is every address of
+    /// the machine, IPv4 and IPv6; a host name listens on each of its addresses.
     #[arg(long = "web.listen-address", default_value = DEFAULT_LISTEN)]
-    pub listen: SocketAddr,
+    pub listen: Vec<ListenAddress>,
+    /// Path under which the metrics are served.
+    #[arg(long = "web.telemetry-path", default_value = "/metrics", value_parser = web::parse_telemetry_path)]
+    pub telemetry_path: String,
+    /// Prometheus exporter-toolkit web configuration (YAML): TLS (tls_server_config) and basic
+    /// auth (basic_auth_users with bcrypt hashes). Without it: plain HTTP, no authentication.
+    #[arg(long = "web.config.file")]
+    pub web_config: Option<PathBuf>,
     /// Seconds between reads of the maps (also done on every scrape) and port checks.
     #[arg(long = "bpf.poll-interval", default_value_t = 5)]
     pub poll_interval: u64,
@@ -351,9 +368,73 @@ mod tests {
         assert_eq!(run.bridge, "br0");
         assert_eq!(run.attach, AttachMode::XdpSkb);
         assert_eq!(run.enrich.lan_prefixes.len(), 1);
-        assert_eq!(run.listen.port(), 9477);
+        assert_eq!(run.listen, [ListenAddress { host: Some("0.0.0.0".to_owned()), port: 9477 }]);
         assert_eq!((run.top_ports, run.max_devices, run.peer_window), (10, 256, 3600), "the metrics' caps and window");
         assert!(Cli::try_parse_from(["iotwatch", "run", "--bridge", "br0", "--lan.prefix", "nonsense"]).is_err());
+    }
+
+    fn run(args: &[&str]) -> Result<RunArgs, clap::Error> {
+        let cli = Cli::try_parse_from(["iotwatch", "run", "--bridge", "br0"].iter().chain(args))?;
+        let Command::Run(run) = cli.command else { panic!("parsed as run") };
+        Ok(run)
+    }
+
+    fn host(h: &str, port: u16) -> ListenAddress {
+        ListenAddress { host: Some(h.to_owned()), port }
+    }
+
+    /// `--web.listen-address` as node_exporter takes it: `:PORT`, host names, IPv6 in
+    /// brackets, repeated.
+    #[test]
+    fn listen_addresses_in_go_form() {
+        assert_eq!(run(&[]).unwrap().listen, [host("127.0.0.1", 9477)], "the default: this machine only");
+        assert_eq!(run(&["--web.listen-address", ":9477"]).unwrap().listen, [ListenAddress { host: None, port: 9477 }]);
+        assert_eq!(run(&["--web.listen-address=localhost:9100"]).unwrap().listen, [host("localhost", 9100)]);
+        assert_eq!(run(&["--web.listen-address", "[::1]:9477"]).unwrap().listen, [host("::1", 9477)]);
+        assert_eq!(
+            run(&["--web.listen-address", "192.168.1.2:9477", "--web.listen-address", "iot-pi.lan:9478"])
+                .unwrap()
+                .listen,
+            [host("192.168.1.2", 9477), host("iot-pi.lan", 9478)],
+            "repeats listen on each"
+        );
+        for bad in ["9477", "::1:9477", "localhost:99999", "localhost:", "bad_host!:9477", "[nope]:9477", "a..b:1"] {
+            let e = run(&["--web.listen-address", bad]).expect_err(bad);
+            assert_eq!(e.kind(), clap::error::ErrorKind::ValueValidation, "{bad}: {e}");
+        }
+        assert_eq!(host("::1", 9477).to_string(), "[::1]:9477");
+        assert_eq!(ListenAddress { host: None, port: 1 }.to_string(), ":1");
+    }
+
+    #[test]
+    fn telemetry_path_and_web_config() {
+        let r = run(&[]).unwrap();
+        assert_eq!((r.telemetry_path.as_str(), r.web_config), ("/metrics", None));
+        let r = run(&["--web.telemetry-path", "/prometheus/metrics", "--web.config.file", "/etc/iotwatch/web.yml"])
+            .unwrap();
+        assert_eq!(r.telemetry_path, "/prometheus/metrics");
+        assert_eq!(r.web_config, Some(PathBuf::from("/etc/iotwatch/web.yml")));
+        for bad in ["metrics", "/a b", "/{x}", "/api/v1/report", ""] {
+            assert!(run(&["--web.telemetry-path", bad]).is_err(), "{bad:?}");
+        }
+    }
+
+    /// A wrong `--log.level` or `--log.format` stops the agent at the start (clap's usage
+    /// error, exit status 2), wherever it is given.
+    #[test]
+    fn log_flags_are_checked() {
+        let cli = Cli::try_parse_from(["iotwatch", "run", "--bridge", "br0"]).unwrap();
+        assert_eq!((cli.log_level.as_str(), cli.log_format), ("info", LogFormat::Logfmt));
+        let cli =
+            Cli::try_parse_from(["iotwatch", "--log.format", "json", "run", "--bridge", "br0", "--log.level", "DEBUG"])
+                .unwrap();
+        assert_eq!((cli.log_level.as_str(), cli.log_format), ("debug", LogFormat::Json));
+        for bad in
+            [["--log.level", "verbose"], ["--log.level", "inf"], ["--log.format", "text"], ["--log.format", "logfmt2"]]
+        {
+            let e = Cli::try_parse_from(["iotwatch", "run", "--bridge", "br0", bad[0], bad[1]]).expect_err(bad[1]);
+            assert_eq!(e.exit_code(), 2, "{bad:?}: a usage error");
+        }
     }
 
     /// The flags `run` and `replay` share have one definition and one default.

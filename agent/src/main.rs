@@ -1,24 +1,24 @@
-use std::{io::IsTerminal as _, process::ExitCode};
+use std::process::ExitCode;
 
 use clap::Parser as _;
 use iotwatch::{
     cli::{Cli, Command},
     cmd::{replay, run},
     kernel::bench,
-    output::metrics,
+    output::{logging, metrics},
 };
-use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = EnvFilter::try_new(&cli.log_level).unwrap_or_else(|_| EnvFilter::new("info"));
-    // Colour only for a person at a terminal: not into journald, files or pipes.
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+    logging::init(&cli.log_level, cli.log_format);
+    // Blocking threads: one map read at a time, the ring reader, two password checks
+    // (output/web.rs); the cap keeps a burst of requests from parking hundreds of threads.
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(16)
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("iotwatch: cannot start the runtime: {e}");

@@ -1,8 +1,10 @@
 //! Every iotwatch flag and file that deploy/ and the README name must exist, so that the documents a person
 //! follows from a fresh Raspberry Pi to the dashboard stay true:
 //! - the command lines (the defaults file's IOTWATCH_ARGS and each option it lists, the
-//!   unit's ExecStart with those arguments, `iotwatch run ...` in deploy/**/*.md) go through
-//!   the agent's own parser: `iotwatch check-args run ARGS...` exits 0 when clap accepts them;
+//!   unit's ExecStart with those arguments, `iotwatch run ...` and `iotwatch replay ...` in
+//!   deploy/**/*.md and the README) go through the agent's own parser, values included:
+//!   `iotwatch check-args run ARGS...` exits 0 when clap accepts them, so a removed flag or a
+//!   value the flag no longer takes fails the check;
 //! - every dotted flag (`--web.listen-address`, the agent's style) named anywhere in deploy/
 //!   is one that `iotwatch run --help` lists;
 //! - every file the Markdown names exists: in the repository, or among the package's
@@ -25,7 +27,7 @@ use crate::{dist, workspace_root};
 #[derive(Debug, PartialEq)]
 pub struct Named {
     pub source: String,
-    /// The arguments after `iotwatch run`.
+    /// The arguments after `iotwatch`: the subcommand (`run`, `replay`), then its arguments.
     pub args: Vec<String>,
 }
 
@@ -44,19 +46,20 @@ fn unquote(s: &str) -> &str {
 /// of its commented list (`#   --flag VALUE   what it does`: the example ends at two spaces).
 pub fn from_defaults(defaults: &str, source: &str) -> Result<Vec<Named>> {
     let base = defaults_args(defaults).with_context(|| format!("{source} sets no IOTWATCH_ARGS"))?;
-    let mut v = vec![Named { source: format!("{source}: IOTWATCH_ARGS"), args: base.clone() }];
+    let run = |args: Vec<String>| std::iter::once("run".to_owned()).chain(args).collect::<Vec<_>>();
+    let mut v = vec![Named { source: format!("{source}: IOTWATCH_ARGS"), args: run(base.clone()) }];
     for (i, l) in defaults.lines().enumerate() {
         let Some(rest) = l.strip_prefix('#').map(str::trim_start) else { continue };
         if let Some(a) = rest.strip_prefix("IOTWATCH_ARGS=") {
             v.push(Named {
                 source: format!("{source}:{}", i + 1),
-                args: unquote(a).split_whitespace().map(str::to_owned).collect(),
+                args: run(unquote(a).split_whitespace().map(str::to_owned).collect()),
             });
         } else if rest.starts_with("--") {
             let example = rest.split("  ").next().unwrap_or(rest);
             let mut args = base.clone();
             args.extend(example.split_whitespace().map(str::to_owned));
-            v.push(Named { source: format!("{source}:{}", i + 1), args });
+            v.push(Named { source: format!("{source}:{}", i + 1), args: run(args) });
         }
     }
     Ok(v)
@@ -78,7 +81,7 @@ pub fn from_unit(unit: &str, defaults: &[String], source: &str) -> Result<Named>
         }
     }
     match words.as_slice() {
-        [bin, run, args @ ..] if bin == "/usr/bin/iotwatch" && run == "run" => {
+        [bin, args @ ..] if bin == "/usr/bin/iotwatch" && args.first().is_some_and(|a| a == "run") => {
             Ok(Named { source: format!("{source}: ExecStart"), args: args.to_vec() })
         }
         _ => {
@@ -87,28 +90,49 @@ pub fn from_unit(unit: &str, defaults: &[String], source: &str) -> Result<Named>
     }
 }
 
-/// `iotwatch run ARGS` wherever a line of Markdown has it (code blocks, or inline code ended
-/// by a backtick); a `#` comment ends it; `...` (a placeholder) and `--help` lines are not
-/// configurations and are left out.
+/// The subcommands whose command lines the documents show.
+const COMMANDS: [&str; 2] = ["run", "replay"];
+
+/// `iotwatch run ARGS` (or `replay`) wherever a line of Markdown has it (code blocks, or
+/// inline code ended by a backtick); a `#` comment or a shell operator (`|`, `>`, `;`, `&`)
+/// ends it; `...` (a placeholder) and `--help` lines are not configurations and are left out.
+/// `IOTWATCH_ARGS="ARGS"` (the defaults file's line, shown in a document) is `iotwatch run ARGS`.
 pub fn from_markdown(md: &str, source: &str) -> Vec<Named> {
     let mut v = Vec::new();
     for (i, l) in md.lines().enumerate() {
-        for (at, _) in l.match_indices("iotwatch run ") {
-            // Not a path or a longer name ending in iotwatch (cargo xtask run is not the agent).
-            if l[..at].ends_with(|c: char| c.is_alphanumeric() || c == '-' || c == '_') {
-                continue;
+        // `IOTWATCH_ARGS="..."` shown for /etc/default/iotwatch: the unit's `iotwatch run`.
+        for (at, _) in l.match_indices("IOTWATCH_ARGS=\"") {
+            let rest = &l[at + "IOTWATCH_ARGS=\"".len()..];
+            let Some((args, _)) = rest.split_once('"') else { continue };
+            if !args.contains("...") && !args.contains('$') {
+                v.push(Named {
+                    source: format!("{source}:{}", i + 1),
+                    args: std::iter::once("run".to_owned()).chain(args.split_whitespace().map(str::to_owned)).collect(),
+                });
             }
-            let rest = &l[at + "iotwatch run ".len()..];
-            let rest = rest.split(['`', '#']).next().unwrap_or("");
-            if rest.contains("...") || rest.split_whitespace().any(|w| w == "--help") {
-                continue; // a placeholder or a request for help, not a configuration
+        }
+        for command in COMMANDS {
+            let start = format!("iotwatch {command} ");
+            for (at, _) in l.match_indices(&start) {
+                // Not a path or a longer name ending in iotwatch (cargo xtask run is not the agent).
+                if l[..at].ends_with(|c: char| c.is_alphanumeric() || c == '-' || c == '_') {
+                    continue;
+                }
+                let rest = &l[at + start.len()..];
+                let rest = rest.split(['`', '#', '|', '>', '<', ';', '&']).next().unwrap_or("");
+                if rest.contains("...") || rest.split_whitespace().any(|w| w == "--help") {
+                    continue; // a placeholder or a request for help, not a configuration
+                }
+                v.push(Named {
+                    source: format!("{source}:{}", i + 1),
+                    args: std::iter::once(command.to_owned())
+                        .chain(rest.split_whitespace().map(|w| unquote(w).to_owned()))
+                        .collect(),
+                });
             }
-            v.push(Named {
-                source: format!("{source}:{}", i + 1),
-                args: rest.split_whitespace().map(|w| unquote(w).to_owned()).collect(),
-            });
         }
     }
+    v.sort_by_key(|n| n.source.split(':').next_back().and_then(|l| l.parse::<usize>().ok()));
     v
 }
 
@@ -136,12 +160,16 @@ pub fn named_paths(md: &str) -> BTreeSet<String> {
     for w in md.split(|c: char| {
         c.is_whitespace() || matches!(c, '`' | '(' | ')' | '[' | ']' | '"' | '\'' | '<' | '>' | ',' | ';' | '=')
     }) {
-        let w = w.trim_end_matches([':', '.']);
-        let ours = EXTENSIONS.iter().any(|e| w.ends_with(e)) || OWN_PREFIXES.iter().any(|p| w.starts_with(p));
-        // `.network` alone is a kind of file, not a file.
-        let bare_extension = w.starts_with('.') && !w.starts_with("./") && !w.starts_with("../");
-        if ours && !bare_extension && !w.contains("://") && !w.contains('*') && !w.starts_with(['$', '~', '-']) {
-            set.insert(w.to_owned());
+        // `ID:PATH` (systemd's LoadCredential=) names two; a URL is none of ours.
+        let parts: Vec<&str> = if w.contains("://") { vec![w] } else { w.split(':').collect() };
+        for w in parts {
+            let w = w.trim_end_matches([':', '.']);
+            let ours = EXTENSIONS.iter().any(|e| w.ends_with(e)) || OWN_PREFIXES.iter().any(|p| w.starts_with(p));
+            // `.network` alone is a kind of file, not a file.
+            let bare_extension = w.starts_with('.') && !w.starts_with("./") && !w.starts_with("../");
+            if ours && !bare_extension && !w.contains("://") && !w.contains('*') && !w.starts_with(['$', '~', '-']) {
+                set.insert(w.to_owned());
+            }
         }
     }
     set
@@ -220,10 +248,8 @@ fn markdown_files(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-/// Runs every check against the agent `bin`; fails listing every problem found. Returns
-/// whether the command lines went through the parser: not when the agent has no
-/// `check-args` yet (the caller reports that as a skip).
-pub fn check(bin: &Path) -> Result<bool> {
+/// Runs every check against the agent `bin`; fails listing every problem found.
+pub fn check(bin: &Path) -> Result<()> {
     let root = workspace_root();
     let deploy = root.join("deploy");
     let rel = |p: &Path| p.strip_prefix(&root).unwrap_or(p).display().to_string();
@@ -283,30 +309,19 @@ pub fn check(bin: &Path) -> Result<bool> {
             problems.push(format!("deploy/ names {f}, which `iotwatch run --help` does not list"));
         }
     }
-    let probe = Command::new(bin)
-        .args(["check-args", "run", "--bridge", "br0"])
-        .output()
-        .with_context(|| format!("cannot run {}", bin.display()))?;
-    let parsed = probe.status.success();
-    if !parsed {
-        println!(
-            "deploy check: the agent has no `check-args` subcommand yet: the {} command lines were not parsed",
-            lines.len()
-        );
+    for n in &lines {
+        println!("  {}: iotwatch {}", n.source, n.args.join(" "));
     }
     for n in &lines {
-        println!("  {}: iotwatch run {}", n.source, n.args.join(" "));
-    }
-    for n in lines.iter().filter(|_| parsed) {
         let out = Command::new(bin)
-            .args(["check-args", "run"])
+            .arg("check-args")
             .args(&n.args)
             .output()
             .with_context(|| format!("cannot run {}", bin.display()))?;
         if !out.status.success() {
             let err = String::from_utf8_lossy(&out.stderr);
             problems.push(format!(
-                "{}: `iotwatch run {}` is refused: {}",
+                "{}: `iotwatch {}` is refused by the agent's parser: {}",
                 n.source,
                 n.args.join(" "),
                 err.lines().next().unwrap_or("").trim()
@@ -314,16 +329,15 @@ pub fn check(bin: &Path) -> Result<bool> {
         }
     }
     if !problems.is_empty() {
-        bail!("deploy/ names what does not exist:\n  {}", problems.join("\n  "));
+        bail!("deploy/ and the README name what does not exist:\n  {}", problems.join("\n  "));
     }
-    let parser = if parsed { "accepted by the agent's parser" } else { "not parsed" };
     println!(
-        "deploy check: {} command lines {parser}; {} dotted flags known; the paths {} documents name exist",
+        "deploy check: {} command lines accepted by the agent's parser; {} dotted flags known; the paths {} documents name exist",
         lines.len(),
         flags.len(),
         mds.len()
     );
-    Ok(parsed)
+    Ok(())
 }
 
 #[cfg(test)]
@@ -337,7 +351,12 @@ mod tests {
         let args: Vec<String> = v.iter().map(|n| n.args.join(" ")).collect();
         assert_eq!(
             args,
-            ["--bridge br0", "--bridge br0 --attach xdp-skb", "--bridge br0 --log.level debug", "--bridge br1"]
+            [
+                "run --bridge br0",
+                "run --bridge br0 --attach xdp-skb",
+                "run --bridge br0 --log.level debug",
+                "run --bridge br1"
+            ]
         );
         assert_eq!(v[1].source, "d:2");
         assert!(from_defaults("# nothing\n", "d").is_err());
@@ -347,7 +366,7 @@ mod tests {
     fn expands_the_unit() {
         let unit = "[Service]\nExecStart=/usr/bin/iotwatch run $IOTWATCH_ARGS\n";
         let n = from_unit(unit, &["--bridge".to_owned(), "br0".to_owned()], "u").expect("ExecStart");
-        assert_eq!(n.args, ["--bridge", "br0"]);
+        assert_eq!(n.args, ["run", "--bridge", "br0"]);
         assert!(
             from_unit("ExecStart=/usr/local/bin/iotwatch run\n", &[], "u").is_err(),
             "not where the package puts it"
@@ -356,14 +375,19 @@ mod tests {
 
     #[test]
     fn finds_command_lines_flags_and_paths_in_markdown() {
-        let md = "```sh\niotwatch run --bridge br0 --attach tc   # comment\ncargo xtask run --bridge br0\n```\n`iotwatch run ...` is a placeholder, `iotwatch run --help` too.\nUse `iotwatch run --bridge br0 --lan.prefix 10.0.0.0/8` or see [the unit](../systemd/iotwatch.service) and `/usr/share/iotwatch/grafana/`.\n";
+        let md = "```sh\niotwatch run --bridge br0 --attach tc   # comment\ncargo xtask run --bridge br0\niotwatch replay --format json *.pcap | jq .devices\nIOTWATCH_ARGS=\"--bridge br0 --web.listen-address :9477\"\nIOTWATCH_ARGS=\"--bridge br0 ...\"\n```\n`iotwatch run ...` is a placeholder, `iotwatch run --help` too.\nUse `iotwatch run --bridge br0 --lan.prefix 10.0.0.0/8` or see [the unit](../systemd/iotwatch.service) and `/usr/share/iotwatch/grafana/`.\n";
         let v = from_markdown(md, "m");
         assert_eq!(
             v.iter().map(|n| n.args.join(" ")).collect::<Vec<_>>(),
-            ["--bridge br0 --attach tc", "--bridge br0 --lan.prefix 10.0.0.0/8"]
+            [
+                "run --bridge br0 --attach tc",
+                "replay --format json *.pcap",
+                "run --bridge br0 --web.listen-address :9477",
+                "run --bridge br0 --lan.prefix 10.0.0.0/8"
+            ]
         );
-        assert_eq!(v[1].source, "m:6");
-        assert_eq!(dotted_flags(md).into_iter().collect::<Vec<_>>(), ["--lan.prefix"]);
+        assert_eq!(v[3].source, "m:9");
+        assert_eq!(dotted_flags(md).into_iter().collect::<Vec<_>>(), ["--lan.prefix", "--web.listen-address"]);
         assert_eq!(
             dotted_flags("--web.listen-address=0.0.0.0:9477, --now --x.y."),
             BTreeSet::from(["--web.listen-address".to_owned(), "--x.y".to_owned()])
@@ -372,6 +396,14 @@ mod tests {
         assert!(
             paths.contains("../systemd/iotwatch.service") && paths.contains("/usr/share/iotwatch/grafana/"),
             "{paths:?}"
+        );
+        assert_eq!(
+            named_paths("LoadCredential=web-config.yml:/etc/iotwatch/web-config.yml, README.md:12"),
+            BTreeSet::from([
+                "web-config.yml".to_owned(),
+                "/etc/iotwatch/web-config.yml".to_owned(),
+                "README.md".to_owned()
+            ])
         );
         assert!(!named_paths("http://localhost:9477/metrics or 10.0.0.0/8").iter().any(|p| p.contains("http")));
         assert!(named_paths("wlan0 has no .network file").is_empty());

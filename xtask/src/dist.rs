@@ -131,6 +131,7 @@ const FILES: &[(&str, &str)] = &[
     ("deploy/systemd/iotwatch.default", "etc/default/iotwatch"),
     ("deploy/prometheus/iotwatch.rules.yml", "usr/share/iotwatch/prometheus/iotwatch.rules.yml"),
     ("deploy/prometheus/prometheus.example.yml", "usr/share/iotwatch/prometheus/prometheus.example.yml"),
+    ("deploy/prometheus/web-config.example.yml", "usr/share/iotwatch/prometheus/web-config.example.yml"),
     ("deploy/grafana/iotwatch.json", "usr/share/iotwatch/grafana/dashboards/iotwatch.json"),
     ("deploy/grafana/provisioning/dashboards", "usr/share/iotwatch/grafana/provisioning/dashboards"),
     ("deploy/grafana/provisioning/datasources", "usr/share/iotwatch/grafana/provisioning/datasources"),

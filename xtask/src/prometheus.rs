@@ -51,6 +51,12 @@ pub fn rule_files() -> Result<Vec<PathBuf>> {
 
 /// The configuration: one job scraping `target` every second, rules evaluated every second.
 pub fn config(target: &str, rules: &[PathBuf]) -> String {
+    config_with(target, rules, "")
+}
+
+/// [`config`] with more settings for the job (YAML at the job's indentation, each line
+/// starting with four spaces: `scheme`, `tls_config`, `basic_auth`, `metrics_path`).
+pub fn config_with(target: &str, rules: &[PathBuf], job: &str) -> String {
     let mut s = String::from(
         "# Written by xtask (prometheus.rs) for the lab: scrape and evaluate every second.\n\
          global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\nrule_files:\n",
@@ -59,7 +65,7 @@ pub fn config(target: &str, rules: &[PathBuf]) -> String {
         s.push_str(&format!("  - {}\n", yaml_quote(&r.display().to_string())));
     }
     s.push_str(&format!(
-        "scrape_configs:\n  - job_name: {JOB}\n    static_configs:\n      - targets: [{}]\n",
+        "scrape_configs:\n  - job_name: {JOB}\n    static_configs:\n      - targets: [{}]\n{job}",
         yaml_quote(target)
     ));
     s
@@ -111,13 +117,18 @@ impl Prometheus {
     /// of deploy/prometheus, and waits (at most `timeout`) until it is ready, has loaded the
     /// rules and has scraped the target once.
     pub fn start(target: &str, port: u16, timeout: Duration) -> Result<Self> {
+        Self::start_with(target, "", port, timeout)
+    }
+
+    /// [`Prometheus::start`] with more settings for the job (see [`config_with`]).
+    pub fn start_with(target: &str, job: &str, port: u16, timeout: Duration) -> Result<Self> {
         if !Path::new(BIN).exists() {
             bail!("{BIN} is missing: `cargo xtask setup` installs Debian's prometheus package");
         }
         let dir = TempDir::new("iotwatch-prometheus")?;
         let rules = rule_files()?;
         let conf = dir.join("prometheus.yml");
-        fs::write(&conf, config(target, &rules))?;
+        fs::write(&conf, config_with(target, &rules, job))?;
         let listen = format!("127.0.0.1:{port}");
         let log = dir.join("prometheus.log");
         let f = fs::File::create(&log)?;

@@ -22,6 +22,7 @@ use crate::{
     output::{
         metrics::{Limits, Metrics},
         web,
+        web_config::WebConfig,
     },
     pipeline::{self, Pipeline},
 };
@@ -96,6 +97,31 @@ impl web::Source for Mutex<Agent> {
     }
 }
 
+/// What serving needs, checked before anything is loaded: the web configuration file (an
+/// error names the file and the key) and the listening sockets.
+struct Endpoint {
+    listeners: Vec<tokio::net::TcpListener>,
+    options: web::Options,
+}
+
+async fn endpoint(args: &RunArgs) -> anyhow::Result<Endpoint> {
+    let config = match &args.web_config {
+        Some(path) => Some(Arc::new(WebConfig::open(path)?)),
+        None => None,
+    };
+    if let Some(c) = &config {
+        let users = c.current().map(|l| l.users.len()).unwrap_or(0);
+        if !c.tls() && users > 0 {
+            tracing::warn!(
+                "--web.config.file {} has basic_auth_users but no tls_server_config: passwords cross the network in clear text",
+                c.path().display()
+            );
+        }
+    }
+    let listeners = web::bind(&args.listen).await?;
+    Ok(Endpoint { listeners, options: web::Options::new(&args.telemetry_path, config) })
+}
+
 fn preflight(args: &RunArgs) -> anyhow::Result<()> {
     if !netif::is_bridge(&args.bridge) {
         let found = netif::bridges();
@@ -149,6 +175,7 @@ fn lan_prefixes(bridge: &str, extra: &[Prefix]) -> Vec<Prefix> {
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     preflight(&args)?;
+    let endpoint = endpoint(&args).await?;
     let (mut pipeline, mut ebpf) = Pipeline::open(pipeline::Options {
         load: args.load_options(),
         scopes: ScopeClassifier::new(lan_prefixes(&args.bridge, &args.enrich.lan_prefixes)),
@@ -187,7 +214,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     }));
 
     let reader = tokio::spawn(read_samples(samples_fd, agent.clone()));
-    let result = serve_until_signal(&args, &agent, &mut attacher, &mut ebpf).await;
+    let result = serve_until_signal(&args, endpoint, &agent, &mut attacher, &mut ebpf).await;
     reader.abort();
     attacher.detach_all(&mut ebpf);
     // What is left in the ring, then the heads held for a continuation, reach the event log.
@@ -265,18 +292,23 @@ fn follow_the_bridge(args: &RunArgs, agent: &SharedAgent, attacher: &mut Attache
 
 async fn serve_until_signal(
     args: &RunArgs,
+    endpoint: Endpoint,
     agent: &SharedAgent,
     attacher: &mut Attacher,
     ebpf: &mut aya::Ebpf,
 ) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| {
-        format!("cannot listen on {} (in use? choose another with --web.listen-address)", args.listen)
-    })?;
+    let scheme = endpoint.options.scheme();
+    let urls: Vec<String> = endpoint
+        .listeners
+        .iter()
+        .filter_map(|l| l.local_addr().ok())
+        .map(|a| format!("{scheme}://{a}{}", args.telemetry_path))
+        .collect();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let mut server = tokio::spawn(web::serve(listener, agent.clone(), async {
+    let mut server = tokio::spawn(web::serve(endpoint.listeners, agent.clone(), endpoint.options, async {
         let _ = stop_rx.await;
     }));
-    eprintln!("iotwatch: watching bridge {}; listening on http://{}/metrics", args.bridge, args.listen);
+    eprintln!("iotwatch: watching bridge {}; listening on {}", args.bridge, urls.join(", "));
 
     let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
