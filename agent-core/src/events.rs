@@ -116,11 +116,11 @@ pub struct EventStore {
 }
 
 impl EventStore {
-    /// Handles one ring record: `on_event` gets each event it made, oldest first, with the names
-    /// learnt so far (from it too): none (a retransmission, a head held for its continuation),
+    /// Handles one ring record: `on_event` gets each event it made, oldest first: none (a
+    /// retransmission, a head held for its continuation),
     /// one, or a few (held heads that this record ended the wait of, then its own): see
     /// [`Reassembler::push`].
-    pub fn handle(&mut self, record: &[u8], clock: Clock, mut on_event: impl FnMut(&Event, &Names)) {
+    pub fn handle(&mut self, record: &[u8], clock: Clock, mut on_event: impl FnMut(&Event)) {
         let Some((h, data)) = decode(record) else {
             self.undecodable += 1;
             return;
@@ -132,7 +132,7 @@ impl EventStore {
 
     /// Makes events of the heads still held for their continuation (replay's end, the agent's
     /// exit): nothing is lost in the reassembly.
-    pub fn flush(&mut self, clock: Clock, mut on_event: impl FnMut(&Event, &Names)) {
+    pub fn flush(&mut self, clock: Clock, mut on_event: impl FnMut(&Event)) {
         for message in self.reassembly.flush() {
             self.add(&message, clock, &mut on_event);
         }
@@ -140,13 +140,13 @@ impl EventStore {
 
     /// Makes events of the heads held longer than the reassembly's bound at `now_ns` (the
     /// program's clock): the live agent calls it on every poll.
-    pub fn expire(&mut self, now_ns: u64, clock: Clock, mut on_event: impl FnMut(&Event, &Names)) {
+    pub fn expire(&mut self, now_ns: u64, clock: Clock, mut on_event: impl FnMut(&Event)) {
         for message in self.reassembly.expire_at(now_ns) {
             self.add(&message, clock, &mut on_event);
         }
     }
 
-    fn add(&mut self, message: &Message<'_>, clock: Clock, on_event: &mut impl FnMut(&Event, &Names)) {
+    fn add(&mut self, message: &Message<'_>, clock: Clock, on_event: &mut impl FnMut(&Event)) {
         let (h, kind) = (&message.header, message.kind);
         let mut ev = match event_of(h, kind, &message.payload, clock) {
             Ok(ev) => ev,
@@ -173,7 +173,7 @@ impl EventStore {
         }
         self.recent.push_back(ev);
         if let Some(ev) = self.recent.back() {
-            on_event(ev, &self.names);
+            on_event(ev);
         }
     }
 }
@@ -205,7 +205,7 @@ mod tests {
     /// The events a record makes.
     fn handle(store: &mut EventStore, record: &[u8]) -> Vec<Event> {
         let mut made = Vec::new();
-        store.handle(record, Clock::Epoch, |ev, _| made.push(ev.clone()));
+        store.handle(record, Clock::Epoch, |ev| made.push(ev.clone()));
         made
     }
 
@@ -281,7 +281,7 @@ mod tests {
         // A head that never gets its continuation comes out on flush, as it came.
         assert!(handle(&mut store, &tcp_record(5000, b"GET ")).is_empty());
         let mut flushed = Vec::new();
-        store.flush(Clock::Epoch, |ev, _| flushed.push(ev.clone()));
+        store.flush(Clock::Epoch, |ev| flushed.push(ev.clone()));
         assert_eq!(flushed.len(), 1);
         assert_eq!((flushed[0].kind, store.recent.len()), (SampleKind::Flow, 2));
     }

@@ -538,7 +538,7 @@ mod tests {
                 3,
             ),
         ] {
-            events.handle(&record, Clock::Epoch, |_, _| {});
+            events.handle(&record, Clock::Epoch, |_| {});
         }
         let mut identities = crate::identity::Identities::default();
         for ev in &events.recent {

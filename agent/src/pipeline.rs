@@ -88,19 +88,19 @@ impl Sinks<'_> {
     /// A record makes none, one or a few events (TCP heads joined, retransmissions dropped).
     fn handle(&mut self, record: &[u8]) {
         let Sinks { events, identities, detectors, log, scopes, oui, peers, clock } = self;
-        events.handle(record, *clock, |ev, _| on_event(identities, detectors, log, scopes, oui, peers, ev));
+        events.handle(record, *clock, |ev| on_event(identities, detectors, log, scopes, oui, peers, ev));
     }
 
     /// The TCP heads held longer than the reassembly's bound (program clock `now_ns`) become events.
     fn expire(&mut self, now_ns: u64) {
         let Sinks { events, identities, detectors, log, scopes, oui, peers, clock } = self;
-        events.expire(now_ns, *clock, |ev, _| on_event(identities, detectors, log, scopes, oui, peers, ev));
+        events.expire(now_ns, *clock, |ev| on_event(identities, detectors, log, scopes, oui, peers, ev));
     }
 
     /// The TCP heads still held for their continuation become events.
     fn flush(&mut self) {
         let Sinks { events, identities, detectors, log, scopes, oui, peers, clock } = self;
-        events.flush(*clock, |ev, _| on_event(identities, detectors, log, scopes, oui, peers, ev));
+        events.flush(*clock, |ev| on_event(identities, detectors, log, scopes, oui, peers, ev));
     }
 }
 
