@@ -337,27 +337,19 @@ impl PeerDb {
         let mut db = Self::empty();
         let mut warnings = Vec::new();
         let mut orgs = OrgsBuilder::default();
-        for path in asn_paths {
-            match db.load_one(path, SourceKind::Asn, &mut orgs) {
+        let sources = asn_paths
+            .iter()
+            .map(|p| (p, SourceKind::Asn))
+            .chain(country_paths.iter().map(|p| (p, SourceKind::Country)));
+        for (path, kind) in sources {
+            match db.load_one(path, kind, &mut orgs) {
                 Ok(Some(w)) => warnings.push(w),
                 Ok(None) => {}
                 Err(e) => warnings.push(format!(
-                    "peer database: cannot use ASN database {}: {e}; {}. To fix: {}",
+                    "peer database: cannot use {kind} database {}: {e}; {}. To fix: {}",
                     path.display(),
-                    what_is_lost(SourceKind::Asn),
-                    remedy(SourceKind::Asn)
-                )),
-            }
-        }
-        for path in country_paths {
-            match db.load_one(path, SourceKind::Country, &mut orgs) {
-                Ok(Some(w)) => warnings.push(w),
-                Ok(None) => {}
-                Err(e) => warnings.push(format!(
-                    "peer database: cannot use country database {}: {e}; {}. To fix: {}",
-                    path.display(),
-                    what_is_lost(SourceKind::Country),
-                    remedy(SourceKind::Country)
+                    what_is_lost(kind),
+                    remedy(kind)
                 )),
             }
         }
