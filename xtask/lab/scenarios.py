@@ -246,6 +246,23 @@ def ptr_answers(msg):
     return out
 
 
+def mdns_responses(s, timeout):
+    """The mDNS responses (QR bit set) that reach `s` within `timeout` seconds, as (message,
+    sender); queries and messages too short for a header are skipped."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        s.settimeout(max(0.05, end - time.monotonic()))
+        try:
+            msg, src = s.recvfrom(9000)
+            flags, _, _ = questions(msg)
+        except socket.timeout:
+            return
+        except (ValueError, IndexError, struct.error):
+            continue
+        if flags & 0x8000:
+            yield msg, src
+
+
 def mdns_browse(a):
     """One multicast query (QM, from port 5353) with a PTR question for each --service, as a
     home hub browsing for the LAN's devices does; waits until every service type is answered."""
@@ -256,22 +273,17 @@ def mdns_browse(a):
         query += dns_name(k) + struct.pack("!HH", 12, 1)
     s.sendto(query, (MDNS_GROUP, MDNS_PORT))
     found = {}
-    end = time.monotonic() + a.timeout
-    while time.monotonic() < end and len(found) < len(kinds):
-        s.settimeout(max(0.05, end - time.monotonic()))
+    for msg, src in mdns_responses(s, a.timeout):
         try:
-            msg, src = s.recvfrom(9000)
-            flags, _, _ = questions(msg)
-            if not flags & 0x8000:
-                continue
-            for owner, target in ptr_answers(msg):
-                if owner in kinds:
-                    found.setdefault(owner, set()).add(target)
-                    print(f"{owner}: {target} (from {src[0]})", flush=True)
-        except socket.timeout:
-            break
+            answers = ptr_answers(msg)
         except (ValueError, IndexError, struct.error):
             continue
+        for owner, target in answers:
+            if owner in kinds:
+                found.setdefault(owner, set()).add(target)
+                print(f"{owner}: {target} (from {src[0]})", flush=True)
+        if len(found) == len(kinds):
+            break
     missing = [k for k in kinds if k not in found]
     if missing:
         return fail(f"no answer for {', '.join(missing)} within {a.timeout} s")
@@ -284,22 +296,15 @@ def mdns_query(a):
     s = mdns_socket(a.ip)
     query = struct.pack("!HHHHHH", 0, 0, 1, 0, 0, 0) + dns_name(name) + struct.pack("!HH", 1, 1)
     s.sendto(query, (MDNS_GROUP, MDNS_PORT))
-    end = time.monotonic() + a.timeout
-    while time.monotonic() < end:
-        s.settimeout(max(0.05, end - time.monotonic()))
+    for msg, src in mdns_responses(s, a.timeout):
         try:
-            msg, src = s.recvfrom(9000)
-            flags, _, _ = questions(msg)
-            if not flags & 0x8000:
-                continue
-            for n, ip in a_answers(msg):
-                if n == name:
-                    print(f"{name} is {ip} (answer from {src[0]})", flush=True)
-                    return 0
-        except socket.timeout:
-            break
+            answers = a_answers(msg)
         except (ValueError, IndexError, struct.error):
             continue
+        for n, ip in answers:
+            if n == name:
+                print(f"{name} is {ip} (answer from {src[0]})", flush=True)
+                return 0
     return fail(f"no answer for {name} within {a.timeout} s")
 
 
