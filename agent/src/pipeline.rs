@@ -35,8 +35,7 @@ pub struct Options {
     /// Map sizes, sampling, and whether the programs run on replayed frames.
     pub load: LoadOptions,
     pub scopes: ScopeClassifier,
-    pub oui_files: Vec<PathBuf>,
-    /// The peer databases (ASN, country) among the enrichment flags.
+    /// The enrichment flags: the OUI registries and the peer databases (ASN, country).
     pub enrich: crate::cli::EnrichArgs,
     /// Event log (`-` for stdout) and its size bound.
     pub events: Option<String>,
@@ -141,7 +140,7 @@ impl Pipeline {
         // The vendor registry is read while the verifier works (a replay's start-up is mostly
         // the two).
         let (oui, peers, loaded) = std::thread::scope(|s| {
-            let oui = s.spawn(|| Oui::load(&opts.oui_files));
+            let oui = s.spawn(|| Oui::load(&opts.enrich.oui_files));
             let peers = s.spawn(|| opts.enrich.peer_db());
             let loaded = load::load(&opts.load);
             (oui.join(), peers.join(), loaded)

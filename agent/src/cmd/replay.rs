@@ -315,7 +315,6 @@ pub fn run(args: &ReplayArgs) -> anyhow::Result<Outcome> {
     let (pipeline, ebpf) = Pipeline::open(pipeline::Options {
         load,
         scopes: ScopeClassifier::new(lan),
-        oui_files: args.enrich.oui_files.clone(),
         enrich: args.enrich.clone(),
         events: args.sampling.events.clone(),
         events_max_bytes: args.sampling.events_max_bytes,

@@ -179,7 +179,6 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let (mut pipeline, mut ebpf) = Pipeline::open(pipeline::Options {
         load: args.load_options(),
         scopes: ScopeClassifier::new(lan_prefixes(&args.bridge, &args.enrich.lan_prefixes)),
-        oui_files: args.enrich.oui_files.clone(),
         enrich: args.enrich.clone(),
         events: args.sampling.events.clone(),
         events_max_bytes: args.sampling.events_max_bytes,
