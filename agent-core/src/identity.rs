@@ -118,6 +118,8 @@ pub const FROM_MAC: &str = "mac";
 #[derive(Clone, Debug, Default)]
 struct Identity {
     names: Vec<Name>,
+    /// The newest of the names' last-seen times, kept so that making room under a flood of new
+    /// MACs is one pass over the devices, not over every name.
     last_seen: f64,
 }
 
