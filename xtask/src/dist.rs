@@ -141,16 +141,15 @@ const FILES: &[(&str, &str)] = &[
     ("deploy/debian/copyright", "usr/share/doc/iotwatch/copyright"),
 ];
 
-/// Where the package installs the peer databases: where set-up installs them on a
-/// development machine, so the agent's defaults hold for both.
-const PEER_DB_DEST: &str = "usr/share/iotwatch/ip-location-db";
-
 /// Files of this machine in the package, not of the repository (no third-party database is
 /// committed): (source, installed path). Set-up installs them (`setup::ip_location_db_files`).
+/// The package installs them where set-up installs them on a development machine, so the
+/// agent's defaults hold for both.
 pub fn machine_files() -> Vec<(PathBuf, String)> {
+    let dir = setup::IP_LOCATION_DB_DIR;
     setup::ip_location_db_files()
         .into_iter()
-        .map(|f| (Path::new(setup::IP_LOCATION_DB_DIR).join(f), format!("{PEER_DB_DEST}/{f}")))
+        .map(|f| (Path::new(dir).join(f), format!("{}/{f}", dir.trim_start_matches('/'))))
         .collect()
 }
 
@@ -462,7 +461,7 @@ mod tests {
             assert_eq!(src.file_name(), Path::new(dest).file_name());
         }
         // Every required data file is one set-up installs.
-        for r in REQUIRED.iter().filter(|r| r.starts_with(PEER_DB_DEST)) {
+        for r in REQUIRED.iter().filter(|r| r.starts_with(setup::IP_LOCATION_DB_DIR.trim_start_matches('/'))) {
             assert!(files.iter().any(|(_, d)| d == r), "{r} is required but set-up does not install it");
         }
         // Where set-up ran, every file is there.
