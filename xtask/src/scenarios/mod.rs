@@ -223,7 +223,7 @@ pub const SCENARIOS: [Scenario; 24] = {
                     "axis-b8a44f77000e",
                     true,
                     Some(Service {
-                        kind: "_http._tcp",
+                        kind: "_axis-video._tcp",
                         instance: "AXIS M3045-V - B8A44F77000E",
                         port: 80,
                         txt: &["md=AXIS M3045-V", "sn=IWLAB0001234", "mac=b8:a4:4f:77:00:0e", "fw=10.12.182"],
@@ -596,6 +596,11 @@ mod tests {
             assert!(SCENARIOS.iter().any(|s| s.expect == Expect::Finding(r)), "no scenario raises {r}");
         }
         assert_eq!(scenario(LATE_DEVICE).map(|s| s.name), Some("new-device"));
+        // The hub browses for the answering devices' service types: were one of them the
+        // announcer's too, a browse within seconds of its announcements would answer them.
+        let announced = identity(idx("mdns-announcer")).and_then(|i| i.mdns).and_then(|m| m.service).map(|s| s.kind);
+        let browsed: BTreeSet<&str> = answering_mdns().iter().filter_map(|(_, m)| m.service.map(|s| s.kind)).collect();
+        assert!(announced.is_some_and(|k| !browsed.contains(k)), "{announced:?} is browsed for");
         // new_destination: the later hosts first come well past the baseline of a device whose
         // first Internet conversation is at 2 s, and within the first round.
         assert!(LATER_HOST_AT >= Duration::from_secs(2 + 5) + DESTINATION_BASELINE);
