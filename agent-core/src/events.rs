@@ -2,7 +2,7 @@
 //! device and kind, kept (bounded) for the report, written to the event log, and mined for names.
 
 use std::{
-    collections::{BTreeMap, VecDeque},
+    collections::{BTreeMap, BTreeSet, VecDeque},
     net::IpAddr,
 };
 
@@ -13,6 +13,7 @@ use agent_common::{
 use serde::Serialize;
 
 use crate::{
+    bounded::{TableSize, entry_bytes, evict_idlest, excess},
     clock::Clock,
     ledger::conv_ips,
     mac::Mac,
@@ -21,8 +22,15 @@ use crate::{
     reassembly::{Message, Reassembler},
 };
 
-/// Events kept for the report; older ones are dropped first and counted.
+/// Events kept for the report, in number and in bytes (their size in the report: a DNS answer
+/// of compressed names can be 100 KB); older ones are dropped first and counted.
 pub const MAX_REPORT_EVENTS: usize = 10_000;
+pub const MAX_REPORT_EVENT_BYTES: usize = 8 << 20;
+/// Devices whose events are counted by kind, and devices whose NTP servers are listed: past
+/// them, the least recently seen make room (devices with metric series of their own never do).
+pub const MAX_COUNTED_DEVICES: usize = 16_384;
+/// NTP servers listed per device; more are not listed (the detector counts them).
+pub const MAX_NTP_SERVERS: usize = 1024;
 
 /// One record of the SAMPLES ring: its header and the captured bytes of the frame. `None` when
 /// the record is shorter than a header or claims more bytes than it carries.
@@ -97,18 +105,41 @@ fn event_of(
     })
 }
 
+/// A device's events by kind, and the id of its latest (the least recently seen make room).
+#[derive(Debug, Default, Clone)]
+pub struct Counted {
+    pub by_kind: BTreeMap<SampleKind, u64>,
+    pub last_id: u64,
+}
+
+/// A device's NTP servers (client mode), and the id of its latest question.
+#[derive(Debug, Default, Clone)]
+pub struct NtpServers {
+    pub servers: BTreeSet<IpAddr>,
+    pub last_id: u64,
+}
+
 /// Everything the events left behind.
 #[derive(Debug, Default)]
 pub struct EventStore {
     pub recent: VecDeque<Event>,
+    /// The size of each of `recent` in the report, and their sum.
+    recent_sizes: VecDeque<usize>,
+    recent_bytes: usize,
     pub dropped_from_report: u64,
     /// Events per source MAC and kind.
-    pub counts: BTreeMap<(Mac, SampleKind), u64>,
+    pub counts: BTreeMap<Mac, Counted>,
+    /// What the evicted devices of `counts` counted, by kind (metrics add it to `other`).
+    pub counts_departed: BTreeMap<SampleKind, u64>,
+    counts_evicted: u64,
+    /// Devices of `counts` never evicted (see `Ledger::pin`).
+    pinned: BTreeSet<Mac>,
     pub parse_errors: BTreeMap<SampleKind, u64>,
     pub undecodable: u64,
     pub names: Names,
     /// NTP servers each device asked (client mode).
-    pub ntp_servers: BTreeMap<Mac, std::collections::BTreeSet<IpAddr>>,
+    pub ntp_servers: BTreeMap<Mac, NtpServers>,
+    ntp_evicted: u64,
     /// Events made so far (the last event's id).
     pub made: u64,
     /// TCP heads split over segments joined, retransmissions dropped, before parsing.
@@ -159,23 +190,120 @@ impl EventStore {
         self.made += 1;
         ev.id = self.made;
         let src = Mac(h.key.src_mac);
-        *self.counts.entry((src, kind)).or_default() += 1;
+        self.count_event(src, kind, ev.id);
         let ips = conv_ips(&h.key);
-        self.names.learn(ips, &ev.fields);
+        self.names.learn(ips, &ev.fields, ev.id);
         if let (EventFields::Ntp(n), Some((_, server))) = (&ev.fields, ips)
             && n.is_client()
         {
-            self.ntp_servers.entry(src).or_default().insert(server);
+            self.add_ntp_server(src, server, ev.id);
         }
-        if self.recent.len() >= MAX_REPORT_EVENTS {
+        let size = report_size(&ev);
+        while !self.recent.is_empty()
+            && (self.recent.len() >= MAX_REPORT_EVENTS || self.recent_bytes + size > MAX_REPORT_EVENT_BYTES)
+        {
             self.recent.pop_front();
+            self.recent_bytes -= self.recent_sizes.pop_front().unwrap_or(0);
             self.dropped_from_report += 1;
         }
         self.recent.push_back(ev);
+        self.recent_sizes.push_back(size);
+        self.recent_bytes += size;
         if let Some(ev) = self.recent.back() {
             on_event(ev);
         }
     }
+}
+
+impl EventStore {
+    /// Keeps these devices' event counts whatever the bound (see `Ledger::pin`).
+    pub fn pin(&mut self, macs: impl IntoIterator<Item = Mac>) {
+        self.pinned.extend(macs);
+    }
+
+    /// Events of `kind` from `mac` (while it is kept).
+    pub fn events_of(&self, mac: Mac, kind: SampleKind) -> u64 {
+        self.counts.get(&mac).and_then(|c| c.by_kind.get(&kind)).copied().unwrap_or(0)
+    }
+
+    fn count_event(&mut self, src: Mac, kind: SampleKind, id: u64) {
+        let c = self.counts.entry(src).or_default();
+        *c.by_kind.entry(kind).or_default() += 1;
+        c.last_id = id;
+        let n = excess(self.counts.len(), MAX_COUNTED_DEVICES);
+        let departed = &mut self.counts_departed;
+        let pinned = &self.pinned;
+        self.counts_evicted += evict_idlest(
+            &mut self.counts,
+            n,
+            |c| c.last_id,
+            |mac, _| pinned.contains(mac),
+            |_, c| {
+                for (k, n) in c.by_kind {
+                    *departed.entry(k).or_default() += n;
+                }
+            },
+        ) as u64;
+    }
+
+    fn add_ntp_server(&mut self, src: Mac, server: IpAddr, id: u64) {
+        let s = self.ntp_servers.entry(src).or_default();
+        if s.servers.len() < MAX_NTP_SERVERS {
+            s.servers.insert(server);
+        }
+        s.last_id = id;
+        let n = excess(self.ntp_servers.len(), MAX_COUNTED_DEVICES);
+        self.ntp_evicted += evict_idlest(&mut self.ntp_servers, n, |s| s.last_id, |_, _| false, |_, _| {}) as u64;
+    }
+
+    /// The store's tables, for the metrics and the report.
+    pub fn tables(&self) -> [TableSize; 4] {
+        let kinds: usize = self.counts.values().map(|c| c.by_kind.len()).sum();
+        let servers: usize = self.ntp_servers.values().map(|s| s.servers.len()).sum();
+        [
+            TableSize {
+                table: "report_events",
+                entries: self.recent.len(),
+                bytes: self.recent_bytes,
+                max_entries: MAX_REPORT_EVENTS,
+                evicted: self.dropped_from_report,
+            },
+            TableSize {
+                table: "event_counts",
+                entries: self.counts.len(),
+                bytes: self.counts.len() * entry_bytes::<Mac, Counted>() + kinds * entry_bytes::<SampleKind, u64>(),
+                max_entries: MAX_COUNTED_DEVICES,
+                evicted: self.counts_evicted,
+            },
+            TableSize {
+                table: "ntp_servers",
+                entries: self.ntp_servers.len(),
+                bytes: self.ntp_servers.len() * entry_bytes::<Mac, NtpServers>()
+                    + servers * entry_bytes::<IpAddr, ()>(),
+                max_entries: MAX_COUNTED_DEVICES,
+                evicted: self.ntp_evicted,
+            },
+            self.names.table(),
+        ]
+    }
+}
+
+/// What an event takes in the report: its JSON's length (counted, not written), plus the
+/// struct itself. Its heap is about as large as its text.
+fn report_size(ev: &Event) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut c = Count(0);
+    let _ = serde_json::to_writer(&mut c, ev);
+    size_of::<Event>() + c.0
 }
 
 #[cfg(test)]
@@ -230,7 +358,38 @@ mod tests {
         assert_eq!(json["dst_ip"], "239.255.255.250");
         assert_eq!(json["src_port"], 58002);
         assert_eq!(json["ts"], 1_620_000_000.0);
-        assert_eq!(store.counts[&(Mac([0x80, 0x9f, 0x9b, 0x45, 0xa3, 0x28]), SampleKind::Ssdp)], 1);
+        assert_eq!(store.events_of(Mac([0x80, 0x9f, 0x9b, 0x45, 0xa3, 0x28]), SampleKind::Ssdp), 1);
+    }
+
+    #[test]
+    fn the_events_kept_are_bounded_in_number_and_bytes_and_counts_in_devices() {
+        let mut store = EventStore::default();
+        let pinned = Mac([2, 0x66, 0, 0, 0, 0]);
+        store.pin([pinned]);
+        // Long SSDP answers (a 1,400-byte ST each) from 20,000 spoofed MACs.
+        let mut frame = vec![0u8; 42];
+        frame.extend_from_slice(b"HTTP/1.1 200 OK\r\nST: ");
+        frame.extend(std::iter::repeat_n(b'x', 1400));
+        frame.extend_from_slice(b"\r\n\r\n");
+        let n = 20_000u32;
+        for i in 0..n {
+            let b = i.to_be_bytes();
+            let mut k = key(17, 1900, 40000);
+            k.src_mac = [2, 0x66, b[0], b[1], b[2], b[3]];
+            assert_eq!(handle(&mut store, &record(SampleKind::Ssdp, k, &frame, 42)).len(), 1);
+        }
+        let json: usize = store.recent.iter().map(|e| serde_json::to_vec(e).unwrap().len()).sum();
+        assert!(json <= MAX_REPORT_EVENT_BYTES, "{json} bytes of events kept");
+        assert!(store.recent.len() < MAX_REPORT_EVENTS, "the bytes bound bit first: {}", store.recent.len());
+        assert_eq!(store.recent.len() as u64 + store.dropped_from_report, u64::from(n));
+        assert_eq!(store.recent.back().map(|e| e.id), Some(u64::from(n)), "the latest is kept");
+        // Counts: bounded in devices, the pinned one kept, nothing lost from the sums.
+        assert!(store.counts.len() <= MAX_COUNTED_DEVICES);
+        assert_eq!(store.events_of(pinned, SampleKind::Ssdp), 1);
+        let kept: u64 = store.counts.values().flat_map(|c| c.by_kind.values()).sum();
+        assert_eq!(kept + store.counts_departed[&SampleKind::Ssdp], u64::from(n));
+        let [_, counts, ..] = store.tables();
+        assert_eq!(counts.evicted as usize, n as usize - store.counts.len());
     }
 
     #[test]
@@ -273,10 +432,7 @@ mod tests {
         );
         assert!(handle(&mut store, &tcp_record(105, rest)).is_empty(), "a retransmission");
         let cam = Mac([0x80, 0x9f, 0x9b, 0x45, 0xa3, 0x28]);
-        assert_eq!(
-            (store.counts.get(&(cam, SampleKind::Http)), store.counts.get(&(cam, SampleKind::Flow))),
-            (Some(&1), None)
-        );
+        assert_eq!((store.events_of(cam, SampleKind::Http), store.events_of(cam, SampleKind::Flow)), (1, 0));
         assert_eq!((store.reassembly.stats.segments_joined, store.reassembly.stats.retransmissions), (1, 1));
         // A head that never gets its continuation comes out on flush, as it came.
         assert!(handle(&mut store, &tcp_record(5000, b"GET ")).is_empty());

@@ -16,6 +16,7 @@ use std::{
 use serde::{Deserialize, Serialize};
 
 use crate::{
+    bounded::{TableSize, entry_bytes},
     events::Event,
     labels::sanitize,
     mac::Mac,
@@ -31,8 +32,10 @@ use crate::{
 const MAX_NAME_CHARS: usize = 253;
 /// Names kept per device and source (the most recently seen).
 const MAX_PER_SOURCE: usize = 3;
-/// Devices with identities; past it, the one seen least recently makes room.
+/// Devices with identities, and the bytes of all their names: past either, the one seen least
+/// recently makes room.
 pub const MAX_DEVICES: usize = 8192;
+pub const MAX_BYTES: usize = 4 << 20;
 
 /// Where a name came from. Declared in order of preference for the display name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -123,11 +126,18 @@ struct Identity {
     last_seen: f64,
 }
 
+impl Identity {
+    fn bytes(&self) -> usize {
+        entry_bytes::<Mac, Identity>() + self.names.iter().map(|n| size_of::<Name>() + n.name.len()).sum::<usize>()
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct Identities {
     devices: HashMap<Mac, Identity>,
     /// Devices forgotten to make room for others.
     pub evicted: u64,
+    bytes: usize,
     /// Something changed since [`Identities::take_changed`] (so the state file needs saving).
     changed: bool,
 }
@@ -183,12 +193,34 @@ impl Identities {
         if !self.devices.contains_key(&src) && self.devices.len() >= MAX_DEVICES {
             self.evict_stalest();
         }
-        let id = self.devices.entry(src).or_default();
-        id.last_seen = id.last_seen.max(ev.ts);
-        for (source, name) in found {
-            add(id, source, &name, ev.ts);
+        self.update(src, |id| {
+            id.last_seen = id.last_seen.max(ev.ts);
+            for (source, name) in found {
+                add(id, source, &name, ev.ts);
+            }
+        });
+        while self.bytes > MAX_BYTES && self.devices.len() > 1 {
+            self.evict_stalest();
         }
         self.changed = true;
+    }
+
+    /// Changes a device's identity (made if new), keeping the count of bytes.
+    fn update(&mut self, mac: Mac, f: impl FnOnce(&mut Identity)) {
+        let before = self.devices.get(&mac).map_or(0, Identity::bytes);
+        let id = self.devices.entry(mac).or_default();
+        f(id);
+        self.bytes = self.bytes + id.bytes() - before;
+    }
+
+    pub fn table(&self) -> TableSize {
+        TableSize {
+            table: "identities",
+            entries: self.devices.len(),
+            bytes: self.bytes,
+            max_entries: MAX_DEVICES,
+            evicted: self.evicted,
+        }
     }
 
     /// Whether anything changed since the last call.
@@ -198,7 +230,9 @@ impl Identities {
 
     fn evict_stalest(&mut self) {
         if let Some(mac) = self.devices.iter().min_by(|a, b| a.1.last_seen.total_cmp(&b.1.last_seen)).map(|(m, _)| *m) {
-            self.devices.remove(&mac);
+            if let Some(id) = self.devices.remove(&mac) {
+                self.bytes -= id.bytes();
+            }
             self.evicted += 1;
         }
     }
@@ -277,13 +311,17 @@ impl Identities {
             if mac.is_group() || (!self.devices.contains_key(&mac) && self.devices.len() >= MAX_DEVICES) {
                 continue;
             }
-            let id = self.devices.entry(mac).or_default();
-            for n in d.names {
-                if n.last_seen.is_finite() {
-                    id.last_seen = id.last_seen.max(n.last_seen);
-                    add(id, n.source, &n.name, n.last_seen);
+            self.update(mac, |id| {
+                for n in d.names {
+                    if n.last_seen.is_finite() {
+                        id.last_seen = id.last_seen.max(n.last_seen);
+                        add(id, n.source, &n.name, n.last_seen);
+                    }
                 }
-            }
+            });
+        }
+        while self.bytes > MAX_BYTES && self.devices.len() > 1 {
+            self.evict_stalest();
         }
     }
 }
@@ -550,6 +588,26 @@ mod tests {
         }
         assert_eq!((ids.len(), ids.evicted), (MAX_DEVICES, 2), "the stalest (CAM, then the first) made room");
         assert!(ids.names(CAM).is_empty());
+    }
+
+    #[test]
+    fn long_names_are_bounded_in_bytes_the_stalest_going_first() {
+        let (mut ids, s) = (Identities::default(), scopes());
+        let long = "h".repeat(400);
+        for i in 0..MAX_DEVICES as u32 {
+            let b = i.to_be_bytes();
+            let mac = Mac([0x00, 0x11, b[0], b[1], b[2], b[3]]);
+            ids.learn(&event(mac, "0.0.0.0", f64::from(i), dhcp(mac, 1, &format!("{i}{long}"))), &s);
+            let ua = HttpEvent { method: Some(Method::Get), user_agent: Some(long.clone()), ..Default::default() };
+            ids.learn(&event(mac, "192.168.77.9", f64::from(i), EventFields::Http(ua)), &s);
+        }
+        // Each name is cut at 253 characters: two for each of 8,192 devices are more than MAX_BYTES.
+        let text: usize = ids.devices.values().flat_map(|id| id.names.iter().map(|n| n.name.len())).sum();
+        assert!(text < MAX_BYTES && ids.table().bytes <= MAX_BYTES, "{text} {:?}", ids.table());
+        assert!(ids.len() < MAX_DEVICES && ids.evicted > 0, "{:?}", ids.table());
+        let newest = Mac([0x00, 0x11, 0, 0, 0x1f, 0xff]);
+        let first = Mac([0x00, 0x11, 0, 0, 0, 0]);
+        assert!(!ids.names(newest).is_empty() && ids.names(first).is_empty());
     }
 
     #[test]

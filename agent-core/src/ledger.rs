@@ -22,7 +22,9 @@ use agent_common::{
 };
 
 use crate::{
+    bounded::{TableSize, entry_bytes, evict_idlest, excess},
     mac::Mac,
+    peerdb::Place,
     scope::{Scope, ScopeClassifier},
 };
 
@@ -153,8 +155,22 @@ impl Peer {
     }
 }
 
-/// Peers kept per device; the rest are counted in `Ledger::peers_dropped`.
+/// Peers kept per device: past it, the device's least recently seen make room.
 pub const MAX_PEERS_PER_DEVICE: usize = 4096;
+
+/// How many devices, peers (all devices' together) and IP addresses the ledger keeps: 10k
+/// devices and 100k conversations fit. Past a bound, the least recently seen are evicted and
+/// counted; what they counted stays in the sums (see [`Ledger::enforce_bounds`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Bounds {
+    pub devices: usize,
+    pub peers: usize,
+    pub ips: usize,
+}
+
+impl Bounds {
+    pub const DEFAULT: Bounds = Bounds { devices: 16_384, peers: 131_072, ips: 131_072 };
+}
 
 /// TCP/UDP conversations whose opener the ledger remembers (as many as the conversation map
 /// holds by default; about 150 bytes each). Past it, the longest idle are forgotten, counted in
@@ -187,6 +203,13 @@ pub struct Device {
     pub ips: BTreeSet<IpAddr>,
     /// Sent and received, by IP protocol name ("tcp", "udp", "icmp", ..., "non_ip").
     pub protocols: BTreeMap<&'static str, TxRx>,
+    /// What it exchanged with Internet peers evicted from `peers`, by their place (country and
+    /// provider): sums over
+    /// peers by country and provider must not fall when a peer leaves.
+    pub departed_peers: BTreeMap<Place, TxRx>,
+    /// The latest last-seen of its conversations (program clock): the least recently seen
+    /// devices make room first.
+    pub last_seen_ns: u64,
 }
 
 impl Device {
@@ -251,14 +274,30 @@ impl Opening {
     }
 }
 
+/// An IP address's traffic: as source (tx) and destination (rx) of the outermost IP header.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IpTraffic {
+    pub tx: Totals,
+    pub rx: Totals,
+    pub last_seen_ns: u64,
+}
+
 #[derive(Clone, Debug)]
 pub struct Ledger {
     devices: BTreeMap<Mac, Device>,
-    /// Every IP address: as source (tx) and destination (rx) of the outermost IP header.
-    ips: BTreeMap<IpAddr, TxRx>,
-    /// Every TCP/UDP destination port.
+    ips: BTreeMap<IpAddr, IpTraffic>,
+    /// Every TCP/UDP destination port (at most 2 x 65,536).
     ports: BTreeMap<(Transport, u16), Totals>,
-    peers_dropped: u64,
+    bounds: Bounds,
+    /// Devices never evicted: those with metric series of their own (bounded by the metrics'
+    /// device cap), whose counters must only rise.
+    pinned: BTreeSet<Mac>,
+    /// What evicted devices counted, by direction and scope (metrics add it to `other`).
+    departed: BTreeMap<(Direction, Scope), Totals>,
+    peers: usize,
+    devices_evicted: u64,
+    peers_evicted: u64,
+    ips_evicted: u64,
     /// Openers of conversations, for devices' service ports; at most `max_openers`.
     openers: HashMap<ConvId, Opening>,
     max_openers: usize,
@@ -286,10 +325,12 @@ pub fn protocol_name(key: &ConvKey) -> &'static str {
     }
 }
 
-fn add_peer(dev: &mut Device, ip: IpAddr, d: &Delta, dir: FirstDirection, dropped: &mut u64) {
+/// Counts `d` with the device's peer `ip`; returns whether the peer is new.
+fn add_peer(dev: &mut Device, ip: IpAddr, d: &Delta, dir: FirstDirection) -> bool {
     if let Some(p) = dev.peers.get_mut(&ip) {
         p.add(d, dir);
-    } else if dev.peers.len() < MAX_PEERS_PER_DEVICE {
+        false
+    } else {
         let mut p = Peer {
             totals: Totals::default(),
             tx: Totals::default(),
@@ -300,21 +341,30 @@ fn add_peer(dev: &mut Device, ip: IpAddr, d: &Delta, dir: FirstDirection, droppe
         };
         p.add(d, dir);
         dev.peers.insert(ip, p);
-    } else {
-        *dropped += 1;
+        true
     }
 }
 
 impl Ledger {
     /// A ledger that remembers the openers of at most `max` conversations (at least one).
     pub fn with_max_openers(max: usize) -> Self {
+        Self::with_bounds(Bounds::DEFAULT, max)
+    }
+
+    pub fn with_bounds(bounds: Bounds, max_openers: usize) -> Self {
         Self {
             devices: BTreeMap::new(),
             ips: BTreeMap::new(),
             ports: BTreeMap::new(),
-            peers_dropped: 0,
+            bounds,
+            pinned: BTreeSet::new(),
+            departed: BTreeMap::new(),
+            peers: 0,
+            devices_evicted: 0,
+            peers_evicted: 0,
+            ips_evicted: 0,
             openers: HashMap::new(),
-            max_openers: max.max(1),
+            max_openers: max_openers.max(1),
             openers_forgotten: 0,
         }
     }
@@ -329,8 +379,12 @@ impl Ledger {
         let transport = Transport::from_proto(d.key.proto).filter(|_| d.key.dst_port != 0 || d.key.src_port != 0);
         let protocol = protocol_name(&d.key);
         if let Some((src_ip, dst_ip)) = ips {
-            self.ips.entry(src_ip).or_default().tx.add(d.packets, d.bytes);
-            self.ips.entry(dst_ip).or_default().rx.add(d.packets, d.bytes);
+            let src = self.ips.entry(src_ip).or_default();
+            src.tx.add(d.packets, d.bytes);
+            src.last_seen_ns = src.last_seen_ns.max(d.last_seen_ns);
+            let dst = self.ips.entry(dst_ip).or_default();
+            dst.rx.add(d.packets, d.bytes);
+            dst.last_seen_ns = dst.last_seen_ns.max(d.last_seen_ns);
         }
         if let Some(t) = transport {
             self.ports.entry((t, d.key.dst_port)).or_default().add(d.packets, d.bytes);
@@ -341,21 +395,23 @@ impl Ledger {
         if !src.is_group() {
             let dev = self.devices.entry(src).or_default();
             dev.traffic.entry((Direction::Tx, tx_scope)).or_default().add(d.packets, d.bytes);
+            dev.last_seen_ns = dev.last_seen_ns.max(d.last_seen_ns);
             dev.protocols.entry(protocol).or_default().tx.add(d.packets, d.bytes);
             if let Some((src_ip, dst_ip)) = ips {
                 // rx_scope is the source address's scope.
                 if matches!(rx_scope, Scope::Lan | Scope::LinkLocal) && !src_ip.is_unspecified() {
                     dev.ips.insert(src_ip);
                 }
-                add_peer(dev, dst_ip, d, FirstDirection::Outbound, &mut self.peers_dropped);
+                self.peers += usize::from(add_peer(dev, dst_ip, d, FirstDirection::Outbound));
             }
         }
         if !dst.is_group() {
             let dev = self.devices.entry(dst).or_default();
             dev.traffic.entry((Direction::Rx, rx_scope)).or_default().add(d.packets, d.bytes);
+            dev.last_seen_ns = dev.last_seen_ns.max(d.last_seen_ns);
             dev.protocols.entry(protocol).or_default().rx.add(d.packets, d.bytes);
             if let Some((src_ip, _)) = ips {
-                add_peer(dev, src_ip, d, FirstDirection::Inbound, &mut self.peers_dropped);
+                self.peers += usize::from(add_peer(dev, src_ip, d, FirstDirection::Inbound));
             }
         }
     }
@@ -415,7 +471,7 @@ impl Ledger {
         &self.devices
     }
 
-    pub fn ips(&self) -> &BTreeMap<IpAddr, TxRx> {
+    pub fn ips(&self) -> &BTreeMap<IpAddr, IpTraffic> {
         &self.ips
     }
 
@@ -423,15 +479,140 @@ impl Ledger {
         &self.ports
     }
 
-    /// Peers not kept because a device already had [`MAX_PEERS_PER_DEVICE`].
-    pub fn peers_dropped(&self) -> u64 {
-        self.peers_dropped
+    /// What evicted devices counted, by direction and scope.
+    pub fn departed(&self) -> &BTreeMap<(Direction, Scope), Totals> {
+        &self.departed
+    }
+
+    /// Devices that are never evicted (see [`Ledger::pin`]).
+    pub fn pinned(&self) -> &BTreeSet<Mac> {
+        &self.pinned
+    }
+
+    /// Keeps these devices whatever the bounds (the metrics' devices with series of their own,
+    /// at most their cap): their counters must only rise.
+    pub fn pin(&mut self, macs: impl IntoIterator<Item = Mac>) {
+        self.pinned.extend(macs);
+    }
+
+    /// Evicts the least recently seen devices, peers and addresses past the bounds. What an
+    /// evicted device counted goes to [`Ledger::departed`]; what a device exchanged with an
+    /// evicted Internet peer goes to its `departed_peers` under `place(ip)` (None: not an
+    /// Internet peer). Called after each poll's deltas, so a table exceeds its bound at most by
+    /// one poll's worth.
+    pub fn enforce_bounds(&mut self, place: impl Fn(IpAddr) -> Option<Place>) {
+        let Bounds { devices: max_devices, peers: max_peers, ips: max_ips } = self.bounds;
+        let departed = &mut self.departed;
+        let mut peers_gone = 0;
+        let n = excess(self.devices.len(), max_devices);
+        self.devices_evicted += evict_idlest(
+            &mut self.devices,
+            n,
+            |d| d.last_seen_ns,
+            |mac, _| self.pinned.contains(mac),
+            |_, dev| {
+                peers_gone += dev.peers.len();
+                for (k, t) in dev.traffic {
+                    departed.entry(k).or_default().add(t.packets, t.bytes);
+                }
+            },
+        ) as u64;
+        self.peers -= peers_gone;
+        // Per device, then all together: the least recently seen of all devices' peers.
+        for dev in self.devices.values_mut() {
+            let n = excess(dev.peers.len(), MAX_PEERS_PER_DEVICE);
+            self.peers -= evict_peers(dev, n, &place);
+            self.peers_evicted += n as u64;
+        }
+        if self.peers > max_peers {
+            let mut seen: Vec<u64> =
+                self.devices.values().flat_map(|d| d.peers.values().map(|p| p.last_seen_ns)).collect();
+            let n = excess(seen.len(), max_peers);
+            let cutoff = *seen.select_nth_unstable(n - 1).1;
+            for dev in self.devices.values_mut() {
+                let older = dev.peers.values().filter(|p| p.last_seen_ns <= cutoff).count();
+                let gone = evict_peers(dev, older, &place);
+                self.peers -= gone;
+                self.peers_evicted += gone as u64;
+            }
+        }
+        let n = excess(self.ips.len(), max_ips);
+        self.ips_evicted += evict_idlest(&mut self.ips, n, |t| t.last_seen_ns, |_, _| false, |_, _| {}) as u64;
+    }
+
+    /// The ledger's tables, for the metrics and the report.
+    pub fn tables(&self) -> [TableSize; 4] {
+        let peer_bytes = entry_bytes::<IpAddr, Peer>();
+        let device_bytes: usize = self
+            .devices
+            .values()
+            .map(|d| {
+                entry_bytes::<Mac, Device>()
+                    + d.peers.len() * peer_bytes
+                    + d.ports.len() * entry_bytes::<(Transport, u16), Totals>()
+                    + d.ips.len() * entry_bytes::<IpAddr, ()>()
+                    + (d.traffic.len() + d.protocols.len()) * entry_bytes::<(Direction, Scope), TxRx>()
+                    + d.departed_peers
+                        .keys()
+                        .map(|(c, p)| entry_bytes::<Place, TxRx>() + c.len() + p.len())
+                        .sum::<usize>()
+            })
+            .sum();
+        [
+            TableSize {
+                table: "devices",
+                entries: self.devices.len(),
+                bytes: device_bytes - self.peers * peer_bytes,
+                max_entries: self.bounds.devices,
+                evicted: self.devices_evicted,
+            },
+            TableSize {
+                table: "peers",
+                entries: self.peers,
+                bytes: self.peers * peer_bytes,
+                max_entries: self.bounds.peers,
+                evicted: self.peers_evicted,
+            },
+            TableSize {
+                table: "ips",
+                entries: self.ips.len(),
+                bytes: self.ips.len() * entry_bytes::<IpAddr, IpTraffic>(),
+                max_entries: self.bounds.ips,
+                evicted: self.ips_evicted,
+            },
+            TableSize {
+                table: "openers",
+                entries: self.openers.len(),
+                bytes: self.openers.len() * entry_bytes::<ConvId, Opening>(),
+                max_entries: self.max_openers,
+                evicted: self.openers_forgotten,
+            },
+        ]
     }
 
     /// Conversations whose opener was forgotten to stay within [`MAX_OPENERS`].
     pub fn openers_forgotten(&self) -> u64 {
         self.openers_forgotten
     }
+}
+
+/// Evicts the `n` least recently seen peers of `dev`; an Internet peer's traffic stays in the
+/// device's `departed_peers`. Returns how many went.
+fn evict_peers(dev: &mut Device, n: usize, place: &impl Fn(IpAddr) -> Option<Place>) -> usize {
+    let departed = &mut dev.departed_peers;
+    evict_idlest(
+        &mut dev.peers,
+        n,
+        |p| p.last_seen_ns,
+        |_, _| false,
+        |ip, p| {
+            if let Some(k) = place(ip) {
+                let t = departed.entry(k).or_default();
+                t.tx.add(p.tx.packets, p.tx.bytes);
+                t.rx.add(p.rx.packets, p.rx.bytes);
+            }
+        },
+    )
 }
 
 /// Moves `t` from one key of `ports` to another; a key left with nothing goes.
@@ -668,5 +849,58 @@ mod tests {
         assert_eq!(s.to_string(), "fe80::1");
         assert_eq!(d.to_string(), "ff02::fb");
         assert_eq!(conv_ips(&ConvKey::default()), None);
+    }
+
+    #[test]
+    fn bounds_evict_the_least_recently_seen_and_keep_every_count_in_the_sums() {
+        let bounds = Bounds { devices: 8, peers: 40, ips: 30 };
+        let mut l = Ledger::with_bounds(bounds, 64);
+        l.pin([Mac(CAM)]);
+        let place = |ip: IpAddr| Some((format!("c{}", ip.to_string().len() % 3), "p".to_owned()));
+        let mut sent = Totals::default();
+        let mut cam_sent = Totals::default();
+        // The camera talks first and never again; 50 spoofed MACs, each to 5 Internet peers,
+        // come later, one poll each.
+        for n in 0..51u32 {
+            let mac = if n == 0 { CAM } else { [2, 0x66, 0, 0, (n >> 8) as u8, n as u8] };
+            for p in 0..5u32 {
+                let dst = [203, 0, 113, (n * 5 + p) as u8];
+                let key = v4(mac, GW, [192, 168, 77, 10 + n as u8], dst, 17, 1000 + p as u16);
+                let ns = u64::from(n) * 10 + u64::from(p);
+                l.apply(&Delta { key, packets: 1, bytes: 100, first_seen_ns: ns, last_seen_ns: ns }, &scopes());
+                sent.add(1, 100);
+                if n == 0 {
+                    cam_sent.add(1, 100);
+                }
+            }
+            l.enforce_bounds(place);
+            let t = l.tables();
+            assert!(t[0].entries <= bounds.devices + 1 && t[1].entries <= bounds.peers, "{t:?}");
+            assert!(t[2].entries <= bounds.ips, "{t:?}");
+        }
+        // Pinned: never evicted, though it was seen least recently.
+        assert_eq!(l.devices()[&Mac(CAM)].total(Direction::Tx), cam_sent);
+        let t = l.tables();
+        assert!(t[0].evicted > 30 && t[1].evicted > 0 && t[2].evicted > 0, "{t:?}");
+        // The latest spoofed MAC is kept; the earliest unpinned ones went.
+        assert!(l.devices().contains_key(&Mac([2, 0x66, 0, 0, 0, 50])));
+        assert!(!l.devices().contains_key(&Mac([2, 0x66, 0, 0, 0, 1])));
+        // What every device sent: the kept devices' and the departed ones' together.
+        let mut tx = Totals::default();
+        for (_, d) in l.devices().iter().filter(|(m, _)| **m != Mac(GW)) {
+            let t = d.total(Direction::Tx);
+            tx.add(t.packets, t.bytes);
+        }
+        for ((dir, _), t) in l.departed() {
+            if *dir == Direction::Tx {
+                tx.add(t.packets, t.bytes);
+            }
+        }
+        assert_eq!(tx, sent);
+        // The gateway received it all: its kept peers and the departed ones' places together.
+        let gw = &l.devices()[&Mac(GW)];
+        let mut rx: u64 = gw.peers.values().map(|p| p.rx.bytes).sum();
+        rx += gw.departed_peers.values().map(|t| t.rx.bytes).sum::<u64>();
+        assert_eq!((gw.total(Direction::Rx).bytes, rx), (sent.bytes, sent.bytes));
     }
 }

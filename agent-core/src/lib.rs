@@ -10,7 +10,7 @@
 //! - State: [`ledger`] (per-device totals from conversation deltas), [`identity`] (device names
 //!   with their sources), [`names`] (remote names), [`scope`], [`oui`], [`peerdb`] (ASN,
 //!   organisation, country and provider of Internet peers), [`labels`] (bounded label values),
-//!   [`clock`].
+//!   [`bounded`] (every table's bounds: the least recently seen make room, counted), [`clock`].
 //! - Findings: [`detect`] (one module per group of rules; findings deduplicated and bounded).
 //! - Output models: [`view`] (the plain view every output reads), [`report`] (schema
 //!   `iotwatch.report/v1`), [`text`] (the report as a table).
@@ -28,6 +28,7 @@ macro_rules! serialize_as_text {
 }
 pub(crate) use serialize_as_text;
 
+pub mod bounded;
 pub mod capture;
 pub mod clock;
 pub mod detect;

@@ -10,11 +10,14 @@
 //! The map has no last-seen time: a MAC is idle when its counters, summed over CPUs, read the
 //! same at every poll for the whole timeout.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use agent_common::{DeviceCounters, MacKey};
 
-use crate::mac::Mac;
+use crate::{
+    bounded::{TableSize, entry_bytes, evict_idlest, excess},
+    mac::Mac,
+};
 
 /// Adds the counters field by field: by name, because the struct carries other fields (the
 /// kernel's own state) that are not counts.
@@ -45,10 +48,19 @@ struct Entry {
     in_map: bool,
 }
 
+/// MACs kept: past it, those gone from the map the longest make room (what they counted stays
+/// in [`MacBook::departed`]).
+pub const MAX_MACS: usize = 65_536;
+pub const TABLE: &str = "macs";
+
 #[derive(Clone, Debug, Default)]
 pub struct MacBook {
     entries: BTreeMap<MacKey, Entry>,
     aged_out: u64,
+    departed: DeviceCounters,
+    evicted: u64,
+    /// MACs never evicted (see `Ledger::pin`).
+    pinned: BTreeSet<Mac>,
 }
 
 impl MacBook {
@@ -74,6 +86,7 @@ impl MacBook {
                 e.in_map = false;
             }
         }
+        self.enforce_bound();
         let Some(idle_ns) = idle_ns else { return Vec::new() };
         self.entries
             .iter()
@@ -94,6 +107,43 @@ impl MacBook {
             self.aged_out += 1;
         }
         e.in_map = false;
+    }
+
+    /// Evicts the entries out of the map that changed least recently, past [`MAX_MACS`].
+    fn enforce_bound(&mut self) {
+        let n = excess(self.entries.len(), MAX_MACS);
+        let (departed, pinned) = (&mut self.departed, &self.pinned);
+        self.evicted += evict_idlest(
+            &mut self.entries,
+            n,
+            |e| e.changed_ns,
+            // Never one in the map: the next walk would count its live counts again.
+            |k, e| e.in_map || pinned.contains(&Mac(k.mac)),
+            |_, e| {
+                add_device(departed, &e.retired);
+                add_device(departed, &e.live);
+            },
+        ) as u64;
+    }
+
+    /// Keeps these MACs whatever the bound: their exported totals must only rise.
+    pub fn pin(&mut self, macs: impl IntoIterator<Item = Mac>) {
+        self.pinned.extend(macs);
+    }
+
+    /// What the evicted MACs counted, all together.
+    pub fn departed(&self) -> DeviceCounters {
+        self.departed
+    }
+
+    pub fn table(&self) -> TableSize {
+        TableSize {
+            table: TABLE,
+            entries: self.entries.len(),
+            bytes: self.entries.len() * entry_bytes::<MacKey, Entry>(),
+            max_entries: MAX_MACS,
+            evicted: self.evicted,
+        }
     }
 
     /// MACs removed from the map after being idle, since the start.
@@ -139,6 +189,30 @@ mod tests {
 
     fn total(book: &MacBook, n: u8) -> u64 {
         book.totals().iter().find(|(m, _)| *m == Mac(key(n).mac)).map_or(0, |(_, c)| c.tx_packets)
+    }
+
+    #[test]
+    fn past_its_bound_the_book_forgets_macs_gone_longest_and_keeps_their_counts() {
+        let mut b = MacBook::default();
+        let mac = |i: u32| {
+            let x = i.to_be_bytes();
+            MacKey::new([2, 0x66, x[0], x[1], x[2], x[3]])
+        };
+        b.pin([Mac(mac(0).mac)]);
+        // A flood of MACs, each in the map for one walk only, a thousand a walk.
+        let n = MAX_MACS as u32 + 10_000;
+        for walk in 0..n.div_ceil(1000) {
+            let live: Vec<_> = (walk * 1000..(walk * 1000 + 1000).min(n)).map(|i| (mac(i), tx(1))).collect();
+            b.observe(u64::from(walk), &live, None);
+        }
+        let t = b.table();
+        assert!(t.entries <= MAX_MACS && t.evicted > 0, "{t:?}");
+        let totals = b.totals();
+        assert!(totals.iter().any(|(m, _)| *m == Mac(mac(0).mac)), "pinned");
+        assert!(totals.iter().any(|(m, _)| *m == Mac(mac(n - 1).mac)), "the one in the map");
+        assert!(!totals.iter().any(|(m, _)| *m == Mac(mac(1).mac)), "gone longest");
+        let kept: u64 = totals.iter().map(|(_, c)| c.tx_packets).sum();
+        assert_eq!(kept + b.departed().tx_packets, u64::from(n));
     }
 
     #[test]

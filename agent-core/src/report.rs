@@ -7,6 +7,7 @@ use agent_common::sample::{SampleKind, outcome};
 use serde::Serialize;
 
 use crate::{
+    bounded::TableSize,
     clock::Clock,
     detect::Finding,
     events::Event,
@@ -176,7 +177,6 @@ pub struct AgentSection {
     pub parse_errors: u64,
     /// Per kind: sent, dropped, suppressed, parse_errors.
     pub samples_by_kind: BTreeMap<&'static str, BTreeMap<&'static str, u64>>,
-    pub events_not_in_report: u64,
     /// TCP segments joined to the head before them (a method alone, a head cut anywhere), held
     /// heads that went out alone (no continuation in time), of those the ones pushed out of the
     /// bounded table, and TCP samples dropped as retransmissions (`reassembly`).
@@ -187,14 +187,14 @@ pub struct AgentSection {
     pub event_log_errors: u64,
     /// Event log lines dropped because its writer fell behind (live only).
     pub event_log_dropped: u64,
-    pub names_dropped: u64,
     /// The kernel program's own statistics (as `iotwatch_bpf_events_total`).
     pub bpf: BTreeMap<&'static str, u64>,
     pub conversation_evictions: u64,
-    pub peers_dropped: u64,
-    /// Conversations whose opener the ledger forgot (bounded memory): one that comes back with
-    /// its answer alone counts under the answer's destination port in the device's `ports`.
-    pub openers_forgotten: u64,
+    /// The agent's tables: entries, estimated bytes, bound and evictions (`bounded`). The
+    /// `report_events` evicted are events no longer in `events`; the `openers` evicted are
+    /// conversations whose opener was forgotten (one that comes back with its answer alone counts
+    /// under the answer's destination port in the device's `ports`).
+    pub tables: Vec<TableSize>,
     /// Findings that left the report to make room for newer ones.
     pub findings_dropped: u64,
 }
@@ -330,7 +330,7 @@ pub fn build(p: &View<'_>, capture: Option<Capture>, clock: Clock) -> Report {
                     .events
                     .ntp_servers
                     .get(mac)
-                    .map(|s| s.iter().map(ToString::to_string).collect())
+                    .map(|s| s.servers.iter().map(ToString::to_string).collect())
                     .unwrap_or_default(),
                 protocols: d.protocols.iter().map(|(k, v)| (*k, txrx_row(v.tx, v.rx))).collect(),
             }
@@ -363,18 +363,15 @@ pub fn build(p: &View<'_>, capture: Option<Capture>, clock: Clock) -> Report {
         samples_capped: total(outcome::CAPPED),
         parse_errors: p.events.parse_errors.values().sum::<u64>() + p.events.undecodable,
         samples_by_kind,
-        events_not_in_report: p.events.dropped_from_report,
         segments_joined: p.events.reassembly.stats.segments_joined,
         segments_unjoined: p.events.reassembly.stats.segments_unjoined,
         reassembly_evictions: p.events.reassembly.stats.evictions,
         retransmissions: p.events.reassembly.stats.retransmissions,
         event_log_errors: p.event_log_errors,
         event_log_dropped: p.event_log_dropped,
-        names_dropped: p.events.names.remotes_dropped,
         bpf,
         conversation_evictions: p.last.evictions,
-        peers_dropped: p.ledger.peers_dropped(),
-        openers_forgotten: p.ledger.openers_forgotten(),
+        tables: p.tables(),
         findings_dropped: p.detectors.findings.dropped,
     };
     Report {

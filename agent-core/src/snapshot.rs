@@ -9,6 +9,7 @@ use agent_common::{
 };
 
 use crate::{
+    bounded::TableSize,
     ledger::{Delta, Totals},
     mac::Mac,
 };
@@ -35,6 +36,9 @@ pub struct Snapshot {
     pub evictions: u64,
     /// Conversations removed from CONVERSATIONS after being idle, with their last counts.
     pub aged_out: u64,
+    /// What the MACs evicted from the agent's table (`macbook`) counted, all together.
+    pub macs_departed: DeviceCounters,
+    pub mac_table: TableSize,
 }
 
 /// A conversation's counters summed over CPUs, with the earliest first and latest last seen.

@@ -2,10 +2,12 @@
 //! of the pipeline, or of a test's hand-made fixtures.
 
 use crate::{
+    bounded::TableSize,
     detect::Detectors,
     events::EventStore,
     identity::Identities,
     ledger::Ledger,
+    macbook,
     oui::Oui,
     peerdb::PeerDb,
     scope::ScopeClassifier,
@@ -27,4 +29,16 @@ pub struct View<'a> {
     /// Event log lines lost to write errors, and dropped because its writer fell behind.
     pub event_log_errors: u64,
     pub event_log_dropped: u64,
+}
+
+impl View<'_> {
+    /// Every bounded table of the agent, with its size and evictions.
+    pub fn tables(&self) -> Vec<TableSize> {
+        let mut t = Vec::new();
+        t.extend(self.ledger.tables());
+        t.extend(self.events.tables());
+        t.push(self.identities.table());
+        t.push(TableSize { table: macbook::TABLE, ..self.last.mac_table });
+        t
+    }
 }

@@ -11,10 +11,11 @@ use iotwatch_core::{
     events::{Event, EventStore},
     identity::Identities,
     ledger::Ledger,
+    mac::Mac,
     oui::Oui,
     peerdb::PeerDb,
     report::{self, Capture, Report},
-    scope::ScopeClassifier,
+    scope::{Scope, ScopeClassifier},
     snapshot::Snapshot,
     view::View,
 };
@@ -223,6 +224,14 @@ impl Pipeline {
         &self.last
     }
 
+    /// Keeps these devices in every table whatever its bounds: the metrics' devices with series
+    /// of their own (at most their cap), whose counters must only rise.
+    pub fn pin_devices(&mut self, macs: &[Mac]) {
+        self.ledger.pin(macs.iter().copied());
+        self.events.pin(macs.iter().copied());
+        self.collector.pin_macs(macs);
+    }
+
     /// Ages MACs out of DEVICE_STATS once their counters stood still this long (None: never).
     pub fn set_mac_idle(&mut self, idle: Option<std::time::Duration>) {
         self.collector.set_mac_idle(idle.map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)));
@@ -312,6 +321,8 @@ impl Pipeline {
             self.ledger.apply(delta, &self.scopes);
             self.latest_ns = self.latest_ns.max(delta.last_seen_ns);
         }
+        let (scopes, peers) = (&self.scopes, &self.peers);
+        self.ledger.enforce_bounds(|ip| (scopes.of_ip(ip) == Scope::Internet).then(|| peers.place(ip)));
         self.now = match self.clock {
             Clock::Live => self.clock.seconds(clock::monotonic_ns()),
             Clock::Epoch => snap.deltas.iter().map(|d| self.clock.seconds(d.last_seen_ns)).fold(self.now, f64::max),

@@ -103,6 +103,12 @@ impl fmt::Debug for CountryCode {
 
 crate::serialize_as_text!(CountryCode);
 
+/// The label of a peer the databases know nothing of.
+pub const UNKNOWN: &str = "unknown";
+
+/// A peer's country and provider as label values ([`PeerDb::place`]).
+pub type Place = (String, String);
+
 /// What the database knows of one address. Every field may be missing on its own.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct PeerInfo {
@@ -474,6 +480,16 @@ impl PeerDb {
 
     pub fn cache_stats(&self) -> CacheStats {
         self.cache.lock().map(|c| c.stats()).unwrap_or_default()
+    }
+
+    /// The country and provider of `ip` as label values (`unknown` when the databases do not
+    /// say): where the metrics count a device's Internet traffic.
+    pub fn place(&self, ip: IpAddr) -> Place {
+        let info = self.lookup(ip);
+        (
+            info.country.map_or(UNKNOWN.to_owned(), |c| c.as_str().to_owned()),
+            info.provider.unwrap_or(UNKNOWN).to_owned(),
+        )
     }
 
     /// What the database knows of `ip`, through the cache. An IPv4-mapped IPv6 address

@@ -52,6 +52,8 @@ impl Agent {
         self.pipeline.poll(idle_before)?;
         let p = &self.pipeline;
         self.metrics.sync(&p.view(), p.program_now_ns(), &self.attached, start.elapsed().as_secs_f64());
+        self.pipeline.pin_devices(&self.metrics.devices_with_series());
+        let p = &self.pipeline;
         self.metrics.set_refused(&self.refused);
         self.metrics.set_attach_failures(&self.failures);
         let oversized = p.view().last.stats.get(agent_common::Stat::XdpOversized as usize).copied().unwrap_or(0);

@@ -31,6 +31,7 @@ use aya::{
 use iotwatch_core::{
     clock,
     ledger::{Delta, Totals},
+    mac::Mac,
     macbook::{MacBook, sum_device},
     snapshot::{ConvTotals, SampleCounts, Snapshot, diff, idle_keys, removed, sum_conv},
 };
@@ -195,6 +196,11 @@ impl Collector {
     }
 
     /// Ages MACs out of DEVICE_STATS once their counters stood still this long (None: never).
+    /// MACs the agent's table keeps whatever its bound (see `MacBook::pin`).
+    pub fn pin_macs(&mut self, macs: &[Mac]) {
+        self.macs.pin(macs.iter().copied());
+    }
+
     pub fn set_mac_idle(&mut self, idle_ns: Option<u64>) {
         self.mac_idle_ns = idle_ns;
     }
@@ -272,6 +278,8 @@ impl Collector {
             macs: self.macs.totals(),
             mac_entries: self.macs.in_map(),
             macs_aged_out: self.macs.aged_out(),
+            macs_departed: self.macs.departed(),
+            mac_table: self.macs.table(),
             stats,
             samples,
             deltas,

@@ -12,7 +12,7 @@ use agent_common::{
 };
 use iotwatch_core::{
     labels::{LabelBudget, OTHER, sanitize},
-    ledger::{Direction, Totals, Transport},
+    ledger::{Direction, Totals, Transport, TxRx},
     mac::Mac,
     peerdb,
     scope::Scope,
@@ -52,7 +52,10 @@ pub struct Metrics {
     provider_packets: IntCounterVec,
     peerdb_lookups: IntCounterVec,
     peerdb_entries: IntGaugeVec,
-    openers_forgotten: IntCounter,
+    table_entries: IntGaugeVec,
+    table_bytes: IntGaugeVec,
+    table_max_entries: IntGaugeVec,
+    table_evictions: IntCounterVec,
     device_info: IntGaugeVec,
     bpf_events: IntCounterVec,
     map_entries: IntGaugeVec,
@@ -90,9 +93,6 @@ enum Place {
     Country,
     Provider,
 }
-
-/// The label of a peer the databases know nothing of.
-const UNKNOWN: &str = "unknown";
 
 fn raise(c: &IntCounter, target: u64) {
     let cur = c.get();
@@ -246,13 +246,34 @@ impl Metrics {
                     &["kind"]
                 )
             ),
-            openers_forgotten: register!(
+            table_entries: register!(
                 r,
                 names,
-                IntCounter::new(
-                    "iotwatch_conversation_openers_forgotten_total",
-                    "Conversations whose opener the agent forgot to stay within its bound (the idlest go): an answer \
-                     that comes back alone then counts under the client's port in iotwatch_device_port_*."
+                gauges("iotwatch_table_entries", "Entries in one of the agent's bounded tables.", &["table"])
+            ),
+            table_bytes: register!(
+                r,
+                names,
+                gauges(
+                    "iotwatch_table_bytes",
+                    "Estimated heap bytes of one of the agent's bounded tables (entries and the text they hold).",
+                    &["table"]
+                )
+            ),
+            table_max_entries: register!(
+                r,
+                names,
+                gauges("iotwatch_table_max_entries", "The bound in entries of one of the agent's tables.", &["table"])
+            ),
+            table_evictions: register!(
+                r,
+                names,
+                counters(
+                    "iotwatch_table_evictions_total",
+                    "Entries evicted from one of the agent's tables to stay within its bounds (the least recently \
+                     seen go; what they counted stays in the sums). openers: a conversation whose opener was \
+                     forgotten and that comes back with its answer alone counts under the answer's destination port.",
+                    &["table"]
                 )
             ),
             device_info: register!(
@@ -479,6 +500,11 @@ impl Metrics {
         m
     }
 
+    /// The devices with series of their own.
+    pub fn devices_with_series(&self) -> Vec<Mac> {
+        self.devices.admitted().copied().collect()
+    }
+
     fn mac_label(&mut self, mac: Mac) -> String {
         if self.devices.admit(&mac) { mac.to_string() } else { OTHER.to_owned() }
     }
@@ -519,6 +545,10 @@ impl Metrics {
                 ports.entry((label.clone(), *proto, port_label)).or_default().add(t.packets, t.bytes);
             }
         }
+        // Evicted devices never had series of their own (those are pinned in the ledger).
+        for ((dir, scope), t) in ledger.departed() {
+            traffic.entry((OTHER.to_owned(), *dir, scope.as_str())).or_default().add(t.packets, t.bytes);
+        }
         for ((mac, dir, scope), t) in &traffic {
             let l = [mac.as_str(), dir.as_str(), scope];
             raise(&self.device_packets.with_label_values(&l), t.packets);
@@ -536,6 +566,9 @@ impl Metrics {
             macs.entry((label.clone(), Direction::Tx)).or_default().add(c.tx_packets, c.tx_bytes);
             macs.entry((label, Direction::Rx)).or_default().add(c.rx_packets, c.rx_bytes);
         }
+        let gone = snap.macs_departed;
+        macs.entry((OTHER.to_owned(), Direction::Tx)).or_default().add(gone.tx_packets, gone.tx_bytes);
+        macs.entry((OTHER.to_owned(), Direction::Rx)).or_default().add(gone.rx_packets, gone.rx_bytes);
         for ((mac, dir), t) in &macs {
             let l = [mac.as_str(), dir.as_str()];
             raise(&self.mac_packets.with_label_values(&l), t.packets);
@@ -552,12 +585,25 @@ impl Metrics {
         raise(&self.aged_out.with_label_values(&[DEVICE_STATS]), snap.macs_aged_out);
         raise(&self.aged_out.with_label_values(&[CONVERSATIONS]), snap.aged_out);
         raise(&self.evictions, snap.evictions);
-        raise(&self.openers_forgotten, ledger.openers_forgotten());
+        for t in p.tables() {
+            let l = [t.table];
+            self.table_entries.with_label_values(&l).set(t.entries as i64);
+            self.table_bytes.with_label_values(&l).set(t.bytes as i64);
+            self.table_max_entries.with_label_values(&l).set(t.max_entries as i64);
+            raise(&self.table_evictions.with_label_values(&l), t.evicted);
+        }
         raise(&self.overflow.with_label_values(&["device"]), self.devices.overflow());
         raise(&self.overflow.with_label_values(&["port"]), self.ports.values().map(LabelBudget::overflow).sum());
         let mut events: BTreeMap<(String, &str), u64> = BTreeMap::new();
-        for ((mac, kind), n) in &p.events.counts {
-            *events.entry((self.mac_label(*mac), kind.name())).or_default() += n;
+        for (mac, counted) in &p.events.counts {
+            let label = self.mac_label(*mac);
+            for (kind, n) in &counted.by_kind {
+                *events.entry((label.clone(), kind.name())).or_default() += n;
+            }
+        }
+        // Devices evicted from the counts were never ones with series of their own (pinned).
+        for (kind, n) in &p.events.counts_departed {
+            *events.entry((OTHER.to_owned(), kind.name())).or_default() += n;
         }
         for ((mac, kind), n) in &events {
             raise(&self.events.with_label_values(&[mac.as_str(), kind]), *n);
@@ -645,22 +691,21 @@ impl Metrics {
 
     /// Each device's traffic with Internet peers, by their country and by their provider (devices
     /// with series of their own; the Internet traffic of the others is in `mac="other"` of
-    /// iotwatch_device_bytes_total). Sums over the ledger's peers, which are never removed, so
-    /// the counters only rise.
+    /// iotwatch_device_bytes_total). Sums over the ledger's peers and what its evicted peers
+    /// left under their place, so the counters only rise.
     fn sync_destinations(&mut self, p: &View<'_>) {
         let mut sums: BTreeMap<(String, Direction, Place, String), Totals> = BTreeMap::new();
         for (mac, dev) in p.ledger.devices() {
             if !self.devices.admit(mac) {
                 continue;
             }
-            let mut peers: Vec<_> =
-                dev.peers.iter().filter(|(ip, _)| p.scopes.of_ip(**ip) == Scope::Internet).collect();
+            let live = dev.peers.iter().filter(|(ip, _)| p.scopes.of_ip(**ip) == Scope::Internet);
+            let live = live.map(|(ip, peer)| (p.peers.place(*ip), TxRx { tx: peer.tx, rx: peer.rx }));
+            let mut peers: Vec<(peerdb::Place, TxRx)> = live.collect();
+            peers.extend(dev.departed_peers.iter().map(|(place, t)| (place.clone(), *t)));
             // Busiest first, so that the cap keeps the busiest countries and providers.
-            peers.sort_by_key(|(_, peer)| std::cmp::Reverse(peer.totals.bytes));
-            for (ip, peer) in peers {
-                let info = p.peers.lookup(*ip);
-                let country = info.country.map_or(UNKNOWN.to_owned(), |c| c.as_str().to_owned());
-                let provider = info.provider.unwrap_or(UNKNOWN).to_owned();
+            peers.sort_by_key(|(_, t)| std::cmp::Reverse(t.tx.bytes + t.rx.bytes));
+            for ((country, provider), peer) in peers {
                 for (place, value) in [(Place::Country, country), (Place::Provider, provider)] {
                     let budget = self
                         .destinations
@@ -843,6 +888,43 @@ mod tests {
     }
 
     #[test]
+    fn counters_only_rise_when_the_ledger_evicts_devices() {
+        let scopes = ScopeClassifier::new(vec!["192.168.77.0/24".parse().unwrap()]);
+        let bounds = iotwatch_core::ledger::Bounds { devices: 3, peers: 100, ips: 100 };
+        let mut ledger = Ledger::with_bounds(bounds, 100);
+        let (oui, events, counts, snap) =
+            (Oui::default(), EventStore::default(), SampleCounts::default(), Snapshot::default());
+        // Series of their own for two devices (the receiver ...:01 and ...:0a); the rest in other.
+        let mut m = Metrics::new(limits(2, 2));
+        let mut other = 0;
+        let mut seen = BTreeMap::new();
+        for (poll, src) in [10u8, 11, 12, 13, 14, 10, 15, 16, 10].into_iter().enumerate() {
+            let mut d = delta(src, 53, 100);
+            (d.first_seen_ns, d.last_seen_ns) = (poll as u64, poll as u64);
+            ledger.apply(&d, &scopes);
+            ledger.enforce_bounds(|_| None);
+            other += if src == 10 { 0 } else { 100 };
+            m.sync(&view(&ledger, &snap, &oui, &scopes, &events, &counts), 1, &[], 0.01);
+            ledger.pin(m.devices_with_series());
+            let text = m.render();
+            for l in text.lines().filter(|l| l.starts_with("iotwatch_device_bytes_total")) {
+                let (series, v) = l.rsplit_once(' ').unwrap();
+                let v: u64 = v.parse().unwrap();
+                assert!(v >= seen.get(series).copied().unwrap_or(0), "{series} fell to {v}");
+                seen.insert(series.to_owned(), v);
+            }
+            let own = r#"iotwatch_device_bytes_total{direction="tx",mac="02:00:00:00:00:0a",scope="internet"}"#;
+            assert_eq!(seen.get(own), Some(&(100 * (1 + u64::from(poll >= 5) + u64::from(poll >= 8)))), "{text}");
+            if poll > 0 {
+                let o = r#"iotwatch_device_bytes_total{direction="tx",mac="other",scope="internet"}"#;
+                assert_eq!(seen.get(o), Some(&other), "poll {poll}: {text}");
+            }
+        }
+        let evicted = ledger.tables()[0].evicted;
+        assert!(evicted >= 3, "the spoofed devices made room: {evicted}");
+    }
+
+    #[test]
     fn caps_fold_into_other_and_count_overflow() {
         let scopes = ScopeClassifier::new(vec!["192.168.77.0/24".parse().unwrap()]);
         let mut ledger = Ledger::default();
@@ -1022,7 +1104,8 @@ mod tests {
             "a client counts the server's port: {text}"
         );
         assert!(line(&text, r#"iotwatch_label_overflow_total{label="port"} 0"#).is_some(), "{text}");
-        assert!(line(&text, "iotwatch_conversation_openers_forgotten_total 0").is_some(), "{text}");
+        assert!(line(&text, r#"iotwatch_table_evictions_total{table="openers"} 0"#).is_some(), "{text}");
+        assert!(line(&text, r#"iotwatch_table_max_entries{table="devices"} 16384"#).is_some(), "{text}");
     }
 
     #[test]
