@@ -2,6 +2,7 @@
 //! of the pipeline, or of a test's hand-made fixtures.
 
 use crate::{
+    clock::Jumps,
     detect::Detectors,
     events::EventStore,
     identity::Identities,
@@ -27,4 +28,6 @@ pub struct View<'a> {
     /// Event log lines lost to write errors, and dropped because its writer fell behind.
     pub event_log_errors: u64,
     pub event_log_dropped: u64,
+    /// The wall clock's jumps (live).
+    pub clock_jumps: Jumps,
 }
