@@ -177,6 +177,13 @@ impl EventStore {
         }
     }
 
+    /// The wall clock jumped by `delta` seconds: the kept events' times move with it.
+    pub fn shift_times(&mut self, delta: f64) {
+        for ev in &mut self.recent {
+            ev.ts += delta;
+        }
+    }
+
     fn add(&mut self, message: &Message<'_>, clock: Clock, on_event: &mut impl FnMut(&Event)) {
         let (h, kind) = (&message.header, message.kind);
         let mut ev = match event_of(h, kind, &message.payload, clock) {

@@ -106,12 +106,34 @@ impl fmt::Display for Source {
 }
 
 /// One name of a device.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Name {
     pub name: String,
     pub source: Source,
     /// Seconds since the epoch (capture time in replay).
     pub last_seen: f64,
+    /// `last_seen` as the state file had it, and this run's: only the latter moves when the
+    /// wall clock jumps.
+    #[serde(skip)]
+    remembered: Option<f64>,
+    #[serde(skip)]
+    seen: Option<f64>,
+}
+
+/// Names are equal by what they say, not by where their time came from.
+impl PartialEq for Name {
+    fn eq(&self, other: &Self) -> bool {
+        (&self.name, self.source, self.last_seen) == (&other.name, other.source, other.last_seen)
+    }
+}
+
+impl Name {
+    fn shift_times(&mut self, delta: f64) {
+        if let Some(seen) = &mut self.seen {
+            *seen += delta;
+            self.last_seen = self.remembered.map_or(*seen, |r| r.max(*seen));
+        }
+    }
 }
 
 /// The display name's source when no name source said anything.
@@ -124,6 +146,9 @@ struct Identity {
     /// The newest of the names' last-seen times, kept so that making room under a flood of new
     /// MACs is one pass over the devices, not over every name.
     last_seen: f64,
+    /// The newest remembered from the state file, and this run's (which moves with the clock).
+    remembered: f64,
+    seen: Option<f64>,
 }
 
 impl Identity {
@@ -195,8 +220,9 @@ impl Identities {
         }
         self.update(src, |id| {
             id.last_seen = id.last_seen.max(ev.ts);
+            id.seen = Some(id.seen.map_or(ev.ts, |s| s.max(ev.ts)));
             for (source, name) in found {
-                add(id, source, &name, ev.ts);
+                add(id, source, &name, ev.ts, true);
             }
         });
         while self.bytes > MAX_BYTES && self.devices.len() > 1 {
@@ -220,6 +246,19 @@ impl Identities {
             bytes: self.bytes,
             max_entries: MAX_DEVICES,
             evicted: self.evicted,
+        }
+    }
+
+    /// The wall clock jumped by `delta` seconds: this run's last-seen times move with it (and
+    /// are saved); those remembered from the state file stay.
+    pub fn shift_times(&mut self, delta: f64) {
+        for id in self.devices.values_mut() {
+            if let Some(seen) = &mut id.seen {
+                *seen += delta;
+                id.last_seen = id.remembered.max(*seen);
+                id.names.iter_mut().for_each(|n| n.shift_times(delta));
+                self.changed = true;
+            }
         }
     }
 
@@ -315,7 +354,8 @@ impl Identities {
                 for n in d.names {
                     if n.last_seen.is_finite() {
                         id.last_seen = id.last_seen.max(n.last_seen);
-                        add(id, n.source, &n.name, n.last_seen);
+                        id.remembered = id.remembered.max(n.last_seen);
+                        add(id, n.source, &n.name, n.last_seen, false);
                     }
                 }
             });
@@ -349,14 +389,21 @@ pub fn parse_file(text: &str) -> Result<IdentityFile, String> {
     Ok(file)
 }
 
-/// Adds or refreshes a name; a source's oldest name makes room for a new one.
-fn add(id: &mut Identity, source: Source, name: &str, ts: f64) {
+/// Adds or refreshes a name (seen in this run, or remembered); a source's oldest name makes
+/// room for a new one.
+fn add(id: &mut Identity, source: Source, name: &str, ts: f64, this_run: bool) {
     let name = sanitize(name.trim().trim_end_matches('.'), MAX_NAME_CHARS);
     if name.is_empty() {
         return;
     }
+    let newest = |t: Option<f64>| Some(t.map_or(ts, |t| t.max(ts)));
     if let Some(n) = id.names.iter_mut().find(|n| n.source == source && n.name == name) {
         n.last_seen = n.last_seen.max(ts);
+        if this_run {
+            n.seen = newest(n.seen);
+        } else {
+            n.remembered = newest(n.remembered);
+        }
         return;
     }
     let same: Vec<usize> = (0..id.names.len()).filter(|i| id.names[*i].source == source).collect();
@@ -365,7 +412,8 @@ fn add(id: &mut Identity, source: Source, name: &str, ts: f64) {
     {
         id.names.swap_remove(oldest);
     }
-    id.names.push(Name { name, source, last_seen: ts });
+    let (remembered, seen) = if this_run { (None, Some(ts)) } else { (Some(ts), None) };
+    id.names.push(Name { name, source, last_seen: ts, remembered, seen });
 }
 
 /// A client's own DHCP message: its hostname (v4 option 12, v6 option 39), vendor class and

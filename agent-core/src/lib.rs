@@ -48,3 +48,6 @@ pub mod scope;
 pub mod snapshot;
 pub mod text;
 pub mod view;
+
+#[cfg(test)]
+mod jump_tests;

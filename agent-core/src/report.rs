@@ -473,6 +473,7 @@ mod tests {
                 sample_counts: &self.counts,
                 event_log_errors: 0,
                 event_log_dropped: 0,
+                clock_jumps: Default::default(),
             }
         }
     }

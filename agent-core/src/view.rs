@@ -3,6 +3,7 @@
 
 use crate::{
     bounded::TableSize,
+    clock::Jumps,
     detect::Detectors,
     events::EventStore,
     identity::Identities,
@@ -29,6 +30,8 @@ pub struct View<'a> {
     /// Event log lines lost to write errors, and dropped because its writer fell behind.
     pub event_log_errors: u64,
     pub event_log_dropped: u64,
+    /// The wall clock's jumps (live).
+    pub clock_jumps: Jumps,
 }
 
 impl View<'_> {

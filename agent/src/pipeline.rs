@@ -6,7 +6,7 @@ use std::{os::fd::OwnedFd, path::PathBuf, sync::Arc};
 
 use aya::Ebpf;
 use iotwatch_core::{
-    clock::{self, Clock},
+    clock::{self, Clock, Jumps},
     detect::{self, Detectors},
     events::{Event, EventStore},
     identity::Identities,
@@ -70,6 +70,8 @@ pub struct Pipeline {
     now: f64,
     /// The latest last-seen of a conversation (program clock): replay's now.
     latest_ns: u64,
+    /// The wall clock's jumps (live).
+    jumps: Jumps,
 }
 
 /// Everything one sample goes through: an event, the detectors, the event log.
@@ -163,7 +165,8 @@ impl Pipeline {
         };
         // Live, a writer thread takes the lines, so that the pipeline (under the agent's lock)
         // never waits on the disk; replay waits for it and loses nothing.
-        let log_mode = if opts.clock == Clock::Live { event_log::Mode::Background } else { event_log::Mode::Inline };
+        let log_mode =
+            if matches!(opts.clock, Clock::Live(_)) { event_log::Mode::Background } else { event_log::Mode::Inline };
         let log =
             opts.events.as_deref().map(|spec| EventLog::open(spec, opts.events_max_bytes, log_mode)).transpose()?;
         let mut detectors = Detectors::new(opts.detect);
@@ -185,6 +188,7 @@ impl Pipeline {
             state,
             now: 0.0,
             latest_ns: 0,
+            jumps: Jumps::default(),
         };
         Ok((pipeline, ebpf))
     }
@@ -202,6 +206,7 @@ impl Pipeline {
             sample_counts: &self.last.samples,
             event_log_errors: self.log.as_ref().map_or(0, EventLog::errors),
             event_log_dropped: self.log.as_ref().map_or(0, EventLog::dropped),
+            clock_jumps: self.jumps,
         }
     }
 
@@ -214,7 +219,7 @@ impl Pipeline {
     /// live, the latest capture time seen in replay.
     pub fn program_now_ns(&self) -> u64 {
         match self.clock {
-            Clock::Live => clock::monotonic_ns(),
+            Clock::Live(_) => clock::monotonic_ns(),
             Clock::Epoch => self.latest_ns,
         }
     }
@@ -261,8 +266,29 @@ impl Pipeline {
         (sinks, &mut self.samples)
     }
 
+    /// Live, reads the wall clock before events are stamped: after a jump (an agent started
+    /// before NTP synchronised, on a Pi without a real-time clock), every time already stamped
+    /// moves by it, once, before any event is stamped with the new offset.
+    fn follow_wall_clock(&mut self) {
+        let before = self.clock.seconds(clock::monotonic_ns());
+        let Some(delta) = self.clock.follow(clock::Offsets::read()) else { return };
+        tracing::warn!(
+            "the wall clock jumped by {delta:+.3} s (from {} to {} UTC; NTP synchronised?): \
+             the times of kept events, findings and device state move with it; lines already \
+             in the event log stay as written",
+            clock::utc(before),
+            clock::utc(before + delta),
+        );
+        self.events.shift_times(delta);
+        self.identities.shift_times(delta);
+        self.detectors.shift_times(delta);
+        self.now += delta;
+        self.jumps = Jumps { count: self.jumps.count + 1, last_s: delta };
+    }
+
     /// Turns every waiting sample into an event.
     pub fn drain_samples(&mut self) -> usize {
+        self.follow_wall_clock();
         let (mut sinks, samples) = self.sinks();
         samples.drain(|record| sinks.handle(record))
     }
@@ -312,7 +338,7 @@ impl Pipeline {
     /// Reads the maps once; conversations idle since before `idle_before_ns` leave the map.
     pub fn poll(&mut self, idle_before_ns: Option<u64>) -> anyhow::Result<()> {
         self.drain_samples();
-        if self.clock == Clock::Live {
+        if matches!(self.clock, Clock::Live(_)) {
             // Replay lets its held heads go at the end; live, a quiet network might never.
             self.sinks().0.expire(clock::monotonic_ns());
         }
@@ -324,7 +350,7 @@ impl Pipeline {
         let (scopes, peers) = (&self.scopes, &self.peers);
         self.ledger.enforce_bounds(|ip| (scopes.of_ip(ip) == Scope::Internet).then(|| peers.place(ip)));
         self.now = match self.clock {
-            Clock::Live => self.clock.seconds(clock::monotonic_ns()),
+            Clock::Live(_) => self.clock.seconds(clock::monotonic_ns()),
             Clock::Epoch => snap.deltas.iter().map(|d| self.clock.seconds(d.last_seen_ns)).fold(self.now, f64::max),
         };
         let macs: Vec<_> = snap.macs.iter().map(|(mac, c)| (*mac, c.tx_packets)).collect();

@@ -173,14 +173,25 @@ pub fn start_agent(lab: &HomeLab, dir: &Workdir, port: u16) -> (Agent, PathBuf) 
 
 /// [`start_agent`] with more arguments (its stderr in `<dir>/agent.log`, overwritten).
 pub fn start_agent_with(lab: &HomeLab, dir: &Workdir, port: u16, more: &[&str]) -> (Agent, PathBuf) {
+    start_agent_env(lab, dir, port, more, &[])
+}
+
+/// [`start_agent_with`] with environment variables for the agent.
+pub fn start_agent_env(
+    lab: &HomeLab,
+    dir: &Workdir,
+    port: u16,
+    more: &[&str],
+    env: &[(&str, &Path)],
+) -> (Agent, PathBuf) {
     let events = dir.path("events.ndjson");
     let listen = format!("127.0.0.1:{port}");
     let mut extra =
         vec!["--events".to_owned(), events.display().to_string(), "--sample.rate".to_owned(), "0".to_owned()];
     extra.extend(more.iter().map(|a| (*a).to_owned()));
     let log = dir.path("agent.log");
-    let mut agent =
-        Agent::spawn(&agent_bin(), &lab.bridge, "tc", &listen, &extra, Some(&log)).expect("start the agent");
+    let mut agent = Agent::spawn_with_env(&agent_bin(), &lab.bridge, "tc", &listen, &extra, Some(&log), env)
+        .expect("start the agent");
     agent.wait_ready(Duration::from_secs(20)).expect("agent ready");
     (agent, events)
 }

@@ -30,6 +30,7 @@ pub const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("dnsmasq-base", "real DHCP and DNS server, without the dnsmasq service (daemon tests)"),
     ("busybox", "udhcpc, a DHCP client that sends a hostname (daemon tests)"),
     ("bind9-dnsutils", "dig, a real DNS client (daemon tests)"),
+    ("libfaketime", "a wall clock that jumps under the live agent, the monotonic clock left true (clock_jump test)"),
     ("chrony", "real NTP server and client (chronyd -x, chronyd -Q) for the daemon tests and the lab's NTP fan-out"),
     ("mosquitto", "real MQTT broker, cleartext and TLS (daemon tests, lab)"),
     ("mosquitto-clients", "mosquitto_pub, a real MQTT client (daemon tests, lab)"),

@@ -82,6 +82,18 @@ fn ports(d: &Delta) -> Option<(u16, u16)> {
 }
 
 impl Conversations {
+    pub fn shift_times(&mut self, delta: f64) {
+        self.start = self.start.map(|s| s + delta);
+        self.opened.values_mut().flat_map(HashMap::values_mut).for_each(|ts| *ts += delta);
+        self.judged.values_mut().for_each(|ts| *ts += delta);
+        for p in self.pings.values_mut() {
+            (p.first_ts, p.last_ts) = (p.first_ts + delta, p.last_ts + delta);
+        }
+        for u in self.uploads.values_mut() {
+            (u.since, u.last_ts) = (u.since + delta, u.last_ts + delta);
+        }
+    }
+
     /// The gateway's MAC: the one most conversations to the Internet went to.
     pub fn gateway(&self) -> Option<Mac> {
         self.gateways.iter().max_by_key(|(_, n)| **n).map(|(m, _)| *m)

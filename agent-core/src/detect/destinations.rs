@@ -37,6 +37,21 @@ struct Known {
     last: f64,
     countries: BTreeSet<String>,
     providers: BTreeSet<String>,
+    /// `since` and `last` as the state file had them: not this run's to move when the wall
+    /// clock jumps.
+    #[serde(skip)]
+    remembered: Option<(f64, f64)>,
+    /// This run's first and last, which move with it.
+    #[serde(skip)]
+    run: Option<(f64, f64)>,
+}
+
+impl Known {
+    /// `since` and `last` from what was remembered and what this run saw.
+    fn settle(&mut self) {
+        let both = self.remembered.into_iter().chain(self.run);
+        (self.since, self.last) = both.fold((f64::MAX, f64::MIN), |(s, l), (f, t)| (s.min(f), l.max(t)));
+    }
 }
 
 #[derive(Debug, Default)]
@@ -71,9 +86,10 @@ impl Destinations {
             if !self.devices.contains_key(&mac) {
                 make_room(&mut self.devices, MAX_DEVICES, |k| k.last);
             }
-            let known = self.devices.entry(mac).or_insert_with(|| Known { since: ts, last: ts, ..Known::default() });
-            known.since = known.since.min(ts);
-            known.last = known.last.max(clock.seconds(d.last_seen_ns));
+            let known = self.devices.entry(mac).or_default();
+            let last = clock.seconds(d.last_seen_ns);
+            known.run = Some(known.run.map_or((ts, last), |(f, l)| (f.min(ts), l.max(last))));
+            known.settle();
             let learning = ts < known.since + cfg.destination_baseline_s;
             let new_country = country.filter(|c| !known.countries.contains(c) && known.countries.len() < MAX_PLACES);
             let new_provider = provider.filter(|p| !known.providers.contains(p) && known.providers.len() < MAX_PLACES);
@@ -115,6 +131,17 @@ impl Destinations {
         }
     }
 
+    /// The wall clock jumped by `delta` seconds: this run's times move with it (and are saved).
+    pub fn shift_times(&mut self, delta: f64) {
+        for k in self.devices.values_mut() {
+            if let Some((first, last)) = k.run {
+                k.run = Some((first + delta, last + delta));
+                k.settle();
+                self.changed = true;
+            }
+        }
+    }
+
     /// Whether the remembered destinations changed since the last call (so they need saving).
     pub fn take_changed(&mut self) -> bool {
         std::mem::take(&mut self.changed)
@@ -136,6 +163,7 @@ impl Destinations {
             if !(k.since.is_finite() && k.last.is_finite()) {
                 continue;
             }
+            k.remembered = Some((k.since, k.last));
             k.countries = k.countries.into_iter().take(MAX_PLACES).collect();
             k.providers = k.providers.into_iter().take(MAX_PLACES).collect();
             self.devices.insert(mac, k);

@@ -81,6 +81,11 @@ impl Discovery {
         self.leak_scores.iter().map(|(m, s)| (*m, *s))
     }
 
+    pub fn shift_times(&mut self, delta: f64) {
+        self.discovered.values_mut().for_each(|d| d.ts += delta);
+        self.questions.iter_mut().for_each(|q| q.0 += delta);
+    }
+
     pub fn on_event(&mut self, ev: &Event, cx: &Context<'_>, cfg: &Config, hits: &mut Vec<Hit>) {
         if let Some(how) = discovery_kind(ev) {
             make_room(&mut self.discovered, MAX_DEVICES, |d| d.ts);

@@ -125,6 +125,11 @@ pub fn is_firmware(uri: Option<&str>, media: Option<&str>, total: u64, min_bytes
 }
 
 impl Firmware {
+    pub fn shift_times(&mut self, delta: f64) {
+        self.pending.values_mut().for_each(|r| r.ts += delta);
+        self.downloads.values_mut().for_each(|d| d.last_ts += delta);
+    }
+
     pub fn on_event(&mut self, ev: &Event, cfg: &Config, hits: &mut Vec<Hit>) {
         let EventFields::Http(h) = &ev.fields else { return };
         let (Some(src), Some(sport), Some(dst), Some(dport)) = (ev.src_ip, ev.src_port, ev.dst_ip, ev.dst_port) else {

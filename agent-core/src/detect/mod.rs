@@ -190,6 +190,9 @@ pub struct Hit {
     pub evidence: Vec<(u64, String)>,
 }
 
+/// The fields of findings' details that are times (seconds since the epoch).
+pub const TIME_DETAILS: [&str; 2] = ["discovery_ts", "since"];
+
 /// The "event id" of evidence that is what the counters saw, not an event (events count from 1).
 pub const COUNTED: u64 = 0;
 
@@ -203,11 +206,12 @@ pub(crate) fn counted(d: &Delta, clock: crate::clock::Clock) -> (u64, String) {
     } else {
         (String::new(), String::new())
     };
-    let first = crate::clock::utc(clock.seconds(d.first_seen_ns));
+    // How long, not since when: a clock jump moves the finding's times, never its text.
+    let span = clock.seconds(d.last_seen_ns) - clock.seconds(d.first_seen_ns);
     (
         COUNTED,
         format!(
-            "{src}{} -> {dst}{} {proto}: {} packets, {} bytes since {first} UTC",
+            "{src}{} -> {dst}{} {proto}: {} packets, {} bytes in {span:.0} s",
             ports.0, ports.1, d.packets, d.bytes
         ),
     )
@@ -300,6 +304,21 @@ impl Findings {
         });
     }
 
+    /// The wall clock jumped by `delta` seconds: the findings' times move with it, those in
+    /// their details too ([`TIME_DETAILS`]).
+    pub fn shift_times(&mut self, delta: f64) {
+        for f in &mut self.list {
+            (f.ts, f.last_ts) = (f.ts + delta, f.last_ts + delta);
+            for key in TIME_DETAILS {
+                if let Some(v) = f.details.get_mut(key)
+                    && let Some(ts) = v.as_f64()
+                {
+                    *v = (ts + delta).into();
+                }
+            }
+        }
+    }
+
     /// Findings raised since the last call (for the event log), in order.
     pub fn take_fresh(&mut self) -> Vec<Finding> {
         let fresh = std::mem::take(&mut self.fresh);
@@ -360,6 +379,19 @@ impl Detectors {
         self.presence.on_poll(macs, now, self.config.startup_grace_s, cx, &mut hits);
         self.destinations.on_poll(deltas, clock, cx, &self.config, &mut hits);
         self.record(hits);
+    }
+
+    /// The wall clock jumped by `delta` seconds: every time kept moves with it, so that the
+    /// windows over events before and after the jump still measure true durations.
+    pub fn shift_times(&mut self, delta: f64) {
+        self.findings.shift_times(delta);
+        self.discovery.shift_times(delta);
+        self.ntp.shift_times(delta);
+        self.firmware.shift_times(delta);
+        self.conversations.shift_times(delta);
+        self.presence.shift_times(delta);
+        self.unreachable.shift_times(delta);
+        self.destinations.shift_times(delta);
     }
 
     fn record(&mut self, hits: Vec<Hit>) {

@@ -33,6 +33,10 @@ impl NtpFanout {
         self.asked.iter().map(|(m, s)| (*m, s.len()))
     }
 
+    pub fn shift_times(&mut self, delta: f64) {
+        self.asked.values_mut().flat_map(BTreeMap::values_mut).for_each(|ts| *ts += delta);
+    }
+
     pub fn on_event(&mut self, ev: &Event, cfg: &Config, hits: &mut Vec<Hit>) {
         let (EventFields::Ntp(n), Some(server)) = (&ev.fields, ev.dst_ip) else { return };
         if !n.is_client() || server.is_multicast() {

@@ -10,7 +10,7 @@
 //! Offline and back online are Prometheus rules over each device's last-seen time, which this
 //! module keeps: the time of the poll at which the device's sent-frame count last grew.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use serde_json::json;
 
@@ -24,6 +24,9 @@ pub const MAX_KNOWN: usize = 65_536;
 pub struct Presence {
     /// Every MAC known, with when it was first seen (seconds since the epoch).
     known: HashMap<Mac, f64>,
+    /// The known MACs read from the state file: their times are not this run's to move when
+    /// the wall clock jumps.
+    remembered: HashSet<Mac>,
     /// Whether the known set is the baseline (loaded, or learnt for the grace period).
     baselined: bool,
     /// With no memory, the end of the learning period (set at the first poll).
@@ -39,8 +42,23 @@ pub struct Presence {
 impl Presence {
     /// MACs remembered from before (the state file): the baseline is then what was known.
     pub fn remember(&mut self, known: impl IntoIterator<Item = (Mac, f64)>) {
-        self.known.extend(known.into_iter().take(MAX_KNOWN));
+        for (mac, ts) in known.into_iter().take(MAX_KNOWN) {
+            self.known.insert(mac, ts);
+            self.remembered.insert(mac);
+        }
         self.baselined = true;
+    }
+
+    /// The wall clock jumped by `delta` seconds: this run's times move with it (and are saved).
+    pub fn shift_times(&mut self, delta: f64) {
+        for (mac, ts) in &mut self.known {
+            if !self.remembered.contains(mac) {
+                *ts += delta;
+                self.changed = true;
+            }
+        }
+        self.learning_until = self.learning_until.map(|t| t + delta);
+        self.last.values_mut().for_each(|l| l.1 += delta);
     }
 
     pub fn known(&self) -> &HashMap<Mac, f64> {
@@ -105,7 +123,8 @@ impl Presence {
                 details: json!({"vendor": vendor, "names": names, "randomised": mac.is_local()}),
                 evidence: vec![(
                     super::COUNTED,
-                    format!("{mac}: first {tx} frame(s) sent, by {} UTC", crate::clock::utc(now)),
+                    // No wall time in the text: a clock jump moves the finding's times, not text.
+                    format!("{mac}: first {tx} frame(s) sent"),
                 )],
             });
         }

@@ -30,6 +30,10 @@ pub struct Unreachable {
 }
 
 impl Unreachable {
+    pub fn shift_times(&mut self, delta: f64) {
+        self.refused.values_mut().for_each(|r| r.last_ts += delta);
+    }
+
     pub fn on_event(&mut self, ev: &Event, hits: &mut Vec<Hit>) {
         let EventFields::Icmp(icmp) = &ev.fields else { return };
         if !icmp.refuses_dns() || ev.dst_mac.is_group() {

@@ -184,7 +184,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         enrich: args.enrich.clone(),
         events: args.sampling.events.clone(),
         events_max_bytes: args.sampling.events_max_bytes,
-        clock: Clock::Live,
+        clock: Clock::live(),
         ring_view: false,
         detect: args.detect.config(),
         state_dir: args.state_dir.clone(),

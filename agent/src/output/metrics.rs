@@ -71,6 +71,8 @@ pub struct Metrics {
     parse_errors: IntCounterVec,
     event_log_errors: IntCounter,
     event_log_dropped: IntCounter,
+    clock_jumps: IntCounter,
+    clock_last_jump: Gauge,
     scrape_duration: Gauge,
     findings: IntCounterVec,
     findings_dropped: IntCounter,
@@ -400,6 +402,22 @@ impl Metrics {
                     "Event log lines dropped because its writer fell behind the events (a slow or stuck disk)."
                 )
             ),
+            clock_jumps: register!(
+                r,
+                names,
+                IntCounter::new(
+                    "iotwatch_clock_jumps_total",
+                    "Jumps of the wall clock (more than 1 s; NTP synchronising a Pi with no real-time clock) that moved the times of events, findings and device state."
+                )
+            ),
+            clock_last_jump: register!(
+                r,
+                names,
+                Gauge::new(
+                    "iotwatch_clock_last_jump_seconds",
+                    "Size of the latest wall clock jump (negative: backwards); 0 before any."
+                )
+            ),
             scrape_duration: register!(
                 r,
                 names,
@@ -619,6 +637,8 @@ impl Metrics {
         }
         raise(&self.event_log_errors, p.event_log_errors);
         raise(&self.event_log_dropped, p.event_log_dropped);
+        raise(&self.clock_jumps, p.clock_jumps.count);
+        self.clock_last_jump.set(p.clock_jumps.last_s);
         self.sync_findings(p);
         self.sync_peers(p, now_ns);
         self.sync_destinations(p);
@@ -833,6 +853,7 @@ mod tests {
             sample_counts: counts,
             event_log_errors: 0,
             event_log_dropped: 0,
+            clock_jumps: Default::default(),
         }
     }
 
