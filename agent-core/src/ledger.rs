@@ -529,9 +529,12 @@ impl Ledger {
                 self.devices.values().flat_map(|d| d.peers.values().map(|p| p.last_seen_ns)).collect();
             let n = excess(seen.len(), max_peers);
             let cutoff = *seen.select_nth_unstable(n - 1).1;
+            // No more than n, whatever the ties at the cutoff.
+            let mut left = n;
             for dev in self.devices.values_mut() {
                 let older = dev.peers.values().filter(|p| p.last_seen_ns <= cutoff).count();
-                let gone = evict_peers(dev, older, &place);
+                let gone = evict_peers(dev, older.min(left), &place);
+                left -= gone;
                 self.peers -= gone;
                 self.peers_evicted += gone as u64;
             }
@@ -548,7 +551,6 @@ impl Ledger {
             .values()
             .map(|d| {
                 entry_bytes::<Mac, Device>()
-                    + d.peers.len() * peer_bytes
                     + d.ports.len() * entry_bytes::<(Transport, u16), Totals>()
                     + d.ips.len() * entry_bytes::<IpAddr, ()>()
                     + (d.traffic.len() + d.protocols.len()) * entry_bytes::<(Direction, Scope), TxRx>()
@@ -562,7 +564,7 @@ impl Ledger {
             TableSize {
                 table: "devices",
                 entries: self.devices.len(),
-                bytes: device_bytes - self.peers * peer_bytes,
+                bytes: device_bytes,
                 max_entries: self.bounds.devices,
                 evicted: self.devices_evicted,
             },
