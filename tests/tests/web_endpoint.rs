@@ -6,9 +6,10 @@
 //! sends nothing is closed by the agent while scrapes go on. A broken web configuration and a
 //! wrong `--log.level` stop the agent before it attaches, naming what is wrong.
 //!
-//! Under a sample flood from a lab device, 100 scrapes at once and a client that dribbles its
-//! request head: every scrape gets a whole, valid exposition, none a 503, the counters in them
-//! fit one order (none went back), the flood's frames are all counted, and the agent exits 0.
+//! Under a sample flood from a lab device (more than the agent parses), 100 scrapes at once and
+//! a client that dribbles its request head: every scrape gets a whole, valid exposition, none a
+//! 503, the counters in them fit one order (none went back), the flood's frames are all counted,
+//! and the agent exits 0.
 //!
 //! The server's limits themselves (slow clients on every slot, 100 scrapes at once, client
 //! certificates, TLS versions) are unit-tested on 127.0.0.1 in agent/src/output/web.rs.
@@ -328,17 +329,18 @@ privileged_test! {
         let before = (port_rx(&dev.port), flood_frames(&get_metrics(&addr).1, &dev.mac));
         let script = xtask::workspace_root().join("tests/daemons/sample_flood.py");
         let (src, dns) = (dev.ip.to_string(), lab.gateway.ip.to_string());
-        let mut flood = Daemon::spawn(
-            &lab,
-            &dev.ns,
-            &dir,
-            "flood",
-            &["python3", &script.display().to_string(), "--src", &src, "--dns", &dns, "--seconds", "300"],
-        );
+        // Three senders: more samples than the agent's share of this machine can parse, so the
+        // ring's reader always has work.
+        let mut flood: Vec<Daemon> = (0..3)
+            .map(|i| {
+                let args = ["python3", &script.display().to_string(), "--src", &src, "--dns", &dns, "--seconds", "300"];
+                Daemon::spawn(&lab, &dev.ns, &dir, &format!("flood{i}"), &args)
+            })
+            .collect();
         // Samples flowing: the ring's reader has work from here on.
         let end = Instant::now() + Duration::from_secs(20);
         loop {
-            flood.check_alive();
+            flood.iter_mut().for_each(Daemon::check_alive);
             let (status, body) = get_metrics(&addr);
             assert_eq!(status, 200, "{body}");
             let events = parse_metrics(&body)
@@ -349,7 +351,7 @@ privileged_test! {
             if events > 1000.0 {
                 break;
             }
-            assert!(Instant::now() < end, "no events from the flood after 20 s: {}", flood.output());
+            assert!(Instant::now() < end, "no events from the flood after 20 s: {}", flood[0].output());
             std::thread::sleep(Duration::from_millis(200));
         }
 
@@ -379,7 +381,7 @@ privileged_test! {
         done.store(true, std::sync::atomic::Ordering::SeqCst);
         let serial = serial.join().expect("serial scrapes");
         assert!(slow.join().expect("slow client"), "the agent cut off the head sent a byte at a time");
-        flood.check_alive();
+        flood.iter_mut().for_each(Daemon::check_alive);
 
         for (status, body) in burst.iter().chain(&serial) {
             assert_eq!(*status, 200, "every scrape answered in time (no 503): {body}");
@@ -403,7 +405,12 @@ privileged_test! {
         // handed over or counted as lost. A lab device is quiet otherwise (IPv6 off), but for an
         // ARP exchange now and then.
         drop(flood);
-        let counts = flood_counts(&fs::read_to_string(dir.path("flood.out")).expect("flood output"));
+        let mut counts = BTreeMap::<String, u64>::new();
+        for i in 0..3 {
+            for (kind, n) in flood_counts(&fs::read_to_string(dir.path(&format!("flood{i}.out"))).expect("flood output")) {
+                *counts.entry(kind).or_default() += n;
+            }
+        }
         assert!(counts.values().sum::<u64>() > 10_000, "a flood: {counts:?}");
         std::thread::sleep(Duration::from_secs(1));
         let after = (port_rx(&dev.port), flood_frames(&get_metrics(&addr).1, &dev.mac));
