@@ -51,8 +51,9 @@ pub struct Options {
     pub state_dir: Option<PathBuf>,
 }
 
+/// The maps' reader is not part of it ([`Pipeline::open`] hands it out): live, the maps are read
+/// without the lock that the sample ring's reader takes, and the snapshot applied after.
 pub struct Pipeline {
-    collector: Collector,
     samples: Samples,
     ledger: Ledger,
     events: EventStore,
@@ -137,9 +138,9 @@ fn write_findings(detectors: &mut Detectors, log: &mut Option<EventLog>) {
 }
 
 impl Pipeline {
-    /// Loads the programs and opens everything the pipeline reads and writes. Returns the
-    /// programs too: live attaches them, replay runs them on frames.
-    pub fn open(opts: Options) -> anyhow::Result<(Self, Ebpf)> {
+    /// Loads the programs and opens everything the pipeline reads and writes. Returns the maps'
+    /// reader and the programs too: live attaches them, replay runs them on frames.
+    pub fn open(opts: Options) -> anyhow::Result<(Self, Collector, Ebpf)> {
         // The vendor registry is read while the verifier works (a replay's start-up is mostly
         // the two).
         let (oui, peers, loaded) = std::thread::scope(|s| {
@@ -173,7 +174,6 @@ impl Pipeline {
         let mut identities = Identities::default();
         let state = opts.state_dir.map(|dir| State::open(&dir, &mut detectors, &mut identities));
         let pipeline = Self {
-            collector,
             samples,
             ledger: Ledger::default(),
             events: EventStore::default(),
@@ -190,7 +190,7 @@ impl Pipeline {
             latest_ns: 0,
             jumps: Jumps::default(),
         };
-        Ok((pipeline, ebpf))
+        Ok((pipeline, collector, ebpf))
     }
 
     pub fn view(&self) -> View<'_> {
@@ -229,17 +229,12 @@ impl Pipeline {
         &self.last
     }
 
-    /// Keeps these devices in every table whatever its bounds: the metrics' devices with series
-    /// of their own (at most their cap), whose counters must only rise.
+    /// Keeps these devices in the ledger and the event counts whatever their bounds: the
+    /// metrics' devices with series of their own (at most their cap), whose counters must only
+    /// rise (the collector's MAC table pins them too: `Collector::pin_macs`).
     pub fn pin_devices(&mut self, macs: &[Mac]) {
         self.ledger.pin(macs.iter().copied());
         self.events.pin(macs.iter().copied());
-        self.collector.pin_macs(macs);
-    }
-
-    /// Ages MACs out of DEVICE_STATS once their counters stood still this long (None: never).
-    pub fn set_mac_idle(&mut self, idle: Option<std::time::Duration>) {
-        self.collector.set_mac_idle(idle.map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)));
     }
 
     /// Live, the bridge's addresses (the LAN) can change while the agent runs.
@@ -286,11 +281,12 @@ impl Pipeline {
         self.jumps = Jumps { count: self.jumps.count + 1, last_s: delta };
     }
 
-    /// Turns every waiting sample into an event.
-    pub fn drain_samples(&mut self) -> usize {
+    /// Turns the samples waiting in the ring into events, at most `max` of them (fewer: the
+    /// ring was empty).
+    pub fn drain_samples(&mut self, max: usize) -> usize {
         self.follow_wall_clock();
         let (mut sinks, samples) = self.sinks();
-        samples.drain(|record| sinks.handle(record))
+        samples.drain(max, |record| sinks.handle(record))
     }
 
     /// The ring, when it is read through a view ([`Options::ring_view`]).
@@ -335,14 +331,22 @@ impl Pipeline {
         }
     }
 
-    /// Reads the maps once; conversations idle since before `idle_before_ns` leave the map.
-    pub fn poll(&mut self, idle_before_ns: Option<u64>) -> anyhow::Result<()> {
-        self.drain_samples();
+    /// Reads the maps once with `collector` after every sample waiting in the ring (replay:
+    /// exact); conversations idle since before `idle_before_ns` leave the map.
+    pub fn poll(&mut self, collector: &mut Collector, idle_before_ns: Option<u64>) -> anyhow::Result<()> {
+        self.drain_samples(usize::MAX);
+        let snap = collector.poll(idle_before_ns)?;
+        self.apply(snap);
+        Ok(())
+    }
+
+    /// Brings the ledger and the detectors up to date with a read of the maps.
+    pub fn apply(&mut self, snap: Snapshot) {
+        self.follow_wall_clock();
         if matches!(self.clock, Clock::Live(_)) {
             // Replay lets its held heads go at the end; live, a quiet network might never.
             self.sinks().0.expire(clock::monotonic_ns());
         }
-        let snap = self.collector.poll(idle_before_ns)?;
         for delta in &snap.deltas {
             self.ledger.apply(delta, &self.scopes);
             self.latest_ns = self.latest_ns.max(delta.last_seen_ns);
@@ -360,6 +364,5 @@ impl Pipeline {
         write_findings(&mut self.detectors, &mut self.log);
         self.save_state(false);
         self.last = snap;
-        Ok(())
     }
 }

@@ -42,6 +42,7 @@ use iotwatch_core::{
 use crate::{
     cli::{ReplayArgs, ReportFormat},
     kernel::{
+        collect::Collector,
         ring::{Record, RingView},
         test_run::MAX_TEST_RUN_DATA,
         workers::{self, Frame, Pool},
@@ -118,6 +119,7 @@ struct Replayer {
     pool: Pool,
     view: Arc<RingView>,
     pipeline: Pipeline,
+    collector: Collector,
     capture: Capture,
     /// Frames handed to the workers so far.
     seq: u64,
@@ -263,9 +265,9 @@ impl Replayer {
         self.sync()?;
         self.since_poll = 0;
         let polling = Instant::now();
-        self.pipeline.poll(Some(self.clock_ns.saturating_sub(self.idle_ns)))?;
+        self.pipeline.poll(&mut self.collector, Some(self.clock_ns.saturating_sub(self.idle_ns)))?;
         if self.pipeline.last().conversation_entries * 2 > self.capacity {
-            self.pipeline.poll(Some(u64::MAX))?;
+            self.pipeline.poll(&mut self.collector, Some(u64::MAX))?;
         }
         self.timing.polling += polling.elapsed();
         Ok(())
@@ -312,7 +314,7 @@ pub fn run(args: &ReplayArgs) -> anyhow::Result<Outcome> {
     };
     let load = args.maps.load_options(&args.sampling, true, false);
     let ring_bytes = load.sampling.ring_bytes;
-    let (pipeline, ebpf) = Pipeline::open(pipeline::Options {
+    let (pipeline, collector, ebpf) = Pipeline::open(pipeline::Options {
         load,
         scopes: ScopeClassifier::new(lan),
         enrich: args.enrich.clone(),
@@ -335,6 +337,7 @@ pub fn run(args: &ReplayArgs) -> anyhow::Result<Outcome> {
         pool: Pool::start(Arc::new(ebpf), Arc::clone(&view), &cpus)?,
         view,
         pipeline,
+        collector,
         capture: Capture::default(),
         seq: 0,
         since_poll: 0,
@@ -412,7 +415,7 @@ pub fn run(args: &ReplayArgs) -> anyhow::Result<Outcome> {
     }
     // The end: every frame run, every conversation's last counts.
     r.sync()?;
-    r.pipeline.poll(Some(u64::MAX))?;
+    r.pipeline.poll(&mut r.collector, Some(u64::MAX))?;
     r.pipeline.flush_samples();
     tracing::debug!(workers = cpus.len(), seconds = ?started.elapsed(), timing = ?r.timing, "replayed");
     r.pipeline.close_event_log();

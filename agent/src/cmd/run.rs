@@ -1,24 +1,18 @@
 //! `iotwatch run`: attach to a bridge, keep the counters fresh, serve them, detach on exit.
 
-use std::{
-    sync::{Arc, Mutex, PoisonError},
-    time::{Duration, Instant},
-};
+use std::{sync::Arc, time::Duration};
 
 use anyhow::{Context as _, bail};
 use iotwatch_core::{
-    clock::{self, Clock},
-    report::Report,
+    clock::Clock,
     scope::{Prefix, ScopeClassifier},
 };
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
     cli::RunArgs,
-    kernel::{
-        attach::{Attacher, Hook},
-        netif,
-    },
+    cmd::live::{Agent, Live, read_samples},
+    kernel::{attach::Attacher, netif},
     output::{
         metrics::{Limits, Metrics},
         web,
@@ -26,78 +20,6 @@ use crate::{
     },
     pipeline::{self, Pipeline},
 };
-
-/// Everything a scrape needs, behind one lock: the pipeline and the metrics it feeds.
-pub struct Agent {
-    pipeline: Pipeline,
-    metrics: Metrics,
-    attached: Vec<(String, Hook)>,
-    /// Ports the attach mode refused (it could not count them exactly).
-    refused: Vec<String>,
-    /// Interfaces not attached, and why (failed or refused).
-    failures: Vec<(String, &'static str)>,
-    /// The program's `xdp_oversized` count at the last warning about it, and when that was: a
-    /// warning when it grows, at most every ten minutes.
-    oversized_warned: (u64, Option<Instant>),
-    idle: Duration,
-}
-
-pub type SharedAgent = Arc<Mutex<Agent>>;
-
-impl Agent {
-    /// Reads the maps and brings the ledger and the metrics up to date.
-    pub fn refresh(&mut self) -> anyhow::Result<()> {
-        let start = Instant::now();
-        let idle_before = clock::monotonic_ns().checked_sub(self.idle.as_nanos() as u64);
-        self.pipeline.poll(idle_before)?;
-        let p = &self.pipeline;
-        self.metrics.sync(&p.view(), p.program_now_ns(), &self.attached, start.elapsed().as_secs_f64());
-        self.pipeline.pin_devices(&self.metrics.devices_with_series());
-        let p = &self.pipeline;
-        self.metrics.set_refused(&self.refused);
-        self.metrics.set_attach_failures(&self.failures);
-        let oversized = p.view().last.stats.get(agent_common::Stat::XdpOversized as usize).copied().unwrap_or(0);
-        let quiet = self.oversized_warned.1.is_some_and(|t| t.elapsed() < Duration::from_secs(600));
-        if oversized > self.oversized_warned.0 && !quiet {
-            tracing::warn!(
-                "{} XDP buffers so far were longer than their port's MTU allows: GRO/TSO aggregates, which \
-                 `--attach xdp-skb` counts as one frame each, so the counts are short \
-                 (iotwatch_bpf_events_total{{event=\"xdp_oversized\"}}); use `--attach tc`, which reads the segment count",
-                oversized
-            );
-            self.oversized_warned = (oversized, Some(Instant::now()));
-        }
-        Ok(())
-    }
-
-    pub fn render(&self) -> String {
-        self.metrics.render()
-    }
-
-    /// The report of everything seen since the agent started (`/api/v1/report`).
-    pub fn report(&self) -> Report {
-        self.pipeline.report(None)
-    }
-}
-
-pub fn lock(agent: &Mutex<Agent>) -> std::sync::MutexGuard<'_, Agent> {
-    agent.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// The web server's view of the live agent: every request reads the maps anew.
-impl web::Source for Mutex<Agent> {
-    fn metrics(&self) -> anyhow::Result<String> {
-        let mut a = lock(self);
-        a.refresh()?;
-        Ok(a.render())
-    }
-
-    fn report_json(&self) -> anyhow::Result<String> {
-        let mut a = lock(self);
-        a.refresh()?;
-        Ok(serde_json::to_string(&a.report())?)
-    }
-}
 
 /// What serving needs, checked before anything is loaded: the web configuration file (an
 /// error names the file and the key) and the listening sockets.
@@ -178,7 +100,7 @@ fn lan_prefixes(bridge: &str, extra: &[Prefix]) -> Vec<Prefix> {
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     preflight(&args)?;
     let endpoint = endpoint(&args).await?;
-    let (mut pipeline, mut ebpf) = Pipeline::open(pipeline::Options {
+    let (pipeline, mut collector, mut ebpf) = Pipeline::open(pipeline::Options {
         load: args.load_options(),
         scopes: ScopeClassifier::new(lan_prefixes(&args.bridge, &args.enrich.lan_prefixes)),
         enrich: args.enrich.clone(),
@@ -189,7 +111,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         detect: args.detect.config(),
         state_dir: args.state_dir.clone(),
     })?;
-    pipeline.set_mac_idle((args.mac_idle > 0).then(|| Duration::from_secs(args.mac_idle)));
+    collector.set_mac_idle((args.mac_idle > 0).then(|| args.mac_idle.saturating_mul(1_000_000_000)));
     let mut attacher = Attacher::new(&args.bridge, args.attach);
     if let Err(e) = attacher.attach_all(&mut ebpf) {
         attacher.detach_all(&mut ebpf);
@@ -204,51 +126,26 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         map_capacity_conversations: args.maps.max_conversations,
     };
     let samples_fd = pipeline.samples_fd()?;
-    let agent: SharedAgent = Arc::new(Mutex::new(Agent {
-        pipeline,
-        metrics: Metrics::new(limits),
-        attached: attacher.attached(),
-        refused: attacher.refused(),
-        failures: attacher.failures(),
-        oversized_warned: (0, None),
-        idle: Duration::from_secs(args.maps.conversation_idle),
-    }));
+    let mut agent = Agent::new(pipeline, Metrics::new(limits));
+    agent.attached = attacher.attached();
+    agent.refused = attacher.refused();
+    agent.failures = attacher.failures();
+    let live = Arc::new(Live::new(collector, agent, Duration::from_secs(args.maps.conversation_idle)));
 
-    let reader = tokio::spawn(read_samples(samples_fd, agent.clone()));
-    let result = serve_until_signal(&args, endpoint, &agent, &mut attacher, &mut ebpf).await;
+    let reader = tokio::spawn(read_samples(samples_fd, live.clone()));
+    let result = serve_until_signal(&args, endpoint, &live, &mut attacher, &mut ebpf).await;
     reader.abort();
     attacher.detach_all(&mut ebpf);
     // What is left in the ring, then the heads held for a continuation, reach the event log.
     {
-        let mut a = lock(&agent);
-        a.pipeline.drain_samples();
+        let mut a = live.agent.lock().await;
+        a.pipeline.drain_samples(usize::MAX);
         a.pipeline.flush_samples();
         a.pipeline.close_event_log();
         a.pipeline.save_state(true);
     }
     tracing::info!("detached from {}; exiting", args.bridge);
     result
-}
-
-/// Drains the ring whenever it has samples; never holds the lock while waiting.
-async fn read_samples(fd: std::os::fd::OwnedFd, agent: SharedAgent) {
-    // SAFETY: `fd` is an OwnedFd moved into the AsyncFd: it stays open, and refers to the same
-    // file, for as long as the registration lives.
-    let fd = match unsafe { tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) } {
-        Ok(fd) => fd,
-        Err(e) => {
-            tracing::error!("cannot wait on the sample ring ({e}); samples are read only on scrapes");
-            return;
-        }
-    };
-    loop {
-        let Ok(mut guard) = fd.readable().await else { return };
-        // Clear first: the kernel wakes readers only once they have caught up, so a sample that
-        // arrives after the drain below sets readiness again instead of being missed.
-        guard.clear_ready();
-        let agent = agent.clone();
-        let _ = tokio::task::spawn_blocking(move || lock(&agent).pipeline.drain_samples()).await;
-    }
 }
 
 /// Wakes the main loop whenever the kernel reports a link change.
@@ -272,7 +169,7 @@ async fn watch_links(fd: std::os::fd::OwnedFd, changed: Arc<tokio::sync::Notify>
 
 /// Attaches to ports that joined or came back, forgets those that left, and brings the LAN
 /// prefixes and the counters up to date.
-fn follow_the_bridge(args: &RunArgs, agent: &SharedAgent, attacher: &mut Attacher, ebpf: &mut aya::Ebpf) {
+async fn follow_the_bridge(args: &RunArgs, live: &Arc<Live>, attacher: &mut Attacher, ebpf: &mut aya::Ebpf) {
     match attacher.sync_ports(ebpf) {
         Ok(changes) => {
             for (iface, joined) in changes {
@@ -281,20 +178,26 @@ fn follow_the_bridge(args: &RunArgs, agent: &SharedAgent, attacher: &mut Attache
         }
         Err(e) => tracing::warn!("following the bridge's ports: {e:#}"),
     }
-    let mut a = lock(agent);
-    a.attached = attacher.attached();
-    a.refused = attacher.refused();
-    a.failures = attacher.failures();
-    a.pipeline.set_scopes(ScopeClassifier::new(lan_prefixes(&args.bridge, &args.enrich.lan_prefixes)));
-    if let Err(e) = a.refresh() {
-        tracing::warn!("reading the maps: {e:#}");
+    let scopes = ScopeClassifier::new(lan_prefixes(&args.bridge, &args.enrich.lan_prefixes));
+    {
+        let mut a = live.agent.lock().await;
+        a.attached = attacher.attached();
+        a.refused = attacher.refused();
+        a.failures = attacher.failures();
+        a.pipeline.set_scopes(scopes);
+    }
+    let live = Arc::clone(live);
+    match tokio::task::spawn_blocking(move || live.refresh(|_| ())).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!("reading the maps: {e:#}"),
+        Err(e) => tracing::warn!("reading the maps: {e}"),
     }
 }
 
 async fn serve_until_signal(
     args: &RunArgs,
     endpoint: Endpoint,
-    agent: &SharedAgent,
+    live: &Arc<Live>,
     attacher: &mut Attacher,
     ebpf: &mut aya::Ebpf,
 ) -> anyhow::Result<()> {
@@ -306,7 +209,7 @@ async fn serve_until_signal(
         .map(|a| format!("{scheme}://{a}{}", args.telemetry_path))
         .collect();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let mut server = tokio::spawn(web::serve(endpoint.listeners, agent.clone(), endpoint.options, async {
+    let mut server = tokio::spawn(web::serve(endpoint.listeners, live.clone(), endpoint.options, async {
         let _ = stop_rx.await;
     }));
     eprintln!("iotwatch: watching bridge {}; listening on {}", args.bridge, urls.join(", "));
@@ -328,11 +231,11 @@ async fn serve_until_signal(
     };
     let result = loop {
         tokio::select! {
-            _ = tick.tick() => follow_the_bridge(args, agent, attacher, ebpf),
-            () = changed.notified() => follow_the_bridge(args, agent, attacher, ebpf),
+            _ = tick.tick() => follow_the_bridge(args, live, attacher, ebpf).await,
+            () = changed.notified() => follow_the_bridge(args, live, attacher, ebpf).await,
             _ = sigint.recv() => break Ok(()),
             _ = sigterm.recv() => break Ok(()),
-            _ = sighup.recv() => lock(agent).pipeline.reopen_event_log(),
+            _ = sighup.recv() => live.agent.lock().await.pipeline.reopen_event_log(),
             ended = &mut server => {
                 let why = match ended {
                     Ok(Err(e)) => format!("{e:#}"),

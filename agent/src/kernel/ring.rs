@@ -70,19 +70,21 @@ impl Samples {
         .context("duplicating the ring buffer's descriptor")
     }
 
-    /// Hands every record waiting in the ring to `f`, oldest first.
-    pub fn drain(&mut self, mut f: impl FnMut(&[u8])) -> usize {
+    /// Hands the records waiting in the ring to `f`, oldest first, at most `max` of them.
+    pub fn drain(&mut self, max: usize, mut f: impl FnMut(&[u8])) -> usize {
         let mut n = 0;
         match &mut self.ring {
             Reader::Aya(ring) => {
-                while let Some(item) = ring.next() {
+                while n < max
+                    && let Some(item) = ring.next()
+                {
                     f(&item);
                     n += 1;
                 }
             }
             Reader::View(view, _) => {
                 let (mut pos, end) = (view.consumer_pos(), view.producer_pos());
-                while pos != end {
+                while pos != end && n < max {
                     match view.record(pos) {
                         Record::Busy => break,
                         Record::Discarded { next } => pos = next,
