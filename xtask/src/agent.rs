@@ -82,6 +82,19 @@ impl Agent {
         Ok(Self { child: Some(child), listen: listen.to_owned(), stderr_log: stderr_log.map(Path::to_path_buf) })
     }
 
+    /// The agent's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// The agent's resident memory now and at its peak, from /proc/PID/status.
+    pub fn memory(&self) -> Result<Memory> {
+        let pid = self.pid().context("the agent was already stopped")?;
+        let path = format!("/proc/{pid}/status");
+        let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {path}"))?;
+        Memory::parse(&text).with_context(|| format!("no VmRSS or VmHWM in {path}"))
+    }
+
     pub fn metrics_url(&self) -> String {
         format!("http://{}/metrics", self.listen)
     }
@@ -133,10 +146,40 @@ impl Agent {
     }
 }
 
+/// Resident memory of a process (`VmRSS`) and its peak so far (`VmHWM`), in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Memory {
+    pub rss: u64,
+    pub hwm: u64,
+}
+
+impl Memory {
+    /// From the text of /proc/PID/status, whose sizes are in kB (KiB).
+    pub fn parse(status: &str) -> Option<Self> {
+        let kib = |key: &str| -> Option<u64> {
+            let line = status.lines().find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))?;
+            Some(line.split_whitespace().next()?.parse::<u64>().ok()? * 1024)
+        };
+        Some(Self { rss: kib("VmRSS")?, hwm: kib("VmHWM")? })
+    }
+}
+
 impl Drop for Agent {
     fn drop(&mut self) {
         if let Err(e) = self.stop() {
             eprintln!("agent: {e:#}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_from_proc_status() {
+        let status = "Name:\tiotwatch\nVmPeak:\t  900 kB\nVmHWM:\t   45056 kB\nVmRSS:\t   40960 kB\nThreads:\t5\n";
+        assert_eq!(Memory::parse(status), Some(Memory { rss: 40 << 20, hwm: 44 << 20 }));
+        assert_eq!(Memory::parse("VmRSS:\t1 kB\n"), None);
     }
 }

@@ -36,7 +36,7 @@ pub enum Observer {
 }
 
 /// Parts of the benchmark besides the throughput configurations, for `--only`.
-pub const PARTS: [&str; 2] = ["kernel", "replay"];
+pub const PARTS: [&str; 3] = ["kernel", "replay", "memory"];
 
 pub const ALL: [Observer; 6] = [
     Observer::Bare,
@@ -225,7 +225,7 @@ pub fn merge_summary(key: &str, value: Value) -> Result<PathBuf> {
 pub fn bench(args: &BenchArgs) -> Result<()> {
     setup::setup()?;
     signal::install()?;
-    // `--only` names parts (`kernel`, `replay`) and throughput configurations; nothing named:
+    // `--only` names parts (`kernel`, `replay`, `memory`) and throughput configurations; nothing named:
     // everything.
     let all = args.only.is_empty();
     let part = |p: &str| all || args.only.iter().any(|o| o == p);
@@ -244,12 +244,16 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
     if part("replay") {
         replay(&bin, REPLAY_FRAMES, args.rounds)?;
     }
+    let tmp = agent::target_dir().join("bench/tmp");
+    std::fs::create_dir_all(&tmp)?;
+    if part("memory") {
+        let path = merge_summary("memory", crate::benchmem::memory(&bin, &tmp)?)?;
+        println!("bench: written to {}\n", path.display());
+    }
     if configs.is_empty() {
         return Ok(());
     }
     let bin = Some(bin);
-    let tmp = agent::target_dir().join("bench/tmp");
-    std::fs::create_dir_all(&tmp)?;
     let lab = HomeLab::create(LabOptions {
         prefix: BENCH_PREFIX.to_owned(),
         devices: 2,

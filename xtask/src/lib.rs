@@ -4,11 +4,13 @@
 
 pub mod agent;
 pub mod bench;
+pub mod benchmem;
 pub mod cmd;
 pub mod dashboard;
 pub mod deploycheck;
 pub mod dhcp;
 pub mod dist;
+pub mod flood;
 pub mod lab;
 pub mod labcheck;
 pub mod metrics;

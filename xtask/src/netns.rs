@@ -66,6 +66,41 @@ pub fn sysctl(ns: Option<&str>, key: &str, value: &str) -> Result<()> {
     }
 }
 
+/// A root-namespace link's kernel counters (/sys/class/net/NAME/statistics).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LinkCounters {
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+}
+
+impl LinkCounters {
+    pub fn read(name: &str) -> Result<Self> {
+        let get = |c: &str| -> Result<u64> {
+            let path = format!("/sys/class/net/{name}/statistics/{c}");
+            let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {path}"))?;
+            text.trim().parse().with_context(|| format!("{path} holds {text:?}"))
+        };
+        Ok(Self {
+            rx_packets: get("rx_packets")?,
+            rx_bytes: get("rx_bytes")?,
+            tx_packets: get("tx_packets")?,
+            tx_bytes: get("tx_bytes")?,
+        })
+    }
+
+    /// What was counted since `earlier`.
+    pub fn since(self, earlier: Self) -> Self {
+        Self {
+            rx_packets: self.rx_packets - earlier.rx_packets,
+            rx_bytes: self.rx_bytes - earlier.rx_bytes,
+            tx_packets: self.tx_packets - earlier.tx_packets,
+            tx_bytes: self.tx_bytes - earlier.tx_bytes,
+        }
+    }
+}
+
 /// Names of all network namespaces (`ip netns list` prints `name (id: N)`).
 pub fn list_netns() -> Result<Vec<String>> {
     Ok(ip(&["netns", "list"])?.lines().filter_map(|l| l.split_whitespace().next().map(str::to_owned)).collect())
