@@ -363,6 +363,7 @@ impl Pipeline {
         self.detectors.on_poll(&snap.deltas, &macs, self.now, self.clock, &cx);
         write_findings(&mut self.detectors, &mut self.log);
         self.save_state(false);
-        self.last = snap;
+        // The deltas are applied: keeping them would hold a poll's worth (up to the map's size).
+        self.last = Snapshot { deltas: Vec::new(), ..snap };
     }
 }

@@ -108,6 +108,13 @@ impl Live {
         let out = then(&mut agent);
         drop(agent);
         self.collector.lock().unwrap_or_else(PoisonError::into_inner).pin_macs(&pinned);
+        // A read frees a poll's worth of deltas and whatever the tables evicted: give it back
+        // to the system rather than keep the high-water mark of the last flood (a few ms).
+        #[cfg(target_env = "gnu")]
+        // SAFETY: malloc_trim only releases free memory at the top of the heaps and in free chunks.
+        unsafe {
+            libc::malloc_trim(0);
+        }
         Ok(out)
     }
 
