@@ -55,6 +55,26 @@ pub(crate) fn encode(h: &SampleHeader, frame: &[u8]) -> Vec<u8> {
     out
 }
 
+/// A ring record of `payload` behind 42 bytes of (unread) headers, stamped `ts_ns` (tests).
+#[cfg(test)]
+pub(crate) fn sample_record(kind: SampleKind, key: agent_common::ConvKey, payload: &[u8], ts_ns: u64) -> Vec<u8> {
+    let mut frame = vec![0u8; 42];
+    frame.extend_from_slice(payload);
+    let len = frame.len() as u32;
+    let h = SampleHeader {
+        ts_ns,
+        ifindex: 3,
+        wire_len: len,
+        cap_len: len,
+        payload_off: 42,
+        kind: kind as u8,
+        direction: 0,
+        key,
+        _pad: [0; 4],
+    };
+    encode(&h, &frame)
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Event {
     /// Sequence number from 1, in the order events were made: findings cite their evidence by it.

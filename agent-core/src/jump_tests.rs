@@ -6,13 +6,13 @@
 //! to raise the same findings. Each step of the script is there so that a time left behind
 //! changes what follows (a window, a baseline, a grace period).
 
-use agent_common::{ConvKey, sample::SampleHeader};
+use agent_common::ConvKey;
 use serde_json::json;
 
 use crate::{
     clock::{Clock, Offsets},
     detect::{Config, Context, Detectors, destinations},
-    events::{EventStore, encode},
+    events::{EventStore, sample_record},
     identity::{self, Identities},
     ledger::{Delta, Ledger, v4_key},
     oui::Oui,
@@ -102,22 +102,8 @@ impl Agent {
     /// A sample of `payload` behind 42 bytes of headers at program second `at_s`, as the
     /// pipeline takes it: an event, the identities, the detectors.
     fn sample(&mut self, kind: Kind, key: ConvKey, payload: &[u8], at_s: u64) {
-        let mut frame = vec![0u8; 42];
-        frame.extend_from_slice(payload);
-        let len = frame.len() as u32;
-        let h = SampleHeader {
-            ts_ns: ns(at_s),
-            ifindex: 3,
-            wire_len: len,
-            cap_len: len,
-            payload_off: 42,
-            kind: kind as u8,
-            direction: 0,
-            key,
-            _pad: [0; 4],
-        };
         let Self { events, identities, detectors, scopes, oui, peers, clock } = self;
-        events.handle(&encode(&h, &frame), *clock, |ev| {
+        events.handle(&sample_record(kind, key, payload, ns(at_s)), *clock, |ev| {
             identities.learn(ev, scopes);
             detectors.on_event(ev, &Context { scopes, oui, identities, peers });
         });

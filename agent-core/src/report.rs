@@ -391,11 +391,11 @@ pub fn build(p: &View<'_>, capture: Option<Capture>, clock: Clock) -> Report {
 #[cfg(test)]
 mod tests {
 
-    use agent_common::{ConvKey, DeviceCounters, Stat, sample::SampleHeader};
+    use agent_common::{ConvKey, DeviceCounters, Stat};
 
     use super::*;
     use crate::{
-        events::{EventStore, encode},
+        events::{EventStore, sample_record},
         ledger::{Delta, Ledger},
         oui::Oui,
         proto::{Kind, fixtures},
@@ -427,21 +427,7 @@ mod tests {
 
     /// A sample of `payload` behind 42 bytes of (unread) headers, as the ring hands it over.
     fn sample(kind: Kind, key: ConvKey, payload: &[u8], at_s: u64) -> Vec<u8> {
-        let mut frame = vec![0u8; 42];
-        frame.extend_from_slice(payload);
-        let len = frame.len() as u32;
-        let h = SampleHeader {
-            ts_ns: T0 + at_s * 1_000_000_000,
-            ifindex: 3,
-            wire_len: len,
-            cap_len: len,
-            payload_off: 42,
-            kind: kind as u8,
-            direction: 0,
-            key,
-            _pad: [0; 4],
-        };
-        encode(&h, &frame)
+        sample_record(kind, key, payload, T0 + at_s * 1_000_000_000)
     }
 
     /// Everything an agent holds after a little traffic: a camera that discovers with SSDP,

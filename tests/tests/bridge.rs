@@ -15,7 +15,11 @@ use iotwatch_tests::{
     capture::{Counts, Frame, Tcpdump, mac_bytes, reference},
     privileged_test, temp_dir,
 };
-use xtask::{HomeLab, LabOptions, Sample, agent::Agent, metrics::scrape};
+use xtask::{
+    HomeLab, LabOptions, Sample,
+    agent::Agent,
+    metrics::{scrape, sum},
+};
 
 fn quiet_lab(prefix: &str, devices: usize) -> HomeLab {
     let lab = HomeLab::create(LabOptions { prefix: prefix.into(), devices, ipv6: false, static_neighbors: true })
@@ -45,15 +49,6 @@ fn root(args: &[&str]) -> String {
     let out = Command::new(args[0]).args(&args[1..]).output().expect("run");
     assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Sum of a metric's samples whose labels include all of `labels`.
-fn sum(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> u64 {
-    samples
-        .iter()
-        .filter(|s| s.name == name && labels.iter().all(|(k, v)| s.label(k) == Some(v)))
-        .map(|s| s.value as u64)
-        .sum()
 }
 
 /// Per-MAC counts as exported, from the exact map and from the scope breakdown.

@@ -95,6 +95,15 @@ fn parse_line(line: &str) -> Option<Sample> {
 
 /// GET http://addr/path with HTTP/1.0 (so the server closes and no chunking is needed);
 /// returns the body of a 200 response.
+/// Sum of a metric's samples whose labels include all of `labels`.
+pub fn sum(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> u64 {
+    samples
+        .iter()
+        .filter(|s| s.name == name && labels.iter().all(|(k, v)| s.label(k) == Some(v)))
+        .map(|s| s.value as u64)
+        .sum()
+}
+
 pub fn http_get(addr: &str, path: &str, timeout: Duration) -> Result<String> {
     let (status, line, body) = http_get_any(addr, path, timeout)?;
     if status != 200 {
