@@ -11,14 +11,6 @@ use iotwatch::{
 fn main() -> ExitCode {
     let cli = Cli::parse();
     logging::init(&cli.log_level, cli.log_format);
-    // glibc gives each thread that allocates its own arena (up to 8 per CPU): the pipeline's
-    // tables move between the ring reader's and the scrapes' threads, and freed memory stayed
-    // scattered over arenas (tens of MB under a flood). Two arenas are enough for two workers.
-    #[cfg(target_env = "gnu")]
-    // SAFETY: mallopt only sets an allocator parameter; called before any thread is started.
-    unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, 2);
-    }
     // Blocking threads: one map read at a time, the ring reader, two password checks
     // (output/web.rs); the cap keeps a burst of requests from parking hundreds of threads.
     let runtime = match tokio::runtime::Builder::new_multi_thread()
