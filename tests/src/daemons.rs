@@ -15,7 +15,7 @@ use std::{
 };
 
 use xtask::{
-    HomeLab, LabOptions, Sample,
+    HomeLab, LabOptions,
     agent::Agent,
     metrics::{http_get, scrape},
 };
@@ -283,13 +283,7 @@ pub fn wait_listening(lab: &HomeLab, ns: &str, proto: &str, port: u16, daemon: &
     }
 }
 
-pub fn sum(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
-    samples
-        .iter()
-        .filter(|s| s.name == name && labels.iter().all(|(k, v)| s.label(k) == Some(v)))
-        .map(|s| s.value)
-        .sum()
-}
+pub use xtask::metrics::total as sum;
 
 /// /metrics counts events of each (mac, kind) and no sample was dropped.
 pub fn check_metrics(agent: &Agent, want: &[(&str, &str)]) {

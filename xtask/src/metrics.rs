@@ -96,12 +96,17 @@ fn parse_line(line: &str) -> Option<Sample> {
 /// GET http://addr/path with HTTP/1.0 (so the server closes and no chunking is needed);
 /// returns the body of a 200 response.
 /// Sum of a metric's samples whose labels include all of `labels`.
-pub fn sum(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> u64 {
+pub fn total(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
     samples
         .iter()
         .filter(|s| s.name == name && labels.iter().all(|(k, v)| s.label(k) == Some(v)))
-        .map(|s| s.value as u64)
+        .map(|s| s.value)
         .sum()
+}
+
+/// [`total`] of counters, as an integer.
+pub fn sum(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> u64 {
+    total(samples, name, labels) as u64
 }
 
 pub fn http_get(addr: &str, path: &str, timeout: Duration) -> Result<String> {
