@@ -26,6 +26,26 @@ pub const fn entry_bytes<K, V>() -> usize {
     (size_of::<K>() + size_of::<V>()) * 3 / 2 + 8
 }
 
+/// The most entries a hash table of `slots` slots (a power of two) holds: `std`'s (hashbrown's)
+/// load limit is 7/8. A bound of exactly `slots` entries would make the table grow to twice the
+/// slots and take twice the memory for the last eighth.
+pub const fn hash_capacity(slots: usize) -> usize {
+    slots / 8 * 7
+}
+
+/// Removes the entries of a hash table bounded at `max` entries that `keep` refuses, and rebuilds
+/// the table for `max`: a removal leaves a tombstone, and a table out of free slots grows to
+/// twice its slots when it is more than half full, whatever the bound, so a table that churns
+/// would otherwise end at twice the memory.
+pub fn retain_within<K: std::hash::Hash + Eq, V, S: std::hash::BuildHasher>(
+    map: &mut std::collections::HashMap<K, V, S>,
+    max: usize,
+    keep: impl FnMut(&K, &mut V) -> bool,
+) {
+    map.retain(keep);
+    map.shrink_to(max);
+}
+
 /// How many entries to evict from a table of `len` entries bounded at `max`: none within the
 /// bound, else enough to be an eighth below it.
 pub fn excess(len: usize, max: usize) -> usize {
@@ -63,6 +83,20 @@ pub fn evict_idlest<K: Ord + Clone, V>(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_hash_table_that_churns_within_its_bound_keeps_its_slots() {
+        let max = super::hash_capacity(1024);
+        let mut map = std::collections::HashMap::with_capacity(max);
+        let slots = map.capacity();
+        for i in 0..100 * max {
+            if map.len() == max {
+                super::retain_within(&mut map, max, |k, _| k % 2 == 0 && *k > i - max / 2);
+            }
+            map.insert(i, i);
+        }
+        assert_eq!(map.capacity(), slots, "the table never grew past the slots its bound needs");
+    }
+
     use super::*;
 
     #[test]

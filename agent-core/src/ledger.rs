@@ -22,7 +22,7 @@ use agent_common::{
 };
 
 use crate::{
-    bounded::{TableSize, entry_bytes, evict_idlest, excess},
+    bounded::{TableSize, entry_bytes, evict_idlest, excess, hash_capacity, retain_within},
     mac::Mac,
     peerdb::Place,
     scope::{Scope, ScopeClassifier},
@@ -172,11 +172,11 @@ impl Bounds {
     pub const DEFAULT: Bounds = Bounds { devices: 16_384, peers: 131_072, ips: 131_072 };
 }
 
-/// TCP/UDP conversations whose opener the ledger remembers (as many as the conversation map
-/// holds by default; about 150 bytes each). Past it, the longest idle are forgotten, counted in
+/// TCP/UDP conversations whose opener the ledger remembers (about as many as the conversation
+/// map holds by default, and what fills 65,536 hash slots of about 130 bytes). Past it, the longest idle are forgotten, counted in
 /// `Ledger::openers_forgotten`: one that comes back with its reply alone counts under the
 /// reply's destination port.
-pub const MAX_OPENERS: usize = 65_536;
+pub const MAX_OPENERS: usize = hash_capacity(65_536);
 
 /// Source and destination addresses of a conversation key, if it has an IP header.
 pub fn conv_ips(key: &ConvKey) -> Option<(IpAddr, IpAddr)> {
@@ -463,7 +463,7 @@ impl Ledger {
         let mut idle: Vec<u64> = self.openers.values().map(|o| o.last_seen_ns).collect();
         let cutoff = *idle.select_nth_unstable(drop - 1).1;
         let before = self.openers.len();
-        self.openers.retain(|_, o| o.last_seen_ns > cutoff);
+        retain_within(&mut self.openers, self.max_openers, |_, o| o.last_seen_ns > cutoff);
         self.openers_forgotten += (before - self.openers.len()) as u64;
     }
 

@@ -82,40 +82,82 @@ fn delta(key: ConvKey, grown: Totals, seen: &ConvTotals) -> Option<Delta> {
     })
 }
 
-/// Deltas between the previous and the current totals of each conversation; `prev` becomes
-/// `current`, one entry per key.
-///
-/// `current` is one walk of the map and may hold a key more than once: walking an LRU map while
-/// it evicts, the kernel's get-next-key restarts from the first bucket when the key under the
-/// cursor was evicted, and every key before it comes again. A later reading of a key counts only
-/// its growth since the earlier one, so a delta is taken once per key per walk.
-pub fn diff(prev: &mut HashMap<ConvKey, Totals>, current: &[(ConvKey, ConvTotals)]) -> Vec<Delta> {
-    let mut next: HashMap<ConvKey, Totals> = HashMap::with_capacity(current.len());
-    let mut deltas = Vec::new();
-    for (key, seen) in current {
-        let before = next.get(key).or_else(|| prev.get(key)).copied().unwrap_or_default();
-        deltas.extend(delta(*key, growth(before, seen.totals), seen));
-        next.insert(*key, seen.totals);
-    }
-    *prev = next;
-    deltas
+/// The latest reading of each conversation, to take the next poll's deltas from. A walk of the
+/// map goes through it entry by entry ([`Readings::read`], then [`Readings::end_walk`]): no copy
+/// of the map nor a second table of readings is made (100k conversations: about 10 MB each).
+#[derive(Debug, Default, Clone)]
+pub struct Readings(HashMap<ConvKey, Reading>);
+
+#[derive(Clone, Copy, Debug, Default)]
+struct Reading {
+    totals: Totals,
+    last_seen_ns: u64,
+    /// Read in the walk going on: the others leave when it ends.
+    in_walk: bool,
 }
 
-/// Keys whose latest reading in the walk was last seen before `before_ns` (idle conversations to
-/// age out), each once.
-pub fn idle_keys(current: &[(ConvKey, ConvTotals)], before_ns: u64) -> Vec<ConvKey> {
-    let mut latest: HashMap<ConvKey, u64> = HashMap::with_capacity(current.len());
-    for (key, seen) in current {
-        latest.insert(*key, seen.last_seen_ns);
+impl Readings {
+    pub fn len(&self) -> usize {
+        self.0.len()
     }
-    let mut idle: Vec<ConvKey> = latest.into_iter().filter(|(_, last)| *last < before_ns).map(|(k, _)| k).collect();
-    idle.sort_unstable();
-    idle
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn get(&self, key: &ConvKey) -> Option<Totals> {
+        self.0.get(key).map(|r| r.totals)
+    }
+
+    pub fn remove(&mut self, key: &ConvKey) -> Option<Totals> {
+        self.0.remove(key).map(|r| r.totals)
+    }
+
+    /// One entry of a walk: what it grew since its latest reading, which it becomes.
+    ///
+    /// A walk may read a key more than once: walking an LRU map while it evicts, the kernel's
+    /// get-next-key restarts from the first bucket when the key under the cursor was evicted, and
+    /// every key before it comes again. A later reading counts only its growth since the earlier
+    /// one, so a key's delta is taken once per walk.
+    pub fn read(&mut self, key: ConvKey, seen: &ConvTotals) -> Option<Delta> {
+        let reading = self.0.entry(key).or_default();
+        let grown = growth(reading.totals, seen.totals);
+        *reading = Reading { totals: seen.totals, last_seen_ns: seen.last_seen_ns, in_walk: true };
+        delta(key, grown, seen)
+    }
+
+    /// Ends a walk: the conversations it did not read are gone from the map and leave. Returns
+    /// those whose latest reading was last seen before `idle_before_ns` (idle, to age out),
+    /// sorted.
+    pub fn end_walk(&mut self, idle_before_ns: Option<u64>) -> Vec<ConvKey> {
+        let mut idle = Vec::new();
+        self.0.retain(|key, r| {
+            let read = std::mem::take(&mut r.in_walk);
+            if read && idle_before_ns.is_some_and(|t| r.last_seen_ns < t) {
+                idle.push(*key);
+            }
+            read
+        });
+        idle.sort_unstable();
+        idle
+    }
+
+    /// Ends a walk that failed part way: what it read stays as the latest readings (the deltas
+    /// it took must then be kept by the caller), and nothing leaves.
+    pub fn abandon_walk(&mut self) {
+        self.0.values_mut().for_each(|r| r.in_walk = false);
+    }
+}
+
+impl FromIterator<(ConvKey, Totals)> for Readings {
+    fn from_iter<I: IntoIterator<Item = (ConvKey, Totals)>>(iter: I) -> Self {
+        Self(iter.into_iter().map(|(k, totals)| (k, Reading { totals, ..Reading::default() })).collect())
+    }
 }
 
 /// A conversation taken out of the map (lookup-and-delete): what it counted after the walk read
 /// it, and it leaves `prev`. Frames counted between the read and the removal are not lost.
-pub fn removed(prev: &mut HashMap<ConvKey, Totals>, key: ConvKey, last: &ConvTotals) -> Option<Delta> {
+pub fn removed(prev: &mut Readings, key: ConvKey, last: &ConvTotals) -> Option<Delta> {
     let before = prev.remove(&key).unwrap_or_default();
     delta(key, growth(before, last.totals), last)
 }
@@ -132,13 +174,27 @@ mod tests {
         ConvTotals { totals: Totals { packets, bytes }, first_seen_ns: 7, last_seen_ns: 8 }
     }
 
+    /// One walk of `entries`: its deltas, and the idle keys it found.
+    fn walk(
+        prev: &mut Readings,
+        entries: &[(ConvKey, ConvTotals)],
+        idle_before_ns: Option<u64>,
+    ) -> (Vec<Delta>, Vec<ConvKey>) {
+        let deltas = entries.iter().filter_map(|(k, seen)| prev.read(*k, seen)).collect();
+        (deltas, prev.end_walk(idle_before_ns))
+    }
+
+    fn diff(prev: &mut Readings, entries: &[(ConvKey, ConvTotals)]) -> Vec<Delta> {
+        walk(prev, entries, None).0
+    }
+
     fn delta(port: u16, packets: u64, bytes: u64) -> Delta {
         Delta { key: key(port), packets, bytes, first_seen_ns: 7, last_seen_ns: 8 }
     }
 
     #[test]
     fn deltas_are_growth_since_last_poll() {
-        let mut prev = HashMap::new();
+        let mut prev = Readings::default();
         let d = diff(&mut prev, &[(key(1), seen(2, 200))]);
         assert_eq!(d, vec![delta(1, 2, 200)]);
         let d = diff(&mut prev, &[(key(1), seen(5, 500)), (key(2), seen(1, 60))]);
@@ -154,7 +210,7 @@ mod tests {
         // Recreated below its old total: counted from zero.
         let d = diff(&mut prev, &[(key(2), seen(0, 0))]);
         assert!(d.is_empty());
-        let mut prev2 = HashMap::from([(key(3), Totals { packets: 9, bytes: 900 })]);
+        let mut prev2 = Readings::from_iter([(key(3), Totals { packets: 9, bytes: 900 })]);
         let d = diff(&mut prev2, &[(key(3), seen(2, 100))]);
         assert_eq!(d, vec![delta(3, 2, 100)]);
     }
@@ -163,14 +219,14 @@ mod tests {
     /// cursor was evicted: the kernel's get-next-key restarts from the first bucket.
     #[test]
     fn a_key_read_twice_in_one_walk_counts_once() {
-        let mut prev = HashMap::from([(key(1), Totals { packets: 2, bytes: 200 })]);
-        let walk = [(key(1), seen(5, 500)), (key(2), seen(1, 60)), (key(1), seen(6, 600)), (key(2), seen(1, 60))];
-        let d = diff(&mut prev, &walk);
+        let mut prev = Readings::from_iter([(key(1), Totals { packets: 2, bytes: 200 })]);
+        let entries = [(key(1), seen(5, 500)), (key(2), seen(1, 60)), (key(1), seen(6, 600)), (key(2), seen(1, 60))];
+        let d = diff(&mut prev, &entries);
         let of = |port| d.iter().filter(|d| d.key == key(port)).fold((0, 0), |(p, b), d| (p + d.packets, b + d.bytes));
         assert_eq!(of(1), (4, 400), "growth from 2 to 6 packets, once: {d:?}");
         assert_eq!(of(2), (1, 60), "{d:?}");
         assert_eq!(prev.len(), 2);
-        assert_eq!(prev[&key(1)], Totals { packets: 6, bytes: 600 }, "the latest reading is kept");
+        assert_eq!(prev.get(&key(1)), Some(Totals { packets: 6, bytes: 600 }), "the latest reading is kept");
         // The next walk counts from the latest reading.
         assert!(diff(&mut prev, &[(key(1), seen(6, 600))]).is_empty());
     }
@@ -182,15 +238,29 @@ mod tests {
             first_seen_ns: 1,
             last_seen_ns: last,
         };
-        let walk = [(key(1), at(1, 5)), (key(2), at(1, 5)), (key(1), at(2, 50)), (key(2), at(1, 5))];
-        assert_eq!(idle_keys(&walk, 10), vec![key(2)], "key(1) was active again in its later reading");
-        let mut prev = HashMap::new();
-        diff(&mut prev, &walk);
+        let entries = [(key(1), at(1, 5)), (key(2), at(1, 5)), (key(1), at(2, 50)), (key(2), at(1, 5))];
+        let mut prev = Readings::default();
+        let (_, idle) = walk(&mut prev, &entries, Some(10));
+        assert_eq!(idle, vec![key(2)], "key(1) was active again in its later reading");
         // Two frames arrived between the read (1 packet) and the removal (3 packets).
         let d = removed(&mut prev, key(2), &at(3, 12)).expect("a delta");
         assert_eq!((d.packets, d.bytes), (2, 20));
-        assert!(!prev.contains_key(&key(2)));
+        assert_eq!(prev.get(&key(2)), None);
         assert_eq!(removed(&mut prev, key(1), &at(2, 50)), None, "nothing new");
+    }
+
+    #[test]
+    fn a_walk_that_fails_part_way_keeps_what_it_read_and_drops_nothing() {
+        let mut prev = Readings::from_iter([
+            (key(1), Totals { packets: 1, bytes: 10 }),
+            (key(2), Totals { packets: 1, bytes: 10 }),
+        ]);
+        assert_eq!(prev.read(key(1), &seen(3, 30)), Some(delta(1, 2, 20)));
+        prev.abandon_walk();
+        assert_eq!(prev.len(), 2, "key(2) was not read, but the walk did not end");
+        // The next walk counts key(1) from the failed walk's reading, and ends normally.
+        assert_eq!(diff(&mut prev, &[(key(1), seen(4, 40))]), vec![delta(1, 1, 10)]);
+        assert_eq!(prev.len(), 1);
     }
 
     #[test]

@@ -26,6 +26,7 @@ use serde_json::json;
 
 use super::{Config, Context, Hit, MAX_DEVICES, Rule, counted, make_room};
 use crate::{
+    bounded::{hash_capacity, retain_within},
     clock::Clock,
     ledger::{Delta, conv_ips},
     mac::Mac,
@@ -39,7 +40,7 @@ const MAX_TARGETS: usize = 8192;
 /// MACs remembered as where Internet-bound frames go (the gateway is the busiest).
 const MAX_GATEWAYS: usize = 64;
 /// Conversations whose first direction was judged, remembered so each is judged once.
-const MAX_JUDGED: usize = 65_536;
+const MAX_JUDGED: usize = hash_capacity(65_536);
 
 /// A conversation between a LAN device and an Internet host: device MAC, its address and port,
 /// the Internet host's address and port, IP protocol.
@@ -284,16 +285,16 @@ impl Conversations {
     }
 
     fn cloud_hits(&mut self, directions: Directions, now: f64, cfg: &Config, hits: &mut Vec<Hit>) {
-        if self.judged.len() + directions.len() > MAX_JUDGED {
-            self.judged.retain(|_, ts| now - *ts < cfg.window_s.min(600.0));
-            if self.judged.len() + directions.len() > MAX_JUDGED {
-                self.judged.clear();
-            }
-        }
         let start = self.start.unwrap_or(now);
         for (conv, (inbound, outbound)) in directions {
             if self.judged.contains_key(&conv) {
                 continue;
+            }
+            if self.judged.len() >= MAX_JUDGED {
+                retain_within(&mut self.judged, MAX_JUDGED, |_, ts| now - *ts < cfg.window_s.min(600.0));
+                if self.judged.len() >= MAX_JUDGED {
+                    self.judged.clear();
+                }
             }
             self.judged.insert(conv, now);
             let (mac, lan_ip, lan_port, inet_ip, inet_port, proto) = conv;

@@ -131,8 +131,9 @@ impl web::Source for Live {
         self.refresh(|a| a.metrics.render())
     }
 
-    fn report_json(&self) -> anyhow::Result<String> {
-        self.refresh(|a| serde_json::to_string(&a.report()))?.map_err(Into::into)
+    fn report_json(&self) -> anyhow::Result<web::WriteJson> {
+        let report = self.refresh(|a| a.report())?;
+        Ok(Box::new(move |out| serde_json::to_writer(out, &report).map_err(Into::into)))
     }
 }
 

@@ -17,7 +17,7 @@
 //! adds to freed memory. It is nanoseconds wide, and only for entries idle for the whole
 //! timeout.
 
-use std::{collections::HashMap, os::fd::AsFd as _};
+use std::os::fd::AsFd as _;
 
 use agent_common::{
     CONVERSATIONS, ConvCounters, ConvKey, DEVICE_STATS, DeviceCounters, MacKey, ProgramStats, STATS, Stat,
@@ -30,10 +30,10 @@ use aya::{
 };
 use iotwatch_core::{
     clock,
-    ledger::{Delta, Totals},
+    ledger::Delta,
     mac::Mac,
     macbook::{MacBook, sum_device},
-    snapshot::{ConvTotals, SampleCounts, Snapshot, diff, idle_keys, removed, sum_conv},
+    snapshot::{ConvTotals, Readings, SampleCounts, Snapshot, removed, sum_conv},
 };
 
 use crate::kernel::map_ops::{BatchReader, BatchWalk, lookup_and_delete_per_cpu};
@@ -80,17 +80,54 @@ fn read_batch<K: Pod, V: Pod, T>(
     Ok(walk.map(|w| Reading { entries, walk: Some(w) }))
 }
 
-/// Every entry of a per-CPU hash map, its values summed by `sum`, read with get-next-key and a
-/// lookup per key.
+/// Hands `f` every entry of a per-CPU hash map, its values summed by `sum`, read with
+/// get-next-key and a lookup per key.
+fn for_each_iterating<K: Pod, V: Pod, T>(
+    map: &PerCpuHashMap<MapData, K, V>,
+    sum: impl Fn(&[V]) -> T,
+    mut f: impl FnMut(K, T),
+) -> Result<(), MapError> {
+    for item in map.iter() {
+        let (key, values) = item?;
+        f(key, sum(&values));
+    }
+    Ok(())
+}
+
 fn read_iterating<K: Pod, V: Pod, T>(
     map: &PerCpuHashMap<MapData, K, V>,
     sum: impl Fn(&[V]) -> T,
 ) -> Result<Vec<(K, T)>, MapError> {
-    map.iter().map(|item| item.map(|(key, values)| (key, sum(&values)))).collect()
+    let mut entries = Vec::new();
+    for_each_iterating(map, sum, |key, t| entries.push((key, t)))?;
+    Ok(entries)
 }
 
-/// Reads a map the way `read` says, and switches `read` to [`MapRead::Iterate`] for good when the
-/// kernel refuses batches.
+/// Hands `f` every entry of a map, read the way `read` says, and switches `read` to
+/// [`MapRead::Iterate`] for good when the kernel refuses batches. Entries come as they are read,
+/// without a copy of the map.
+fn for_each_entry<K: Pod, V: Pod, T>(
+    map: &PerCpuHashMap<MapData, K, V>,
+    name: &str,
+    read: &mut MapRead,
+    batch: &mut BatchReader,
+    sum: impl Fn(&[V]) -> T,
+    mut f: impl FnMut(K, T),
+) -> anyhow::Result<()> {
+    if *read == MapRead::Batch {
+        let walked = batch
+            .for_each_per_cpu(map.map().fd().as_fd(), |key, values: &[V]| f(key, sum(values)))
+            .with_context(|| format!("reading {name}"))?;
+        if walked.is_some() {
+            return Ok(());
+        }
+        tracing::warn!("the kernel refused BPF_MAP_LOOKUP_BATCH on {name}; reading the maps an entry at a time");
+        *read = MapRead::Iterate;
+    }
+    for_each_iterating(map, sum, f).with_context(|| format!("reading {name}"))
+}
+
+/// [`for_each_entry`] into a vector.
 fn read_map<K: Pod, V: Pod, T>(
     map: &PerCpuHashMap<MapData, K, V>,
     name: &str,
@@ -98,14 +135,9 @@ fn read_map<K: Pod, V: Pod, T>(
     batch: &mut BatchReader,
     sum: impl Fn(&[V]) -> T,
 ) -> anyhow::Result<Vec<(K, T)>> {
-    if *read == MapRead::Batch {
-        if let Some(reading) = read_batch(map, batch, &sum).with_context(|| format!("reading {name}"))? {
-            return Ok(reading.entries);
-        }
-        tracing::warn!("the kernel refused BPF_MAP_LOOKUP_BATCH on {name}; reading the maps an entry at a time");
-        *read = MapRead::Iterate;
-    }
-    read_iterating(map, sum).with_context(|| format!("reading {name}"))
+    let mut entries = Vec::new();
+    for_each_entry(map, name, read, batch, sum, |key, t| entries.push((key, t)))?;
+    Ok(entries)
 }
 
 /// [`read_batch`] or [`read_iterating`], an error when the kernel refuses batches.
@@ -145,7 +177,9 @@ pub struct Walk {
 
 pub struct Collector {
     maps: Maps,
-    prev: HashMap<ConvKey, Totals>,
+    prev: Readings,
+    /// Deltas of a walk that failed part way, for the next poll.
+    unreported: Vec<Delta>,
     macs: MacBook,
     /// How long a MAC's counters must stand still before it leaves DEVICE_STATS (None: never).
     mac_idle_ns: Option<u64>,
@@ -159,7 +193,8 @@ impl Collector {
     pub fn new(maps: Maps) -> Self {
         Self {
             maps,
-            prev: HashMap::new(),
+            prev: Readings::default(),
+            unreported: Vec::new(),
             macs: MacBook::default(),
             mac_idle_ns: None,
             aged_out: 0,
@@ -225,11 +260,27 @@ impl Collector {
         let stats: Vec<u64> = (0..Stat::ALL.len()).map(|i| per_cpu.iter().map(|s| s.events[i]).sum()).collect();
         let samples = sample_sums(&per_cpu);
 
-        // A walk with get-next-key may return a key twice (see `diff`), a batched one never does:
-        // deltas and idleness take care of it either way.
-        let current = read_map(&self.maps.conversations, CONVERSATIONS, &mut self.read, &mut self.batch, sum_conv)?;
-        let deltas = diff(&mut self.prev, &current);
-        let idle_conversations = idle_before_ns.map_or_else(Vec::new, |t| idle_keys(&current, t));
+        // A walk with get-next-key may return a key twice (see `Readings::read`), a batched one
+        // never does: deltas and idleness take care of it either way. The deltas of a walk
+        // that fails part way are kept for the next poll: its readings were taken.
+        let mut deltas = std::mem::take(&mut self.unreported);
+        let prev = &mut self.prev;
+        let walked = for_each_entry(
+            &self.maps.conversations,
+            CONVERSATIONS,
+            &mut self.read,
+            &mut self.batch,
+            sum_conv,
+            |key, seen| {
+                deltas.extend(prev.read(key, &seen));
+            },
+        );
+        if let Err(e) = walked {
+            self.prev.abandon_walk();
+            self.unreported = deltas;
+            return Err(e);
+        }
+        let idle_conversations = self.prev.end_walk(idle_before_ns);
 
         let macs = read_map(&self.maps.devices, DEVICE_STATS, &mut self.read, &mut self.batch, sum_device)?;
         let idle_macs = self.macs.observe(now_ns, &macs, self.mac_idle_ns);

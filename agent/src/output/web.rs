@@ -22,6 +22,7 @@ use std::{
 use anyhow::{Context as _, bail};
 use axum::{
     Router,
+    body::{Body, Bytes, HttpBody},
     extract::{Request, State},
     http::{HeaderMap, StatusCode, header},
     middleware::{self, Next},
@@ -43,8 +44,75 @@ use crate::output::web_config::{Checker, WebConfig};
 pub trait Source: Send + Sync + 'static {
     /// The Prometheus text exposition.
     fn metrics(&self) -> anyhow::Result<String>;
-    /// The report, schema iotwatch.report/v1, as JSON.
-    fn report_json(&self) -> anyhow::Result<String>;
+    /// The report, schema iotwatch.report/v1: what writes it as JSON. The report is read under
+    /// the agent's turn; it is written after, off the turn, as fast as the client takes it.
+    fn report_json(&self) -> anyhow::Result<WriteJson>;
+}
+
+/// Writes a document as JSON.
+pub type WriteJson = Box<dyn FnOnce(&mut dyn std::io::Write) -> std::io::Result<()> + Send>;
+
+/// Bytes of a streamed body handed to the connection at once.
+const CHUNK_BYTES: usize = 64 * 1024;
+
+/// A body written by a blocking thread, [`CHUNK_BYTES`] at a time: the report of 100k
+/// conversations is tens of MB of JSON, which the agent would otherwise hold whole (and twice
+/// while the buffer grows) for as long as a slow client takes to read it.
+struct Chunks(tokio::sync::mpsc::Receiver<std::io::Result<Bytes>>);
+
+impl HttpBody for Chunks {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        self.0.poll_recv(cx).map(|chunk| chunk.map(|c| c.map(hyper::body::Frame::data)))
+    }
+}
+
+/// The writing end of [`Chunks`]: a write fails once the client has gone.
+struct ChunkWriter {
+    tx: tokio::sync::mpsc::Sender<std::io::Result<Bytes>>,
+    buf: Vec<u8>,
+}
+
+impl ChunkWriter {
+    fn send(&mut self) -> std::io::Result<()> {
+        let chunk = Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK_BYTES)));
+        self.tx.blocking_send(Ok(chunk)).map_err(|_| std::io::Error::from(std::io::ErrorKind::BrokenPipe))
+    }
+}
+
+impl std::io::Write for ChunkWriter {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(bytes);
+        if self.buf.len() >= CHUNK_BYTES {
+            self.send()?;
+        }
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() { Ok(()) } else { self.send() }
+    }
+}
+
+/// A body that `write` writes on a blocking thread while the connection sends it.
+fn streamed(write: WriteJson) -> Body {
+    let (tx, rx) = tokio::sync::mpsc::channel(2);
+    tokio::task::spawn_blocking(move || {
+        let mut out = ChunkWriter { tx: tx.clone(), buf: Vec::with_capacity(CHUNK_BYTES) };
+        if let Err(e) = write(&mut out).and_then(|()| std::io::Write::flush(&mut out))
+            && e.kind() != std::io::ErrorKind::BrokenPipe
+        {
+            // The client sees the body end early; the agent says why.
+            tracing::warn!("writing the report failed: {e}");
+            let _ = tx.blocking_send(Err(e));
+        }
+    });
+    Body::new(Chunks(rx))
 }
 
 type Shared = Arc<dyn Source>;
@@ -472,7 +540,7 @@ async fn metrics(State(ctx): State<Ctx>) -> Response {
 
 async fn report(State(ctx): State<Ctx>) -> Response {
     match blocking(&ctx, |a| a.report_json()).await {
-        Ok(json) => ([(header::CONTENT_TYPE, "application/json")], json).into_response(),
+        Ok(write) => ([(header::CONTENT_TYPE, "application/json")], streamed(write)).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("building the report failed: {e}\n")).into_response(),
     }
 }
@@ -501,6 +569,8 @@ mod tests {
         running: AtomicUsize,
         most: AtomicUsize,
         calls: AtomicUsize,
+        /// Bytes of padding in the report, written a line at a time.
+        report_padding: usize,
     }
 
     impl Source for Fake {
@@ -513,8 +583,15 @@ mod tests {
             Ok("iotwatch_up 1\n".to_owned())
         }
 
-        fn report_json(&self) -> anyhow::Result<String> {
-            Ok("{}".to_owned())
+        fn report_json(&self) -> anyhow::Result<WriteJson> {
+            let padding = self.report_padding;
+            Ok(Box::new(move |w| {
+                w.write_all(b"{\"pad\":\"")?;
+                for _ in 0..padding / 100 {
+                    w.write_all(&[b'x'; 100])?;
+                }
+                w.write_all(b"\"}")
+            }))
         }
     }
 
@@ -643,6 +720,43 @@ mod tests {
         let (status, page) = get(server.addr, "/").expect("get");
         assert_eq!(status, 200);
         assert!(page.contains("href=\"/prom/metrics\""), "the landing page links the telemetry path: {page}");
+        assert_eq!(get(server.addr, "/api/v1/report").expect("get").0, 200);
+    }
+
+    /// The body of a chunked HTTP/1.1 answer (RFC 9112 section 7.1).
+    fn unchunk(mut body: &str) -> String {
+        let mut out = String::new();
+        loop {
+            let (size, rest) = body.split_once("\r\n").expect("a chunk size line");
+            let size = usize::from_str_radix(size, 16).expect("a hex chunk size");
+            if size == 0 {
+                return out;
+            }
+            out.push_str(&rest[..size]);
+            body = &rest[size + 2..];
+        }
+    }
+
+    #[test]
+    fn a_large_report_streams_whole_and_a_stalled_reader_holds_nothing() {
+        let padding = 80_000 * 100;
+        let fake = Arc::new(Fake { report_padding: padding, ..Fake::default() });
+        let server = Server::start(fake, Options::new("/metrics", None));
+        let (status, text) = get(server.addr, "/api/v1/report").expect("get");
+        assert_eq!(status, 200);
+        let (head, body) = text.split_once("\r\n\r\n").expect("head and body");
+        assert!(head.to_ascii_lowercase().contains("transfer-encoding: chunked"), "{head}");
+        let json: serde_json::Value = serde_json::from_str(&unchunk(body)).expect("the whole report, valid JSON");
+        assert_eq!(json["pad"].as_str().map(str::len), Some(padding));
+
+        // A client that asks for the report and reads nothing: the report waits for it, the
+        // metrics do not; one that goes away ends the writing.
+        let mut stalled = StdStream::connect(server.addr).expect("connect");
+        write!(stalled, "GET /api/v1/report HTTP/1.1\r\nHost: test\r\n\r\n").expect("request");
+        std::thread::sleep(Duration::from_millis(300));
+        let (status, text) = get(server.addr, "/metrics").expect("get");
+        assert_eq!((status, text.contains("iotwatch_up 1")), (200, true), "{text}");
+        drop(stalled);
         assert_eq!(get(server.addr, "/api/v1/report").expect("get").0, 200);
     }
 
