@@ -24,13 +24,13 @@ use std::{
     thread::JoinHandle,
 };
 
-use agent_common::{ConvKey, sample::SampleHeader, wire::verdict::XDP_PASS};
+use agent_common::{ConvKey, ReplayMeta, sample::SampleHeader, wire::verdict::XDP_PASS};
 use anyhow::Context as _;
-use aya::Ebpf;
+use aya::{Ebpf, programs::Xdp};
 
 use crate::kernel::{
     ring::{Record, RingView},
-    test_run::run_xdp_replay,
+    test_run::{push_replay_input, run_xdp_replay_input, xdp_program},
 };
 
 /// Frames handed to a worker at once.
@@ -39,8 +39,11 @@ const BATCH: usize = 256;
 /// Where a record's source MAC lies (its header's conversation key).
 const SRC_MAC_AT: usize = offset_of!(SampleHeader, key) + offset_of!(ConvKey, src_mac);
 
+/// Where a frame's source MAC lies in its test run's input.
+const INPUT_SRC_MAC_AT: usize = size_of::<ReplayMeta>() + 6;
+
 /// One frame to run: at most a test run's worth of data, its wire length and capture time.
-pub struct Frame {
+pub struct Frame<'a> {
     /// Position in the replay (frames of every file, in order).
     pub seq: u64,
     /// Byte offset in its file, for messages.
@@ -48,11 +51,33 @@ pub struct Frame {
     pub ts_ns: u64,
     pub wire_len: u32,
     /// At least an Ethernet header.
-    pub data: Vec<u8>,
+    pub data: &'a [u8],
+}
+
+/// Frames for one worker, their test runs' inputs laid end to end in one buffer: a worker
+/// allocates and copies nothing per frame.
+#[derive(Default)]
+struct Batch {
+    inputs: Vec<u8>,
+    /// (frame's position in the replay, its byte offset in its file, end of its input).
+    frames: Vec<(u64, u64, usize)>,
+}
+
+impl Batch {
+    fn push(&mut self, f: &Frame<'_>) {
+        push_replay_input(&mut self.inputs, f.data, f.wire_len, f.ts_ns);
+        self.frames.push((f.seq, f.offset, self.inputs.len()));
+    }
+
+    /// Each frame's position, byte offset and input.
+    fn iter(&self) -> impl Iterator<Item = (u64, u64, &[u8])> {
+        let starts = std::iter::once(0).chain(self.frames.iter().map(|f| f.2));
+        self.frames.iter().zip(starts).map(|(&(seq, offset, end), start)| (seq, offset, &self.inputs[start..end]))
+    }
 }
 
 enum Msg {
-    Frames(Vec<Frame>),
+    Frames(Batch),
     Barrier,
 }
 
@@ -79,7 +104,7 @@ pub struct Pool {
     /// One per worker: acks of different barriers must not mix.
     acks: Vec<Receiver<Ack>>,
     handles: Vec<JoinHandle<()>>,
-    batches: Vec<Vec<Frame>>,
+    batches: Vec<Batch>,
     assigner: Assigner,
     /// Barriers sent and not collected yet.
     outstanding: usize,
@@ -152,34 +177,38 @@ impl Pool {
             senders.push(tx);
             acks.push(ack_rx);
         }
-        let batches = cpus.iter().map(|_| Vec::with_capacity(BATCH)).collect();
+        let batches = cpus.iter().map(|_| Batch::default()).collect();
         Ok(Self { senders, acks, handles, batches, assigner: Assigner::new(cpus.len()), outstanding: 0 })
     }
 
     /// Hands a frame to the worker of its source.
-    pub fn push(&mut self, frame: Frame) -> anyhow::Result<()> {
+    pub fn push(&mut self, frame: &Frame<'_>) -> anyhow::Result<()> {
         let mut src = [0; 6];
         src.copy_from_slice(&frame.data[6..12]);
         let w = self.assigner.worker(src);
         self.batches[w].push(frame);
-        if self.batches[w].len() >= BATCH {
-            let batch = std::mem::replace(&mut self.batches[w], Vec::with_capacity(BATCH));
-            self.senders[w].send(Msg::Frames(batch)).context("a replay worker stopped")?;
+        if self.batches[w].frames.len() >= BATCH {
+            self.send(w)?;
         }
         Ok(())
     }
 
     /// Sends a barrier after every frame pushed so far, without waiting for it.
     pub fn mark(&mut self) -> anyhow::Result<()> {
-        for (w, tx) in self.senders.iter().enumerate() {
-            let batch = std::mem::take(&mut self.batches[w]);
-            if !batch.is_empty() {
-                tx.send(Msg::Frames(batch)).context("a replay worker stopped")?;
+        for w in 0..self.senders.len() {
+            if !self.batches[w].frames.is_empty() {
+                self.send(w)?;
             }
-            tx.send(Msg::Barrier).context("a replay worker stopped")?;
+            self.senders[w].send(Msg::Barrier).context("a replay worker stopped")?;
         }
         self.outstanding += 1;
         Ok(())
+    }
+
+    /// Sends worker `w` its batch.
+    fn send(&mut self, w: usize) -> anyhow::Result<()> {
+        let batch = std::mem::take(&mut self.batches[w]);
+        self.senders[w].send(Msg::Frames(batch)).context("a replay worker stopped")
     }
 
     /// Barriers sent and not collected yet.
@@ -219,19 +248,23 @@ impl Drop for Pool {
 }
 
 fn work(cpu: usize, ebpf: &Ebpf, view: &RingView, rx: &Receiver<Msg>, acks: &Sender<Ack>) {
-    let mut error = pin(cpu).err().map(|e| {
+    let pinned = pin(cpu).map_err(|e| {
         anyhow::anyhow!("cannot pin a replay worker to CPU {cpu} ({e}): without it the result could depend on timing")
     });
+    let (prog, mut error) = match pinned.and_then(|()| xdp_program(ebpf)) {
+        Ok(prog) => (Some(prog), None),
+        Err(e) => (None, Some(e)),
+    };
     let mut sampled = Vec::new();
     for msg in rx {
         match msg {
-            Msg::Frames(frames) => {
-                if error.is_some() {
+            Msg::Frames(batch) => {
+                let (Some(prog), None) = (prog, &error) else {
                     continue;
-                }
-                for f in &frames {
-                    if let Err(e) = run(ebpf, view, f, &mut sampled) {
-                        error = Some(e.context(format!("frame at byte {}", f.offset)));
+                };
+                for (seq, offset, input) in batch.iter() {
+                    if let Err(e) = run(prog, view, seq, input, &mut sampled) {
+                        error = Some(e.context(format!("frame at byte {offset}")));
                         break;
                     }
                 }
@@ -247,10 +280,10 @@ fn work(cpu: usize, ebpf: &Ebpf, view: &RingView, rx: &Receiver<Msg>, acks: &Sen
     }
 }
 
-/// Runs one frame and notes the ring records it made.
-fn run(ebpf: &Ebpf, view: &RingView, f: &Frame, sampled: &mut Vec<(u64, u64)>) -> anyhow::Result<()> {
+/// Runs one frame (its test run's `input`) and notes the ring records it made.
+fn run(prog: &Xdp, view: &RingView, seq: u64, input: &[u8], sampled: &mut Vec<(u64, u64)>) -> anyhow::Result<()> {
     let before = view.producer_pos();
-    let ret = run_xdp_replay(ebpf, &f.data, f.wire_len, f.ts_ns)?;
+    let ret = run_xdp_replay_input(prog, input)?;
     anyhow::ensure!(ret == XDP_PASS, "the XDP program returned {ret}, not XDP_PASS: a bug, please report it");
     let after = view.producer_pos();
     let mut pos = before;
@@ -260,8 +293,8 @@ fn run(ebpf: &Ebpf, view: &RingView, f: &Frame, sampled: &mut Vec<(u64, u64)>) -
             Record::Busy => view.next_after(pos),
             Record::Discarded { next } => next,
             Record::Ready { data, next } => {
-                if data.get(SRC_MAC_AT..SRC_MAC_AT + 6) == Some(&f.data[6..12]) {
-                    sampled.push((f.seq, pos));
+                if data.get(SRC_MAC_AT..SRC_MAC_AT + 6) == Some(&input[INPUT_SRC_MAC_AT..INPUT_SRC_MAC_AT + 6]) {
+                    sampled.push((seq, pos));
                 }
                 next
             }
