@@ -64,6 +64,11 @@ struct Batch {
 }
 
 impl Batch {
+    fn clear(&mut self) {
+        self.inputs.clear();
+        self.frames.clear();
+    }
+
     fn push(&mut self, f: &Frame<'_>) {
         push_replay_input(&mut self.inputs, f.data, f.wire_len, f.ts_ns);
         self.frames.push((f.seq, f.offset, self.inputs.len()));
@@ -105,6 +110,8 @@ pub struct Pool {
     acks: Vec<Receiver<Ack>>,
     handles: Vec<JoinHandle<()>>,
     batches: Vec<Batch>,
+    /// Batches the workers ran, given back to be filled again: their buffers keep their size.
+    spare: Receiver<Batch>,
     assigner: Assigner,
     /// Barriers sent and not collected yet.
     outstanding: usize,
@@ -165,20 +172,21 @@ impl Pool {
         let mut senders = Vec::new();
         let mut acks = Vec::new();
         let mut handles = Vec::new();
+        let (spare_tx, spare) = channel();
         for &cpu in cpus {
             let (tx, rx) = sync_channel(16);
             let (ack_tx, ack_rx) = channel();
-            let (ebpf, view) = (Arc::clone(&ebpf), Arc::clone(&view));
+            let (ebpf, view, spare) = (Arc::clone(&ebpf), Arc::clone(&view), spare_tx.clone());
             let thread = std::thread::Builder::new()
                 .name(format!("replay-cpu{cpu}"))
-                .spawn(move || work(cpu, &ebpf, &view, &rx, &ack_tx))
+                .spawn(move || work(cpu, &ebpf, &view, &rx, &ack_tx, &spare))
                 .context("starting a replay worker")?;
             handles.push(thread);
             senders.push(tx);
             acks.push(ack_rx);
         }
         let batches = cpus.iter().map(|_| Batch::default()).collect();
-        Ok(Self { senders, acks, handles, batches, assigner: Assigner::new(cpus.len()), outstanding: 0 })
+        Ok(Self { senders, acks, handles, batches, spare, assigner: Assigner::new(cpus.len()), outstanding: 0 })
     }
 
     /// Hands a frame to the worker of its source.
@@ -207,7 +215,7 @@ impl Pool {
 
     /// Sends worker `w` its batch.
     fn send(&mut self, w: usize) -> anyhow::Result<()> {
-        let batch = std::mem::take(&mut self.batches[w]);
+        let batch = std::mem::replace(&mut self.batches[w], self.spare.try_recv().unwrap_or_default());
         self.senders[w].send(Msg::Frames(batch)).context("a replay worker stopped")
     }
 
@@ -247,7 +255,7 @@ impl Drop for Pool {
     }
 }
 
-fn work(cpu: usize, ebpf: &Ebpf, view: &RingView, rx: &Receiver<Msg>, acks: &Sender<Ack>) {
+fn work(cpu: usize, ebpf: &Ebpf, view: &RingView, rx: &Receiver<Msg>, acks: &Sender<Ack>, spare: &Sender<Batch>) {
     let pinned = pin(cpu).map_err(|e| {
         anyhow::anyhow!("cannot pin a replay worker to CPU {cpu} ({e}): without it the result could depend on timing")
     });
@@ -258,7 +266,7 @@ fn work(cpu: usize, ebpf: &Ebpf, view: &RingView, rx: &Receiver<Msg>, acks: &Sen
     let mut sampled = Vec::new();
     for msg in rx {
         match msg {
-            Msg::Frames(batch) => {
+            Msg::Frames(mut batch) => {
                 let (Some(prog), None) = (prog, &error) else {
                     continue;
                 };
@@ -268,6 +276,9 @@ fn work(cpu: usize, ebpf: &Ebpf, view: &RingView, rx: &Receiver<Msg>, acks: &Sen
                         break;
                     }
                 }
+                batch.clear();
+                // The pool may be gone already (the replay stopped): the batch is dropped then.
+                let _ = spare.send(batch);
             }
             Msg::Barrier => {
                 let ack =
