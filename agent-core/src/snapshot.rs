@@ -1,7 +1,7 @@
 //! What a poll of the kernel's maps saw, and the pure arithmetic over it: per-CPU sums and the
 //! deltas of each conversation since the previous poll.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, hash_map::Entry};
 
 use agent_common::{
     ConvCounters, ConvKey, DeviceCounters,
@@ -13,6 +13,9 @@ use crate::{
     ledger::{Delta, Totals},
     mac::Mac,
 };
+
+/// Conversations' totals at the previous poll, by key.
+pub type Readings = HashMap<ConvKey, Totals, foldhash::fast::RandomState>;
 
 /// Samples sent, dropped (ring full) and suppressed (rate limit), per kind.
 pub type SampleCounts = [[u64; outcome::OUTCOMES]; KINDS];
@@ -89,13 +92,18 @@ fn delta(key: ConvKey, grown: Totals, seen: &ConvTotals) -> Option<Delta> {
 /// it evicts, the kernel's get-next-key restarts from the first bucket when the key under the
 /// cursor was evicted, and every key before it comes again. A later reading of a key counts only
 /// its growth since the earlier one, so a delta is taken once per key per walk.
-pub fn diff(prev: &mut HashMap<ConvKey, Totals>, current: &[(ConvKey, ConvTotals)]) -> Vec<Delta> {
-    let mut next: HashMap<ConvKey, Totals> = HashMap::with_capacity(current.len());
+pub fn diff(prev: &mut Readings, current: &[(ConvKey, ConvTotals)]) -> Vec<Delta> {
+    let mut next = Readings::with_capacity_and_hasher(current.len(), Default::default());
     let mut deltas = Vec::new();
     for (key, seen) in current {
-        let before = next.get(key).or_else(|| prev.get(key)).copied().unwrap_or_default();
+        let before = match next.entry(*key) {
+            Entry::Occupied(mut e) => e.insert(seen.totals),
+            Entry::Vacant(e) => {
+                e.insert(seen.totals);
+                prev.get(key).copied().unwrap_or_default()
+            }
+        };
         deltas.extend(delta(*key, growth(before, seen.totals), seen));
-        next.insert(*key, seen.totals);
     }
     *prev = next;
     deltas
@@ -104,7 +112,8 @@ pub fn diff(prev: &mut HashMap<ConvKey, Totals>, current: &[(ConvKey, ConvTotals
 /// Keys whose latest reading in the walk was last seen before `before_ns` (idle conversations to
 /// age out), each once.
 pub fn idle_keys(current: &[(ConvKey, ConvTotals)], before_ns: u64) -> Vec<ConvKey> {
-    let mut latest: HashMap<ConvKey, u64> = HashMap::with_capacity(current.len());
+    let mut latest: HashMap<ConvKey, u64, foldhash::fast::RandomState> =
+        HashMap::with_capacity_and_hasher(current.len(), Default::default());
     for (key, seen) in current {
         latest.insert(*key, seen.last_seen_ns);
     }
@@ -115,7 +124,7 @@ pub fn idle_keys(current: &[(ConvKey, ConvTotals)], before_ns: u64) -> Vec<ConvK
 
 /// A conversation taken out of the map (lookup-and-delete): what it counted after the walk read
 /// it, and it leaves `prev`. Frames counted between the read and the removal are not lost.
-pub fn removed(prev: &mut HashMap<ConvKey, Totals>, key: ConvKey, last: &ConvTotals) -> Option<Delta> {
+pub fn removed(prev: &mut Readings, key: ConvKey, last: &ConvTotals) -> Option<Delta> {
     let before = prev.remove(&key).unwrap_or_default();
     delta(key, growth(before, last.totals), last)
 }
@@ -138,7 +147,7 @@ mod tests {
 
     #[test]
     fn deltas_are_growth_since_last_poll() {
-        let mut prev = HashMap::new();
+        let mut prev = Readings::default();
         let d = diff(&mut prev, &[(key(1), seen(2, 200))]);
         assert_eq!(d, vec![delta(1, 2, 200)]);
         let d = diff(&mut prev, &[(key(1), seen(5, 500)), (key(2), seen(1, 60))]);
@@ -154,7 +163,7 @@ mod tests {
         // Recreated below its old total: counted from zero.
         let d = diff(&mut prev, &[(key(2), seen(0, 0))]);
         assert!(d.is_empty());
-        let mut prev2 = HashMap::from([(key(3), Totals { packets: 9, bytes: 900 })]);
+        let mut prev2 = Readings::from_iter([(key(3), Totals { packets: 9, bytes: 900 })]);
         let d = diff(&mut prev2, &[(key(3), seen(2, 100))]);
         assert_eq!(d, vec![delta(3, 2, 100)]);
     }
@@ -163,7 +172,7 @@ mod tests {
     /// cursor was evicted: the kernel's get-next-key restarts from the first bucket.
     #[test]
     fn a_key_read_twice_in_one_walk_counts_once() {
-        let mut prev = HashMap::from([(key(1), Totals { packets: 2, bytes: 200 })]);
+        let mut prev = Readings::from_iter([(key(1), Totals { packets: 2, bytes: 200 })]);
         let walk = [(key(1), seen(5, 500)), (key(2), seen(1, 60)), (key(1), seen(6, 600)), (key(2), seen(1, 60))];
         let d = diff(&mut prev, &walk);
         let of = |port| d.iter().filter(|d| d.key == key(port)).fold((0, 0), |(p, b), d| (p + d.packets, b + d.bytes));
@@ -184,7 +193,7 @@ mod tests {
         };
         let walk = [(key(1), at(1, 5)), (key(2), at(1, 5)), (key(1), at(2, 50)), (key(2), at(1, 5))];
         assert_eq!(idle_keys(&walk, 10), vec![key(2)], "key(1) was active again in its later reading");
-        let mut prev = HashMap::new();
+        let mut prev = Readings::default();
         diff(&mut prev, &walk);
         // Two frames arrived between the read (1 packet) and the removal (3 packets).
         let d = removed(&mut prev, key(2), &at(3, 12)).expect("a delta");

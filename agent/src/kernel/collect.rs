@@ -17,7 +17,7 @@
 //! adds to freed memory. It is nanoseconds wide, and only for entries idle for the whole
 //! timeout.
 
-use std::{collections::HashMap, os::fd::AsFd as _};
+use std::os::fd::AsFd as _;
 
 use agent_common::{
     CONVERSATIONS, ConvCounters, ConvKey, DEVICE_STATS, DeviceCounters, MacKey, ProgramStats, STATS, Stat,
@@ -30,10 +30,10 @@ use aya::{
 };
 use iotwatch_core::{
     clock,
-    ledger::{Delta, Totals},
+    ledger::Delta,
     mac::Mac,
     macbook::{MacBook, sum_device},
-    snapshot::{ConvTotals, SampleCounts, Snapshot, diff, idle_keys, removed, sum_conv},
+    snapshot::{ConvTotals, Readings, SampleCounts, Snapshot, diff, idle_keys, removed, sum_conv},
 };
 
 use crate::kernel::map_ops::{BatchReader, BatchWalk, lookup_and_delete_per_cpu};
@@ -145,7 +145,7 @@ pub struct Walk {
 
 pub struct Collector {
     maps: Maps,
-    prev: HashMap<ConvKey, Totals>,
+    prev: Readings,
     macs: MacBook,
     /// How long a MAC's counters must stand still before it leaves DEVICE_STATS (None: never).
     mac_idle_ns: Option<u64>,
@@ -159,7 +159,7 @@ impl Collector {
     pub fn new(maps: Maps) -> Self {
         Self {
             maps,
-            prev: HashMap::new(),
+            prev: Readings::default(),
             macs: MacBook::default(),
             mac_idle_ns: None,
             aged_out: 0,
