@@ -54,9 +54,13 @@ pub fn printable_ratio(payload: &[u8]) -> f64 {
     if payload.is_empty() {
         return 0.0;
     }
-    let printable =
-        payload.iter().filter(|&&b| (0x20..0x7f).contains(&b) || matches!(b, b'\t' | b'\r' | b'\n')).count();
-    printable as f64 / payload.len() as f64
+    // Branch-free, so that it vectorizes: flow samples of up to 1,500 bytes are a replay's
+    // largest userspace cost per sample otherwise.
+    let printable: u32 = payload
+        .iter()
+        .map(|&b| u32::from((b.wrapping_sub(0x20) < 0x5f) | (b == b'\t') | (b == b'\r') | (b == b'\n')))
+        .sum();
+    f64::from(printable) / payload.len() as f64
 }
 
 /// Any TLS record header (handshake, alert, change cipher spec, application data), SSL 3.0

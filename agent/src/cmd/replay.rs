@@ -176,9 +176,8 @@ impl Replayer {
             return Ok(None);
         }
         let wire_len = p.orig_len.max(p.data.len() as u32);
-        let mut data = p.data;
-        data.truncate(MAX_TEST_RUN_DATA);
-        self.pool.push(Frame { seq: self.seq, offset: p.offset, ts_ns: p.ts_ns, wire_len, data })?;
+        let data = &p.data[..p.data.len().min(MAX_TEST_RUN_DATA)];
+        self.pool.push(&Frame { seq: self.seq, offset: p.offset, ts_ns: p.ts_ns, wire_len, data })?;
         self.seq += 1;
         self.clock_ns = self.clock_ns.max(p.ts_ns);
         self.since_poll += 1;

@@ -107,7 +107,7 @@ pub fn run_tc(ebpf: &Ebpf, input: &TcInput<'_>) -> anyhow::Result<i32> {
 }
 
 /// The loaded XDP program.
-fn xdp_program(ebpf: &Ebpf) -> anyhow::Result<&Xdp> {
+pub fn xdp_program(ebpf: &Ebpf) -> anyhow::Result<&Xdp> {
     ebpf.program(XDP_PROGRAM).context("XDP program missing")?.try_into().context("XDP program has an unexpected type")
 }
 
@@ -133,22 +133,35 @@ struct XdpMdCtx {
     egress_ifindex: u32,
 }
 
-/// Runs the XDP program once in replay mode with a [`ReplayMeta`] as XDP metadata: one
-/// BPF_PROG_TEST_RUN system call.
-pub fn run_xdp_replay(ebpf: &Ebpf, data: &[u8], wire_len: u32, tstamp_ns: u64) -> anyhow::Result<u32> {
-    let prog = xdp_program(ebpf)?;
+/// Appends one frame to `inputs` as a replay test run takes it: a [`ReplayMeta`] (the XDP
+/// metadata), then the frame's data. Replay lays a batch of frames out this way, so that the
+/// test runs neither allocate nor copy.
+pub fn push_replay_input(inputs: &mut Vec<u8>, data: &[u8], wire_len: u32, tstamp_ns: u64) {
     let meta = ReplayMeta { wire_len, _pad: 0, tstamp_ns };
-    let mut input = Vec::with_capacity(size_of::<ReplayMeta>() + data.len());
     // SAFETY: ReplayMeta is repr(C) plain data without padding.
-    input.extend_from_slice(unsafe {
+    inputs.extend_from_slice(unsafe {
         std::slice::from_raw_parts((&raw const meta).cast::<u8>(), size_of::<ReplayMeta>())
     });
-    input.extend_from_slice(data);
+    inputs.extend_from_slice(data);
+}
+
+/// Runs the XDP program once in replay mode: one BPF_PROG_TEST_RUN system call on `input`, one
+/// frame laid out by [`push_replay_input`].
+pub fn run_xdp_replay_input(prog: &Xdp, input: &[u8]) -> anyhow::Result<u32> {
     let ctx = XdpMdCtx { data: size_of::<ReplayMeta>() as u32, data_end: input.len() as u32, ..XdpMdCtx::default() };
     // SAFETY: XdpMdCtx is repr(C) plain data.
     let ctx_bytes = unsafe { std::slice::from_raw_parts((&raw const ctx).cast::<u8>(), size_of::<XdpMdCtx>()) };
     let result = prog
-        .test_run(TestRunOptions { data_in: Some(&input), ctx_in: Some(ctx_bytes), ..TestRunOptions::default() })
-        .with_context(|| format!("BPF_PROG_TEST_RUN of the XDP program on {} bytes", data.len()))?;
+        .test_run(TestRunOptions { data_in: Some(input), ctx_in: Some(ctx_bytes), ..TestRunOptions::default() })
+        .with_context(|| {
+            format!("BPF_PROG_TEST_RUN of the XDP program on {} bytes", input.len() - size_of::<ReplayMeta>())
+        })?;
     Ok(result.return_value)
+}
+
+/// Runs the XDP program once in replay mode with a [`ReplayMeta`] as XDP metadata.
+pub fn run_xdp_replay(ebpf: &Ebpf, data: &[u8], wire_len: u32, tstamp_ns: u64) -> anyhow::Result<u32> {
+    let mut input = Vec::with_capacity(size_of::<ReplayMeta>() + data.len());
+    push_replay_input(&mut input, data, wire_len, tstamp_ns);
+    run_xdp_replay_input(xdp_program(ebpf)?, &input)
 }

@@ -24,13 +24,13 @@ use std::{
     thread::JoinHandle,
 };
 
-use agent_common::{ConvKey, sample::SampleHeader, wire::verdict::XDP_PASS};
+use agent_common::{ConvKey, ReplayMeta, sample::SampleHeader, wire::verdict::XDP_PASS};
 use anyhow::Context as _;
-use aya::Ebpf;
+use aya::{Ebpf, programs::Xdp};
 
 use crate::kernel::{
     ring::{Record, RingView},
-    test_run::run_xdp_replay,
+    test_run::{push_replay_input, run_xdp_replay_input, xdp_program},
 };
 
 /// Frames handed to a worker at once.
@@ -39,8 +39,11 @@ const BATCH: usize = 256;
 /// Where a record's source MAC lies (its header's conversation key).
 const SRC_MAC_AT: usize = offset_of!(SampleHeader, key) + offset_of!(ConvKey, src_mac);
 
+/// Where a frame's source MAC lies in its test run's input.
+const INPUT_SRC_MAC_AT: usize = size_of::<ReplayMeta>() + 6;
+
 /// One frame to run: at most a test run's worth of data, its wire length and capture time.
-pub struct Frame {
+pub struct Frame<'a> {
     /// Position in the replay (frames of every file, in order).
     pub seq: u64,
     /// Byte offset in its file, for messages.
@@ -48,11 +51,38 @@ pub struct Frame {
     pub ts_ns: u64,
     pub wire_len: u32,
     /// At least an Ethernet header.
-    pub data: Vec<u8>,
+    pub data: &'a [u8],
+}
+
+/// Frames for one worker, their test runs' inputs laid end to end in one buffer: a worker
+/// allocates and copies nothing per frame.
+#[derive(Default)]
+struct Batch {
+    inputs: Vec<u8>,
+    /// (frame's position in the replay, its byte offset in its file, end of its input).
+    frames: Vec<(u64, u64, usize)>,
+}
+
+impl Batch {
+    fn clear(&mut self) {
+        self.inputs.clear();
+        self.frames.clear();
+    }
+
+    fn push(&mut self, f: &Frame<'_>) {
+        push_replay_input(&mut self.inputs, f.data, f.wire_len, f.ts_ns);
+        self.frames.push((f.seq, f.offset, self.inputs.len()));
+    }
+
+    /// Each frame's position, byte offset and input.
+    fn iter(&self) -> impl Iterator<Item = (u64, u64, &[u8])> {
+        let starts = std::iter::once(0).chain(self.frames.iter().map(|f| f.2));
+        self.frames.iter().zip(starts).map(|(&(seq, offset, end), start)| (seq, offset, &self.inputs[start..end]))
+    }
 }
 
 enum Msg {
-    Frames(Vec<Frame>),
+    Frames(Batch),
     Barrier,
 }
 
@@ -79,7 +109,9 @@ pub struct Pool {
     /// One per worker: acks of different barriers must not mix.
     acks: Vec<Receiver<Ack>>,
     handles: Vec<JoinHandle<()>>,
-    batches: Vec<Vec<Frame>>,
+    batches: Vec<Batch>,
+    /// Batches the workers ran, given back to be filled again: their buffers keep their size.
+    spare: Receiver<Batch>,
     assigner: Assigner,
     /// Barriers sent and not collected yet.
     outstanding: usize,
@@ -140,46 +172,51 @@ impl Pool {
         let mut senders = Vec::new();
         let mut acks = Vec::new();
         let mut handles = Vec::new();
+        let (spare_tx, spare) = channel();
         for &cpu in cpus {
             let (tx, rx) = sync_channel(16);
             let (ack_tx, ack_rx) = channel();
-            let (ebpf, view) = (Arc::clone(&ebpf), Arc::clone(&view));
+            let (ebpf, view, spare) = (Arc::clone(&ebpf), Arc::clone(&view), spare_tx.clone());
             let thread = std::thread::Builder::new()
                 .name(format!("replay-cpu{cpu}"))
-                .spawn(move || work(cpu, &ebpf, &view, &rx, &ack_tx))
+                .spawn(move || work(cpu, &ebpf, &view, &rx, &ack_tx, &spare))
                 .context("starting a replay worker")?;
             handles.push(thread);
             senders.push(tx);
             acks.push(ack_rx);
         }
-        let batches = cpus.iter().map(|_| Vec::with_capacity(BATCH)).collect();
-        Ok(Self { senders, acks, handles, batches, assigner: Assigner::new(cpus.len()), outstanding: 0 })
+        let batches = cpus.iter().map(|_| Batch::default()).collect();
+        Ok(Self { senders, acks, handles, batches, spare, assigner: Assigner::new(cpus.len()), outstanding: 0 })
     }
 
     /// Hands a frame to the worker of its source.
-    pub fn push(&mut self, frame: Frame) -> anyhow::Result<()> {
+    pub fn push(&mut self, frame: &Frame<'_>) -> anyhow::Result<()> {
         let mut src = [0; 6];
         src.copy_from_slice(&frame.data[6..12]);
         let w = self.assigner.worker(src);
         self.batches[w].push(frame);
-        if self.batches[w].len() >= BATCH {
-            let batch = std::mem::replace(&mut self.batches[w], Vec::with_capacity(BATCH));
-            self.senders[w].send(Msg::Frames(batch)).context("a replay worker stopped")?;
+        if self.batches[w].frames.len() >= BATCH {
+            self.send(w)?;
         }
         Ok(())
     }
 
     /// Sends a barrier after every frame pushed so far, without waiting for it.
     pub fn mark(&mut self) -> anyhow::Result<()> {
-        for (w, tx) in self.senders.iter().enumerate() {
-            let batch = std::mem::take(&mut self.batches[w]);
-            if !batch.is_empty() {
-                tx.send(Msg::Frames(batch)).context("a replay worker stopped")?;
+        for w in 0..self.senders.len() {
+            if !self.batches[w].frames.is_empty() {
+                self.send(w)?;
             }
-            tx.send(Msg::Barrier).context("a replay worker stopped")?;
+            self.senders[w].send(Msg::Barrier).context("a replay worker stopped")?;
         }
         self.outstanding += 1;
         Ok(())
+    }
+
+    /// Sends worker `w` its batch.
+    fn send(&mut self, w: usize) -> anyhow::Result<()> {
+        let batch = std::mem::replace(&mut self.batches[w], self.spare.try_recv().unwrap_or_default());
+        self.senders[w].send(Msg::Frames(batch)).context("a replay worker stopped")
     }
 
     /// Barriers sent and not collected yet.
@@ -218,23 +255,30 @@ impl Drop for Pool {
     }
 }
 
-fn work(cpu: usize, ebpf: &Ebpf, view: &RingView, rx: &Receiver<Msg>, acks: &Sender<Ack>) {
-    let mut error = pin(cpu).err().map(|e| {
+fn work(cpu: usize, ebpf: &Ebpf, view: &RingView, rx: &Receiver<Msg>, acks: &Sender<Ack>, spare: &Sender<Batch>) {
+    let pinned = pin(cpu).map_err(|e| {
         anyhow::anyhow!("cannot pin a replay worker to CPU {cpu} ({e}): without it the result could depend on timing")
     });
+    let (prog, mut error) = match pinned.and_then(|()| xdp_program(ebpf)) {
+        Ok(prog) => (Some(prog), None),
+        Err(e) => (None, Some(e)),
+    };
     let mut sampled = Vec::new();
     for msg in rx {
         match msg {
-            Msg::Frames(frames) => {
-                if error.is_some() {
+            Msg::Frames(mut batch) => {
+                let (Some(prog), None) = (prog, &error) else {
                     continue;
-                }
-                for f in &frames {
-                    if let Err(e) = run(ebpf, view, f, &mut sampled) {
-                        error = Some(e.context(format!("frame at byte {}", f.offset)));
+                };
+                for (seq, offset, input) in batch.iter() {
+                    if let Err(e) = run(prog, view, seq, input, &mut sampled) {
+                        error = Some(e.context(format!("frame at byte {offset}")));
                         break;
                     }
                 }
+                batch.clear();
+                // The pool may be gone already (the replay stopped): the batch is dropped then.
+                let _ = spare.send(batch);
             }
             Msg::Barrier => {
                 let ack =
@@ -247,10 +291,10 @@ fn work(cpu: usize, ebpf: &Ebpf, view: &RingView, rx: &Receiver<Msg>, acks: &Sen
     }
 }
 
-/// Runs one frame and notes the ring records it made.
-fn run(ebpf: &Ebpf, view: &RingView, f: &Frame, sampled: &mut Vec<(u64, u64)>) -> anyhow::Result<()> {
+/// Runs one frame (its test run's `input`) and notes the ring records it made.
+fn run(prog: &Xdp, view: &RingView, seq: u64, input: &[u8], sampled: &mut Vec<(u64, u64)>) -> anyhow::Result<()> {
     let before = view.producer_pos();
-    let ret = run_xdp_replay(ebpf, &f.data, f.wire_len, f.ts_ns)?;
+    let ret = run_xdp_replay_input(prog, input)?;
     anyhow::ensure!(ret == XDP_PASS, "the XDP program returned {ret}, not XDP_PASS: a bug, please report it");
     let after = view.producer_pos();
     let mut pos = before;
@@ -260,8 +304,8 @@ fn run(ebpf: &Ebpf, view: &RingView, f: &Frame, sampled: &mut Vec<(u64, u64)>) -
             Record::Busy => view.next_after(pos),
             Record::Discarded { next } => next,
             Record::Ready { data, next } => {
-                if data.get(SRC_MAC_AT..SRC_MAC_AT + 6) == Some(&f.data[6..12]) {
-                    sampled.push((f.seq, pos));
+                if data.get(SRC_MAC_AT..SRC_MAC_AT + 6) == Some(&input[INPUT_SRC_MAC_AT..INPUT_SRC_MAC_AT + 6]) {
+                    sampled.push((seq, pos));
                 }
                 next
             }
