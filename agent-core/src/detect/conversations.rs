@@ -45,9 +45,9 @@ const MAX_JUDGED: usize = hash_capacity(65_536);
 /// A conversation between a LAN device and an Internet host: device MAC, its address and port,
 /// the Internet host's address and port, IP protocol.
 type LanInternet = (Mac, IpAddr, u16, IpAddr, u16, u8);
-/// When each direction of such a conversation was first seen; the inbound one with its line of
-/// evidence.
-type Directions = BTreeMap<LanInternet, (Option<(f64, (u64, String))>, Option<f64>)>;
+/// When each direction of such a conversation was first seen; the inbound one with its delta,
+/// made into a line of evidence only for a finding (a flood brings 100k of them in a poll).
+type Directions<'a> = BTreeMap<LanInternet, (Option<(f64, &'a Delta)>, Option<f64>)>;
 
 #[derive(Debug, Default)]
 struct Ping {
@@ -160,8 +160,7 @@ impl Conversations {
             // cloud_initiated: both directions of each conversation between the LAN and the Internet.
             if let Some((sp, dp)) = ports(d) {
                 if src_scope == Scope::Internet && dst_scope == Scope::Lan && !dst.is_group() {
-                    directions.entry((dst, dst_ip, dp, src_ip, sp, d.key.proto)).or_default().0 =
-                        Some((first, counted(d, clock)));
+                    directions.entry((dst, dst_ip, dp, src_ip, sp, d.key.proto)).or_default().0 = Some((first, d));
                 } else if src_scope == Scope::Lan && dst_scope == Scope::Internet {
                     directions.entry((src, src_ip, sp, dst_ip, dp, d.key.proto)).or_default().1 = Some(first);
                 }
@@ -202,7 +201,7 @@ impl Conversations {
             }
         }
         self.scan_hits(grew, now, cfg, hits);
-        self.cloud_hits(directions, now, cfg, hits);
+        self.cloud_hits(directions, now, clock, cfg, hits);
     }
 
     fn ping_hit(&self, src: Mac, src_ip: IpAddr, gw: IpAddr, seen: (u64, String), cfg: &Config, hits: &mut Vec<Hit>) {
@@ -284,7 +283,7 @@ impl Conversations {
         }
     }
 
-    fn cloud_hits(&mut self, directions: Directions, now: f64, cfg: &Config, hits: &mut Vec<Hit>) {
+    fn cloud_hits(&mut self, directions: Directions<'_>, now: f64, clock: Clock, cfg: &Config, hits: &mut Vec<Hit>) {
         let start = self.start.unwrap_or(now);
         for (conv, (inbound, outbound)) in directions {
             if self.judged.contains_key(&conv) {
@@ -313,7 +312,7 @@ impl Conversations {
                     "{inet_ip} on the Internet opened a {transport} conversation to port {lan_port} of this device"
                 ),
                 details: json!({"peer": inet_ip, "peer_port": inet_port, "port": lan_port, "transport": transport}),
-                evidence: vec![seen],
+                evidence: vec![counted(seen, clock)],
             });
         }
     }
