@@ -128,7 +128,7 @@ impl Conversations {
         }
         let gateway = self.gateway();
         // Devices that opened something new in this poll, with a few of those conversations.
-        let mut grew: BTreeMap<Mac, Vec<(u64, String)>> = BTreeMap::new();
+        let mut grew: BTreeMap<Mac, Vec<&Delta>> = BTreeMap::new();
         // Per conversation: when its inbound and its outbound direction were first seen.
         let mut directions = Directions::new();
         for d in deltas {
@@ -153,7 +153,7 @@ impl Conversations {
                     t.insert(target, first);
                     let lines = grew.entry(src).or_default();
                     if lines.len() < 4 {
-                        lines.push(counted(d, clock));
+                        lines.push(d);
                     }
                 }
             }
@@ -200,7 +200,7 @@ impl Conversations {
                 }
             }
         }
-        self.scan_hits(grew, now, cfg, hits);
+        self.scan_hits(grew, now, clock, cfg, hits);
         self.cloud_hits(directions, now, clock, cfg, hits);
     }
 
@@ -229,7 +229,16 @@ impl Conversations {
     }
 
     /// Judges the devices that opened something new in this poll.
-    fn scan_hits(&mut self, grew: BTreeMap<Mac, Vec<(u64, String)>>, now: f64, cfg: &Config, hits: &mut Vec<Hit>) {
+    /// `grew`: a few of each device's new conversations, made into lines of evidence only for a
+    /// finding.
+    fn scan_hits(
+        &mut self,
+        grew: BTreeMap<Mac, Vec<&Delta>>,
+        now: f64,
+        clock: Clock,
+        cfg: &Config,
+        hits: &mut Vec<Hit>,
+    ) {
         for (mac, seen) in grew {
             let Some(targets) = self.opened.get_mut(&mac) else { continue };
             let newest = targets.values().copied().fold(f64::MIN, f64::max).max(now);
@@ -278,7 +287,7 @@ impl Conversations {
                     "window_seconds": cfg.scan_window_s,
                     "sample_hosts": by_host.keys().take(16).collect::<Vec<_>>(),
                 }),
-                evidence: seen,
+                evidence: seen.into_iter().map(|d| counted(d, clock)).collect(),
             });
         }
     }
