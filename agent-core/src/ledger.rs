@@ -173,7 +173,8 @@ impl Bounds {
 }
 
 /// TCP/UDP conversations whose opener the ledger remembers (about as many as the conversation
-/// map holds by default, and what fills 65,536 hash slots of about 130 bytes). Past it, the longest idle are forgotten, counted in
+/// map holds by default, and what fills 65,536 hash slots of about 130 bytes). Past it, the
+/// longest idle are forgotten, counted in
 /// `Ledger::openers_forgotten`: one that comes back with its reply alone counts under the
 /// reply's destination port.
 pub const MAX_OPENERS: usize = hash_capacity(65_536);

@@ -282,7 +282,14 @@ impl Collector {
         }
         let idle_conversations = self.prev.end_walk(idle_before_ns);
 
-        let macs = read_map(&self.maps.devices, DEVICE_STATS, &mut self.read, &mut self.batch, sum_device)?;
+        let macs = match read_map(&self.maps.devices, DEVICE_STATS, &mut self.read, &mut self.batch, sum_device) {
+            Ok(macs) => macs,
+            // The conversations' readings were taken: their deltas wait for the next poll.
+            Err(e) => {
+                self.unreported = deltas;
+                return Err(e);
+            }
+        };
         let idle_macs = self.macs.observe(now_ns, &macs, self.mac_idle_ns);
         Ok(Walk { stats, samples, deltas, idle_conversations, idle_macs })
     }
