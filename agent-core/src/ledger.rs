@@ -12,7 +12,7 @@
 //! and moves what it counted when a direction seen later turns out to have been first.
 
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap},
+    collections::{BTreeMap, BTreeSet},
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
 };
 
@@ -22,7 +22,7 @@ use agent_common::{
 };
 
 use crate::{
-    bounded::{TableSize, entry_bytes, evict_idlest, excess, hash_capacity, retain_within},
+    bounded::{Generations, TableSize, entry_bytes, evict_idlest, excess, hash_capacity},
     mac::Mac,
     peerdb::Place,
     scope::{Scope, ScopeClassifier},
@@ -173,8 +173,8 @@ impl Bounds {
 }
 
 /// TCP/UDP conversations whose opener the ledger remembers (about as many as the conversation
-/// map holds by default, and what fills 65,536 hash slots of about 130 bytes). Past it, the
-/// longest idle are forgotten, counted in
+/// map holds by default; two generations that each fill 32,768 hash slots of about 130 bytes).
+/// Past it, those not seen for a generation are forgotten, counted in
 /// `Ledger::openers_forgotten`: one that comes back with its reply alone counts under the
 /// reply's destination port.
 pub const MAX_OPENERS: usize = hash_capacity(65_536);
@@ -299,10 +299,8 @@ pub struct Ledger {
     devices_evicted: u64,
     peers_evicted: u64,
     ips_evicted: u64,
-    /// Openers of conversations, for devices' service ports; at most `max_openers`.
-    openers: HashMap<ConvId, Opening>,
-    max_openers: usize,
-    openers_forgotten: u64,
+    /// Openers of conversations, for devices' service ports, the least recently seen forgotten.
+    openers: Generations<ConvId, Opening>,
 }
 
 impl Default for Ledger {
@@ -364,9 +362,7 @@ impl Ledger {
             devices_evicted: 0,
             peers_evicted: 0,
             ips_evicted: 0,
-            openers: HashMap::new(),
-            max_openers: max_openers.max(1),
-            openers_forgotten: 0,
+            openers: Generations::new(max_openers),
         }
     }
 
@@ -422,10 +418,7 @@ impl Ledger {
     /// to the new service port.
     fn count_service_port(&mut self, d: &Delta, t: Transport) {
         let (id, side) = ConvId::of(&d.key);
-        if !self.openers.contains_key(&id) && self.openers.len() >= self.max_openers {
-            self.forget_idlest();
-        }
-        let conv = self.openers.entry(id).or_default();
+        let conv = self.openers.get_or_default(id);
         let before = conv.opener(&id).map(|i| id.dst_port(i));
         let src = Mac(d.key.src_mac);
         let s = conv.sides[side].get_or_insert(Side {
@@ -455,17 +448,6 @@ impl Ledger {
                 s.counted.add(d.packets, d.bytes);
             }
         }
-    }
-
-    /// Forgets the openers of the longest idle eighth of the remembered conversations.
-    fn forget_idlest(&mut self) {
-        let keep = self.max_openers - self.max_openers.div_ceil(8);
-        let drop = self.openers.len().saturating_sub(keep).max(1);
-        let mut idle: Vec<u64> = self.openers.values().map(|o| o.last_seen_ns).collect();
-        let cutoff = *idle.select_nth_unstable(drop - 1).1;
-        let before = self.openers.len();
-        retain_within(&mut self.openers, self.max_openers, |_, o| o.last_seen_ns > cutoff);
-        self.openers_forgotten += (before - self.openers.len()) as u64;
     }
 
     pub fn devices(&self) -> &BTreeMap<Mac, Device> {
@@ -587,15 +569,15 @@ impl Ledger {
                 table: "openers",
                 entries: self.openers.len(),
                 bytes: self.openers.len() * entry_bytes::<ConvId, Opening>(),
-                max_entries: self.max_openers,
-                evicted: self.openers_forgotten,
+                max_entries: self.openers.max(),
+                evicted: self.openers.forgotten(),
             },
         ]
     }
 
     /// Conversations whose opener was forgotten to stay within [`MAX_OPENERS`].
     pub fn openers_forgotten(&self) -> u64 {
-        self.openers_forgotten
+        self.openers.forgotten()
     }
 }
 

@@ -26,7 +26,7 @@ use serde_json::json;
 
 use super::{Config, Context, Hit, MAX_DEVICES, Rule, counted, make_room};
 use crate::{
-    bounded::{hash_capacity, retain_within},
+    bounded::{Generations, hash_capacity},
     clock::Clock,
     ledger::{Delta, conv_ips},
     mac::Mac,
@@ -64,18 +64,31 @@ struct Upload {
     bytes: u64,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Conversations {
     /// First-seen time of the earliest conversation (the start, for the grace period).
     start: Option<f64>,
     /// Per device: (host, port) it opened and when.
     opened: HashMap<Mac, HashMap<(IpAddr, u16), f64>>,
-    /// Conversations between a LAN device and an Internet host already judged, and when.
-    judged: HashMap<LanInternet, f64>,
+    /// Conversations between a LAN device and an Internet host already judged.
+    judged: Generations<LanInternet, ()>,
     /// MACs that frames to Internet addresses went to, with how many conversations.
     gateways: HashMap<Mac, u64>,
     pings: HashMap<(Mac, IpAddr), Ping>,
     uploads: HashMap<(Mac, IpAddr), Upload>,
+}
+
+impl Default for Conversations {
+    fn default() -> Self {
+        Self {
+            start: None,
+            opened: HashMap::new(),
+            judged: Generations::new(MAX_JUDGED),
+            gateways: HashMap::new(),
+            pings: HashMap::new(),
+            uploads: HashMap::new(),
+        }
+    }
 }
 
 fn ports(d: &Delta) -> Option<(u16, u16)> {
@@ -86,7 +99,6 @@ impl Conversations {
     pub fn shift_times(&mut self, delta: f64) {
         self.start = self.start.map(|s| s + delta);
         self.opened.values_mut().flat_map(HashMap::values_mut).for_each(|ts| *ts += delta);
-        self.judged.values_mut().for_each(|ts| *ts += delta);
         for p in self.pings.values_mut() {
             (p.first_ts, p.last_ts) = (p.first_ts + delta, p.last_ts + delta);
         }
@@ -295,16 +307,11 @@ impl Conversations {
     fn cloud_hits(&mut self, directions: Directions<'_>, now: f64, clock: Clock, cfg: &Config, hits: &mut Vec<Hit>) {
         let start = self.start.unwrap_or(now);
         for (conv, (inbound, outbound)) in directions {
-            if self.judged.contains_key(&conv) {
+            let judged = self.judged.contains(&conv);
+            self.judged.get_or_default(conv);
+            if judged {
                 continue;
             }
-            if self.judged.len() >= MAX_JUDGED {
-                retain_within(&mut self.judged, MAX_JUDGED, |_, ts| now - *ts < cfg.window_s.min(600.0));
-                if self.judged.len() >= MAX_JUDGED {
-                    self.judged.clear();
-                }
-            }
-            self.judged.insert(conv, now);
             let (mac, lan_ip, lan_port, inet_ip, inet_port, proto) = conv;
             let Some((inbound, seen)) = inbound else { continue };
             if outbound.is_some_and(|o| o <= inbound) || lan_port >= inet_port || inbound - start < cfg.startup_grace_s
