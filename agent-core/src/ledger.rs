@@ -26,6 +26,7 @@ use crate::{
     mac::Mac,
     peerdb::Place,
     scope::{Scope, ScopeClassifier},
+    vecmap::VecMap,
 };
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -127,8 +128,6 @@ impl FirstDirection {
 /// A remote address a device exchanged IP traffic with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Peer {
-    /// Both directions: `tx` plus `rx`.
-    pub totals: Totals,
     /// What the device sent to the peer.
     pub tx: Totals,
     /// What the device received from the peer.
@@ -140,9 +139,13 @@ pub struct Peer {
 }
 
 impl Peer {
+    /// Both directions: `tx` plus `rx`.
+    pub fn totals(&self) -> Totals {
+        Totals { packets: self.tx.packets + self.rx.packets, bytes: self.tx.bytes + self.rx.bytes }
+    }
+
     /// `dir`: `Outbound` when the device sent `d`, `Inbound` when it received it.
     fn add(&mut self, d: &Delta, dir: FirstDirection) {
-        self.totals.add(d.packets, d.bytes);
         match dir {
             FirstDirection::Outbound => self.tx.add(d.packets, d.bytes),
             FirstDirection::Inbound => self.rx.add(d.packets, d.bytes),
@@ -193,17 +196,17 @@ pub fn conv_ips(key: &ConvKey) -> Option<(IpAddr, IpAddr)> {
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Device {
-    pub traffic: BTreeMap<(Direction, Scope), Totals>,
+    pub traffic: VecMap<(Direction, Scope), Totals>,
     /// Frames the device sent, by transport and service port: the destination port of the
     /// direction that opened the conversation (its own port when it answers, the server's when
     /// it is the client).
-    pub ports: BTreeMap<(Transport, u16), Totals>,
+    pub ports: VecMap<(Transport, u16), Totals>,
     /// Remote addresses, both directions.
     pub peers: BTreeMap<IpAddr, Peer>,
     /// Its own addresses: LAN and link-local sources of what it sent.
-    pub ips: BTreeSet<IpAddr>,
+    pub ips: VecMap<IpAddr, ()>,
     /// Sent and received, by IP protocol name ("tcp", "udp", "icmp", ..., "non_ip").
-    pub protocols: BTreeMap<&'static str, TxRx>,
+    pub protocols: VecMap<&'static str, TxRx>,
     /// What it exchanged with Internet peers evicted from `peers`, by their place (country and
     /// provider): sums over
     /// peers by country and provider must not fall when a peer leaves.
@@ -331,7 +334,6 @@ fn add_peer(dev: &mut Device, ip: IpAddr, d: &Delta, dir: FirstDirection) -> boo
         false
     } else {
         let mut p = Peer {
-            totals: Totals::default(),
             tx: Totals::default(),
             rx: Totals::default(),
             first_seen_ns: u64::MAX,
@@ -391,22 +393,22 @@ impl Ledger {
         }
         if !src.is_group() {
             let dev = self.devices.entry(src).or_default();
-            dev.traffic.entry((Direction::Tx, tx_scope)).or_default().add(d.packets, d.bytes);
+            dev.traffic.or_default((Direction::Tx, tx_scope)).add(d.packets, d.bytes);
             dev.last_seen_ns = dev.last_seen_ns.max(d.last_seen_ns);
-            dev.protocols.entry(protocol).or_default().tx.add(d.packets, d.bytes);
+            dev.protocols.or_default(protocol).tx.add(d.packets, d.bytes);
             if let Some((src_ip, dst_ip)) = ips {
                 // rx_scope is the source address's scope.
                 if matches!(rx_scope, Scope::Lan | Scope::LinkLocal) && !src_ip.is_unspecified() {
-                    dev.ips.insert(src_ip);
+                    dev.ips.insert(src_ip, ());
                 }
                 self.peers += usize::from(add_peer(dev, dst_ip, d, FirstDirection::Outbound));
             }
         }
         if !dst.is_group() {
             let dev = self.devices.entry(dst).or_default();
-            dev.traffic.entry((Direction::Rx, rx_scope)).or_default().add(d.packets, d.bytes);
+            dev.traffic.or_default((Direction::Rx, rx_scope)).add(d.packets, d.bytes);
             dev.last_seen_ns = dev.last_seen_ns.max(d.last_seen_ns);
-            dev.protocols.entry(protocol).or_default().rx.add(d.packets, d.bytes);
+            dev.protocols.or_default(protocol).rx.add(d.packets, d.bytes);
             if let Some((src_ip, _)) = ips {
                 self.peers += usize::from(add_peer(dev, src_ip, d, FirstDirection::Inbound));
             }
@@ -443,7 +445,7 @@ impl Ledger {
         }
         if !src.is_group() {
             let dev = self.devices.entry(src).or_default();
-            dev.ports.entry((t, port)).or_default().add(d.packets, d.bytes);
+            dev.ports.or_default((t, port)).add(d.packets, d.bytes);
             if let Some(s) = conv.sides[side].as_mut() {
                 s.counted.add(d.packets, d.bytes);
             }
@@ -601,12 +603,7 @@ fn evict_peers(dev: &mut Device, n: usize, place: &impl Fn(IpAddr) -> Option<Pla
 }
 
 /// Moves `t` from one key of `ports` to another; a key left with nothing goes.
-fn move_totals(
-    ports: &mut BTreeMap<(Transport, u16), Totals>,
-    from: (Transport, u16),
-    to: (Transport, u16),
-    t: Totals,
-) {
+fn move_totals(ports: &mut VecMap<(Transport, u16), Totals>, from: (Transport, u16), to: (Transport, u16), t: Totals) {
     if let Some(f) = ports.get_mut(&from) {
         f.packets = f.packets.saturating_sub(t.packets);
         f.bytes = f.bytes.saturating_sub(t.bytes);
@@ -614,7 +611,7 @@ fn move_totals(
             ports.remove(&from);
         }
     }
-    ports.entry(to).or_default().add(t.packets, t.bytes);
+    ports.or_default(to).add(t.packets, t.bytes);
 }
 
 /// An IPv4 conversation's key, as the program would have made it (the core's tests build
@@ -681,7 +678,7 @@ mod tests {
         assert_eq!(l.ips()[&inet].rx, Totals { packets: 3, bytes: 300 });
         assert_eq!(l.ips()[&cam_ip].tx, Totals { packets: 3, bytes: 300 });
         assert_eq!(l.ports()[&(Transport::Udp, 6000)].packets, 3);
-        assert_eq!(cam.ips.iter().copied().collect::<Vec<_>>(), vec![cam_ip]);
+        assert_eq!(cam.ips.keys().copied().collect::<Vec<_>>(), vec![cam_ip]);
         assert_eq!(cam.peers[&inet].first_direction, FirstDirection::Outbound);
         assert_eq!(cam.protocols["udp"].tx.bytes, 300);
         // The gateway forwards for the Internet host: not one of its own addresses.
@@ -700,7 +697,7 @@ mod tests {
         let peer = l.devices()[&Mac(CAM)].peers[&"203.0.113.10".parse::<IpAddr>().unwrap()];
         assert_eq!(peer.first_direction, FirstDirection::Outbound);
         assert_eq!(peer.first_seen_ns, 10);
-        assert_eq!(peer.totals, Totals { packets: 2, bytes: 120 });
+        assert_eq!(peer.totals(), Totals { packets: 2, bytes: 120 });
     }
 
     const HUB: [u8; 6] = [2, 0x77, 0, 0, 0, 0x14];
@@ -794,7 +791,7 @@ mod tests {
         l.apply(&Delta { last_seen_ns: 90, ..dir(cam, cloud, 6, 10, 50) }, &scopes());
         let peer = l.devices()[&Mac(CAM)].peers[&"203.0.113.10".parse::<IpAddr>().unwrap()];
         assert_eq!((peer.tx, peer.rx), (Totals { packets: 2, bytes: 150 }, Totals { packets: 1, bytes: 3000 }));
-        assert_eq!(peer.totals, Totals { packets: 3, bytes: 3150 });
+        assert_eq!(peer.totals(), Totals { packets: 3, bytes: 3150 });
         assert_eq!((peer.first_seen_ns, peer.last_seen_ns), (10, 90));
     }
 

@@ -10,7 +10,8 @@
 //! - State: [`ledger`] (per-device totals from conversation deltas), [`identity`] (device names
 //!   with their sources), [`names`] (remote names), [`scope`], [`oui`], [`peerdb`] (ASN,
 //!   organisation, country and provider of Internet peers), [`labels`] (bounded label values),
-//!   [`bounded`] (every table's bounds: the least recently seen make room, counted), [`clock`].
+//!   [`bounded`] (every table's bounds: the least recently seen make room, counted), [`vecmap`]
+//!   (the small maps each device holds), [`clock`].
 //! - Findings: [`detect`] (one module per group of rules; findings deduplicated and bounded).
 //! - Output models: [`view`] (the plain view every output reads), [`report`] (schema
 //!   `iotwatch.report/v1`), [`text`] (the report as a table).
@@ -47,6 +48,7 @@ pub mod report;
 pub mod scope;
 pub mod snapshot;
 pub mod text;
+pub mod vecmap;
 pub mod view;
 
 #[cfg(test)]
