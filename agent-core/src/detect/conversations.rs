@@ -45,9 +45,20 @@ const MAX_JUDGED: usize = hash_capacity(65_536);
 /// A conversation between a LAN device and an Internet host: device MAC, its address and port,
 /// the Internet host's address and port, IP protocol.
 type LanInternet = (Mac, IpAddr, u16, IpAddr, u16, u8);
-/// When each direction of such a conversation was first seen; the inbound one with its delta,
-/// made into a line of evidence only for a finding (a flood brings 100k of them in a poll).
-type Directions<'a> = BTreeMap<LanInternet, (Option<(f64, &'a Delta)>, Option<f64>)>;
+
+/// A poll's deltas between the LAN and the Internet, each with whether it came from the Internet
+/// side: sorted by conversation, they give each conversation's directions. References, not a
+/// table keyed by conversation: a flood brings 100k of them in a poll (a B-tree of them took
+/// 12 MB).
+type Crossings<'a> = Vec<(&'a Delta, bool)>;
+
+/// The conversation of a delta between a LAN device and an Internet host (`inbound`: sent by the
+/// Internet host).
+fn lan_internet(d: &Delta, inbound: bool) -> Option<LanInternet> {
+    let ((src_ip, dst_ip), (sp, dp)) = (conv_ips(&d.key)?, ports(d)?);
+    let (src, dst) = (Mac(d.key.src_mac), Mac(d.key.dst_mac));
+    Some(if inbound { (dst, dst_ip, dp, src_ip, sp, d.key.proto) } else { (src, src_ip, sp, dst_ip, dp, d.key.proto) })
+}
 
 #[derive(Debug, Default)]
 struct Ping {
@@ -141,8 +152,7 @@ impl Conversations {
         let gateway = self.gateway();
         // Devices that opened something new in this poll, with a few of those conversations.
         let mut grew: BTreeMap<Mac, Vec<&Delta>> = BTreeMap::new();
-        // Per conversation: when its inbound and its outbound direction were first seen.
-        let mut directions = Directions::new();
+        let mut crossings = Crossings::new();
         for d in deltas {
             let Some((src_ip, dst_ip)) = conv_ips(&d.key) else { continue };
             let (src, dst) = (Mac(d.key.src_mac), Mac(d.key.dst_mac));
@@ -170,11 +180,11 @@ impl Conversations {
                 }
             }
             // cloud_initiated: both directions of each conversation between the LAN and the Internet.
-            if let Some((sp, dp)) = ports(d) {
+            if ports(d).is_some() {
                 if src_scope == Scope::Internet && dst_scope == Scope::Lan && !dst.is_group() {
-                    directions.entry((dst, dst_ip, dp, src_ip, sp, d.key.proto)).or_default().0 = Some((first, d));
+                    crossings.push((d, true));
                 } else if src_scope == Scope::Lan && dst_scope == Scope::Internet {
-                    directions.entry((src, src_ip, sp, dst_ip, dp, d.key.proto)).or_default().1 = Some(first);
+                    crossings.push((d, false));
                 }
             }
             // gateway_ping
@@ -213,7 +223,7 @@ impl Conversations {
             }
         }
         self.scan_hits(grew, now, clock, cfg, hits);
-        self.cloud_hits(directions, now, clock, cfg, hits);
+        self.cloud_hits(crossings, now, clock, cfg, hits);
     }
 
     fn ping_hit(&self, src: Mac, src_ip: IpAddr, gw: IpAddr, seen: (u64, String), cfg: &Config, hits: &mut Vec<Hit>) {
@@ -304,9 +314,19 @@ impl Conversations {
         }
     }
 
-    fn cloud_hits(&mut self, directions: Directions<'_>, now: f64, clock: Clock, cfg: &Config, hits: &mut Vec<Hit>) {
+    /// Judges each conversation between the LAN and the Internet once, from when each of its
+    /// directions was first seen (the earliest of its deltas).
+    fn cloud_hits(&mut self, mut crossings: Crossings<'_>, now: f64, clock: Clock, cfg: &Config, hits: &mut Vec<Hit>) {
         let start = self.start.unwrap_or(now);
-        for (conv, (inbound, outbound)) in directions {
+        let conv_of = |&(d, inbound): &(&Delta, bool)| lan_internet(d, inbound);
+        crossings.sort_unstable_by_key(conv_of);
+        for same in crossings.chunk_by(|a, b| conv_of(a) == conv_of(b)) {
+            let Some(conv) = conv_of(&same[0]) else { continue };
+            let first = |inbound: bool| {
+                same.iter().filter(move |(_, i)| *i == inbound).map(|(d, _)| (clock.seconds(d.first_seen_ns), *d))
+            };
+            let inbound = first(true).min_by(|a, b| a.0.total_cmp(&b.0));
+            let outbound = first(false).map(|(t, _)| t).min_by(f64::total_cmp);
             let judged = self.judged.contains(&conv);
             self.judged.get_or_default(conv);
             if judged {
