@@ -1,7 +1,7 @@
 //! The report, schema `iotwatch.report/v1` (shared/design.md): one schema for `iotwatch replay`
 //! and for the live agent's `/api/v1/report`. Extend it, never rename a field.
 
-use std::{collections::BTreeMap, net::IpAddr};
+use std::{collections::BTreeMap, net::IpAddr, sync::Arc};
 
 use agent_common::sample::{SampleKind, outcome};
 use serde::Serialize;
@@ -14,8 +14,9 @@ use crate::{
     identity::{Name, Source},
     ledger::{Direction, FirstDirection, Totals, Transport},
     mac::Mac,
-    peerdb::PeerInfo,
+    peerdb::{CountryCode, PeerInfo},
     scope::Scope,
+    vecmap::VecMap,
     view::View,
 };
 
@@ -108,8 +109,9 @@ pub struct PeerRow {
     pub scope: Scope,
     pub names: Vec<String>,
     pub asn: Option<u32>,
-    pub org: Option<String>,
-    pub country: Option<String>,
+    #[serde(serialize_with = "crate::peerdb::serialize_org")]
+    pub org: Option<Arc<str>>,
+    pub country: Option<CountryCode>,
     /// The provider behind the ASN or organisation (`Amazon`, `Google`...), Internet peers only.
     pub provider: Option<&'static str>,
     pub packets: u64,
@@ -156,13 +158,13 @@ pub struct DeviceRow {
     pub rx_packets: u64,
     pub rx_bytes: u64,
     /// Sent and received bytes by peer scope (by name: the report's keys are text).
-    pub scopes: BTreeMap<&'static str, ProtocolRow>,
+    pub scopes: VecMap<&'static str, ProtocolRow>,
     pub peers: Vec<PeerRow>,
     /// What the device sent, by service port (the port of the side that accepted the
     /// conversation: its own when it answers, the server's when it is the client), busiest first.
     pub ports: Vec<PortRow>,
     pub ntp_servers: Vec<String>,
-    pub protocols: BTreeMap<&'static str, ProtocolRow>,
+    pub protocols: VecMap<&'static str, ProtocolRow>,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -259,9 +261,9 @@ pub fn build(p: &View<'_>, capture: Option<Capture>, clock: Clock) -> Report {
         .iter()
         .map(|(mac, d)| {
             let (tx, rx) = (d.total(Direction::Tx), d.total(Direction::Rx));
-            let mut scopes: BTreeMap<&'static str, (Totals, Totals)> = BTreeMap::new();
+            let mut scopes: VecMap<&'static str, (Totals, Totals)> = VecMap::default();
             for ((dir, scope), t) in &d.traffic {
-                let e = scopes.entry(scope.as_str()).or_default();
+                let e = scopes.or_default(scope.as_str());
                 let side = if *dir == Direction::Tx { &mut e.0 } else { &mut e.1 };
                 side.add(t.packets, t.bytes);
             }
@@ -277,8 +279,8 @@ pub fn build(p: &View<'_>, capture: Option<Capture>, clock: Clock) -> Report {
                         scope,
                         names: p.events.names.remote(*ip),
                         asn: info.asn,
-                        org: info.org.as_deref().map(str::to_owned),
-                        country: info.country.map(|c| c.as_str().to_owned()),
+                        org: info.org,
+                        country: info.country,
                         provider: info.provider,
                         packets: peer.totals().packets,
                         bytes: peer.totals().bytes,
@@ -292,7 +294,8 @@ pub fn build(p: &View<'_>, capture: Option<Capture>, clock: Clock) -> Report {
                     }
                 })
                 .collect();
-            peers.sort_by(|a, b| b.bytes.cmp(&a.bytes).then_with(|| a.ip.cmp(&b.ip)));
+            // Unstable: the tie-break is the peer's address, unique (as the devices' MAC below).
+            peers.sort_unstable_by(|a, b| b.bytes.cmp(&a.bytes).then_with(|| a.ip.cmp(&b.ip)));
             let mut ports: Vec<PortRow> = d
                 .ports
                 .iter()
@@ -340,7 +343,9 @@ pub fn build(p: &View<'_>, capture: Option<Capture>, clock: Clock) -> Report {
     for d in &mut devices {
         d.same_device_as = same_device.get(&d.mac).cloned().unwrap_or_default();
     }
-    devices.sort_by(|a, b| (b.tx_bytes + b.rx_bytes).cmp(&(a.tx_bytes + a.rx_bytes)).then_with(|| a.mac.cmp(&b.mac)));
+    devices.sort_unstable_by(|a, b| {
+        (b.tx_bytes + b.rx_bytes).cmp(&(a.tx_bytes + a.rx_bytes)).then_with(|| a.mac.cmp(&b.mac))
+    });
 
     let bpf = agent_common::Stat::ALL
         .iter()
@@ -607,11 +612,11 @@ mod tests {
         assert_eq!(gateway_ports, [443], "it relays the cloud's answers: the service port, not the camera's 40000");
         assert_eq!(camera.ntp_servers, ["198.51.100.5"]);
         assert_eq!(
-            (cloud.asn, cloud.org.as_deref(), cloud.country.as_deref(), cloud.provider),
+            (cloud.asn, cloud.org.as_deref(), cloud.country.as_ref().map(CountryCode::as_str), cloud.provider),
             (Some(16509), Some("Amazon.com, Inc."), Some("US"), Some("Amazon"))
         );
         let ntp = camera.peers.iter().find(|p| p.ip.to_string() == "198.51.100.5").expect("the NTP server");
-        assert_eq!((ntp.asn, ntp.country.as_deref(), ntp.provider), (None, None, None), "not in the database");
+        assert_eq!((ntp.asn, ntp.country, ntp.provider), (None, None, None), "not in the database");
         // The text report: the display name, and where the camera's Internet traffic goes.
         let text = crate::text::render(&r);
         let line = text.lines().find(|l| l.starts_with("d8:f1:5b:aa:bb:cc")).expect("the camera's line");

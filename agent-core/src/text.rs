@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 
 pub use crate::clock::utc;
 use crate::{
+    peerdb::CountryCode,
     report::{DeviceRow, Report},
     scope::Scope,
 };
@@ -46,7 +47,7 @@ fn destinations_summary(d: &DeviceRow) -> String {
     };
     for p in d.peers.iter().filter(|p| p.scope == Scope::Internet) {
         add(&mut providers, p.provider.or(p.org.as_deref()), p.bytes);
-        add(&mut countries, p.country.as_deref(), p.bytes);
+        add(&mut countries, p.country.as_ref().map(CountryCode::as_str), p.bytes);
     }
     let top = |mut list: Vec<(String, u64)>, n: usize| {
         list.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));

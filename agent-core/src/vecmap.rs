@@ -150,6 +150,13 @@ impl<K: Ord, V> FromIterator<(K, V)> for VecMap<K, V> {
     }
 }
 
+/// As a map, in key order: the same JSON as a `BTreeMap`'s.
+impl<K: serde::Serialize, V: serde::Serialize> serde::Serialize for VecMap<K, V> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.0.iter().map(|(k, v)| (k, v)))
+    }
+}
+
 impl<K: Ord + Borrow<Q>, Q: Ord + ?Sized, V> Index<&Q> for VecMap<K, V> {
     type Output = V;
 
@@ -192,6 +199,15 @@ mod tests {
             b.into_iter().collect::<Vec<_>>(),
             "the last of a key wins"
         );
+    }
+
+    #[test]
+    fn serialises_as_the_btreemap_of_its_entries() {
+        let entries = [("lan", 2u64), ("internet", 1), ("multicast", 3)];
+        let v: VecMap<&str, u64> = entries.into_iter().collect();
+        let b: BTreeMap<&str, u64> = entries.into_iter().collect();
+        assert_eq!(serde_json::to_string(&v).unwrap(), serde_json::to_string(&b).unwrap());
+        assert_eq!(serde_json::to_string(&v).unwrap(), r#"{"internet":1,"lan":2,"multicast":3}"#);
     }
 
     #[test]

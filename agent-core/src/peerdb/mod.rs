@@ -121,7 +121,7 @@ pub struct PeerInfo {
     pub provider: Option<&'static str>,
 }
 
-fn serialize_org<S: serde::Serializer>(org: &Option<Arc<str>>, s: S) -> Result<S::Ok, S::Error> {
+pub(crate) fn serialize_org<S: serde::Serializer>(org: &Option<Arc<str>>, s: S) -> Result<S::Ok, S::Error> {
     serde::Serialize::serialize(&org.as_deref(), s)
 }
 
