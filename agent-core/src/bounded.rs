@@ -84,6 +84,11 @@ impl<K: Hash + Eq, V: Default> Generations<K, V> {
         self.current.contains_key(key) || self.previous.contains_key(key)
     }
 
+    /// The value of `key` if it is held, moved to the current generation (a use).
+    pub fn get(&mut self, key: K) -> Option<&mut V> {
+        if self.contains(&key) { Some(self.get_or_default(key)) } else { None }
+    }
+
     /// The value of `key` (the default for a key not held), moved to the current generation.
     pub fn get_or_default(&mut self, key: K) -> &mut V {
         if !self.current.contains_key(&key) {

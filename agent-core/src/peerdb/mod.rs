@@ -27,7 +27,6 @@ pub mod providers;
 pub mod ranges;
 
 use std::{
-    collections::HashMap,
     fmt,
     fs::File,
     io::{BufReader, Read as _, Seek as _, SeekFrom},
@@ -43,6 +42,7 @@ use self::{
     mmdb::Mmdb,
     ranges::{CsvStats, Orgs, OrgsBuilder, RangeTable},
 };
+use crate::bounded::Generations;
 
 /// Where set-up and the Debian package install ip-location-db's files and their licences.
 pub const DEFAULT_DIR: &str = "/usr/share/iotwatch/ip-location-db";
@@ -196,60 +196,44 @@ pub struct CacheStats {
     pub capacity: usize,
 }
 
-/// A bounded cache that approximates least-recently-used with two generations: lookups fill
-/// `hot`; when it holds half the capacity it becomes `cold` and the old `cold` is dropped
-/// (evicted). A hit in `cold` moves the entry back to `hot`, so an address in use survives
-/// and one unused for a generation goes. At most `capacity` entries, O(1) a lookup.
+/// The lookup cache: least recently used addresses forgotten a generation at a time
+/// ([`Generations`]); none at all with a capacity of 0.
 struct Cache {
-    capacity: usize,
-    hot: HashMap<IpAddr, PeerInfo>,
-    cold: HashMap<IpAddr, PeerInfo>,
+    table: Option<Generations<IpAddr, PeerInfo>>,
     hits: u64,
     misses: u64,
-    evictions: u64,
 }
 
 impl Cache {
     /// `capacity` is rounded down to an even number (two equal generations), at least 2.
     fn new(capacity: usize) -> Self {
-        let capacity = if capacity == 0 { 0 } else { (capacity & !1).max(2) };
-        Self { capacity, hot: HashMap::new(), cold: HashMap::new(), hits: 0, misses: 0, evictions: 0 }
+        let table = (capacity > 0).then(|| Generations::new((capacity & !1).max(2)));
+        Self { table, hits: 0, misses: 0 }
     }
 
     fn get(&mut self, ip: IpAddr) -> Option<PeerInfo> {
-        if let Some(info) = self.hot.get(&ip) {
+        let hit = self.table.as_mut().and_then(|t| t.get(ip)).cloned();
+        if hit.is_some() {
             self.hits += 1;
-            return Some(info.clone());
+        } else {
+            self.misses += 1;
         }
-        if let Some(info) = self.cold.remove(&ip) {
-            self.hits += 1;
-            self.put(ip, info.clone());
-            return Some(info);
-        }
-        self.misses += 1;
-        None
+        hit
     }
 
     fn put(&mut self, ip: IpAddr, info: PeerInfo) {
-        if self.capacity == 0 {
-            return;
+        if let Some(t) = &mut self.table {
+            *t.get_or_default(ip) = info;
         }
-        let half = self.capacity / 2;
-        if self.hot.len() >= half {
-            self.evictions += self.cold.len() as u64;
-            self.cold = std::mem::take(&mut self.hot);
-            self.hot.reserve(half);
-        }
-        self.hot.insert(ip, info);
     }
 
     fn stats(&self) -> CacheStats {
         CacheStats {
             hits: self.hits,
             misses: self.misses,
-            evictions: self.evictions,
-            entries: self.hot.len() + self.cold.len(),
-            capacity: self.capacity,
+            evictions: self.table.as_ref().map_or(0, Generations::forgotten),
+            entries: self.table.as_ref().map_or(0, Generations::len),
+            capacity: self.table.as_ref().map_or(0, Generations::max),
         }
     }
 }
