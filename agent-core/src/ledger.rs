@@ -176,7 +176,7 @@ impl Bounds {
 }
 
 /// TCP/UDP conversations whose opener the ledger remembers (about as many as the conversation
-/// map holds by default; two generations that each fill 32,768 hash slots of about 130 bytes).
+/// map holds by default; two generations that each fill 32,768 hash slots of about 120 bytes).
 /// Past it, those not seen for a generation are forgotten, counted in
 /// `Ledger::openers_forgotten`: one that comes back with its reply alone counts under the
 /// reply's destination port.
@@ -267,7 +267,6 @@ struct Side {
 #[derive(Clone, Copy, Debug, Default)]
 struct Opening {
     sides: [Option<Side>; 2],
-    last_seen_ns: u64,
 }
 
 impl Opening {
@@ -434,7 +433,6 @@ impl Ledger {
             // old one counted stays where it is.
             *s = Side { first_seen_ns: s.first_seen_ns, mac: src, counted: Totals::default() };
         }
-        conv.last_seen_ns = conv.last_seen_ns.max(d.last_seen_ns);
         let port = conv.opener(&id).map_or(d.key.dst_port, |i| id.dst_port(i));
         if let Some(old) = before.filter(|old| *old != port) {
             for s in conv.sides.iter().flatten().filter(|s| s.counted != Totals::default()) {
