@@ -102,10 +102,6 @@ impl<K: Hash + Eq, V: Default> Generations<K, V> {
         }
         self.current.entry(key).or_default()
     }
-
-    pub fn values_mut(&mut self) -> impl Iterator<Item = &mut V> {
-        self.current.values_mut().chain(self.previous.values_mut())
-    }
 }
 
 /// How many entries to evict from a table of `len` entries bounded at `max`: none within the
