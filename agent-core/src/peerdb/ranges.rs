@@ -47,6 +47,13 @@ impl<K, V> RangeVec<K, V> {
     fn with_capacity(n: usize) -> Self {
         Self { starts: Vec::with_capacity(n), ends: Vec::with_capacity(n), values: Vec::with_capacity(n) }
     }
+
+    /// Appends a range after the last (the caller keeps them sorted and apart).
+    fn push(&mut self, start: K, end: K, value: V) {
+        self.starts.push(start);
+        self.ends.push(end);
+        self.values.push(value);
+    }
 }
 
 /// Keys of a [`RangeVec`]: `u32` for IPv4, `u128` for IPv6.
@@ -96,9 +103,7 @@ impl<K: Key, V: Copy> RangeVec<K, V> {
                     *last = start.pred();
                 }
             }
-            out.starts.push(start);
-            out.ends.push(end);
-            out.values.push(value);
+            out.push(start, end, value);
         }
         out.shrink_to_fit();
         (out, overlaps)
@@ -154,13 +159,9 @@ impl<V: Copy> V6Ranges<V> {
         let mut out = Self { by_64: RangeVec::with_capacity(n), whole: RangeVec::with_capacity(all.len() - n) };
         for ((start, end), value) in all.starts.into_iter().zip(all.ends).zip(all.values) {
             if on_64(start, end) {
-                out.by_64.starts.push((start >> 64) as u64);
-                out.by_64.ends.push((end >> 64) as u64);
-                out.by_64.values.push(value);
+                out.by_64.push((start >> 64) as u64, (end >> 64) as u64, value);
             } else {
-                out.whole.starts.push(start);
-                out.whole.ends.push(end);
-                out.whole.values.push(value);
+                out.whole.push(start, end, value);
             }
         }
         out
