@@ -32,10 +32,15 @@ pub struct Oui {
     ends: Vec<u32>,
 }
 
-/// A block of `bits` bits as a sortable key: its size above the MAC's first `bits` bits.
-fn block(mac: [u8; 6], bits: u8) -> u64 {
+/// A block as a sortable key: its size in bits above its first `bits` bits (`first`).
+fn block(bits: u8, first: u64) -> u64 {
+    u64::from(bits) << 48 | first
+}
+
+/// The block of `bits` bits that holds `mac`.
+fn block_of(mac: [u8; 6], bits: u8) -> u64 {
     let v = mac.iter().fold(0u64, |acc, b| acc << 8 | u64::from(*b));
-    u64::from(bits) << 48 | v >> (48 - u32::from(bits))
+    block(bits, v >> (48 - u32::from(bits)))
 }
 
 impl Oui {
@@ -99,7 +104,7 @@ impl Oui {
             return None;
         }
         let id = BLOCK_BITS.iter().find_map(|bits| {
-            let key = block(mac.0, *bits);
+            let key = block_of(mac.0, *bits);
             self.blocks.binary_search_by_key(&key, |b| b.0).ok().map(|i| self.blocks[i].1 as usize)
         })?;
         let start = if id == 0 { 0 } else { self.ends[id - 1] as usize };
@@ -124,7 +129,7 @@ fn add(text: &str, entries: &mut Vec<(u64, String)>) {
             continue;
         }
         if let Ok(v) = u64::from_str_radix(&digits, 16) {
-            entries.push((u64::from(bits as u8) << 48 | v, name));
+            entries.push((block(bits as u8, v), name));
         }
     }
 }
