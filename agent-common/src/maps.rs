@@ -44,19 +44,40 @@ pub const GLOBAL_REPLAY: &str = "REPLAY";
 /// `bpf_ktime_get_ns`.
 pub const REPLAY_MODE: u8 = 1;
 
-/// Replay through the XDP program (for frames BPF_PROG_TEST_RUN refuses as a socket buffer, or
-/// longer than its 64 KiB `wire_len`): the caller puts this in front of the frame as XDP
-/// metadata (`xdp_md.data` = its size), carrying what the TC context carries otherwise.
+/// Replay's programs (XDP) run a batch of frames in one BPF_PROG_TEST_RUN: a system call per
+/// frame costs about ten times what the program does with the frame. The test run's data is a
+/// [`ReplayBatch`], then the frames last first, each followed by its [`ReplayMeta`] (header,
+/// frame N, meta N, ..., frame 1, meta 1). The entry (`iotwatch_replay`) reads the header and
+/// tail-calls the frame program (`iotwatch_replay_frame`, through [`REPLAY_NEXT`]), which
+/// narrows the data to one frame, accounts for it and tail-calls itself for the next, so the
+/// verifier walks it once however many frames a batch holds. The return value is the number of
+/// frames that ran. Frames are at least an Ethernet header long (XDP keeps that much).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReplayBatch {
+    pub frames: u32,
+    pub _pad: u32,
+}
+
+/// One frame of a [`ReplayBatch`]: what a socket buffer's context carries live.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ReplayMeta {
     /// Original length of the frame on the wire.
     pub wire_len: u32,
-    pub _pad: u32,
+    /// Bytes of the frame in the batch (the captured prefix).
+    pub data_len: u32,
     /// Capture time, ns since the epoch.
     pub tstamp_ns: u64,
 }
 
+/// Program array through which replay's programs call the frame program for a batch's next
+/// frame (index 0, set by the loader).
+pub const REPLAY_NEXT: &str = "REPLAY_NEXT";
+/// Frames in one [`ReplayBatch`] at most: one tail call each, and the kernel allows 33 per run.
+pub const REPLAY_BATCH_FRAMES: usize = 32;
+
+const _: () = assert!(core::mem::size_of::<ReplayBatch>() == 8);
 const _: () = assert!(core::mem::size_of::<ReplayMeta>() == 16);
 
 /// Maximum number of VLAN tags parsed (802.1Q/802.1ad stacks; real captures carry three);
@@ -148,7 +169,7 @@ const _: () = assert!(core::mem::size_of::<ConvKey>() == 52);
 const _: () = assert!(core::mem::size_of::<ConvCounters>() == 40);
 
 #[cfg(feature = "user")]
-crate::pod!(MacKey, DeviceCounters, ConvKey, ConvCounters, ReplayMeta);
+crate::pod!(MacKey, DeviceCounters, ConvKey, ConvCounters, ReplayBatch, ReplayMeta);
 
 #[cfg(test)]
 mod tests {

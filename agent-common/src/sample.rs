@@ -135,7 +135,9 @@ pub struct SampleHeader {
     pub direction: u8,
     /// Addresses and ports, as the program parsed them.
     pub key: ConvKey,
-    pub _pad: [u8; 4],
+    /// Replay: the frame's place in its test run's batch (see [`crate::ReplayBatch`]), which
+    /// tells the replay which frame made the record. 0 live.
+    pub batch_index: u32,
 }
 
 /// A record as the program builds it. In the ring it is cut after `cap_len` bytes of `data`:

@@ -70,7 +70,7 @@ pub(crate) fn sample_record(kind: SampleKind, key: agent_common::ConvKey, payloa
         kind: kind as u8,
         direction: 0,
         key,
-        _pad: [0; 4],
+        batch_index: 0,
     };
     encode(&h, &frame)
 }
@@ -349,7 +349,7 @@ mod tests {
             kind: kind as u8,
             direction: 0,
             key,
-            _pad: [0; 4],
+            batch_index: 0,
         };
         let mut out = encode(&h, frame);
         // The ring hands over whole reserved records: padding after the captured bytes.

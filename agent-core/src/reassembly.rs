@@ -473,7 +473,7 @@ mod tests {
             kind: kind as u8,
             direction: 0,
             key: key(sport),
-            _pad: [0; 4],
+            batch_index: 0,
         };
         (h, frame)
     }

@@ -38,6 +38,8 @@ pub struct Meta {
     /// seen and rate limits; filled in by `account`), capture time in replay.
     pub now_ns: u64,
     pub replay: bool,
+    /// Replay: the frame's place in its batch, written into its sample (0 live).
+    pub batch_index: u32,
 }
 
 impl Meta {

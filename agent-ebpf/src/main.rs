@@ -7,10 +7,11 @@ mod account;
 mod maps;
 mod packet;
 mod parse;
+mod replay;
 mod sample;
 
 use agent_common::{
-    REPLAY_MODE, ReplayMeta, Stat,
+    REPLAY_MODE, Stat,
     sample::direction,
     wire::verdict::{TC_PASS, XDP_PASS},
 };
@@ -64,6 +65,7 @@ pub fn iotwatch_tc(ctx: TcContext) -> i32 {
             outer_tag_in_meta: false,
             now_ns: tstamp,
             replay,
+            batch_index: 0,
         }
     } else {
         Meta {
@@ -78,6 +80,7 @@ pub fn iotwatch_tc(ctx: TcContext) -> i32 {
             // Read in `account`, from this CPU's clock cache.
             now_ns: 0,
             replay,
+            batch_index: 0,
         }
     };
     account(&ctx, &meta);
@@ -85,38 +88,41 @@ pub fn iotwatch_tc(ctx: TcContext) -> i32 {
 }
 
 /// XDP program, for ports whose driver has native XDP (`--attach xdp`). Sees one wire frame at a
-/// time with every tag still in the data. In replay mode it takes the wire length and capture
-/// time from a [`ReplayMeta`] in the XDP metadata, when there is one.
+/// time with every tag still in the data. Live only: replay has its own entry ([`iotwatch_replay`]).
 #[xdp]
 pub fn iotwatch_xdp(ctx: XdpContext) -> u32 {
     let len = ctx.data_end().saturating_sub(ctx.data()) as u64;
-    let replay = replay_mode();
-    let (meta_start, meta_end) = (ctx.metadata(), ctx.metadata_end());
-    let ifindex = ctx.ingress_ifindex() as u32;
-    let (wire_len, now_ns) = if replay && meta_start + size_of::<ReplayMeta>() <= meta_end {
-        // SAFETY: bounds checked against the metadata area just above.
-        let r = unsafe { core::ptr::read_unaligned(meta_start as *const ReplayMeta) };
-        (len.max(u64::from(r.wire_len)), r.tstamp_ns)
-    } else {
-        // Read in `account`, from this CPU's clock cache.
-        (len, 0)
-    };
     let meta = Meta {
-        len: wire_len,
+        len,
         data_len: len,
-        ifindex,
+        ifindex: ctx.ingress_ifindex() as u32,
         direction: direction::INGRESS,
         segments: 1,
         gso_size: 0,
         outer_tag_in_meta: false,
-        now_ns,
-        replay,
+        // Read in `account`, from this CPU's clock cache.
+        now_ns: 0,
+        replay: false,
+        batch_index: 0,
     };
     account(&ctx, &meta);
-    if !replay && len > OVERSIZED_FLOOR {
+    if len > OVERSIZED_FLOOR {
         count_if_oversized(&ctx);
     }
     XDP_PASS
+}
+
+/// Replay's programs: the entry takes a [`agent_common::ReplayBatch`] (BPF_PROG_TEST_RUN's
+/// data), the frame program runs its frames one per run, through the same accounting as live
+/// frames (see `replay`).
+#[xdp]
+pub fn iotwatch_replay(ctx: XdpContext) -> u32 {
+    replay::start(&ctx)
+}
+
+#[xdp]
+pub fn iotwatch_replay_frame(ctx: XdpContext) -> u32 {
+    replay::frame(&ctx)
 }
 
 /// Room for the VLAN tags the parser reads (four), which the MTU does not include.

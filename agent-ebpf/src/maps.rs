@@ -6,7 +6,7 @@ use agent_common::{
 };
 use aya_ebpf::{
     macros::map,
-    maps::{LruPerCpuHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{LruPerCpuHashMap, PerCpuArray, PerCpuHashMap, ProgramArray, RingBuf},
 };
 
 use crate::{packet::COPY_ROOM, parse::Frame};
@@ -20,6 +20,11 @@ pub static CONVERSATIONS: LruPerCpuHashMap<ConvKey, ConvCounters> =
 
 #[map]
 pub static STATS: PerCpuArray<ProgramStats> = PerCpuArray::with_max_entries(1, 0);
+
+/// Replay's frame program, which replay's entry and the frame program itself call for a batch's
+/// next frame (see `replay`).
+#[map]
+pub static REPLAY_NEXT: ProgramArray = ProgramArray::with_max_entries(1, 0);
 
 #[map]
 pub static SAMPLES: RingBuf = RingBuf::with_byte_size(DEFAULT_RING_BYTES, 0);
@@ -39,6 +44,9 @@ pub struct CpuState {
     /// The coarse clock as last read, and the tick it was read in (see `account::coarse_ns`).
     pub clock_tick: u64,
     pub clock_ns: u64,
+    /// Replay: the frames of the batch this CPU is running, and its next frame (see `replay`).
+    pub batch_frames: u32,
+    pub batch_next: u32,
 }
 
 #[map]

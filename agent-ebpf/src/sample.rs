@@ -180,7 +180,7 @@ pub fn maybe_sample<P: Packet>(
         kind: kind as u8,
         direction: m.direction,
         key: cpu.frame.key,
-        _pad: [0; 4],
+        batch_index: m.batch_index,
     };
     // The record is as long as what was copied: a DNS query takes 160 bytes of the ring (and
     // the ring's own 8-byte header). The check cannot fail; it gives the verifier the bound.

@@ -160,16 +160,16 @@ impl EnrichArgs {
 }
 
 impl MapArgs {
-    /// How to load the programs: live, or for frames replayed with BPF_PROG_TEST_RUN; with the
-    /// XDP program or without.
-    /// Replay runs the XDP program only; live, TC always and XDP when `xdp`.
+    /// How to load the programs: live, or for frames replayed with BPF_PROG_TEST_RUN. Replay runs
+    /// its own program only; live, TC always and XDP when `xdp`.
     pub fn load_options(&self, sampling: &SampleArgs, replay: bool, xdp: bool) -> LoadOptions {
         LoadOptions {
             max_macs: self.max_macs,
             max_conversations: self.max_conversations,
             replay,
             tc: !replay,
-            xdp: xdp || replay,
+            xdp: xdp && !replay,
+            batch: replay,
             sampling: sampling.options(),
         }
     }

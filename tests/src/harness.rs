@@ -10,7 +10,9 @@ use iotwatch::kernel::{
     collect::{Collector, Maps},
     load::{self, LoadOptions, SampleOptions},
     ring::Samples,
-    test_run::{MAX_TEST_RUN_DATA, TcInput, run_tc, run_xdp, run_xdp_replay},
+    test_run::{
+        MAX_TEST_RUN_DATA, ReplayRun, TcInput, replay_program, replay_room, run_replay, run_tc, run_xdp, run_xdp_replay,
+    },
 };
 use iotwatch_core::{
     events::decode,
@@ -46,7 +48,7 @@ impl Harness {
 
     /// Default options, live or replay mode.
     pub fn new(replay: bool) -> Self {
-        Self::load(&LoadOptions { replay, ..LoadOptions::default() })
+        Self::load(&LoadOptions { replay, batch: replay, ..LoadOptions::default() })
     }
 
     /// Replay mode (the capture time in the context drives the rate limit) with these sampling
@@ -54,7 +56,7 @@ impl Harness {
     /// way would meet fresh buckets there.
     pub fn sampling(sampling: SampleOptions) -> Self {
         pin_to_cpu(0);
-        Self::load(&LoadOptions { replay: true, sampling, ..LoadOptions::default() })
+        Self::load(&LoadOptions { replay: true, batch: true, sampling, ..LoadOptions::default() })
     }
 
     /// One frame through the TC program.
@@ -82,13 +84,28 @@ impl Harness {
         assert_eq!(run_xdp(&self.ebpf, frame, 1).expect("test run").0, XDP_PASS, "XDP must always pass");
     }
 
-    /// One frame through the XDP program in replay mode, with its wire length and capture time.
+    /// One frame through replay's program (a batch of one), with its wire length and capture
+    /// time.
     pub fn xdp_replay(&mut self, frame: &[u8], wire_len: u32, tstamp_ns: u64) {
-        assert_eq!(
-            run_xdp_replay(&self.ebpf, frame, wire_len, tstamp_ns).expect("test run"),
-            XDP_PASS,
-            "XDP must always pass"
-        );
+        run_xdp_replay(&self.ebpf, frame, wire_len, tstamp_ns).expect("test run");
+    }
+
+    /// Frames (data, wire length, capture time in ns) through replay's programs in one test run,
+    /// as replay lays them out; the error if not all of them ran. Panics if they do not fit.
+    pub fn replay_batch(&mut self, frames: &[(&[u8], u32, u64)]) -> anyhow::Result<()> {
+        let mut run = ReplayRun::new(self.replay_room());
+        for (data, wire_len, ts) in frames {
+            assert!(run.fits(data.len()), "{} frames do not fit in one test run", frames.len());
+            run.push(data, *wire_len, *ts);
+        }
+        let mut input = Vec::new();
+        run.finish_into(&mut input);
+        run_replay(replay_program(&self.ebpf)?, &input)
+    }
+
+    /// Bytes one test run of replay's programs takes, as the kernel says.
+    pub fn replay_room(&self) -> usize {
+        replay_room(replay_program(&self.ebpf).expect("replay program loaded"))
     }
 
     /// Everything counted since the last poll.

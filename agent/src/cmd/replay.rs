@@ -2,14 +2,15 @@
 //! same userspace pipeline as live traffic, with the capture's timestamps as the clock.
 //!
 //! How each frame reaches the program honestly:
-//! - Ethernet frames go to the XDP program, with the original length and the capture time in
-//!   XDP metadata ([`agent_common::ReplayMeta`]); the data is at most [`MAX_TEST_RUN_DATA`]
-//!   bytes of the frame, enough for every header. The XDP program shares the TC program's parser
-//!   and accounting (one `account` function) and takes every frame, where a socket buffer
-//!   refuses some (an IP ethertype with less than an IP header behind it, or over 64 KiB), and a
-//!   test run of it costs about 1.3 us against the TC program's 2.2 us (the kernel builds no
-//!   socket and socket buffer for it). Only it is loaded and verified.
-//! - Test-run workers, one per CPU and pinned to it, run the frames; all frames of one source
+//! - Ethernet frames go to replay's XDP program, in batches of as many as fit in one test run's
+//!   data (up to 32), each with its original length and capture time
+//!   ([`agent_common::ReplayBatch`]); a frame's data is at most [`MAX_REPLAY_FRAME`] bytes of
+//!   it, enough for every header. The program shares the live programs' parser and accounting
+//!   (one `account` function) and takes every frame, where a socket buffer refuses some (an IP
+//!   ethertype with less than an IP header behind it, or over 64 KiB). A test run costs about
+//!   1.3 us, ten times what the program does with a frame, hence the batches. Only that program
+//!   is loaded and verified.
+//! - Test-run workers, one per CPU and pinned to it, run the batches; all frames of one source
 //!   MAC run on one worker in capture order (`kernel::workers` says why that gives the result of
 //!   one worker). At every barrier the sample records are handed on in frame order.
 //! - Every quarter of the conversation map's capacity in frames the maps are read (each read
@@ -44,7 +45,7 @@ use crate::{
     kernel::{
         collect::Collector,
         ring::{Record, RingView},
-        test_run::MAX_TEST_RUN_DATA,
+        test_run::MAX_REPLAY_FRAME,
         workers::{self, Frame, Pool},
     },
     pipeline::{self, Pipeline},
@@ -176,7 +177,7 @@ impl Replayer {
             return Ok(None);
         }
         let wire_len = p.orig_len.max(p.data.len() as u32);
-        let data = &p.data[..p.data.len().min(MAX_TEST_RUN_DATA)];
+        let data = &p.data[..p.data.len().min(MAX_REPLAY_FRAME)];
         self.pool.push(&Frame { seq: self.seq, offset: p.offset, ts_ns: p.ts_ns, wire_len, data })?;
         self.seq += 1;
         self.clock_ns = self.clock_ns.max(p.ts_ns);

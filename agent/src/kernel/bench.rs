@@ -12,7 +12,7 @@ use aya::{
 use serde_json::{Value, json};
 
 use crate::kernel::{
-    load::{self, LoadOptions, TC_PROGRAM, XDP_PROGRAM},
+    load::{self, LoadOptions, REPLAY_FRAME_PROGRAM, TC_PROGRAM, XDP_PROGRAM},
     test_run::SkBuffCtx,
 };
 
@@ -247,6 +247,9 @@ pub fn run(repeat: u32) -> anyhow::Result<Value> {
         *w += n * NEW_CONVERSATION_SHARE / 100.0 + s * SAMPLED_SHARE / 100.0;
     }
     let ratio = |a: usize, b: usize| json!((weighted[a] / weighted[b] * 100.0).round() / 100.0);
+    // Replay's frame program, loaded as replay loads it, for its verifier's work.
+    let replay =
+        load::load(&LoadOptions { replay: true, tc: false, xdp: false, batch: true, ..LoadOptions::default() })?;
     let verified = |ebpf: &Ebpf, name: &str| -> Value {
         let info = ebpf.program(name).and_then(|prog| prog.info().ok());
         json!(info.and_then(|i| i.verified_instruction_count()))
@@ -275,6 +278,7 @@ pub fn run(repeat: u32) -> anyhow::Result<Value> {
         "verified_instructions": {
             "iotwatch_tc": verified(&p.ours, TC_PROGRAM),
             "iotwatch_xdp": verified(&p.ours, XDP_PROGRAM),
+            "iotwatch_replay_frame": verified(&replay, REPLAY_FRAME_PROGRAM),
         },
     }))
 }

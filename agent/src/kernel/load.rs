@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use agent_common::{
-    CONVERSATIONS, DEVICE_STATS, GLOBAL_REPLAY, REPLAY_MODE,
+    CONVERSATIONS, DEVICE_STATS, GLOBAL_REPLAY, REPLAY_MODE, REPLAY_NEXT,
     sample::{
         self, GLOBAL_BURST, GLOBAL_CPU_RATE, GLOBAL_FIRST_PACKETS, GLOBAL_NEW_SOURCE_RATE, GLOBAL_RATE, GLOBAL_SNAPLEN,
         SAMPLE_MAX, SAMPLES,
@@ -11,12 +11,15 @@ use agent_common::{
 };
 use aya::{
     Ebpf, EbpfLoader,
+    maps::ProgramArray,
     programs::{ProgramError, SchedClassifier, Xdp},
 };
 
-/// Names of the two entry points in agent-ebpf.
+/// Names of the entry points in agent-ebpf: live, and replay's (see agent-common's `ReplayBatch`).
 pub const TC_PROGRAM: &str = "iotwatch_tc";
 pub const XDP_PROGRAM: &str = "iotwatch_xdp";
+pub const REPLAY_PROGRAM: &str = "iotwatch_replay";
+pub const REPLAY_FRAME_PROGRAM: &str = "iotwatch_replay_frame";
 
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/iotwatch"));
 
@@ -60,9 +63,11 @@ pub struct LoadOptions {
     pub replay: bool,
     /// Which programs to load: only what will run, since what is not loaded cannot be refused
     /// by the verifier nor cost its time. Live, TC always (the bridge's egress needs it in every
-    /// mode) and XDP for `--attach xdp*`; replay, XDP only (see `cmd::replay`).
+    /// mode) and XDP for `--attach xdp*`; replay, the replay program only (see `cmd::replay`),
+    /// which needs `replay`.
     pub tc: bool,
     pub xdp: bool,
+    pub batch: bool,
     pub sampling: SampleOptions,
 }
 
@@ -74,6 +79,7 @@ impl Default for LoadOptions {
             replay: false,
             tc: true,
             xdp: true,
+            batch: false,
             sampling: SampleOptions::default(),
         }
     }
@@ -158,6 +164,9 @@ pub fn load(opts: &LoadOptions) -> Result<Ebpf, LoadError> {
         .override_global(GLOBAL_NEW_SOURCE_RATE, &s.new_source_rate, true)
         .load(OBJECT)
         .map_err(LoadError::Object)?;
+    if opts.batch && !opts.replay {
+        return Err(LoadError::Option("the replay program is loaded in replay mode only".into()));
+    }
     let mut work = Vec::new();
     if opts.tc {
         let tc: &mut SchedClassifier = program(&mut ebpf, TC_PROGRAM)?;
@@ -169,6 +178,14 @@ pub fn load(opts: &LoadOptions) -> Result<Ebpf, LoadError> {
         verified(XDP_PROGRAM, xdp.load())?;
         work.push((XDP_PROGRAM, xdp.info().ok().and_then(|i| i.verified_instruction_count())));
     }
+    if opts.batch {
+        for name in [REPLAY_FRAME_PROGRAM, REPLAY_PROGRAM] {
+            let replay: &mut Xdp = program(&mut ebpf, name)?;
+            verified(name, replay.load())?;
+            work.push((name, replay.info().ok().and_then(|i| i.verified_instruction_count())));
+        }
+        chain_replay(&mut ebpf)?;
+    }
     // How far each program is from the verifier's limit of 1,000,000 instructions. Replay's
     // output is its report: its log stays quiet unless asked.
     for (program, work) in work {
@@ -179,6 +196,20 @@ pub fn load(opts: &LoadOptions) -> Result<Ebpf, LoadError> {
         }
     }
     Ok(ebpf)
+}
+
+/// Puts replay's frame program into the program array through which it is called for a batch's
+/// next frame, by the entry and by itself. The kernel empties the array when the process closes
+/// it, so the cycle (program, array, program) ends with the process.
+fn chain_replay(ebpf: &mut Ebpf) -> Result<(), LoadError> {
+    let fd = program::<Xdp>(ebpf, REPLAY_FRAME_PROGRAM)?
+        .fd()
+        .map_err(|source| LoadError::Program { program: REPLAY_FRAME_PROGRAM, source })?
+        .try_clone()
+        .map_err(|e| LoadError::Option(format!("duplicating the replay program's descriptor: {e}")))?;
+    let map = ebpf.map_mut(REPLAY_NEXT).ok_or_else(|| LoadError::Missing(REPLAY_NEXT.to_owned()))?;
+    let mut next = ProgramArray::try_from(map).map_err(|e| LoadError::Option(format!("map {REPLAY_NEXT}: {e}")))?;
+    next.set(0, &fd, 0).map_err(|e| LoadError::Option(format!("map {REPLAY_NEXT}: {e}")))
 }
 
 /// Turns a program's load result into one line a user can act on. A refusal keeps the

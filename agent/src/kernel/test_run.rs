@@ -1,14 +1,14 @@
 //! Running the loaded programs under BPF_PROG_TEST_RUN: the way tests, replay and the benchmark
 //! feed frames to the very program that runs live.
 
-use agent_common::ReplayMeta;
+use agent_common::{REPLAY_BATCH_FRAMES, ReplayBatch, ReplayMeta};
 use anyhow::Context as _;
 use aya::{
     Ebpf,
     programs::{SchedClassifier, TestRun as _, TestRunOptions, Xdp},
 };
 
-use crate::kernel::load::{TC_PROGRAM, XDP_PROGRAM};
+use crate::kernel::load::{REPLAY_PROGRAM, TC_PROGRAM, XDP_PROGRAM};
 
 /// The kernel's `struct __sk_buff` (uapi/linux/bpf.h) up to `hwtstamp`. BPF_PROG_TEST_RUN
 /// accepts only a few fields non-zero: mark, priority, ifindexes, cb, tstamp, wire_len, gso_segs,
@@ -68,7 +68,7 @@ impl SkBuffCtx {
 
 /// Largest frame prefix BPF_PROG_TEST_RUN takes for TC and XDP (about a page minus head- and tailroom;
 /// 3,000 bytes measured to pass on 4 KiB pages). Longer frames go in as a prefix with their
-/// length in `wire_len` or the XDP metadata (replay mode).
+/// length in `wire_len` or the replay batch's metadata (replay mode).
 pub const MAX_TEST_RUN_DATA: usize = 3000;
 
 /// One buffer for the TC program.
@@ -120,48 +120,111 @@ pub fn run_xdp(ebpf: &Ebpf, data: &[u8], repeat: u32) -> anyhow::Result<(u32, st
     Ok((result.return_value, result.duration))
 }
 
-/// The kernel's `struct xdp_md`, as BPF_PROG_TEST_RUN takes it: `data` is the length of the
-/// metadata in front of the frame, `data_end` the length of everything passed in.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default)]
-struct XdpMdCtx {
-    data: u32,
-    data_end: u32,
-    data_meta: u32,
-    ingress_ifindex: u32,
-    rx_queue_index: u32,
-    egress_ifindex: u32,
+/// Largest frame prefix replay hands in: one frame with its batch's header within a test run's
+/// data. Every header the program reads, and the most a sample copies, lie well within it.
+pub const MAX_REPLAY_FRAME: usize = MAX_TEST_RUN_DATA - size_of::<ReplayBatch>() - size_of::<ReplayMeta>();
+
+/// Bytes a test run of the replay program can take, asked of the kernel: the linear part of its
+/// buffer, a page less head- and tailroom (3,520 bytes on x86-64 and arm64 with 4 KiB pages;
+/// data beyond it goes to fragments, which the program cannot narrow to a frame). The entry
+/// answers a batch of no frames with the length it can reach. [`MAX_TEST_RUN_DATA`] if the
+/// kernel will not say.
+pub fn replay_room(prog: &Xdp) -> usize {
+    let mut probe = vec![0u8; 4096];
+    probe[..size_of::<ReplayBatch>()].copy_from_slice(as_bytes(&ReplayBatch { frames: 0, _pad: 0 }));
+    prog.test_run(TestRunOptions { data_in: Some(&probe), ..TestRunOptions::default() })
+        .map_or(MAX_TEST_RUN_DATA, |r| (r.return_value as usize).clamp(MAX_TEST_RUN_DATA, probe.len()))
 }
 
-/// Appends one frame to `inputs` as a replay test run takes it: a [`ReplayMeta`] (the XDP
-/// metadata), then the frame's data. Replay lays a batch of frames out this way, so that the
-/// test runs neither allocate nor copy.
-pub fn push_replay_input(inputs: &mut Vec<u8>, data: &[u8], wire_len: u32, tstamp_ns: u64) {
-    let meta = ReplayMeta { wire_len, _pad: 0, tstamp_ns };
-    // SAFETY: ReplayMeta is repr(C) plain data without padding.
-    inputs.extend_from_slice(unsafe {
-        std::slice::from_raw_parts((&raw const meta).cast::<u8>(), size_of::<ReplayMeta>())
-    });
-    inputs.extend_from_slice(data);
+/// Frames laid out as one test run of the replay program takes them (agent-common's
+/// [`ReplayBatch`]): as many as fit in `room` bytes ([`replay_room`]), up to
+/// [`REPLAY_BATCH_FRAMES`].
+#[derive(Debug)]
+pub struct ReplayRun {
+    room: usize,
+    /// Each frame's metadata and where its data ends in `data`.
+    frames: Vec<(ReplayMeta, usize)>,
+    data: Vec<u8>,
 }
 
-/// Runs the XDP program once in replay mode: one BPF_PROG_TEST_RUN system call on `input`, one
-/// frame laid out by [`push_replay_input`].
-pub fn run_xdp_replay_input(prog: &Xdp, input: &[u8]) -> anyhow::Result<u32> {
-    let ctx = XdpMdCtx { data: size_of::<ReplayMeta>() as u32, data_end: input.len() as u32, ..XdpMdCtx::default() };
-    // SAFETY: XdpMdCtx is repr(C) plain data.
-    let ctx_bytes = unsafe { std::slice::from_raw_parts((&raw const ctx).cast::<u8>(), size_of::<XdpMdCtx>()) };
+impl ReplayRun {
+    pub fn new(room: usize) -> Self {
+        let room = room.max(MAX_TEST_RUN_DATA);
+        Self { room, frames: Vec::with_capacity(REPLAY_BATCH_FRAMES), data: Vec::with_capacity(room) }
+    }
+
+    /// Whether a frame of `len` bytes fits in this run too.
+    pub fn fits(&self, len: usize) -> bool {
+        let len = len.min(MAX_REPLAY_FRAME);
+        self.frames.is_empty()
+            || (self.frames.len() < REPLAY_BATCH_FRAMES
+                && self.input_len() + size_of::<ReplayMeta>() + len <= self.room)
+    }
+
+    /// Adds a frame: its data (at least an Ethernet header; cut to [`MAX_REPLAY_FRAME`] bytes),
+    /// original length and capture time.
+    pub fn push(&mut self, data: &[u8], wire_len: u32, tstamp_ns: u64) {
+        let data = &data[..data.len().min(MAX_REPLAY_FRAME)];
+        self.data.extend_from_slice(data);
+        self.frames.push((ReplayMeta { wire_len, data_len: data.len() as u32, tstamp_ns }, self.data.len()));
+    }
+
+    pub fn frames(&self) -> usize {
+        self.frames.len()
+    }
+
+    fn input_len(&self) -> usize {
+        size_of::<ReplayBatch>() + self.frames.len() * size_of::<ReplayMeta>() + self.data.len()
+    }
+
+    /// Appends the test run's input to `out` (the batch's header, then the frames last first,
+    /// each followed by its metadata) and empties the run.
+    pub fn finish_into(&mut self, out: &mut Vec<u8>) {
+        out.extend_from_slice(as_bytes(&ReplayBatch { frames: self.frames.len() as u32, _pad: 0 }));
+        for (i, (meta, end)) in self.frames.iter().enumerate().rev() {
+            let start = if i == 0 { 0 } else { self.frames[i - 1].1 };
+            out.extend_from_slice(&self.data[start..*end]);
+            out.extend_from_slice(as_bytes(meta));
+        }
+        self.frames.clear();
+        self.data.clear();
+    }
+}
+
+/// A contract type as bytes.
+fn as_bytes<T: aya::Pod>(v: &T) -> &[u8] {
+    // SAFETY: Pod types are repr(C) plain data without padding bytes of unknown value.
+    unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), size_of::<T>()) }
+}
+
+/// The loaded replay program.
+pub fn replay_program(ebpf: &Ebpf) -> anyhow::Result<&Xdp> {
+    ebpf.program(REPLAY_PROGRAM)
+        .context("replay program missing (loaded with LoadOptions::batch)")?
+        .try_into()
+        .context("replay program has an unexpected type")
+}
+
+/// Runs the replay program on one test run's input (laid out by [`ReplayRun`]): one
+/// BPF_PROG_TEST_RUN system call, and an error unless every frame in it ran.
+pub fn run_replay(prog: &Xdp, input: &[u8]) -> anyhow::Result<()> {
+    let frames = input.get(..4).map_or(0, |b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]));
     let result = prog
-        .test_run(TestRunOptions { data_in: Some(input), ctx_in: Some(ctx_bytes), ..TestRunOptions::default() })
-        .with_context(|| {
-            format!("BPF_PROG_TEST_RUN of the XDP program on {} bytes", input.len() - size_of::<ReplayMeta>())
-        })?;
-    Ok(result.return_value)
+        .test_run(TestRunOptions { data_in: Some(input), ..TestRunOptions::default() })
+        .with_context(|| format!("BPF_PROG_TEST_RUN of the replay program on {frames} frames"))?;
+    anyhow::ensure!(
+        result.return_value == frames,
+        "the replay program ran {} of the {frames} frames of a test run: a bug, please report it",
+        result.return_value
+    );
+    Ok(())
 }
 
-/// Runs the XDP program once in replay mode with a [`ReplayMeta`] as XDP metadata.
-pub fn run_xdp_replay(ebpf: &Ebpf, data: &[u8], wire_len: u32, tstamp_ns: u64) -> anyhow::Result<u32> {
-    let mut input = Vec::with_capacity(size_of::<ReplayMeta>() + data.len());
-    push_replay_input(&mut input, data, wire_len, tstamp_ns);
-    run_xdp_replay_input(xdp_program(ebpf)?, &input)
+/// One frame through the replay program, with its original length and capture time.
+pub fn run_xdp_replay(ebpf: &Ebpf, data: &[u8], wire_len: u32, tstamp_ns: u64) -> anyhow::Result<()> {
+    let mut run = ReplayRun::new(MAX_TEST_RUN_DATA);
+    run.push(data, wire_len, tstamp_ns);
+    let mut input = Vec::new();
+    run.finish_into(&mut input);
+    run_replay(replay_program(ebpf)?, &input)
 }

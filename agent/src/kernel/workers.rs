@@ -1,5 +1,5 @@
 //! Replay's test-run workers: one thread per CPU, each pinned to its CPU, running frames through
-//! the programs with BPF_PROG_TEST_RUN (one system call per frame).
+//! replay's program with BPF_PROG_TEST_RUN (one system call per batch of up to 32 frames).
 //!
 //! Why the result is the same as with one worker: the program keeps its state in per-CPU maps,
 //! and the state that depends on the order of frames belongs to one source MAC: its sample rate
@@ -10,10 +10,10 @@
 //!
 //! Samples of all workers land in the one ring, interleaved. Each worker notes which records
 //! its frames made: it reads the ring's producer position (mapped memory, no system call) before
-//! and after a frame, and the records between that carry its frame's source MAC are that
-//! frame's (no other worker runs that source). The replay hands records on in frame order once
-//! every worker has passed a barrier ([`Pool::mark`], [`Pool::collect`]), while the workers go
-//! on with the frames after it.
+//! and after a test run, and a record between the two that carries the source MAC of the frame
+//! its batch index names is that frame's (no other worker runs that source). The replay hands
+//! records on in frame order once every worker has passed a barrier ([`Pool::mark`],
+//! [`Pool::collect`]), while the workers go on with the frames after it.
 
 use std::{
     mem::offset_of,
@@ -24,23 +24,23 @@ use std::{
     thread::JoinHandle,
 };
 
-use agent_common::{ConvKey, ReplayMeta, sample::SampleHeader, wire::verdict::XDP_PASS};
+use agent_common::{ConvKey, sample::SampleHeader};
 use anyhow::Context as _;
 use aya::{Ebpf, programs::Xdp};
 
 use crate::kernel::{
     ring::{Record, RingView},
-    test_run::{push_replay_input, run_xdp_replay_input, xdp_program},
+    test_run::{ReplayRun, replay_program, replay_room, run_replay},
 };
 
-/// Frames handed to a worker at once.
+/// Frames handed to a worker at once, and the bytes of their test runs' inputs that make a
+/// batch go sooner: a batch's buffers are sized for that once and then reused, never grown.
 const BATCH: usize = 256;
+const BATCH_BYTES: usize = 256 * 1024;
 
-/// Where a record's source MAC lies (its header's conversation key).
+/// Where a record's source MAC and batch index lie in its header.
 const SRC_MAC_AT: usize = offset_of!(SampleHeader, key) + offset_of!(ConvKey, src_mac);
-
-/// Where a frame's source MAC lies in its test run's input.
-const INPUT_SRC_MAC_AT: usize = size_of::<ReplayMeta>() + 6;
+const BATCH_INDEX_AT: usize = offset_of!(SampleHeader, batch_index);
 
 /// One frame to run: at most a test run's worth of data, its wire length and capture time.
 pub struct Frame<'a> {
@@ -54,30 +54,65 @@ pub struct Frame<'a> {
     pub data: &'a [u8],
 }
 
-/// Frames for one worker, their test runs' inputs laid end to end in one buffer: a worker
+/// A frame of a batch: its position in the replay, byte offset in its file and source MAC.
+type Ran = (u64, u64, [u8; 6]);
+
+/// Frames for one worker, as the inputs of its test runs laid end to end in one buffer: a worker
 /// allocates and copies nothing per frame.
-#[derive(Default)]
 struct Batch {
     inputs: Vec<u8>,
-    /// (frame's position in the replay, its byte offset in its file, end of its input).
-    frames: Vec<(u64, u64, usize)>,
+    /// Each test run: where its input ends in `inputs`, and its frames in `frames`.
+    runs: Vec<(usize, usize)>,
+    frames: Vec<Ran>,
+    /// The test run being filled.
+    open: ReplayRun,
 }
 
 impl Batch {
+    fn new(room: usize) -> Self {
+        Self {
+            // A run is closed into `inputs` while they hold less than BATCH_BYTES.
+            inputs: Vec::with_capacity(BATCH_BYTES + room),
+            runs: Vec::with_capacity(BATCH),
+            frames: Vec::with_capacity(BATCH),
+            open: ReplayRun::new(room),
+        }
+    }
+
+    fn full(&self) -> bool {
+        self.frames.len() >= BATCH || self.inputs.len() >= BATCH_BYTES
+    }
+
     fn clear(&mut self) {
         self.inputs.clear();
+        self.runs.clear();
         self.frames.clear();
     }
 
     fn push(&mut self, f: &Frame<'_>) {
-        push_replay_input(&mut self.inputs, f.data, f.wire_len, f.ts_ns);
-        self.frames.push((f.seq, f.offset, self.inputs.len()));
+        if !self.open.fits(f.data.len()) {
+            self.close();
+        }
+        let mut src = [0; 6];
+        src.copy_from_slice(&f.data[6..12]);
+        self.open.push(f.data, f.wire_len, f.ts_ns);
+        self.frames.push((f.seq, f.offset, src));
     }
 
-    /// Each frame's position, byte offset and input.
-    fn iter(&self) -> impl Iterator<Item = (u64, u64, &[u8])> {
-        let starts = std::iter::once(0).chain(self.frames.iter().map(|f| f.2));
-        self.frames.iter().zip(starts).map(|(&(seq, offset, end), start)| (seq, offset, &self.inputs[start..end]))
+    /// Ends the test run being filled.
+    fn close(&mut self) {
+        if self.open.frames() > 0 {
+            self.open.finish_into(&mut self.inputs);
+            self.runs.push((self.inputs.len(), self.frames.len()));
+        }
+    }
+
+    /// Each test run's input and frames.
+    fn iter(&self) -> impl Iterator<Item = (&[u8], &[Ran])> {
+        let starts = std::iter::once((0, 0)).chain(self.runs.iter().copied());
+        self.runs.iter().zip(starts).map(|(&(end, frames_end), (start, frames_start))| {
+            (&self.inputs[start..end], &self.frames[frames_start..frames_end])
+        })
     }
 }
 
@@ -112,6 +147,8 @@ pub struct Pool {
     batches: Vec<Batch>,
     /// Batches the workers ran, given back to be filled again: their buffers keep their size.
     spare: Receiver<Batch>,
+    /// Bytes of a test run's input ([`replay_room`]).
+    room: usize,
     assigner: Assigner,
     /// Barriers sent and not collected yet.
     outstanding: usize,
@@ -185,8 +222,10 @@ impl Pool {
             senders.push(tx);
             acks.push(ack_rx);
         }
-        let batches = cpus.iter().map(|_| Batch::default()).collect();
-        Ok(Self { senders, acks, handles, batches, spare, assigner: Assigner::new(cpus.len()), outstanding: 0 })
+        let room = replay_room(replay_program(&ebpf)?);
+        tracing::debug!(bytes = room, "replay test runs");
+        let batches = cpus.iter().map(|_| Batch::new(room)).collect();
+        Ok(Self { senders, acks, handles, batches, spare, room, assigner: Assigner::new(cpus.len()), outstanding: 0 })
     }
 
     /// Hands a frame to the worker of its source.
@@ -195,7 +234,7 @@ impl Pool {
         src.copy_from_slice(&frame.data[6..12]);
         let w = self.assigner.worker(src);
         self.batches[w].push(frame);
-        if self.batches[w].frames.len() >= BATCH {
+        if self.batches[w].full() {
             self.send(w)?;
         }
         Ok(())
@@ -215,7 +254,9 @@ impl Pool {
 
     /// Sends worker `w` its batch.
     fn send(&mut self, w: usize) -> anyhow::Result<()> {
-        let batch = std::mem::replace(&mut self.batches[w], self.spare.try_recv().unwrap_or_default());
+        self.batches[w].close();
+        let next = self.spare.try_recv().unwrap_or_else(|_| Batch::new(self.room));
+        let batch = std::mem::replace(&mut self.batches[w], next);
         self.senders[w].send(Msg::Frames(batch)).context("a replay worker stopped")
     }
 
@@ -259,7 +300,7 @@ fn work(cpu: usize, ebpf: &Ebpf, view: &RingView, rx: &Receiver<Msg>, acks: &Sen
     let pinned = pin(cpu).map_err(|e| {
         anyhow::anyhow!("cannot pin a replay worker to CPU {cpu} ({e}): without it the result could depend on timing")
     });
-    let (prog, mut error) = match pinned.and_then(|()| xdp_program(ebpf)) {
+    let (prog, mut error) = match pinned.and_then(|()| replay_program(ebpf)) {
         Ok(prog) => (Some(prog), None),
         Err(e) => (None, Some(e)),
     };
@@ -270,9 +311,10 @@ fn work(cpu: usize, ebpf: &Ebpf, view: &RingView, rx: &Receiver<Msg>, acks: &Sen
                 let (Some(prog), None) = (prog, &error) else {
                     continue;
                 };
-                for (seq, offset, input) in batch.iter() {
-                    if let Err(e) = run(prog, view, seq, input, &mut sampled) {
-                        error = Some(e.context(format!("frame at byte {offset}")));
+                for (input, frames) in batch.iter() {
+                    if let Err(e) = run(prog, view, input, frames, &mut sampled) {
+                        let offset = frames.first().map_or(0, |f| f.1);
+                        error = Some(e.context(format!("a test run of frames from byte {offset}")));
                         break;
                     }
                 }
@@ -291,11 +333,10 @@ fn work(cpu: usize, ebpf: &Ebpf, view: &RingView, rx: &Receiver<Msg>, acks: &Sen
     }
 }
 
-/// Runs one frame (its test run's `input`) and notes the ring records it made.
-fn run(prog: &Xdp, view: &RingView, seq: u64, input: &[u8], sampled: &mut Vec<(u64, u64)>) -> anyhow::Result<()> {
+/// Runs one test run's `input` and notes the ring records its `frames` made.
+fn run(prog: &Xdp, view: &RingView, input: &[u8], frames: &[Ran], sampled: &mut Vec<(u64, u64)>) -> anyhow::Result<()> {
     let before = view.producer_pos();
-    let ret = run_xdp_replay_input(prog, input)?;
-    anyhow::ensure!(ret == XDP_PASS, "the XDP program returned {ret}, not XDP_PASS: a bug, please report it");
+    run_replay(prog, input)?;
     let after = view.producer_pos();
     let mut pos = before;
     while pos != after {
@@ -304,7 +345,11 @@ fn run(prog: &Xdp, view: &RingView, seq: u64, input: &[u8], sampled: &mut Vec<(u
             Record::Busy => view.next_after(pos),
             Record::Discarded { next } => next,
             Record::Ready { data, next } => {
-                if data.get(SRC_MAC_AT..SRC_MAC_AT + 6) == Some(&input[INPUT_SRC_MAC_AT..INPUT_SRC_MAC_AT + 6]) {
+                let index =
+                    data.get(BATCH_INDEX_AT..BATCH_INDEX_AT + 4).map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]));
+                if let Some(&(seq, _, src)) = index.and_then(|i| frames.get(i as usize))
+                    && data.get(SRC_MAC_AT..SRC_MAC_AT + 6) == Some(&src[..])
+                {
                     sampled.push((seq, pos));
                 }
                 next

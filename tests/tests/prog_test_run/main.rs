@@ -6,6 +6,7 @@ mod headers;
 mod lengths;
 mod malformed;
 mod maps;
+mod replay_batch;
 
 use agent_common::{ConvKey, DeviceCounters, Stat, ip_version};
 use iotwatch::kernel::{load::LoadOptions, test_run::TcInput};
@@ -73,14 +74,27 @@ privileged_test! {
 
 privileged_test! {
     /// Only the programs that will run are loaded: TC alone for `--attach tc`, so that a kernel
-    /// whose verifier refused the XDP program could still run the default mode.
+    /// whose verifier refused the XDP program could still run the default mode; replay's two
+    /// alone for replay, as `iotwatch replay` asks.
     fn only_the_programs_that_will_run_are_loaded() {
         use aya::programs::{SchedClassifier, Xdp};
-        use iotwatch::kernel::load::{self, TC_PROGRAM, XDP_PROGRAM};
+        use iotwatch::kernel::load::{self, REPLAY_FRAME_PROGRAM, REPLAY_PROGRAM, TC_PROGRAM, XDP_PROGRAM};
         let mut ebpf = load::load(&LoadOptions { xdp: false, ..LoadOptions::default() }).expect("load");
         assert!(load::program::<SchedClassifier>(&mut ebpf, TC_PROGRAM).expect("TC").fd().is_ok(), "TC is loaded");
         assert!(load::program::<Xdp>(&mut ebpf, XDP_PROGRAM).expect("XDP").fd().is_err(), "XDP is not");
+        assert!(load::program::<Xdp>(&mut ebpf, REPLAY_PROGRAM).expect("replay").fd().is_err(), "replay's are not");
         let mut ebpf = load::load(&LoadOptions::default()).expect("load");
         assert!(load::program::<Xdp>(&mut ebpf, XDP_PROGRAM).expect("XDP").fd().is_ok(), "XDP when asked for");
+        use clap::Parser as _;
+        let cli = iotwatch::cli::Cli::try_parse_from(["iotwatch", "replay", "x.pcap"]).expect("arguments");
+        let iotwatch::cli::Command::Replay(args) = cli.command else { panic!("not replay") };
+        let mut ebpf = load::load(&args.maps.load_options(&args.sampling, true, false)).expect("load for replay");
+        for name in [REPLAY_PROGRAM, REPLAY_FRAME_PROGRAM] {
+            assert!(load::program::<Xdp>(&mut ebpf, name).expect("replay").fd().is_ok(), "{name} for replay");
+        }
+        assert!(load::program::<SchedClassifier>(&mut ebpf, TC_PROGRAM).expect("TC").fd().is_err(), "no TC for replay");
+        assert!(load::program::<Xdp>(&mut ebpf, XDP_PROGRAM).expect("XDP").fd().is_err(), "no XDP for replay");
+        let err = load::load(&LoadOptions { batch: true, ..LoadOptions::default() }).expect_err("live");
+        assert!(err.to_string().contains("replay mode only"), "{err}");
     }
 }
