@@ -325,7 +325,8 @@ pub struct ReplayArgs {
     #[arg(long, hide = true)]
     pub stats: bool,
     /// BPF_PROG_TEST_RUN workers, each pinned to its own CPU (0: one per CPU this process may
-    /// use; at most that many). The report is the same whatever the number.
+    /// use but one, which the replay's own thread keeps busy, and at least one; at most one per
+    /// CPU). The report is the same whatever the number.
     #[arg(long, default_value_t = 0)]
     pub workers: usize,
     #[command(flatten)]

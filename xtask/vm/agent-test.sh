@@ -50,11 +50,14 @@ agent_log() {
 # 1,000,000 instructions: a quarter of it here, so that growth shows long before users see it.
 VERIFIER_BUDGET=250000
 verifier_work() {
-  local line n
-  for line in $(grep -o 'program="[a-z_]*" verified_instructions=[0-9]*' /tmp/agent-$MODE.log | tr ' ' '|' | sort -u); do
+  local line n seen=0
+  # logfmt quotes a value only when it must: program=iotwatch_tc, or program="..." in JSON.
+  for line in $(grep -oE 'program"?[=:]"?[a-z_]+"?,? ?"?verified_instructions"?[=:][0-9]+' /tmp/agent-$MODE.log | tr -d '"' | tr ' :,' '|=|' | sort -u); do
+    seen=$((seen + 1))
     n=${line##*=}; line=$(echo "$line" | tr '|' ' ')
     [ "$n" -le $VERIFIER_BUDGET ] && pass "$MODE: $line (budget $VERIFIER_BUDGET)" || fail "$MODE: $line, over the budget of $VERIFIER_BUDGET"
   done
+  [ $seen -gt 0 ] || fail "$MODE: the agent logged no program's verified instructions"
 }
 
 # start: the agent attached by $ATTACH; fails (with its log) if it exits or serves no /metrics

@@ -247,9 +247,16 @@ pub fn run(repeat: u32) -> anyhow::Result<Value> {
         *w += n * NEW_CONVERSATION_SHARE / 100.0 + s * SAMPLED_SHARE / 100.0;
     }
     let ratio = |a: usize, b: usize| json!((weighted[a] / weighted[b] * 100.0).round() / 100.0);
-    // Replay's frame program, loaded as replay loads it, for its verifier's work.
-    let replay =
-        load::load(&LoadOptions { replay: true, tc: false, xdp: false, batch: true, ..LoadOptions::default() })?;
+    // Replay's frame program, loaded as `iotwatch replay` loads it (no per-CPU sample caps), for
+    // its verifier's work.
+    let replay = load::load(&LoadOptions {
+        replay: true,
+        tc: false,
+        xdp: false,
+        batch: true,
+        sampling: load::SampleOptions { cpu_rate: 0, new_source_rate: 0, ..load::SampleOptions::default() },
+        ..LoadOptions::default()
+    })?;
     let verified = |ebpf: &Ebpf, name: &str| -> Value {
         let info = ebpf.program(name).and_then(|prog| prog.info().ok());
         json!(info.and_then(|i| i.verified_instruction_count()))
