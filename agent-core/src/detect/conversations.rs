@@ -173,9 +173,13 @@ impl Conversations {
                     *e = e.min(first);
                 } else if t.len() < MAX_TARGETS {
                     t.insert(target, first);
+                    // The earliest four, whatever order the map was walked in: the same
+                    // capture gives the same evidence.
                     let lines = grew.entry(src).or_default();
-                    if lines.len() < 4 {
-                        lines.push(d);
+                    lines.push(d);
+                    if lines.len() > 4 {
+                        lines.sort_unstable_by_key(|d| (d.first_seen_ns, d.key));
+                        lines.truncate(4);
                     }
                 }
             }
@@ -261,8 +265,9 @@ impl Conversations {
         cfg: &Config,
         hits: &mut Vec<Hit>,
     ) {
-        for (mac, seen) in grew {
+        for (mac, mut seen) in grew {
             let Some(targets) = self.opened.get_mut(&mac) else { continue };
+            seen.sort_unstable_by_key(|d| (d.first_seen_ns, d.key));
             let newest = targets.values().copied().fold(f64::MIN, f64::max).max(now);
             targets.retain(|_, ts| newest - *ts <= cfg.scan_window_s);
             let mut by_host: BTreeMap<IpAddr, BTreeSet<u16>> = BTreeMap::new();
