@@ -10,9 +10,7 @@ use iotwatch::kernel::{
     collect::{Collector, Maps},
     load::{self, LoadOptions, SampleOptions},
     ring::Samples,
-    test_run::{
-        MAX_TEST_RUN_DATA, ReplayRun, TcInput, replay_program, replay_room, run_replay, run_tc, run_xdp, run_xdp_replay,
-    },
+    test_run::{MAX_TEST_RUN_DATA, ReplayRun, TcInput, replay_program, replay_room, run_replay, run_tc, run_xdp},
 };
 use iotwatch_core::{
     events::decode,
@@ -36,6 +34,8 @@ pub struct Harness {
     ebpf: aya::Ebpf,
     collector: Collector,
     samples: Samples,
+    /// Bytes a test run of replay's programs takes, as the kernel says (0: not loaded).
+    room: usize,
 }
 
 impl Harness {
@@ -43,7 +43,8 @@ impl Harness {
         let mut ebpf = load::load(options).expect("load the programs");
         let collector = Collector::new(Maps::take(&mut ebpf).expect("maps"));
         let samples = Samples::take(&mut ebpf).expect("ring");
-        Self { ebpf, collector, samples }
+        let room = if options.batch { replay_room(replay_program(&ebpf).expect("replay program")) } else { 0 };
+        Self { ebpf, collector, samples, room }
     }
 
     /// Default options, live or replay mode.
@@ -87,7 +88,7 @@ impl Harness {
     /// One frame through replay's program (a batch of one), with its wire length and capture
     /// time.
     pub fn xdp_replay(&mut self, frame: &[u8], wire_len: u32, tstamp_ns: u64) {
-        run_xdp_replay(&self.ebpf, frame, wire_len, tstamp_ns).expect("test run");
+        self.replay_batch(&[(frame, wire_len, tstamp_ns)]).expect("test run");
     }
 
     /// Frames (data, wire length, capture time in ns) through replay's programs in one test run,
@@ -105,7 +106,8 @@ impl Harness {
 
     /// Bytes one test run of replay's programs takes, as the kernel says.
     pub fn replay_room(&self) -> usize {
-        replay_room(replay_program(&self.ebpf).expect("replay program loaded"))
+        assert!(self.room > 0, "replay's programs are not loaded (LoadOptions::batch)");
+        self.room
     }
 
     /// Everything counted since the last poll.

@@ -63,8 +63,8 @@ pub struct LoadOptions {
     pub replay: bool,
     /// Which programs to load: only what will run, since what is not loaded cannot be refused
     /// by the verifier nor cost its time. Live, TC always (the bridge's egress needs it in every
-    /// mode) and XDP for `--attach xdp*`; replay, the replay program only (see `cmd::replay`),
-    /// which needs `replay`.
+    /// mode) and XDP for `--attach xdp*`; replay, replay's two programs only (see `cmd::replay`),
+    /// which need `replay`.
     pub tc: bool,
     pub xdp: bool,
     pub batch: bool,

@@ -219,12 +219,3 @@ pub fn run_replay(prog: &Xdp, input: &[u8]) -> anyhow::Result<()> {
     );
     Ok(())
 }
-
-/// One frame through the replay program, with its original length and capture time.
-pub fn run_xdp_replay(ebpf: &Ebpf, data: &[u8], wire_len: u32, tstamp_ns: u64) -> anyhow::Result<()> {
-    let mut run = ReplayRun::new(MAX_TEST_RUN_DATA);
-    run.push(data, wire_len, tstamp_ns);
-    let mut input = Vec::new();
-    run.finish_into(&mut input);
-    run_replay(replay_program(ebpf)?, &input)
-}
